@@ -1,0 +1,871 @@
+//! `virtual_server_group`, `virtual_server`, `real_server` and the health checkers.
+
+use std::net::IpAddr;
+
+use super::args::{Cx, set, set_some};
+use super::other;
+use crate::diagnostic::Diagnostic;
+use crate::model::{
+    CheckCommon, CheckKind, Checker, DnsCheck, FileCheck, GroupEntry, HttpCheck, HttpUrl, LbAlgo,
+    LbKind, MiscCheck, Protocol, RealServer, SmtpCheck, SorryServer, UdpCheck, VirtualServer,
+    VirtualServerGroup, VirtualServerKey,
+};
+use crate::syntax::{Node, Token};
+
+/// keepalived's `persistence_timeout` when the keyword has no value.
+const DEFAULT_PERSISTENCE_TIMEOUT: u32 = 360;
+const DEFAULT_DELAY_LOOP: f64 = 60.0;
+const DEFAULT_CONNECT_TIMEOUT: f64 = 5.0;
+const DEFAULT_RETRY: u32 = 1;
+/// IPVS keeps persistence templates for at most 31 days.
+const MAX_PERSISTENCE_TIMEOUT: u32 = 2_678_400;
+const MAX_WEIGHT: u32 = i32::MAX as u32;
+
+/// Checker options that a virtual server passes to its real servers, and a real server to
+/// its checkers, when they don't set them themselves.
+#[derive(Debug, Clone, Default)]
+struct Inherited {
+    connect_timeout: Option<f64>,
+    retry: Option<u32>,
+    delay_before_retry: Option<f64>,
+    warmup: Option<f64>,
+    delay_loop: Option<f64>,
+}
+
+impl Inherited {
+    /// Reads one inheritable option; false if `node` is not one.
+    fn read(&mut self, cx: &mut Cx, node: &Node) -> bool {
+        match node.name() {
+            "connect_timeout" => set_some(&mut self.connect_timeout, cx.positive_seconds(node)),
+            "retry" => set_some(&mut self.retry, cx.int(node, 0..=u32::MAX)),
+            "nb_get_retry" => {
+                deprecated_retry(cx, node);
+                set_some(&mut self.retry, cx.int(node, 0..=u32::MAX));
+            }
+            "delay_before_retry" => set_some(
+                &mut self.delay_before_retry,
+                cx.seconds(node, f64::from(u32::MAX)),
+            ),
+            "warmup" => set_some(&mut self.warmup, cx.seconds(node, f64::from(u32::MAX))),
+            "delay_loop" => set_some(&mut self.delay_loop, cx.positive_seconds(node)),
+            _ => return false,
+        }
+        true
+    }
+
+    fn over(&self, outer: &Inherited) -> Inherited {
+        Inherited {
+            connect_timeout: self.connect_timeout.or(outer.connect_timeout),
+            retry: self.retry.or(outer.retry),
+            delay_before_retry: self.delay_before_retry.or(outer.delay_before_retry),
+            warmup: self.warmup.or(outer.warmup),
+            delay_loop: self.delay_loop.or(outer.delay_loop),
+        }
+    }
+}
+
+fn deprecated_retry(cx: &mut Cx, node: &Node) {
+    cx.error(
+        Diagnostic::warning(
+            "deprecated-keyword",
+            "`nb_get_retry` is the old name of `retry`",
+        )
+        .at(node.keyword.span, "read as `retry`"),
+    );
+}
+
+pub fn virtual_server_group(cx: &mut Cx, node: &Node) -> Option<VirtualServerGroup> {
+    let name = cx.string(node)?;
+    let mut entries = Vec::new();
+    for entry in node.children() {
+        if entry.name() == "fwmark" {
+            if let Some(fwmark) = cx.int(entry, 1..=u32::MAX) {
+                entries.push(GroupEntry::Fwmark { fwmark });
+            }
+            continue;
+        }
+        let Some(port) = entry.args.first() else {
+            cx.error(
+                Diagnostic::error(
+                    "missing-value",
+                    "virtual_server_group entry needs `IP PORT` or `fwmark N`",
+                )
+                .at(entry.keyword.span, "port missing"),
+            );
+            continue;
+        };
+        cx.no_extra_args(entry, 1);
+        let (Some((ip, last)), Some(port)) = (
+            address_range(cx, entry, &entry.keyword),
+            cx.port_token(entry, port),
+        ) else {
+            continue;
+        };
+        entries.push(GroupEntry::Range { ip, last, port });
+    }
+    Some(VirtualServerGroup { name, entries })
+}
+
+/// `10.0.0.1` or a range of the last part: `10.0.0.1-10`, `fd00::1-ff`.
+fn address_range(cx: &mut Cx, node: &Node, token: &Token) -> Option<(IpAddr, IpAddr)> {
+    let (first, last_part) = match token.text.rsplit_once('-') {
+        Some((a, b)) => (a, Some(b)),
+        None => (token.text.as_str(), None),
+    };
+    let Ok(ip) = first.parse::<IpAddr>() else {
+        return cx.ip_token(node, token).map(|ip| (ip, ip));
+    };
+    let Some(last_part) = last_part else {
+        return Some((ip, ip));
+    };
+    let last = match ip {
+        IpAddr::V4(v4) => last_part
+            .parse::<u8>()
+            .ok()
+            .filter(|&l| l >= v4.octets()[3])
+            .map(|l| {
+                let mut o = v4.octets();
+                o[3] = l;
+                IpAddr::from(o)
+            }),
+        IpAddr::V6(v6) => u16::from_str_radix(last_part, 16)
+            .ok()
+            .filter(|&l| l >= v6.segments()[7])
+            .map(|l| {
+                let mut s = v6.segments();
+                s[7] = l;
+                IpAddr::from(s)
+            }),
+    };
+    match last {
+        Some(last) => Some((ip, last)),
+        None => {
+            cx.error(
+                Diagnostic::error(
+                    "invalid-address",
+                    format!("invalid address range `{}`", token.text),
+                )
+                .at(
+                    token.span,
+                    "the range end must be a last octet (IPv4) or group (IPv6) not below the start",
+                ),
+            );
+            None
+        }
+    }
+}
+
+pub fn virtual_server(cx: &mut Cx, node: &Node) -> Option<VirtualServer> {
+    let key = virtual_server_key(cx, node)?;
+    let mut vs = VirtualServer {
+        key,
+        delay_loop: DEFAULT_DELAY_LOOP,
+        lb_algo: LbAlgo::Wlc,
+        lb_flags: Vec::new(),
+        lb_kind: LbKind::Nat,
+        persistence_timeout: None,
+        persistence_granularity: None,
+        protocol: Protocol::Tcp,
+        sorry_server: None,
+        sorry_server_inhibit: false,
+        quorum: 1,
+        hysteresis: 0,
+        quorum_up: None,
+        quorum_down: None,
+        inhibit_on_failure: false,
+        alpha: false,
+        omega: false,
+        virtualhost: None,
+        ha_suspend: false,
+        real_server: Vec::new(),
+        other: Default::default(),
+    };
+    let mut inherited = Inherited::default();
+    let mut real_server_nodes = Vec::new();
+    let mut seen_protocol = None;
+    let mut seen_algo = false;
+    let mut seen_kind = false;
+    for child in node.children() {
+        if inherited.read(cx, child) {
+            continue;
+        }
+        match child.name() {
+            "lb_algo" | "lvs_sched" => {
+                seen_algo = true;
+                let Some(token) = cx.arg(child) else { continue };
+                match LbAlgo::from_name(&token.text) {
+                    Some(algo) => vs.lb_algo = algo,
+                    None => cx.error(
+                        Diagnostic::error(
+                            "invalid-value",
+                            format!("unknown lb_algo `{}`", token.text),
+                        )
+                        .at(token.span, "unknown scheduler")
+                        .with_note(format!(
+                            "IPVS schedulers: {}",
+                            LbAlgo::ALL
+                                .iter()
+                                .map(|(n, _)| *n)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )),
+                    ),
+                }
+            }
+            "lb_kind" | "lvs_method" => {
+                seen_kind = true;
+                set(&mut vs.lb_kind, lb_kind(cx, child));
+            }
+            "persistence_timeout" => {
+                vs.persistence_timeout = match child.args.first() {
+                    Some(t) => cx.number(child, t, 1..=MAX_PERSISTENCE_TIMEOUT),
+                    None => Some(DEFAULT_PERSISTENCE_TIMEOUT),
+                }
+            }
+            "persistence_granularity" => {
+                set_some(&mut vs.persistence_granularity, cx.string(child))
+            }
+            "protocol" => {
+                seen_protocol = Some(child.keyword.span);
+                let Some(token) = cx.arg(child) else { continue };
+                match token.text.as_str() {
+                    "TCP" | "tcp" => vs.protocol = Protocol::Tcp,
+                    "UDP" | "udp" => vs.protocol = Protocol::Udp,
+                    "SCTP" | "sctp" => vs.protocol = Protocol::Sctp,
+                    other => cx.error(
+                        Diagnostic::error("invalid-value", format!("unknown protocol `{other}`"))
+                            .at(token.span, "expected TCP, UDP or SCTP"),
+                    ),
+                }
+            }
+            "sorry_server" => {
+                let Some(ip) = cx
+                    .arg_allowing_more(child)
+                    .and_then(|t| cx.ip_token(child, t))
+                else {
+                    continue;
+                };
+                let port = match child.args.get(1) {
+                    Some(t) => cx.port_token(child, t),
+                    None => None,
+                };
+                cx.no_extra_args(child, 2);
+                vs.sorry_server = Some(SorryServer { ip, port });
+            }
+            "sorry_server_inhibit" => set(&mut vs.sorry_server_inhibit, cx.flag(child)),
+            "quorum" => set(&mut vs.quorum, cx.int(child, 1..=u32::MAX)),
+            "alpha" => vs.alpha = cx.flag_only(child),
+            "omega" => vs.omega = cx.flag_only(child),
+            "inhibit_on_failure" => vs.inhibit_on_failure = cx.flag_only(child),
+            "ha_suspend" => vs.ha_suspend = cx.flag_only(child),
+            "hysteresis" => set(&mut vs.hysteresis, cx.int(child, 0..=u32::MAX)),
+            "quorum_up" => vs.quorum_up = cx.script(child),
+            "quorum_down" => vs.quorum_down = cx.script(child),
+            "virtualhost" => set_some(&mut vs.virtualhost, cx.string(child)),
+            "sh-port" | "sh-fallback" | "mh-port" | "mh-fallback" | "ops" | "hashed" | "flag-1"
+            | "flag-2" | "flag-3" | "one_packet" => vs.lb_flags.push(child.name().to_owned()),
+            "real_server" => real_server_nodes.push(child),
+            "nat_mask" => cx.error(
+                Diagnostic::warning(
+                    "obsolete-keyword",
+                    "`nat_mask` is not a keepalived 2.x keyword",
+                )
+                .at(child.keyword.span, "ignored: it has no effect on IPVS")
+                .with_note("keepalived 2.x reports it as an unknown keyword; delete the line"),
+            ),
+            name if super::known::VIRTUAL_SERVER_ACCEPTED.contains(&name) => {
+                other(&mut vs.other, child)
+            }
+            _ => cx.unknown(child, "virtual_server"),
+        }
+    }
+    if let Some(delay_loop) = inherited.delay_loop {
+        vs.delay_loop = delay_loop;
+    }
+    check_scheduling_defaults(cx, node, &mut vs, seen_protocol, seen_algo, seen_kind);
+    let defaults = VsDefaults {
+        port: match vs.key {
+            VirtualServerKey::Address { port, .. } => port,
+            _ => 0,
+        },
+        lb_kind: vs.lb_kind,
+        inhibit_on_failure: vs.inhibit_on_failure,
+        alpha: vs.alpha,
+        delay_loop: vs.delay_loop,
+        inherited,
+    };
+    for rs_node in real_server_nodes {
+        let Some(rs) = real_server(cx, rs_node, &defaults, &vs.key) else {
+            continue;
+        };
+        if vs
+            .real_server
+            .iter()
+            .any(|other| other.ip == rs.ip && other.port == rs.port)
+        {
+            cx.error(
+                Diagnostic::warning(
+                    "duplicate-real-server",
+                    format!("real_server {} {} is listed twice", rs.ip, rs.port),
+                )
+                .at(rs_node.line_span(), "the second one is removed"),
+            );
+            continue;
+        }
+        vs.real_server.push(rs);
+    }
+    check_real_servers(cx, node, &mut vs);
+    Some(vs)
+}
+
+/// keepalived reports every scheduling default it has to apply, and a missing protocol
+/// defaults to UDP, which is rarely what the author meant.
+fn check_scheduling_defaults(
+    cx: &mut Cx,
+    node: &Node,
+    vs: &mut VirtualServer,
+    seen_protocol: Option<crate::source::Span>,
+    seen_algo: bool,
+    seen_kind: bool,
+) {
+    let at = node.line_span();
+    let is_fwmark = matches!(vs.key, VirtualServerKey::Fwmark { .. });
+    match (is_fwmark, seen_protocol) {
+        (true, Some(span)) => cx.error(
+            Diagnostic::warning("fwmark-protocol", "a fwmark virtual server has no protocol")
+                .at(span, "ignored: the firewall mark selects the traffic"),
+        ),
+        (false, None) => {
+            vs.protocol = Protocol::Udp;
+            cx.error(
+                Diagnostic::warning("default-protocol", "virtual_server has no `protocol`: keepalived defaults to UDP")
+                    .at(at, "add `protocol TCP` (or UDP) to say which")
+                    .with_note("ipvsadm's -t/-u always say it; keepalived 2.2 uses UDP when the keyword is absent"),
+            );
+        }
+        _ => {}
+    }
+    if !seen_algo {
+        cx.error(
+            Diagnostic::warning(
+                "default-lb-algo",
+                "virtual_server has no `lb_algo`: using wlc",
+            )
+            .at(at, "keepalived reports this default too"),
+        );
+    }
+    if !seen_kind {
+        cx.error(
+            Diagnostic::warning(
+                "default-lb-kind",
+                "virtual_server has no `lb_kind`: using NAT",
+            )
+            .at(at, "keepalived's default is NAT; ipvsadm's is DR (-g)"),
+        );
+    }
+    if let VirtualServerKey::Address { port: 0, .. } = vs.key
+        && vs.persistence_timeout.is_none()
+    {
+        cx.error(
+            Diagnostic::warning("zero-port", "port 0 is only valid for a persistent service")
+                .at(at, "add `persistence_timeout` or give a port"),
+        );
+    }
+}
+
+fn check_real_servers(cx: &mut Cx, node: &Node, vs: &mut VirtualServer) {
+    let at = node.line_span();
+    if vs.real_server.is_empty() {
+        cx.error(
+            Diagnostic::warning("no-real-servers", "virtual_server has no real_server").at(
+                at,
+                "keepalived ignores a virtual server without real servers",
+            ),
+        );
+        return;
+    }
+    let total_weight: u64 = vs.real_server.iter().map(|rs| u64::from(rs.weight)).sum();
+    if u64::from(vs.quorum) > total_weight {
+        cx.error(
+            Diagnostic::warning(
+                "quorum-unreachable",
+                format!(
+                    "quorum {} exceeds the total weight of the real servers ({total_weight})",
+                    vs.quorum
+                ),
+            )
+            .at(
+                at,
+                format!("keepalived lowers the quorum to {total_weight}"),
+            ),
+        );
+    }
+}
+
+fn lb_kind(cx: &mut Cx, node: &Node) -> Option<LbKind> {
+    let token = cx.arg(node)?;
+    match token.text.as_str() {
+        "NAT" => Some(LbKind::Nat),
+        "DR" => Some(LbKind::Dr),
+        "TUN" => Some(LbKind::Tun),
+        other => {
+            cx.error(
+                Diagnostic::error("invalid-value", format!("unknown lb_kind `{other}`"))
+                    .at(token.span, "expected NAT, DR or TUN"),
+            );
+            None
+        }
+    }
+}
+
+fn virtual_server_key(cx: &mut Cx, node: &Node) -> Option<VirtualServerKey> {
+    let first = cx.arg_allowing_more(node)?;
+    match first.text.as_str() {
+        "fwmark" => {
+            let token = node.args.get(1);
+            let fwmark = match token {
+                Some(t) => cx.number(node, t, 1..=u32::MAX)?,
+                None => {
+                    cx.error(
+                        Diagnostic::error("missing-value", "`virtual_server fwmark` needs a mark")
+                            .at(first.span, "expected `fwmark N`"),
+                    );
+                    return None;
+                }
+            };
+            cx.no_extra_args(node, 2);
+            Some(VirtualServerKey::Fwmark { fwmark })
+        }
+        "group" => {
+            let Some(name) = node.args.get(1) else {
+                cx.error(
+                    Diagnostic::error("missing-value", "`virtual_server group` needs a group name")
+                        .at(first.span, "expected `group NAME`"),
+                );
+                return None;
+            };
+            cx.no_extra_args(node, 2);
+            Some(VirtualServerKey::Group {
+                group: name.text.clone(),
+            })
+        }
+        _ => {
+            let ip = cx.ip_token(node, first)?;
+            let Some(port) = node.args.get(1) else {
+                cx.error(
+                    Diagnostic::error(
+                        "missing-value",
+                        "`virtual_server` needs `IP PORT`, `fwmark N` or `group NAME`",
+                    )
+                    .at(first.span, "port missing after the address"),
+                );
+                return None;
+            };
+            let port = cx.port_token(node, port)?;
+            cx.no_extra_args(node, 2);
+            Some(VirtualServerKey::Address { ip, port })
+        }
+    }
+}
+
+/// What a real server takes from its virtual server.
+struct VsDefaults {
+    port: u16,
+    lb_kind: LbKind,
+    inhibit_on_failure: bool,
+    alpha: bool,
+    delay_loop: f64,
+    inherited: Inherited,
+}
+
+fn real_server(
+    cx: &mut Cx,
+    node: &Node,
+    vs: &VsDefaults,
+    key: &VirtualServerKey,
+) -> Option<RealServer> {
+    let ip = cx
+        .arg_allowing_more(node)
+        .and_then(|t| cx.ip_token(node, t))?;
+    let mut port = match node.args.get(1) {
+        Some(t) => cx.port_token(node, t)?,
+        None => vs.port,
+    };
+    cx.no_extra_args(node, 2);
+    match key {
+        VirtualServerKey::Address { ip: vip, .. } if vip.is_ipv4() != ip.is_ipv4() => {
+            cx.error(
+                Diagnostic::error(
+                    "mixed-families",
+                    format!("real_server {ip} is not of the virtual server's address family"),
+                )
+                .at(node.line_span(), "this real server is skipped"),
+            );
+            return None;
+        }
+        VirtualServerKey::Fwmark { .. } if node.args.get(1).is_some() && port != 0 => {
+            cx.error(
+                Diagnostic::warning(
+                    "fwmark-real-server-port",
+                    "a real server of a fwmark service takes no port",
+                )
+                .at(node.line_span(), "the port is cleared"),
+            );
+            port = 0;
+        }
+        _ => {}
+    }
+    if matches!(vs.lb_kind, LbKind::Dr | LbKind::Tun) && port != vs.port && vs.port != 0 {
+        cx.error(
+            Diagnostic::warning(
+                "port-mismatch",
+                format!(
+                    "with DR or TUN the real server port must be the virtual server's ({})",
+                    vs.port
+                ),
+            )
+            .at(
+                node.line_span(),
+                format!("port {port} is reset to {}", vs.port),
+            )
+            .with_note("DR and TUN forward packets unchanged; only NAT can translate ports"),
+        );
+        port = vs.port;
+    }
+    let mut rs = RealServer {
+        ip,
+        port,
+        weight: 1,
+        lb_kind: vs.lb_kind,
+        inhibit_on_failure: vs.inhibit_on_failure,
+        notify_up: None,
+        notify_down: None,
+        uthreshold: 0,
+        lthreshold: 0,
+        alpha: vs.alpha,
+        checkers: Vec::new(),
+        other: Default::default(),
+    };
+    let mut inherited = Inherited::default();
+    let mut checker_nodes = Vec::new();
+    for child in node.children() {
+        if inherited.read(cx, child) {
+            continue;
+        }
+        match child.name() {
+            "weight" => set(&mut rs.weight, cx.int(child, 0..=MAX_WEIGHT)),
+            "lvs_method" | "lb_kind" => set(&mut rs.lb_kind, lb_kind(cx, child)),
+            "inhibit_on_failure" => set(&mut rs.inhibit_on_failure, cx.flag(child)),
+            "notify_up" => rs.notify_up = cx.script(child),
+            "notify_down" => rs.notify_down = cx.script(child),
+            "uthreshold" => set(&mut rs.uthreshold, cx.int(child, 0..=u32::MAX)),
+            "lthreshold" => set(&mut rs.lthreshold, cx.int(child, 0..=u32::MAX)),
+            "alpha" => set(&mut rs.alpha, cx.flag(child)),
+            name if CHECKERS.contains(&name) => checker_nodes.push(child),
+            name if super::known::REAL_SERVER_ACCEPTED.contains(&name) => {
+                other(&mut rs.other, child)
+            }
+            _ => cx.unknown(child, "real_server"),
+        }
+    }
+    let inherited = inherited.over(&vs.inherited);
+    rs.checkers = checker_nodes
+        .into_iter()
+        .filter_map(|n| checker(cx, n, &inherited, vs.delay_loop, rs.alpha))
+        .collect();
+    Some(rs)
+}
+
+const CHECKERS: &[&str] = &[
+    "TCP_CHECK",
+    "HTTP_GET",
+    "SSL_GET",
+    "MISC_CHECK",
+    "SMTP_CHECK",
+    "DNS_CHECK",
+    "UDP_CHECK",
+    "PING_CHECK",
+    "FILE_CHECK",
+];
+
+fn checker(
+    cx: &mut Cx,
+    node: &Node,
+    outer: &Inherited,
+    delay_loop: f64,
+    alpha: bool,
+) -> Option<Checker> {
+    let mut own = Inherited::default();
+    let mut common = CheckCommon {
+        connect_ip: None,
+        connect_port: None,
+        bindto: None,
+        bind_port: None,
+        bind_if: None,
+        connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        retry: DEFAULT_RETRY,
+        delay_before_retry: 1.0,
+        delay_loop,
+        warmup: None,
+        alpha,
+        log_all_failures: false,
+        fwmark: None,
+    };
+    let mut kind = match node.name() {
+        "TCP_CHECK" => CheckKind::Tcp,
+        "HTTP_GET" => CheckKind::Http(http_check()),
+        "SSL_GET" => CheckKind::Ssl(http_check()),
+        "MISC_CHECK" => CheckKind::Misc(MiscCheck {
+            misc_path: String::new(),
+            misc_timeout: None,
+            misc_dynamic: false,
+            user: None,
+            group: None,
+        }),
+        "SMTP_CHECK" => CheckKind::Smtp(SmtpCheck { helo_name: None }),
+        "DNS_CHECK" => CheckKind::Dns(DnsCheck {
+            query_type: "SOA".to_owned(),
+            name: ".".to_owned(),
+        }),
+        "UDP_CHECK" => CheckKind::Udp(UdpCheck {
+            payload: None,
+            require_reply: None,
+            min_reply_length: None,
+            max_reply_length: None,
+        }),
+        "PING_CHECK" => CheckKind::Ping,
+        _ => CheckKind::File(FileCheck {
+            track_file: String::new(),
+            weight: None,
+            reverse: false,
+        }),
+    };
+    let mut others = crate::model::OtherKeywords::new();
+    for child in node.children() {
+        if own.read(cx, child) {
+            continue;
+        }
+        match (child.name(), &mut kind) {
+            ("connect_ip", _) => set_some(&mut common.connect_ip, cx.ip(child)),
+            ("connect_port", _) => set_some(&mut common.connect_port, cx.int(child, 1..=65535u16)),
+            ("bindto", _) => set_some(&mut common.bindto, cx.ip(child)),
+            ("bind_port", _) => set_some(&mut common.bind_port, cx.port(child)),
+            ("bind_if", _) => set_some(&mut common.bind_if, cx.string(child)),
+            ("alpha", _) => set(&mut common.alpha, cx.flag(child)),
+            ("log_all_failures", _) => set(&mut common.log_all_failures, cx.flag(child)),
+            ("fwmark", _) => set_some(&mut common.fwmark, cx.int(child, 1..=u32::MAX)),
+            ("url", CheckKind::Http(h) | CheckKind::Ssl(h)) => {
+                if let Some(url) = http_url(cx, child) {
+                    h.url.push(url);
+                }
+            }
+            ("virtualhost", CheckKind::Http(h) | CheckKind::Ssl(h)) => {
+                set_some(&mut h.virtualhost, cx.string(child))
+            }
+            ("http_protocol", CheckKind::Http(h) | CheckKind::Ssl(h)) => {
+                set_some(&mut h.http_protocol, cx.string(child))
+            }
+            ("sni", CheckKind::Http(h) | CheckKind::Ssl(h)) => {
+                set_some(&mut h.sni, cx.string(child))
+            }
+            ("enable_sni", CheckKind::Http(h) | CheckKind::Ssl(h)) => {
+                set(&mut h.enable_sni, cx.flag(child))
+            }
+            ("tls_compliant", CheckKind::Http(h) | CheckKind::Ssl(h)) => {
+                set(&mut h.tls_compliant, cx.flag(child))
+            }
+            ("misc_path", CheckKind::Misc(m)) => set(&mut m.misc_path, cx.rest(child)),
+            ("misc_timeout", CheckKind::Misc(m)) => {
+                set_some(&mut m.misc_timeout, cx.seconds(child, f64::from(u32::MAX)))
+            }
+            ("misc_dynamic", CheckKind::Misc(m)) => set(&mut m.misc_dynamic, cx.flag(child)),
+            ("user", CheckKind::Misc(m)) => {
+                m.user = cx.arg_allowing_more(child).map(|t| t.text.clone());
+                m.group = child.args.get(1).map(|t| t.text.clone());
+            }
+            ("helo_name", CheckKind::Smtp(s)) => set_some(&mut s.helo_name, cx.string(child)),
+            ("type", CheckKind::Dns(d)) => {
+                let Some(token) = cx.arg(child) else { continue };
+                let upper = token.text.to_ascii_uppercase();
+                if ["A", "NS", "CNAME", "SOA", "MX", "TXT", "AAAA"].contains(&upper.as_str()) {
+                    d.query_type = upper;
+                } else {
+                    cx.error(
+                        Diagnostic::error(
+                            "invalid-value",
+                            format!("unknown DNS_CHECK type `{}`", token.text),
+                        )
+                        .at(token.span, "expected A, NS, CNAME, SOA, MX, TXT or AAAA"),
+                    );
+                }
+            }
+            ("name", CheckKind::Dns(d)) => set(&mut d.name, cx.string(child)),
+            ("payload", CheckKind::Udp(u)) => set_some(&mut u.payload, cx.string(child)),
+            ("require_reply", CheckKind::Udp(u)) => {
+                u.require_reply = Some(
+                    child
+                        .args
+                        .first()
+                        .map(|t| t.text.clone())
+                        .unwrap_or_default(),
+                )
+            }
+            ("min_reply_length", CheckKind::Udp(u)) => {
+                set_some(&mut u.min_reply_length, cx.int(child, 0..=u32::MAX))
+            }
+            ("max_reply_length", CheckKind::Udp(u)) => {
+                set_some(&mut u.max_reply_length, cx.int(child, 0..=u32::MAX))
+            }
+            ("track_file", CheckKind::File(f)) => set(&mut f.track_file, cx.string(child)),
+            ("weight", CheckKind::File(f)) => {
+                f.weight = child
+                    .args
+                    .first()
+                    .and_then(|t| cx.number(child, t, -254..=254));
+                f.reverse = child.args.get(1).is_some_and(|t| t.text == "reverse");
+            }
+            (name, _) if super::known::CHECKER_ACCEPTED.contains(&name) => {
+                other(&mut others, child)
+            }
+            _ => cx.unknown(child, node.name()),
+        }
+    }
+    let resolved = own.over(outer);
+    let http_like = matches!(kind, CheckKind::Http(_) | CheckKind::Ssl(_));
+    set(&mut common.connect_timeout, resolved.connect_timeout);
+    set(&mut common.retry, resolved.retry);
+    common.delay_before_retry =
+        resolved
+            .delay_before_retry
+            .unwrap_or(if http_like { 3.0 } else { 1.0 });
+    set(&mut common.delay_loop, resolved.delay_loop);
+    common.warmup = resolved.warmup;
+    if !checker_is_complete(cx, node, &kind) {
+        return None;
+    }
+    Some(Checker {
+        kind,
+        common,
+        other: others,
+    })
+}
+
+fn checker_is_complete(cx: &mut Cx, node: &Node, kind: &CheckKind) -> bool {
+    let missing = match kind {
+        CheckKind::Http(h) | CheckKind::Ssl(h) if h.url.is_empty() => {
+            Some("a `url { path … }` block")
+        }
+        CheckKind::Misc(m) if m.misc_path.is_empty() => Some("`misc_path`"),
+        CheckKind::File(f) if f.track_file.is_empty() => Some("`track_file`"),
+        _ => None,
+    };
+    if let Some(missing) = missing {
+        cx.error(
+            Diagnostic::error(
+                "missing-keyword",
+                format!("{} has no {missing}", node.name()),
+            )
+            .at(node.keyword.span, "this checker is ignored"),
+        );
+        return false;
+    }
+    true
+}
+
+fn http_check() -> HttpCheck {
+    HttpCheck {
+        url: Vec::new(),
+        virtualhost: None,
+        http_protocol: None,
+        sni: None,
+        enable_sni: false,
+        tls_compliant: false,
+    }
+}
+
+fn http_url(cx: &mut Cx, node: &Node) -> Option<HttpUrl> {
+    if !cx.needs_block(node) {
+        return None;
+    }
+    let mut url = HttpUrl {
+        path: String::new(),
+        digest: None,
+        status_code: Vec::new(),
+        virtualhost: None,
+        regex: None,
+        regex_no_match: false,
+    };
+    for child in node.children() {
+        match child.name() {
+            "path" => set(&mut url.path, cx.string(child)),
+            "digest" => {
+                let Some(token) = cx.arg(child) else { continue };
+                if token.text.len() == 32 && token.text.chars().all(|c| c.is_ascii_hexdigit()) {
+                    url.digest = Some(token.text.to_ascii_lowercase());
+                } else {
+                    cx.error(
+                        Diagnostic::error(
+                            "invalid-value",
+                            format!("`{}` is not an MD5 digest", token.text),
+                        )
+                        .at(
+                            token.span,
+                            "expected 32 hexadecimal digits (see `keeplb genhash`)",
+                        ),
+                    );
+                }
+            }
+            "status_code" => {
+                if child.args.is_empty() {
+                    cx.arg(child);
+                }
+                for token in &child.args {
+                    if let Some(range) = status_range(cx, child, token) {
+                        url.status_code.push(range);
+                    }
+                }
+            }
+            "virtualhost" => set_some(&mut url.virtualhost, cx.string(child)),
+            "regex" => set_some(&mut url.regex, cx.rest(child)),
+            "regex_no_match" => url.regex_no_match = true,
+            name if super::known::URL_ACCEPTED.contains(&name) => {}
+            _ => cx.unknown(child, "url"),
+        }
+    }
+    if url.path.is_empty() {
+        cx.error(
+            Diagnostic::error("missing-keyword", "url block has no `path`")
+                .at(node.keyword.span, "add `path /health` to this block"),
+        );
+        return None;
+    }
+    if url.status_code.is_empty() {
+        url.status_code.push((200, 299));
+    }
+    Some(url)
+}
+
+/// `200` or `200-299`.
+fn status_range(cx: &mut Cx, node: &Node, token: &Token) -> Option<(u16, u16)> {
+    let (low, high) = token
+        .text
+        .split_once('-')
+        .unwrap_or((&token.text, &token.text));
+    match (low.parse::<u16>(), high.parse::<u16>()) {
+        (Ok(l), Ok(h)) if (100..=999).contains(&l) && (l..=999).contains(&h) => Some((l, h)),
+        _ => {
+            cx.error(
+                Diagnostic::error(
+                    "invalid-value",
+                    format!("invalid status_code `{}`", token.text),
+                )
+                .at(
+                    token.span,
+                    "expected a code 100-999 or a range like 200-299",
+                ),
+            );
+            let _ = node;
+            None
+        }
+    }
+}

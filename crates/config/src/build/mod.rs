@@ -1,0 +1,314 @@
+//! Turns the block tree into the typed [`Config`], applying keepalived's defaults.
+
+mod args;
+mod global;
+mod known;
+mod lvs;
+mod vrrp;
+
+use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::model::{Config, OtherKeywords, TrackRef};
+use crate::syntax::Node;
+pub use args::Cx;
+
+/// Where each named object was defined, for cross-reference checks and duplicate reports.
+#[derive(Debug, Default)]
+pub struct Origins {
+    pub vrrp_script: Vec<crate::source::Span>,
+    pub track_file: Vec<crate::source::Span>,
+    pub vrrp_instance: Vec<InstanceOrigin>,
+    pub vrrp_sync_group: Vec<SyncGroupOrigin>,
+    pub virtual_server_group: Vec<crate::source::Span>,
+    pub virtual_server: Vec<crate::source::Span>,
+}
+
+/// Spans inside a `vrrp_instance` that validation points at.
+#[derive(Debug, Clone)]
+pub struct InstanceOrigin {
+    pub name: crate::source::Span,
+    pub virtual_router_id: Option<crate::source::Span>,
+    pub track_script: Vec<crate::source::Span>,
+    pub track_file: Vec<crate::source::Span>,
+    pub virtual_ipaddress: Option<crate::source::Span>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SyncGroupOrigin {
+    pub name: crate::source::Span,
+    pub members: Vec<crate::source::Span>,
+}
+
+pub fn build(
+    nodes: &[Node],
+    env: &dyn crate::env::Environment,
+    diagnostics: &mut Diagnostics,
+) -> (Config, Origins) {
+    let mut cx = Cx {
+        diagnostics,
+        env,
+        script_security: false,
+        first_existing_script: None,
+    };
+    report_slash_comments(&mut cx, nodes, None);
+    let mut config = Config::default();
+    let mut origins = Origins::default();
+    // global_defs sets defaults that instances inherit, wherever it stands in the file.
+    for node in nodes.iter().filter(|n| n.name() == "global_defs") {
+        if cx.needs_block(node) {
+            global::global_defs(&mut cx, node, &mut config.global_defs);
+        }
+    }
+    cx.script_security = config.global_defs.enable_script_security;
+    for node in nodes {
+        let name = node.name();
+        let opens_block = matches!(
+            name,
+            "vrrp_script"
+                | "track_file"
+                | "vrrp_track_file"
+                | "vrrp_instance"
+                | "vrrp_sync_group"
+                | "virtual_server_group"
+                | "virtual_server"
+        );
+        if opens_block && !cx.needs_block(node) {
+            continue;
+        }
+        match name {
+            "global_defs" => {}
+            "vrrp_script" => {
+                if let Some(s) = vrrp::vrrp_script(&mut cx, node) {
+                    origins.vrrp_script.push(name_span(node));
+                    config.vrrp_script.push(s);
+                }
+            }
+            "track_file" | "vrrp_track_file" => {
+                if let Some(t) = vrrp::track_file(&mut cx, node) {
+                    origins.track_file.push(name_span(node));
+                    config.track_file.push(t);
+                }
+            }
+            "vrrp_instance" => {
+                if let Some(i) = vrrp::vrrp_instance(&mut cx, node, &config.global_defs) {
+                    origins.vrrp_instance.push(instance_origin(node));
+                    config.vrrp_instance.push(i);
+                }
+            }
+            "vrrp_sync_group" => {
+                if let Some(g) = vrrp::vrrp_sync_group(&mut cx, node) {
+                    origins.vrrp_sync_group.push(SyncGroupOrigin {
+                        name: name_span(node),
+                        members: node
+                            .children()
+                            .iter()
+                            .filter(|c| c.name() == "group")
+                            .flat_map(|c| c.children())
+                            .flat_map(|e| {
+                                std::iter::once(e.keyword.span).chain(e.args.iter().map(|a| a.span))
+                            })
+                            .collect(),
+                    });
+                    config.vrrp_sync_group.push(g);
+                }
+            }
+            "virtual_server_group" => {
+                if let Some(g) = lvs::virtual_server_group(&mut cx, node) {
+                    origins.virtual_server_group.push(name_span(node));
+                    config.virtual_server_group.push(g);
+                }
+            }
+            "virtual_server" => {
+                if let Some(vs) = lvs::virtual_server(&mut cx, node) {
+                    origins.virtual_server.push(node.line_span());
+                    config.virtual_server.push(vs);
+                }
+            }
+            name if known::TOP_LEVEL_ACCEPTED.contains(&name) => {}
+            _ => cx.unknown(node, "the top level"),
+        }
+    }
+    check_script_security(&mut cx, &config);
+    (config, origins)
+}
+
+/// keepalived refuses to run scripts as root unless `enable_script_security` says the
+/// author has checked them (`keepalived -t` exits 6 for this alone).
+fn check_script_security(cx: &mut Cx, config: &Config) {
+    let g = &config.global_defs;
+    let Some(span) = cx.first_existing_script else {
+        return;
+    };
+    if !g.enable_script_security {
+        cx.error(
+            Diagnostic::warning(
+                "script-security",
+                "scripts are configured but `enable_script_security` is not set",
+            )
+            .at(
+                span,
+                "this script would run as root without any check of who can modify it",
+            )
+            .with_note("add `enable_script_security` and `script_user USER` to global_defs"),
+        );
+        return;
+    }
+    let user = g
+        .script_user
+        .as_ref()
+        .map_or("keepalived_script", |u| u.script.as_str());
+    if cx.env.user_exists(user) == Some(false) {
+        cx.error(
+            Diagnostic::warning(
+                "script-user",
+                format!("script user `{user}` does not exist"),
+            )
+            .at(
+                span,
+                "keepalived cannot run scripts as this user and drops them",
+            )
+            .with_note(if g.script_user.is_none() {
+                "without `script_user`, keepalived runs scripts as `keepalived_script`"
+            } else {
+                "create the user or change `script_user`"
+            }),
+        );
+    }
+}
+
+/// Keywords after which keepalived parses the rest of the line, so a `//` "comment" there
+/// is an error for it rather than ignored words.
+const PARSES_WHOLE_LINE: &[&str] = &[
+    "lb_kind",
+    "lvs_method",
+    "smtp_server",
+    "sorry_server",
+    "status_code",
+];
+/// Blocks whose lines are entries with options: a `//` there is read as an option.
+const ENTRY_BLOCKS: &[&str] = &[
+    "virtual_ipaddress",
+    "virtual_ipaddress_excluded",
+    "virtual_routes",
+    "virtual_rules",
+    "unicast_peer",
+    "track_interface",
+    "track_script",
+    "track_file",
+    "track_process",
+    "virtual_server_group",
+    "group",
+];
+
+/// `//` is no comment in keepalived.conf, but tutorials write it as one and the intent is
+/// plain: keeplb drops it, and says whether keepalived would have minded.
+fn report_slash_comments(cx: &mut Cx, nodes: &[Node], parent: Option<&str>) {
+    for node in nodes {
+        if let Some(span) = node.slash_comment {
+            let rejected = parent.is_some_and(|p| ENTRY_BLOCKS.contains(&p))
+                || PARSES_WHOLE_LINE.contains(&node.name());
+            let diagnostic = if rejected {
+                Diagnostic::warning(
+                    "double-slash-comment",
+                    "`//` does not start a comment in keepalived.conf",
+                )
+                .at(span, "keeplb ignores this as a comment")
+                .with_note(format!(
+                    "keepalived would read it as more options of `{}` and reject them; use `#`",
+                    node.name()
+                ))
+            } else if node.name() == "script" {
+                Diagnostic::note(
+                    "double-slash-comment",
+                    "`//` does not start a comment in keepalived.conf",
+                )
+                .at(span, "keeplb ignores this as a comment")
+                .with_note("keepalived would pass these words to the script as arguments; use `#`")
+            } else {
+                Diagnostic::note(
+                    "double-slash-comment",
+                    "`//` does not start a comment in keepalived.conf",
+                )
+                .at(span, "keeplb ignores this as a comment")
+                .with_note(format!(
+                    "keepalived ignores extra words after `{}` too; use `#`",
+                    node.name()
+                ))
+            };
+            cx.error(diagnostic);
+        }
+        report_slash_comments(cx, node.children(), Some(node.name()));
+    }
+}
+
+fn name_span(node: &Node) -> crate::source::Span {
+    node.args.first().map_or(node.keyword.span, |t| t.span)
+}
+
+fn instance_origin(node: &Node) -> InstanceOrigin {
+    let find = |kw: &str| node.children().iter().find(|c| c.name() == kw);
+    let entries = |kw: &str| -> Vec<crate::source::Span> {
+        node.children()
+            .iter()
+            .filter(|c| c.name() == kw)
+            .flat_map(|c| c.children().iter().map(|e| e.keyword.span))
+            .collect()
+    };
+    InstanceOrigin {
+        name: name_span(node),
+        virtual_router_id: find("virtual_router_id").map(|n| n.line_span()),
+        track_script: entries("track_script"),
+        track_file: entries("track_file"),
+        virtual_ipaddress: find("virtual_ipaddress").map(|n| n.keyword.span),
+    }
+}
+
+/// Keeps a keyword keeplb accepts without acting on it, so dump-config still shows it.
+fn other(others: &mut OtherKeywords, node: &Node) {
+    let mut words: Vec<String> = node.args.iter().map(|t| t.text.clone()).collect();
+    for child in node.children() {
+        words.push(child.keyword.text.clone());
+        words.extend(child.args.iter().map(|t| t.text.clone()));
+    }
+    others.insert(node.name().to_owned(), words);
+}
+
+/// `track_script { NAME [weight N [reverse]] … }` and its siblings.
+fn track_refs(cx: &mut Cx, node: &Node, range: std::ops::RangeInclusive<i32>) -> Vec<TrackRef> {
+    if !cx.needs_block(node) {
+        return Vec::new();
+    }
+    let mut refs = Vec::new();
+    for entry in node.children() {
+        let mut r = TrackRef {
+            name: entry.keyword.text.clone(),
+            weight: None,
+            reverse: false,
+        };
+        let mut words = entry.args.iter();
+        while let Some(word) = words.next() {
+            match word.text.as_str() {
+                "weight" => match words.next() {
+                    Some(v) => r.weight = cx.number(entry, v, range.clone()),
+                    None => cx.error(
+                        Diagnostic::error("missing-value", "`weight` needs a value")
+                            .at(word.span, "value missing"),
+                    ),
+                },
+                "reverse" => r.reverse = true,
+                other => cx.error(
+                    Diagnostic::error(
+                        "invalid-value",
+                        format!(
+                            "unexpected `{other}` after `{}` in {}",
+                            entry.name(),
+                            node.name()
+                        ),
+                    )
+                    .at(word.span, "expected `weight N [reverse]`"),
+                ),
+            }
+        }
+        refs.push(r);
+    }
+    refs
+}

@@ -1,0 +1,190 @@
+//! Checks across blocks: references, duplicates, and combinations keepalived refuses.
+
+use std::collections::HashMap;
+
+use crate::build::Origins;
+use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::model::{Config, VirtualServerKey};
+use crate::source::Span;
+
+pub fn validate(config: &Config, origins: &Origins, diagnostics: &mut Diagnostics) {
+    duplicate_names(
+        "vrrp_script",
+        config
+            .vrrp_script
+            .iter()
+            .map(|s| s.name.as_str())
+            .zip(origins.vrrp_script.iter().copied()),
+        diagnostics,
+    );
+    duplicate_names(
+        "vrrp_instance",
+        config
+            .vrrp_instance
+            .iter()
+            .map(|i| i.name.as_str())
+            .zip(origins.vrrp_instance.iter().map(|o| o.name)),
+        diagnostics,
+    );
+    duplicate_names(
+        "vrrp_sync_group",
+        config
+            .vrrp_sync_group
+            .iter()
+            .map(|g| g.name.as_str())
+            .zip(origins.vrrp_sync_group.iter().map(|o| o.name)),
+        diagnostics,
+    );
+    track_references(config, origins, diagnostics);
+    sync_groups(config, origins, diagnostics);
+    duplicate_vrids(config, origins, diagnostics);
+    virtual_server_groups(config, origins, diagnostics);
+}
+
+fn duplicate_names<'a>(
+    what: &str,
+    names: impl Iterator<Item = (&'a str, Span)>,
+    diagnostics: &mut Diagnostics,
+) {
+    let mut seen: HashMap<&str, Span> = HashMap::new();
+    for (name, span) in names {
+        if let Some(first) = seen.get(name) {
+            diagnostics.push(
+                Diagnostic::error(
+                    "duplicate-name",
+                    format!("{what} `{name}` is defined twice"),
+                )
+                .at(span, "defined again here")
+                .with_secondary(*first, "first defined here"),
+            );
+        } else {
+            seen.insert(name, span);
+        }
+    }
+}
+
+fn track_references(config: &Config, origins: &Origins, diagnostics: &mut Diagnostics) {
+    for (instance, origin) in config.vrrp_instance.iter().zip(&origins.vrrp_instance) {
+        for (r, span) in instance.track_script.iter().zip(&origin.track_script) {
+            if !config.vrrp_script.iter().any(|s| s.name == r.name) {
+                diagnostics.push(
+                    Diagnostic::error(
+                        "undefined-reference",
+                        format!("track_script `{}` is not defined", r.name),
+                    )
+                    .at(*span, "no vrrp_script has this name")
+                    .with_note(defined_list(
+                        "vrrp_script",
+                        config.vrrp_script.iter().map(|s| s.name.as_str()),
+                    )),
+                );
+            }
+        }
+        for (r, span) in instance.track_file.iter().zip(&origin.track_file) {
+            if !config.track_file.iter().any(|t| t.name == r.name) {
+                diagnostics.push(
+                    Diagnostic::error(
+                        "undefined-reference",
+                        format!("track_file `{}` is not defined", r.name),
+                    )
+                    .at(*span, "no track_file block has this name"),
+                );
+            }
+        }
+    }
+}
+
+fn defined_list<'a>(what: &str, names: impl Iterator<Item = &'a str>) -> String {
+    let names: Vec<&str> = names.collect();
+    if names.is_empty() {
+        format!("no {what} is defined")
+    } else {
+        format!("defined: {}", names.join(", "))
+    }
+}
+
+fn sync_groups(config: &Config, origins: &Origins, diagnostics: &mut Diagnostics) {
+    let mut member_of: HashMap<&str, (&str, Span)> = HashMap::new();
+    for (group, origin) in config.vrrp_sync_group.iter().zip(&origins.vrrp_sync_group) {
+        for (member, span) in group.group.iter().zip(&origin.members) {
+            if !config.vrrp_instance.iter().any(|i| &i.name == member) {
+                diagnostics.push(
+                    Diagnostic::error(
+                        "undefined-reference",
+                        format!(
+                            "vrrp_sync_group `{}` names an undefined vrrp_instance `{member}`",
+                            group.name
+                        ),
+                    )
+                    .at(*span, "no vrrp_instance has this name")
+                    .with_note(defined_list(
+                        "vrrp_instance",
+                        config.vrrp_instance.iter().map(|i| i.name.as_str()),
+                    )),
+                );
+                continue;
+            }
+            if let Some((other_group, other_span)) = member_of.get(member.as_str()) {
+                diagnostics.push(
+                    Diagnostic::error(
+                        "duplicate-sync-group-member",
+                        format!("vrrp_instance `{member}` is in two sync groups (`{other_group}` and `{}`)", group.name),
+                    )
+                    .at(*span, "second membership")
+                    .with_secondary(*other_span, "first membership"),
+                );
+            } else {
+                member_of.insert(member, (&group.name, *span));
+            }
+        }
+    }
+}
+
+/// Two instances with the same VRID on the same interface and family would answer each
+/// other's adverts: keepalived refuses the configuration.
+fn duplicate_vrids(config: &Config, origins: &Origins, diagnostics: &mut Diagnostics) {
+    let mut seen: HashMap<(&str, u8, bool), (&str, Span)> = HashMap::new();
+    for (instance, origin) in config.vrrp_instance.iter().zip(&origins.vrrp_instance) {
+        let Some(interface) = instance.interface.as_deref() else {
+            continue;
+        };
+        let is_v6 = instance
+            .virtual_ipaddress
+            .first()
+            .is_some_and(|v| v.address.is_ipv6());
+        let span = origin.virtual_router_id.unwrap_or(origin.name);
+        let key = (interface, instance.virtual_router_id, is_v6);
+        if let Some((other, other_span)) = seen.get(&key) {
+            diagnostics.push(
+                Diagnostic::error(
+                    "duplicate-vrid",
+                    format!(
+                        "virtual_router_id {} is used twice on interface {interface} (`{other}` and `{}`)",
+                        instance.virtual_router_id, instance.name
+                    ),
+                )
+                .at(span, "second use")
+                .with_secondary(*other_span, "first use"),
+            );
+        } else {
+            seen.insert(key, (&instance.name, span));
+        }
+    }
+}
+
+fn virtual_server_groups(config: &Config, origins: &Origins, diagnostics: &mut Diagnostics) {
+    for (vs, span) in config.virtual_server.iter().zip(&origins.virtual_server) {
+        if let VirtualServerKey::Group { group } = &vs.key
+            && !config.virtual_server_group.iter().any(|g| &g.name == group)
+        {
+            // keepalived -t accepts this; the service simply has no addresses.
+            diagnostics.push(
+                Diagnostic::note(
+                    "undefined-reference",
+                    format!("virtual_server_group `{group}` is not defined"),
+                )
+                .at(*span, "this virtual server listens on nothing"),
+            );
+        }
+    }
+}

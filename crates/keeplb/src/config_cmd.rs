@@ -1,0 +1,122 @@
+//! `check-config`, `dump-config` and (for now) `run`: the configuration front end's commands.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use keeplb_config::{LoadOptions, Loaded};
+
+use crate::{CheckArgs, ConfigArgs};
+
+/// Exit status of `check-config` for an invalid configuration.
+const EXIT_INVALID: u8 = 1;
+
+/// keepalived's default for `-i`: the host name up to the first dot.
+fn default_config_id() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .map(|h| h.split('.').next().unwrap_or_default().to_owned())
+        .unwrap_or_default()
+}
+
+fn load(args: &ConfigArgs, file: &std::path::Path) -> anyhow::Result<Loaded> {
+    let options = LoadOptions {
+        config_id: args.config_id.clone().unwrap_or_else(default_config_id),
+    };
+    keeplb_config::load(file, &options).context("loading configuration")
+}
+
+fn print_diagnostics(loaded: &Loaded) {
+    let mut stderr = std::io::stderr().lock();
+    for diagnostic in loaded.diagnostics.iter() {
+        let _ = write!(stderr, "{}", diagnostic.render(&loaded.sources));
+        let _ = writeln!(stderr);
+    }
+}
+
+pub fn check_config(args: &CheckArgs) -> anyhow::Result<ExitCode> {
+    let file = args.positional_file.as_ref().unwrap_or(&args.config.file);
+    let mut loaded = load(&args.config, file)?;
+    if args.strict {
+        loaded.diagnostics.escalate_warnings();
+    }
+    print_diagnostics(&loaded);
+    let errors = loaded.diagnostics.error_count();
+    let warnings = loaded.diagnostics.warning_count();
+    let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+    if errors == 0 {
+        eprintln!(
+            "{}: configuration is valid ({})",
+            file.display(),
+            plural(warnings, "warning")
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "{}: configuration is invalid ({}, {})",
+            file.display(),
+            plural(errors, "error"),
+            plural(warnings, "warning")
+        );
+        Ok(ExitCode::from(EXIT_INVALID))
+    }
+}
+
+pub fn dump_config(args: &ConfigArgs) -> anyhow::Result<ExitCode> {
+    let loaded = load(args, &args.file)?;
+    print_diagnostics(&loaded);
+    if !loaded.is_valid() {
+        return Ok(ExitCode::from(EXIT_INVALID));
+    }
+    let json = serde_json::to_string_pretty(&loaded.config).context("serialising the model")?;
+    println!("{json}");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run(args: &ConfigArgs) -> anyhow::Result<ExitCode> {
+    let loaded = load(args, &args.file)?;
+    print_diagnostics(&loaded);
+    if !loaded.is_valid() {
+        eprintln!(
+            "{}: configuration is invalid; not starting",
+            args.file.display()
+        );
+        return Ok(ExitCode::from(EXIT_INVALID));
+    }
+    let config = &loaded.config;
+    eprintln!("{}: configuration is valid", args.file.display());
+    let parts = [
+        ("vrrp_instance", config.vrrp_instance.len(), "VRRP engine"),
+        ("vrrp_script", config.vrrp_script.len(), "VRRP tracking"),
+        (
+            "virtual_server",
+            config.virtual_server.len(),
+            "load balancing data plane",
+        ),
+        (
+            "real_server checker",
+            config
+                .virtual_server
+                .iter()
+                .flat_map(|vs| &vs.real_server)
+                .map(|rs| rs.checkers.len())
+                .sum(),
+            "health checks",
+        ),
+    ];
+    let mut nothing_served = true;
+    for (what, count, part) in parts {
+        if count > 0 {
+            eprintln!(
+                "  {count} {what}(s): not served yet (the {part} is not built into this keeplb)"
+            );
+            nothing_served = false;
+        }
+    }
+    if nothing_served {
+        eprintln!("  the configuration defines nothing to run");
+    }
+    eprintln!("keeplb run: nothing this build can serve; exiting");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,46 @@
+//! VRRP for keeplb, wire-compatible with keepalived 2.2.7.
+//!
+//! # Design: sans-I/O
+//!
+//! Nothing in this crate opens a socket, reads a clock or spawns a task. The daemon owns
+//! the I/O (raw `IPPROTO_VRRP` sockets, `AF_PACKET` for announcements, timers) and feeds
+//! this crate plain bytes and events; the crate hands back decoded values, encoded bytes
+//! and, later, actions. That keeps every protocol decision testable without root, without
+//! network namespaces and without waiting for real timers, and lets golden captures from a
+//! real keepalived be replayed byte for byte.
+//!
+//! The layers:
+//!
+//! - [`packet`]: the VRRPv2 (RFC 3768) and VRRPv3 (RFC 5798 / RFC 9568) advertisement
+//!   codec. It validates what the wire format alone can validate (version, type, length,
+//!   checksum, auth type) with one [`packet::DecodeError`] variant per check, so the
+//!   daemon can keep one drop counter per reason. Checks that need configuration (TTL,
+//!   VRID, password, interval) are left to the state machine, which gets every field.
+//! - [`ip`]: the IPv4 header a raw IPv4 socket delivers in front of each advertisement
+//!   (raw IPv6 sockets deliver none; the hop limit comes from a control message).
+//! - [`announce`]: gratuitous ARP and unsolicited Neighbour Advertisement frames that a
+//!   new master sends so that neighbours move the virtual addresses to it.
+//! - Later: a state machine (Initialize / Backup / Master) that takes events (advert
+//!   received, timer fired, priority changed, shutdown) and returns actions (send advert,
+//!   add/remove addresses, announce, arm timers, notify).
+//!
+//! # Interoperability facts this crate relies on (observed on the wire from keepalived 2.2.7)
+//!
+//! - VRRPv3 over IPv4: the checksum covers the IPv4 pseudo-header. keepalived 2.2.7 has no
+//!   way to turn that off (`v3_checksum_as_v2` arrived in 2.2.8), but other peers may send
+//!   the message-only form, so decoding accepts both and reports which one matched.
+//! - Unicast VRRPv3 with `old_unicast_checksum` (keepalived <= 1.3.6 behaviour): the
+//!   pseudo-header carries 224.0.0.18 as destination even though the packet goes to the
+//!   unicast peer. Decoding accepts that too ([`packet::ChecksumForm::LegacyUnicast`]).
+//! - `auth_type PASS`: 8 bytes of clear text, shorter passwords NUL-padded, longer ones
+//!   silently cut to 8.
+
+pub mod announce;
+mod checksum;
+pub mod ip;
+pub mod packet;
+
+pub use packet::{
+    AdverInterval, Advertisement, Auth, AuthPassword, ChecksumForm, DecodeContext, DecodeError,
+    EncodeContext, EncodeError, Family, Version,
+};
