@@ -33,6 +33,14 @@ pub struct Script {
     pub group: Option<String>,
 }
 
+/// `script_user USER [GROUP]`: who scripts run as.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScriptUser {
+    pub user: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SmtpServer {
     pub address: String,
@@ -55,7 +63,7 @@ pub struct GlobalDefs {
     pub smtp_helo_name: Option<String>,
     pub smtp_connect_timeout: f64,
     pub enable_script_security: bool,
-    pub script_user: Option<Script>,
+    pub script_user: Option<ScriptUser>,
     pub vrrp_mcast_group4: Ipv4Addr,
     pub vrrp_mcast_group6: Ipv6Addr,
     pub vrrp_version: u8,

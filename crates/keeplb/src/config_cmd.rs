@@ -44,13 +44,20 @@ pub fn check_config(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     print_diagnostics(&loaded);
     let errors = loaded.diagnostics.error_count();
     let warnings = loaded.diagnostics.warning_count();
+    let notes = loaded.diagnostics.note_count();
     let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
     if errors == 0 {
         eprintln!(
-            "{}: configuration is valid ({})",
+            "{}: configuration is valid ({}, {})",
             file.display(),
-            plural(warnings, "warning")
+            plural(warnings, "warning"),
+            plural(notes, "note")
         );
+        if warnings > 0 {
+            eprintln!(
+                "  keepalived -t would reject it for the warnings; --strict gives its verdict"
+            );
+        }
         Ok(ExitCode::SUCCESS)
     } else {
         eprintln!(

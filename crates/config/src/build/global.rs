@@ -3,7 +3,7 @@
 use super::args::{Cx, set, set_some};
 use super::other;
 use crate::diagnostic::Diagnostic;
-use crate::model::{GlobalDefs, NotifyFifo, SmtpServer};
+use crate::model::{GlobalDefs, NotifyFifo, ScriptUser, SmtpServer};
 use crate::syntax::Node;
 
 pub fn global_defs(cx: &mut Cx, node: &Node, g: &mut GlobalDefs) {
@@ -38,7 +38,15 @@ pub fn global_defs(cx: &mut Cx, node: &Node, g: &mut GlobalDefs) {
                 cx.seconds(child, f64::from(u32::MAX)),
             ),
             "enable_script_security" => g.enable_script_security = cx.flag_only(child),
-            "script_user" => set_some(&mut g.script_user, cx.script(child)),
+            "script_user" => {
+                if let Some(user) = cx.arg_allowing_more(child) {
+                    g.script_user = Some(ScriptUser {
+                        user: user.text.clone(),
+                        group: child.args.get(1).map(|t| t.text.clone()),
+                    });
+                    cx.no_extra_args(child, 2);
+                }
+            }
             "vrrp_mcast_group4" => {
                 if let Some(ip) = cx.ip(child) {
                     match ip {

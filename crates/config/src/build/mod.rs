@@ -155,7 +155,7 @@ fn check_script_security(cx: &mut Cx, config: &Config) {
     let user = g
         .script_user
         .as_ref()
-        .map_or("keepalived_script", |u| u.script.as_str());
+        .map_or("keepalived_script", |u| u.user.as_str());
     if cx.env.user_exists(user) == Some(false) {
         cx.error(
             Diagnostic::warning(

@@ -1,0 +1,520 @@
+//! The destination (real server) model: weight, connection counters, thresholds.
+//!
+//! Mirrors `struct ip_vs_dest` as far as scheduling needs it, with the counter and
+//! overload-flag logic of `ip_vs_bind_dest` / `ip_vs_unbind_dest` (net/netfilter/ipvs/
+//! ip_vs_conn.c) and the state accounting of the TCP state machine (a connection counts
+//! as *active* only while ESTABLISHED).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use crate::error::DestError;
+
+/// The largest weight IPVS accepts (`ip_vs_add_dest` rejects anything above `INT_MAX`).
+pub const MAX_WEIGHT: u32 = i32::MAX as u32;
+
+/// Upper and lower connection thresholds (`ipvsadm -x` / `-y`, keepalived's
+/// `uthreshold` / `lthreshold`). Zero means "not set".
+///
+/// A destination becomes *overloaded* when its total connection count (active plus
+/// inactive) reaches `upper`, and stays so until the count drops below `lower`, or below
+/// three quarters of `upper` when `lower` is zero. The gap is a hysteresis so that a
+/// server at its limit does not flap between accepting and refusing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Thresholds {
+    /// Total connections at which the destination stops receiving new ones; 0 = no limit.
+    pub upper: u32,
+    /// Total connections below which it receives new ones again; 0 = 3/4 of `upper`.
+    pub lower: u32,
+}
+
+impl Thresholds {
+    /// No thresholds: the destination is never overloaded.
+    pub const NONE: Self = Self { upper: 0, lower: 0 };
+
+    /// The overloaded flag after re-evaluating `total` connections against these
+    /// thresholds, given the flag's current value (needed for the hysteresis band).
+    ///
+    /// This is the kernel's `ip_vs_dest_update_overload` (2026 form). Its default lower
+    /// bound `upper - upper / 4` keeps the integer rounding of the older test
+    /// `total * 4 < upper * 3`, so both kernel generations agree with it.
+    fn evaluate(self, total: u64, overloaded: bool) -> bool {
+        if self.upper == 0 {
+            return false;
+        }
+        let upper = u64::from(self.upper);
+        if total >= upper {
+            return true;
+        }
+        let lower = if self.lower == 0 {
+            upper - upper / 4
+        } else {
+            u64::from(self.lower)
+        };
+        overloaded && total >= lower
+    }
+
+    fn pack(self) -> u64 {
+        (u64::from(self.upper) << 32) | u64::from(self.lower)
+    }
+
+    fn unpack(bits: u64) -> Self {
+        Self {
+            upper: (bits >> 32) as u32,
+            lower: bits as u32,
+        }
+    }
+}
+
+/// Whether a connection currently counts as active or inactive.
+///
+/// IPVS counts a TCP connection as active only while it is ESTABLISHED; a new connection
+/// (SYN_RECV, or a proxy's backend connect in progress) and one that is closing
+/// (FIN_WAIT, CLOSE_WAIT, TIME_WAIT…) count as inactive. UDP connections stay inactive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConnState {
+    /// Counted in [`Load::inactive`].
+    Inactive,
+    /// Counted in [`Load::active`].
+    Active,
+}
+
+/// A consistent snapshot of a destination's connection counters and overloaded flag.
+///
+/// All three come from one atomic word, so a scheduler never sees a connection counted
+/// twice (or not at all) while it moves from inactive to active.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Load {
+    /// ESTABLISHED connections (ipvsadm's `ActiveConn`).
+    pub active: u32,
+    /// All other connections (ipvsadm's `InActConn`).
+    pub inactive: u32,
+    /// Set by the thresholds: no new connections while true.
+    pub overloaded: bool,
+}
+
+impl Load {
+    /// Active plus inactive connections (`ip_vs_dest_totalconns`).
+    pub fn total(&self) -> u64 {
+        u64::from(self.active) + u64::from(self.inactive)
+    }
+
+    /// The load estimate IPVS compares: `active * 256 + inactive`
+    /// (`ip_vs_dest_conn_overhead`). An active connection is taken to cost 256 times an
+    /// inactive one, which is what makes (w)lc prefer servers with fewer live sessions
+    /// over servers that merely hold many TIME_WAIT entries.
+    pub fn overhead(&self) -> u64 {
+        (u64::from(self.active) << 8) + u64::from(self.inactive)
+    }
+}
+
+// Layout of `Dest::conns`: one word so that counters and flag change together.
+const OVERLOAD_BIT: u64 = 1 << 63;
+const ACTIVE_SHIFT: u32 = 32;
+const ACTIVE_MAX: u64 = (1 << 31) - 1;
+const INACTIVE_MASK: u64 = u32::MAX as u64;
+
+fn unpack_load(bits: u64) -> Load {
+    Load {
+        active: ((bits >> ACTIVE_SHIFT) & ACTIVE_MAX) as u32,
+        inactive: (bits & INACTIVE_MASK) as u32,
+        overloaded: bits & OVERLOAD_BIT != 0,
+    }
+}
+
+fn pack_load(load: Load, thresholds: Thresholds) -> u64 {
+    let overloaded = thresholds.evaluate(load.total(), load.overloaded);
+    (u64::from(load.active) << ACTIVE_SHIFT)
+        | u64::from(load.inactive)
+        | if overloaded { OVERLOAD_BIT } else { 0 }
+}
+
+/// A real server of one virtual service.
+///
+/// Shared as `Arc<Dest>` between the control plane (which owns it in a [`crate::Pool`])
+/// and every connection of the data plane (which reports its life cycle here). A
+/// destination removed from its pool lives on until its last connection is gone, like a
+/// kernel destination in the trash list, so late `on_close` calls stay harmless.
+///
+/// Weight changes go through [`crate::Pool::set_weight`] because schedulers derive state
+/// from weights (wrr's gcd, sh's buckets, mh's table) and must be told.
+#[derive(Debug)]
+pub struct Dest {
+    addr: SocketAddr,
+    weight: AtomicU32,
+    /// Latest non-zero weight; mh builds its table from it so that quiescing a server
+    /// (weight 0) does not reshuffle everybody else's clients.
+    last_weight: AtomicU32,
+    thresholds: AtomicU64,
+    conns: AtomicU64,
+}
+
+impl Dest {
+    /// A destination with the given weight, no thresholds and no connections.
+    ///
+    /// Weight 0 is allowed: the server is *quiesced* and gets no new connections.
+    pub fn new(addr: SocketAddr, weight: u32) -> Result<Self, DestError> {
+        check_weight(weight)?;
+        Ok(Self {
+            addr,
+            weight: AtomicU32::new(weight),
+            last_weight: AtomicU32::new(weight),
+            thresholds: AtomicU64::new(0),
+            conns: AtomicU64::new(0),
+        })
+    }
+
+    /// Builder form of [`Dest::set_thresholds`].
+    #[must_use]
+    pub fn with_thresholds(self, thresholds: Thresholds) -> Self {
+        self.set_thresholds(thresholds);
+        self
+    }
+
+    /// Address and port of the real server; unique within a service.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Current weight; 0 means quiesced.
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    /// The latest non-zero weight (or the initial weight if it was never non-zero).
+    pub fn last_weight(&self) -> u32 {
+        self.last_weight.load(Ordering::Relaxed)
+    }
+
+    /// Changes the weight. Crate-private: [`crate::Pool`] pairs it with a scheduler
+    /// update, as the kernel pairs `atomic_set(&dest->weight)` with `upd_dest`.
+    pub(crate) fn set_weight(&self, weight: u32) -> Result<(), DestError> {
+        check_weight(weight)?;
+        if weight != 0 {
+            self.last_weight.store(weight, Ordering::Relaxed);
+        }
+        self.weight.store(weight, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Puts back both weights after a refused edit (crate-private, for
+    /// [`crate::Pool`]'s rollback).
+    pub(crate) fn restore_weights(&self, weight: u32, last_weight: u32) {
+        self.last_weight.store(last_weight, Ordering::Relaxed);
+        self.weight.store(weight, Ordering::Relaxed);
+    }
+
+    /// The current connection thresholds.
+    pub fn thresholds(&self) -> Thresholds {
+        Thresholds::unpack(self.thresholds.load(Ordering::Relaxed))
+    }
+
+    /// Changes the thresholds and re-evaluates the overloaded flag against the current
+    /// connection count at once (`ipvsadm -e … -x U -y L`). No scheduler update is
+    /// needed: schedulers read the flag live.
+    pub fn set_thresholds(&self, thresholds: Thresholds) {
+        self.thresholds.store(thresholds.pack(), Ordering::Relaxed);
+        self.modify_conns(Some);
+    }
+
+    /// Counters and overloaded flag, read together.
+    pub fn load(&self) -> Load {
+        unpack_load(self.conns.load(Ordering::Relaxed))
+    }
+
+    /// ESTABLISHED connections.
+    pub fn active_conns(&self) -> u32 {
+        self.load().active
+    }
+
+    /// Connections in any other state.
+    pub fn inactive_conns(&self) -> u32 {
+        self.load().inactive
+    }
+
+    /// Whether the thresholds currently forbid new connections.
+    pub fn is_overloaded(&self) -> bool {
+        self.load().overloaded
+    }
+
+    /// Whether IPVS would hand this destination a new connection at all: weight above
+    /// zero and not overloaded. (Membership of the service, the kernel's
+    /// `IP_VS_DEST_F_AVAILABLE`, is membership of the slice given to the scheduler.)
+    pub fn available(&self) -> bool {
+        self.weight() > 0 && !self.is_overloaded()
+    }
+
+    /// A new connection was bound to this destination; it starts inactive, as IPVS
+    /// binds connections with `IP_VS_CONN_F_INACTIVE`. May set the overloaded flag.
+    pub fn on_connect(&self) {
+        self.modify_conns(|load| {
+            Some(Load {
+                inactive: load.inactive.checked_add(1)?,
+                ..load
+            })
+        });
+    }
+
+    /// A connection reached ESTABLISHED: it moves from inactive to active. The total is
+    /// unchanged, so the overloaded flag is too.
+    pub fn on_established(&self) {
+        self.modify_conns(|load| {
+            Some(Load {
+                active: checked_active(load.active.checked_add(1)?)?,
+                inactive: load.inactive.checked_sub(1)?,
+                ..load
+            })
+        });
+    }
+
+    /// A connection left ESTABLISHED (FIN_WAIT, CLOSE_WAIT…) but still exists: it moves
+    /// from active to inactive.
+    pub fn on_closing(&self) {
+        self.modify_conns(|load| {
+            Some(Load {
+                active: load.active.checked_sub(1)?,
+                inactive: load.inactive.checked_add(1)?,
+                ..load
+            })
+        });
+    }
+
+    /// A connection in `state` is gone. May clear the overloaded flag.
+    pub fn on_close(&self, state: ConnState) {
+        self.modify_conns(|load| match state {
+            ConnState::Active => Some(Load {
+                active: load.active.checked_sub(1)?,
+                ..load
+            }),
+            ConnState::Inactive => Some(Load {
+                inactive: load.inactive.checked_sub(1)?,
+                ..load
+            }),
+        });
+    }
+
+    /// Binds a new connection and returns a guard that reports its state changes and
+    /// closes it when dropped, so that a panicking or early-returning connection task
+    /// cannot leak a count.
+    #[must_use = "dropping the guard closes the connection at once"]
+    pub fn connect(self: &Arc<Self>) -> ConnGuard {
+        self.on_connect();
+        ConnGuard {
+            dest: Arc::clone(self),
+            state: ConnState::Inactive,
+        }
+    }
+
+    /// Applies `change` to the counters and re-evaluates the overloaded flag, atomically.
+    /// A change that would underflow or overflow a counter is a bug in the caller; it is
+    /// ignored (and asserted in debug builds) rather than corrupting the other counter.
+    fn modify_conns(&self, change: impl Fn(Load) -> Option<Load>) {
+        let thresholds = self.thresholds();
+        let result = self
+            .conns
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+                change(unpack_load(bits)).map(|load| pack_load(load, thresholds))
+            });
+        debug_assert!(
+            result.is_ok(),
+            "connection counter of {} out of range",
+            self.addr
+        );
+    }
+}
+
+fn check_weight(weight: u32) -> Result<(), DestError> {
+    if weight > MAX_WEIGHT {
+        return Err(DestError::WeightOutOfRange { weight });
+    }
+    Ok(())
+}
+
+fn checked_active(active: u32) -> Option<u32> {
+    (u64::from(active) <= ACTIVE_MAX).then_some(active)
+}
+
+/// One connection bound to a destination; see [`Dest::connect`].
+#[derive(Debug)]
+pub struct ConnGuard {
+    dest: Arc<Dest>,
+    state: ConnState,
+}
+
+impl ConnGuard {
+    /// The destination this connection is bound to.
+    pub fn dest(&self) -> &Arc<Dest> {
+        &self.dest
+    }
+
+    /// Whether the connection currently counts as active.
+    pub fn state(&self) -> ConnState {
+        self.state
+    }
+
+    /// The connection reached ESTABLISHED. Idempotent.
+    pub fn established(&mut self) {
+        if self.state == ConnState::Inactive {
+            self.dest.on_established();
+            self.state = ConnState::Active;
+        }
+    }
+
+    /// The connection left ESTABLISHED but is not gone yet. Idempotent.
+    pub fn closing(&mut self) {
+        if self.state == ConnState::Active {
+            self.dest.on_closing();
+            self.state = ConnState::Inactive;
+        }
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.dest.on_close(self.state);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dest(weight: u32, upper: u32, lower: u32) -> Arc<Dest> {
+        let addr = SocketAddr::from(([10, 0, 0, 1], 80));
+        Arc::new(
+            Dest::new(addr, weight)
+                .unwrap()
+                .with_thresholds(Thresholds { upper, lower }),
+        )
+    }
+
+    #[test]
+    fn counters_follow_the_connection_life_cycle() {
+        let d = dest(1, 0, 0);
+        d.on_connect();
+        d.on_connect();
+        assert_eq!(
+            d.load(),
+            Load {
+                active: 0,
+                inactive: 2,
+                overloaded: false
+            }
+        );
+        d.on_established();
+        assert_eq!((d.active_conns(), d.inactive_conns()), (1, 1));
+        assert_eq!(d.load().overhead(), 257);
+        d.on_closing();
+        assert_eq!((d.active_conns(), d.inactive_conns()), (0, 2));
+        d.on_close(ConnState::Inactive);
+        d.on_close(ConnState::Inactive);
+        assert_eq!(d.load(), Load::default());
+    }
+
+    #[test]
+    fn guard_closes_in_its_current_state() {
+        let d = dest(1, 0, 0);
+        let mut a = d.connect();
+        let b = d.connect();
+        a.established();
+        a.established();
+        assert_eq!((d.active_conns(), d.inactive_conns()), (1, 1));
+        drop(a);
+        assert_eq!((d.active_conns(), d.inactive_conns()), (0, 1));
+        drop(b);
+        assert_eq!(d.load(), Load::default());
+    }
+
+    #[test]
+    fn overloaded_at_upper_cleared_below_lower() {
+        let d = dest(1, 4, 2);
+        for _ in 0..3 {
+            d.on_connect();
+        }
+        assert!(!d.is_overloaded());
+        d.on_connect();
+        assert!(d.is_overloaded() && !d.available());
+        // The band [lower, upper) keeps the flag.
+        d.on_close(ConnState::Inactive);
+        d.on_close(ConnState::Inactive);
+        assert!(d.is_overloaded(), "2 connections are not below lower=2");
+        d.on_close(ConnState::Inactive);
+        assert!(!d.is_overloaded() && d.available());
+    }
+
+    #[test]
+    fn default_lower_is_three_quarters_of_upper_rounded_up() {
+        // upper 10: cleared below 8 (10 - 10/4 = 8, i.e. 4*total < 30).
+        let d = dest(1, 10, 0);
+        for _ in 0..10 {
+            d.on_connect();
+        }
+        assert!(d.is_overloaded());
+        d.on_close(ConnState::Inactive);
+        d.on_close(ConnState::Inactive);
+        assert!(d.is_overloaded(), "8 is not below 7.5");
+        d.on_close(ConnState::Inactive);
+        assert!(!d.is_overloaded());
+        // upper 2: cleared at 1 (4*1 < 6), as the kernel's old test did.
+        let d = dest(1, 2, 0);
+        d.on_connect();
+        d.on_connect();
+        assert!(d.is_overloaded());
+        d.on_close(ConnState::Inactive);
+        assert!(!d.is_overloaded());
+    }
+
+    #[test]
+    fn active_and_inactive_both_count_towards_thresholds() {
+        let d = dest(1, 2, 0);
+        d.on_connect();
+        d.on_established();
+        d.on_connect();
+        assert!(d.is_overloaded());
+    }
+
+    #[test]
+    fn editing_thresholds_re_evaluates_the_flag() {
+        let d = dest(1, 0, 0);
+        for _ in 0..5 {
+            d.on_connect();
+        }
+        assert!(!d.is_overloaded());
+        d.set_thresholds(Thresholds { upper: 5, lower: 0 });
+        assert!(d.is_overloaded());
+        d.set_thresholds(Thresholds { upper: 6, lower: 4 });
+        assert!(d.is_overloaded(), "5 is inside the hysteresis band [4, 6)");
+        d.set_thresholds(Thresholds::NONE);
+        assert!(!d.is_overloaded());
+    }
+
+    #[test]
+    fn weight_zero_is_quiesced_and_last_weight_remembers() {
+        let d = dest(5, 0, 0);
+        d.set_weight(0).unwrap();
+        assert!(!d.available());
+        assert_eq!((d.weight(), d.last_weight()), (0, 5));
+        d.set_weight(7).unwrap();
+        assert_eq!((d.weight(), d.last_weight()), (7, 7));
+        assert!(d.set_weight(MAX_WEIGHT + 1).is_err());
+        assert!(Dest::new(d.addr(), u32::MAX).is_err());
+    }
+
+    #[test]
+    fn counters_stay_exact_across_threads() {
+        let d = dest(1, 0, 0);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..10_000 {
+                        let mut c = d.connect();
+                        c.established();
+                        c.closing();
+                    }
+                });
+            }
+        });
+        assert_eq!(d.load(), Load::default());
+    }
+}

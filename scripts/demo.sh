@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# keeplb's demonstration: check and dump the example keepalived.conf, then show what
+# check-config says about a config full of tutorial mistakes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh
+cargo build --release --locked --quiet --bin keeplb
+keeplb=target/release/keeplb
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+step "keeplb check-config examples/keepalived.conf"
+"$keeplb" check-config examples/keepalived.conf
+
+step "keeplb dump-config -f examples/keepalived.conf -i backup   (the BACKUP director's view)"
+"$keeplb" dump-config -f examples/keepalived.conf -i backup
+
+step "keeplb check-config examples/tutorial-mistakes.conf"
+status=0
+"$keeplb" check-config examples/tutorial-mistakes.conf || status=$?
+if [ "$status" = 0 ]; then
+    echo "demo: expected tutorial-mistakes.conf to be rejected" >&2
+    exit 1
+fi
+echo "(exit status $status, as expected: the configuration has errors)"
