@@ -240,8 +240,10 @@ fn checker_options_inherit_from_virtual_and_real_server() {
 
 #[test]
 fn every_checker_parses() {
-    let text = SERVICE_HEAD.to_owned()
-        + "  real_server 10.0.1.1 80 {\n    SSL_GET {\n      url {\n        path /\n        digest 9b3a0c85a887a256d6939da88aabd8cd\n      }\n    }\n    MISC_CHECK {\n      misc_path \"/bin/check arg\"\n      misc_dynamic\n    }\n    SMTP_CHECK {\n      helo_name lb\n    }\n    DNS_CHECK {\n      type A\n      name example.org\n    }\n    UDP_CHECK {\n      payload ping\n    }\n    PING_CHECK {\n    }\n    FILE_CHECK {\n      track_file tf\n    }\n  }\n}\ntrack_file tf {\n  file /run/x\n}\n";
+    // keepalived resolves FILE_CHECK's track_file where it reads it: define it first.
+    let text = "track_file tf {\n  file /run/x\n}\n".to_owned()
+        + SERVICE_HEAD
+        + "  real_server 10.0.1.1 80 {\n    SSL_GET {\n      url {\n        path /\n        digest 9b3a0c85a887a256d6939da88aabd8cd\n      }\n    }\n    MISC_CHECK {\n      misc_path \"/bin/check arg\"\n      misc_dynamic\n    }\n    SMTP_CHECK {\n      helo_name lb\n    }\n    DNS_CHECK {\n      type A\n      name example.org\n    }\n    UDP_CHECK {\n      payload 70696e67\n    }\n    PING_CHECK {\n    }\n    FILE_CHECK {\n      track_file tf\n    }\n  }\n}\n";
     let loaded = load(&text);
     assert_eq!(problems(&loaded), Vec::<String>::new());
     let kinds: Vec<&str> = loaded.config.virtual_server[0].real_server[0]

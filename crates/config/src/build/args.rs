@@ -19,6 +19,9 @@ pub struct Cx<'d> {
     /// The first script that exists on this machine, for keepalived's "scripts run without
     /// script security" verdict.
     pub first_existing_script: Option<crate::source::Span>,
+    /// `track_file` blocks defined so far: keepalived resolves FILE_CHECK's reference at
+    /// the point it is read.
+    pub track_files: Vec<String>,
 }
 
 /// What a script is for: keepalived treats a missing track script (it disables tracking)

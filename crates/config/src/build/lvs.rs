@@ -183,6 +183,7 @@ pub fn virtual_server(cx: &mut Cx, node: &Node) -> Option<VirtualServer> {
     let mut inherited = Inherited::default();
     let mut real_server_nodes = Vec::new();
     let mut seen_protocol = None;
+    let mut default_weight = 1;
     let mut seen_algo = false;
     let mut seen_kind = false;
     for child in node.children() {
@@ -223,7 +224,9 @@ pub fn virtual_server(cx: &mut Cx, node: &Node) -> Option<VirtualServer> {
                 }
             }
             "persistence_granularity" => {
-                set_some(&mut vs.persistence_granularity, cx.string(child))
+                set_some(&mut vs.persistence_granularity, cx.string(child));
+                vs.persistence_timeout
+                    .get_or_insert(DEFAULT_PERSISTENCE_TIMEOUT);
             }
             "protocol" => {
                 seen_protocol = Some(child.keyword.span);
@@ -252,7 +255,23 @@ pub fn virtual_server(cx: &mut Cx, node: &Node) -> Option<VirtualServer> {
                 cx.no_extra_args(child, 2);
                 vs.sorry_server = Some(SorryServer { ip, port });
             }
-            "sorry_server_inhibit" => set(&mut vs.sorry_server_inhibit, cx.flag(child)),
+            "sorry_server_inhibit" => {
+                if vs.sorry_server.is_some() {
+                    vs.sorry_server_inhibit = cx.flag_only(child);
+                } else {
+                    cx.error(
+                        Diagnostic::warning(
+                            "order",
+                            "`sorry_server_inhibit` before or without `sorry_server`",
+                        )
+                        .at(
+                            child.keyword.span,
+                            "ignored: keepalived applies it only after a sorry_server line",
+                        ),
+                    );
+                }
+            }
+            "weight" => set(&mut default_weight, cx.int(child, 1..=MAX_WEIGHT)),
             "quorum" => set(&mut vs.quorum, cx.int(child, 1..=u32::MAX)),
             "alpha" => vs.alpha = cx.flag_only(child),
             "omega" => vs.omega = cx.flag_only(child),
@@ -262,6 +281,20 @@ pub fn virtual_server(cx: &mut Cx, node: &Node) -> Option<VirtualServer> {
             "quorum_up" => vs.quorum_up = cx.script(child),
             "quorum_down" => vs.quorum_down = cx.script(child),
             "virtualhost" => set_some(&mut vs.virtualhost, cx.string(child)),
+            flag @ ("sh-port" | "sh-fallback" | "mh-port" | "mh-fallback")
+                if !flag.starts_with(vs.lb_algo.name()) =>
+            {
+                cx.error(
+                    Diagnostic::warning(
+                        "scheduler-flag",
+                        format!("`{flag}` applies only to `lb_algo {}`", &flag[..2]),
+                    )
+                    .at(
+                        child.keyword.span,
+                        "ignored (keepalived needs lb_algo set earlier in the block)",
+                    ),
+                );
+            }
             "sh-port" | "sh-fallback" | "mh-port" | "mh-fallback" | "ops" | "hashed" | "flag-1"
             | "flag-2" | "flag-3" | "one_packet" => vs.lb_flags.push(child.name().to_owned()),
             "real_server" => real_server_nodes.push(child),
@@ -284,6 +317,7 @@ pub fn virtual_server(cx: &mut Cx, node: &Node) -> Option<VirtualServer> {
     }
     check_scheduling_defaults(cx, node, &mut vs, seen_protocol, seen_algo, seen_kind);
     let defaults = VsDefaults {
+        weight: default_weight,
         port: match vs.key {
             VirtualServerKey::Address { port, .. } => port,
             _ => 0,
@@ -366,9 +400,12 @@ fn check_scheduling_defaults(
     if let VirtualServerKey::Address { port: 0, .. } = vs.key
         && vs.persistence_timeout.is_none()
     {
+        vs.persistence_timeout = Some(DEFAULT_PERSISTENCE_TIMEOUT);
         cx.error(
-            Diagnostic::warning("zero-port", "port 0 is only valid for a persistent service")
-                .at(at, "add `persistence_timeout` or give a port"),
+            Diagnostic::warning("zero-port", "port 0 is only valid for a persistent service").at(
+                at,
+                "keepalived makes it persistent (360 s); add `persistence_timeout` or give a port",
+            ),
         );
     }
 }
@@ -383,6 +420,20 @@ fn check_real_servers(cx: &mut Cx, node: &Node, vs: &mut VirtualServer) {
             ),
         );
         return;
+    }
+    if vs.hysteresis >= vs.quorum {
+        let lowered = vs.quorum.saturating_sub(1);
+        cx.error(
+            Diagnostic::warning(
+                "hysteresis",
+                format!(
+                    "hysteresis {} is not below quorum {}",
+                    vs.hysteresis, vs.quorum
+                ),
+            )
+            .at(at, format!("hysteresis is set to {lowered}")),
+        );
+        vs.hysteresis = lowered;
     }
     let total_weight: u64 = vs.real_server.iter().map(|rs| u64::from(rs.weight)).sum();
     if u64::from(vs.quorum) > total_weight {
@@ -470,6 +521,8 @@ fn virtual_server_key(cx: &mut Cx, node: &Node) -> Option<VirtualServerKey> {
 
 /// What a real server takes from its virtual server.
 struct VsDefaults {
+    /// The virtual server's `weight`: its real servers' default.
+    weight: u32,
     port: u16,
     lb_kind: LbKind,
     inhibit_on_failure: bool,
@@ -535,7 +588,7 @@ fn real_server(
     let mut rs = RealServer {
         ip,
         port,
-        weight: 1,
+        weight: vs.weight,
         lb_kind: vs.lb_kind,
         inhibit_on_failure: vs.inhibit_on_failure,
         notify_up: None,
@@ -554,7 +607,8 @@ fn real_server(
         }
         match child.name() {
             "weight" => set(&mut rs.weight, cx.int(child, 0..=MAX_WEIGHT)),
-            "lvs_method" | "lb_kind" => set(&mut rs.lb_kind, lb_kind(cx, child)),
+            // keepalived knows `lb_kind` only at the virtual server level.
+            "lvs_method" => set(&mut rs.lb_kind, lb_kind(cx, child)),
             "inhibit_on_failure" => set(&mut rs.inhibit_on_failure, cx.flag(child)),
             "notify_up" => rs.notify_up = cx.script(child),
             "notify_down" => rs.notify_down = cx.script(child),
@@ -663,7 +717,18 @@ fn checker(
                 set_some(&mut h.virtualhost, cx.string(child))
             }
             ("http_protocol", CheckKind::Http(h) | CheckKind::Ssl(h)) => {
-                set_some(&mut h.http_protocol, cx.string(child))
+                let Some(token) = cx.arg(child) else { continue };
+                if ["1.0", "1.1", "1.0C", "1.0c"].contains(&token.text.as_str()) {
+                    h.http_protocol = Some(token.text.clone());
+                } else {
+                    cx.error(
+                        Diagnostic::error(
+                            "invalid-value",
+                            format!("invalid http_protocol `{}`", token.text),
+                        )
+                        .at(token.span, "expected 1.0, 1.1 or 1.0C"),
+                    );
+                }
             }
             ("sni", CheckKind::Http(h) | CheckKind::Ssl(h)) => {
                 set_some(&mut h.sni, cx.string(child))
@@ -675,9 +740,10 @@ fn checker(
                 set(&mut h.tls_compliant, cx.flag(child))
             }
             ("misc_path", CheckKind::Misc(m)) => set(&mut m.misc_path, cx.rest(child)),
-            ("misc_timeout", CheckKind::Misc(m)) => {
-                set_some(&mut m.misc_timeout, cx.seconds(child, f64::from(u32::MAX)))
-            }
+            ("misc_timeout", CheckKind::Misc(m)) => set_some(
+                &mut m.misc_timeout,
+                cx.int(child, 0..=u32::MAX).map(f64::from),
+            ),
             ("misc_dynamic", CheckKind::Misc(m)) => set(&mut m.misc_dynamic, cx.flag(child)),
             ("user", CheckKind::Misc(m)) => {
                 m.user = cx.arg_allowing_more(child).map(|t| t.text.clone());
@@ -687,7 +753,11 @@ fn checker(
             ("type", CheckKind::Dns(d)) => {
                 let Some(token) = cx.arg(child) else { continue };
                 let upper = token.text.to_ascii_uppercase();
-                if ["A", "NS", "CNAME", "SOA", "MX", "TXT", "AAAA"].contains(&upper.as_str()) {
+                if [
+                    "A", "NS", "CNAME", "SOA", "MX", "TXT", "AAAA", "RRSIG", "DNSKEY",
+                ]
+                .contains(&upper.as_str())
+                {
                     d.query_type = upper;
                 } else {
                     cx.error(
@@ -700,7 +770,17 @@ fn checker(
                 }
             }
             ("name", CheckKind::Dns(d)) => set(&mut d.name, cx.string(child)),
-            ("payload", CheckKind::Udp(u)) => set_some(&mut u.payload, cx.string(child)),
+            ("payload", CheckKind::Udp(u)) => {
+                let hex: String = child.args.iter().map(|t| t.text.as_str()).collect();
+                if hex.is_empty() || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                    cx.error(
+                        Diagnostic::error("invalid-value", "UDP_CHECK payload must be hexadecimal")
+                            .at(child.line_span(), "e.g. `payload 0a1b2c`"),
+                    );
+                } else {
+                    u.payload = Some(hex.to_ascii_lowercase());
+                }
+            }
             ("require_reply", CheckKind::Udp(u)) => {
                 u.require_reply = Some(
                     child
@@ -711,12 +791,28 @@ fn checker(
                 )
             }
             ("min_reply_length", CheckKind::Udp(u)) => {
-                set_some(&mut u.min_reply_length, cx.int(child, 0..=u32::MAX))
+                set_some(&mut u.min_reply_length, cx.int(child, 0..=65535))
             }
             ("max_reply_length", CheckKind::Udp(u)) => {
-                set_some(&mut u.max_reply_length, cx.int(child, 0..=u32::MAX))
+                set_some(&mut u.max_reply_length, cx.int(child, 0..=65535))
             }
-            ("track_file", CheckKind::File(f)) => set(&mut f.track_file, cx.string(child)),
+            ("track_file", CheckKind::File(f)) => {
+                let Some(token) = cx.arg(child) else { continue };
+                if cx.track_files.contains(&token.text) {
+                    f.track_file = token.text.clone();
+                } else {
+                    cx.error(
+                        Diagnostic::error(
+                            "undefined-reference",
+                            format!("track_file `{}` is not defined", token.text),
+                        )
+                        .at(
+                            token.span,
+                            "define the track_file block before the virtual_server that uses it",
+                        ),
+                    );
+                }
+            }
             ("weight", CheckKind::File(f)) => {
                 f.weight = child
                     .args
@@ -731,14 +827,20 @@ fn checker(
         }
     }
     let resolved = own.over(outer);
-    let http_like = matches!(kind, CheckKind::Http(_) | CheckKind::Ssl(_));
     set(&mut common.connect_timeout, resolved.connect_timeout);
-    set(&mut common.retry, resolved.retry);
-    common.delay_before_retry =
-        resolved
-            .delay_before_retry
-            .unwrap_or(if http_like { 3.0 } else { 1.0 });
     set(&mut common.delay_loop, resolved.delay_loop);
+    // Per-type defaults, used only when neither the checker, its real server nor the
+    // virtual server set them.
+    let (default_retry, default_delay_before_retry) = match kind {
+        CheckKind::Http(_) | CheckKind::Ssl(_) => (DEFAULT_RETRY, 3.0),
+        CheckKind::Misc(_) => (0, 1.0),
+        CheckKind::Dns(_) => (3, common.delay_loop),
+        _ => (DEFAULT_RETRY, 1.0),
+    };
+    common.retry = resolved.retry.unwrap_or(default_retry);
+    common.delay_before_retry = resolved
+        .delay_before_retry
+        .unwrap_or(default_delay_before_retry);
     common.warmup = resolved.warmup;
     if !checker_is_complete(cx, node, &kind) {
         return None;
@@ -852,7 +954,7 @@ fn status_range(cx: &mut Cx, node: &Node, token: &Token) -> Option<(u16, u16)> {
         .split_once('-')
         .unwrap_or((&token.text, &token.text));
     match (low.parse::<u16>(), high.parse::<u16>()) {
-        (Ok(l), Ok(h)) if (100..=999).contains(&l) && (l..=999).contains(&h) => Some((l, h)),
+        (Ok(l), Ok(h)) if (100..=599).contains(&l) && (l..=599).contains(&h) => Some((l, h)),
         _ => {
             cx.error(
                 Diagnostic::error(
@@ -861,7 +963,7 @@ fn status_range(cx: &mut Cx, node: &Node, token: &Token) -> Option<(u16, u16)> {
                 )
                 .at(
                     token.span,
-                    "expected a code 100-999 or a range like 200-299",
+                    "expected a code 100-599 or a range like 200-299",
                 ),
             );
             let _ = node;

@@ -48,6 +48,7 @@ pub fn build(
         env,
         script_security: false,
         first_existing_script: None,
+        track_files: Vec::new(),
     };
     report_slash_comments(&mut cx, nodes, None);
     let mut config = Config::default();
@@ -84,6 +85,7 @@ pub fn build(
             }
             "track_file" | "vrrp_track_file" => {
                 if let Some(t) = vrrp::track_file(&mut cx, node) {
+                    cx.track_files.push(t.name.clone());
                     origins.track_file.push(name_span(node));
                     config.track_file.push(t);
                 }
