@@ -20,9 +20,12 @@
 //!   (raw IPv6 sockets deliver none; the hop limit comes from a control message).
 //! - [`announce`]: gratuitous ARP and unsolicited Neighbour Advertisement frames that a
 //!   new master sends so that neighbours move the virtual addresses to it.
-//! - Later: a state machine (Initialize / Backup / Master) that takes events (advert
-//!   received, timer fired, priority changed, shutdown) and returns actions (send advert,
-//!   add/remove addresses, announce, arm timers, notify).
+//! - [`instance`]: the state machine of one virtual router (Initialize / Backup / Master /
+//!   Fault). [`Instance::handle`] takes an [`Event`] (advert received, timer expired,
+//!   interface up/down, priority changed, fault, startup, shutdown) with the current
+//!   `tokio::time::Instant` and returns [`Action`]s (send advert, add/remove addresses,
+//!   announce, arm/cancel timers as absolute deadlines, state changed, count a drop).
+//!   [`event`] holds that vocabulary; `debug` every log line it writes.
 //!
 //! # Interoperability facts this crate relies on (observed on the wire from keepalived 2.2.7)
 //!
@@ -37,8 +40,19 @@
 
 pub mod announce;
 mod checksum;
+mod debug;
+pub mod event;
+pub mod instance;
 pub mod ip;
 pub mod packet;
+
+pub use event::{
+    Action, Cause, DropReason, Event, OutgoingAdvert, Received, State, TimerKind, peek_vrid,
+};
+pub use instance::{
+    AddressCheck, ConfigError, GarpConfig, InitialState, Instance, InstanceConfig, MasterInfo,
+    Stats, Transport, UnicastPeer,
+};
 
 pub use packet::{
     AdverInterval, Advertisement, Auth, AuthPassword, ChecksumForm, DecodeContext, DecodeError,
