@@ -185,19 +185,7 @@ impl<'a> Preprocessor<'a> {
             if line.is_empty() {
                 continue;
             }
-            self.generated += 1;
-            if self.generated > MAX_GENERATED_LINES {
-                if self.generated == MAX_GENERATED_LINES + 1 {
-                    self.diagnostics.push(
-                        Diagnostic::error(
-                            "too-many-lines",
-                            format!(
-                                "configuration expands to more than {MAX_GENERATED_LINES} lines"
-                            ),
-                        )
-                        .at(line.full_span(), "expansion stopped here"),
-                    );
-                }
+            if self.over_budget(&line) {
                 return;
             }
             let is_include = line
@@ -210,6 +198,21 @@ impl<'a> Preprocessor<'a> {
                 self.lines.push(line);
             }
         }
+    }
+
+    /// Counts one more generated line; true (reported once) when the budget is spent.
+    fn over_budget(&mut self, at: &MappedText) -> bool {
+        self.generated += 1;
+        if self.generated == MAX_GENERATED_LINES + 1 {
+            self.diagnostics.push(
+                Diagnostic::error(
+                    "too-many-lines",
+                    format!("configuration expands to more than {MAX_GENERATED_LINES} lines"),
+                )
+                .at(at.full_span(), "expansion stopped here"),
+            );
+        }
+        self.generated > MAX_GENERATED_LINES
     }
 
     /// `~SEQ(var, start, step, end) rest` and `~LST(var, v1, v2, …) rest`: `rest` once per
@@ -260,7 +263,9 @@ impl<'a> Preprocessor<'a> {
         }
         // keepalived leaves the variable defined (with its last value) after the generator.
         for value in values {
-            if self.generated > MAX_GENERATED_LINES {
+            // Every iteration counts, even one that produces no line: nested generators
+            // over empty templates must not run unbounded.
+            if self.over_budget(&rest) {
                 break;
             }
             self.params.insert(var.clone(), Param { value });
@@ -273,12 +278,18 @@ impl<'a> Preprocessor<'a> {
     fn substitute(&mut self, line: &MappedText) -> MappedText {
         let mut current = line.clone();
         for _ in 0..MAX_EXPANSION_PASSES {
-            let (next, changed) = self.substitute_once(&current);
+            let Some((next, changed)) = self.substitute_once(&current) else {
+                self.diagnostics.push(
+                    Diagnostic::error(
+                        "line-too-long",
+                        format!("parameter expansion makes this line longer than {MAX_LINE_BYTES} bytes"),
+                    )
+                    .at(line.full_span(), "expansion stopped here"),
+                );
+                return MappedText::empty(line.file);
+            };
             if !changed {
                 return next;
-            }
-            if next.len() > MAX_LINE_BYTES {
-                break;
             }
             current = next;
         }
@@ -292,7 +303,8 @@ impl<'a> Preprocessor<'a> {
         MappedText::empty(line.file)
     }
 
-    fn substitute_once(&self, line: &MappedText) -> (MappedText, bool) {
+    /// One pass of substitution; `None` when the result would exceed [`MAX_LINE_BYTES`].
+    fn substitute_once(&self, line: &MappedText) -> Option<(MappedText, bool)> {
         let text = line.as_str();
         let mut out = MappedText::empty(line.file);
         let mut changed = false;
@@ -306,6 +318,9 @@ impl<'a> Preprocessor<'a> {
             let Some(param) = self.params.get(name) else {
                 continue;
             };
+            if out.len() + param.value.len() > MAX_LINE_BYTES {
+                return None;
+            }
             out.append(&line.slice(copied_to, pos));
             out.push_standing_for(&param.value, line.span(pos, end).range_tuple());
             copied_to = end;
@@ -313,7 +328,7 @@ impl<'a> Preprocessor<'a> {
             changed = true;
         }
         out.append(&line.slice(copied_to, text.len()));
-        (out, changed)
+        Some((out, changed))
     }
 
     fn include(&mut self, line: &MappedText) {
@@ -496,9 +511,9 @@ fn valid_name(name: &str) -> bool {
 /// `~SEQ` arguments after the variable: `(end)`, `(start, end)` or `(start, step, end)`,
 /// with keepalived's implied steps and its refusal of a step that never reaches the end.
 fn sequence_values(args: &[String], hex: bool) -> Result<Vec<String>, String> {
-    let numbers: Vec<i64> = args
+    let numbers: Vec<i128> = args
         .iter()
-        .map(|a| parse_c_integer(a).ok_or_else(|| format!("`{a}` is not an integer")))
+        .map(|a| parse_c_integer(a).map(i128::from).ok_or_else(|| format!("`{a}` is not an integer")))
         .collect::<Result<_, _>>()?;
     let (start, step, end) = match numbers.as_slice() {
         [end] if *end < 0 => (-1, -1, *end),
@@ -514,7 +529,7 @@ fn sequence_values(args: &[String], hex: bool) -> Result<Vec<String>, String> {
         return Err("~SEQx is only valid for positive numbers".to_owned());
     }
     let count = (end - start) / step + 1;
-    if count as usize > MAX_GENERATED_LINES {
+    if count > MAX_GENERATED_LINES as i128 {
         return Err(format!("more than {MAX_GENERATED_LINES} values"));
     }
     Ok((0..count)
@@ -542,10 +557,24 @@ fn parse_c_integer(text: &str) -> Option<i64> {
     Some(if negative { -value } else { value })
 }
 
-/// Shell-style brace expansion of one word: `a{b,c}d` → `abd`, `acd`.
+/// How many paths one include word may expand to.
+const MAX_BRACE_ALTERNATIVES: usize = 1024;
+
+/// Shell-style brace expansion of one word: `a{b,c}d` → `abd`, `acd`; at most
+/// [`MAX_BRACE_ALTERNATIVES`] results.
 fn expand_braces(word: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    expand_braces_into(word, &mut out);
+    out
+}
+
+fn expand_braces_into(word: &str, out: &mut Vec<String>) {
+    if out.len() >= MAX_BRACE_ALTERNATIVES {
+        return;
+    }
     let Some(open) = word.find('{') else {
-        return vec![word.to_owned()];
+        out.push(word.to_owned());
+        return;
     };
     let mut depth = 0;
     let mut close = None;
@@ -564,21 +593,18 @@ fn expand_braces(word: &str) -> Vec<String> {
             _ => {}
         }
     }
-    let Some(close) = close else {
-        return vec![word.to_owned()];
+    let (Some(close), false) = (close, commas.is_empty()) else {
+        out.push(word.to_owned());
+        return;
     };
-    if commas.is_empty() {
-        return vec![word.to_owned()];
-    }
     let prefix = &word[..open];
     let suffix = &word[close + 1..];
     let mut bounds = vec![open];
     bounds.extend(&commas);
     bounds.push(close);
-    bounds
-        .windows(2)
-        .flat_map(|w| expand_braces(&format!("{prefix}{}{suffix}", &word[w[0] + 1..w[1]])))
-        .collect()
+    for w in bounds.windows(2) {
+        expand_braces_into(&format!("{prefix}{}{suffix}", &word[w[0] + 1..w[1]]), out);
+    }
 }
 
 trait RangeTuple {
@@ -742,5 +768,24 @@ mod tests {
         let span = line.span(9, 12);
         assert_eq!(sources.snippet(span), "300");
         assert_eq!(sources.location(span), "/etc/k/inc.conf:2:12");
+    }
+
+    /// Inputs found by review and fuzzing that used to hang, overflow or exhaust memory;
+    /// each must finish quickly with a diagnostic.
+    #[test]
+    fn hostile_inputs_are_bounded() {
+        let cases = [
+            "~SEQ(i, -9223372036854775807, 9223372036854775807) x\n".to_owned(),
+            "~SEQ(a, 1000) ~SEQ(b, 1000) ~SEQ(c, 1000)\n".to_owned(),
+            format!("$A={}\nx {}\n", "y".repeat(200_000), "$A ".repeat(20_000)),
+            format!("include {}\n", "{a,b}".repeat(22)),
+        ];
+        for text in cases {
+            let started = std::time::Instant::now();
+            let loader = MemoryLoader::new().with("/etc/k/keepalived.conf", text.clone());
+            let (_, diags) = preprocess(&loader, "h");
+            assert!(started.elapsed() < std::time::Duration::from_secs(5), "slow on {:.40}", text);
+            assert!(!diags.is_empty(), "no diagnostic for {:.40}", text);
+        }
     }
 }

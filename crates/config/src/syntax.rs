@@ -160,7 +160,13 @@ struct Frame {
 
 /// Builds the block tree from logical lines; brace errors are reported, and the tree is as
 /// complete as the input allows.
+/// Real configurations nest four or five blocks deep; far deeper input is garbage, and
+/// refusing it keeps every later recursive walk of the tree shallow.
+const MAX_DEPTH: usize = 64;
+
 pub fn parse(lines: &[MappedText], diagnostics: &mut Diagnostics) -> Vec<Node> {
+    // `{`s beyond MAX_DEPTH, skipped with their contents until their `}`.
+    let mut skipped_depth = 0usize;
     let mut stack: Vec<Frame> = vec![Frame {
         node: None,
         children: Vec::new(),
@@ -179,6 +185,23 @@ pub fn parse(lines: &[MappedText], diagnostics: &mut Diagnostics) -> Vec<Node> {
             no_break_spaces.entry(span.file).or_insert((span, 0)).1 += 1;
         }
         for token in tokens {
+            if skipped_depth > 0 {
+                match token.kind {
+                    TokenKind::Open => skipped_depth += 1,
+                    TokenKind::Close => skipped_depth -= 1,
+                    TokenKind::Word => {}
+                }
+                continue;
+            }
+            if token.kind == TokenKind::Open && stack.len() > MAX_DEPTH {
+                diagnostics.push(
+                    Diagnostic::error("too-deep", format!("blocks nest deeper than {MAX_DEPTH} levels"))
+                        .at(token.span, "this block and its contents are skipped"),
+                );
+                current = None;
+                skipped_depth = 1;
+                continue;
+            }
             match token.kind {
                 TokenKind::Word => match &mut current {
                     Some(node) => node.args.push(token),

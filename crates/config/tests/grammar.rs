@@ -419,3 +419,9 @@ fn sync_group_members_must_exist_once() {
         "{found:?}"
     );
 }
+
+#[test]
+fn absurd_nesting_is_refused_not_overflowed() {
+    let loaded = load(&"a{\n".repeat(10_000));
+    assert!(problems(&loaded).iter().any(|p| p.starts_with("too-deep@")));
+}
