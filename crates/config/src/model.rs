@@ -190,13 +190,29 @@ pub struct Authentication {
     pub auth_pass: String,
 }
 
+/// `brd` of a virtual address: an address, or `+` / `-` (all host bits set / clear).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Broadcast {
+    Address(IpAddr),
+    Derived(DerivedBroadcast),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DerivedBroadcast {
+    #[serde(rename = "+")]
+    HostBitsSet,
+    #[serde(rename = "-")]
+    HostBitsClear,
+}
+
 /// One `virtual_ipaddress` entry: `addr[/prefix] [brd X] [dev IF] [scope S] [label L] …`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VirtualIp {
     pub address: IpAddr,
     pub prefix: u8,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub brd: Option<IpAddr>,
+    pub brd: Option<Broadcast>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dev: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -282,7 +282,9 @@ impl<'a> Preprocessor<'a> {
                 self.diagnostics.push(
                     Diagnostic::error(
                         "line-too-long",
-                        format!("parameter expansion makes this line longer than {MAX_LINE_BYTES} bytes"),
+                        format!(
+                            "parameter expansion makes this line longer than {MAX_LINE_BYTES} bytes"
+                        ),
                     )
                     .at(line.full_span(), "expansion stopped here"),
                 );
@@ -513,7 +515,11 @@ fn valid_name(name: &str) -> bool {
 fn sequence_values(args: &[String], hex: bool) -> Result<Vec<String>, String> {
     let numbers: Vec<i128> = args
         .iter()
-        .map(|a| parse_c_integer(a).map(i128::from).ok_or_else(|| format!("`{a}` is not an integer")))
+        .map(|a| {
+            parse_c_integer(a)
+                .map(i128::from)
+                .ok_or_else(|| format!("`{a}` is not an integer"))
+        })
         .collect::<Result<_, _>>()?;
     let (start, step, end) = match numbers.as_slice() {
         [end] if *end < 0 => (-1, -1, *end),
@@ -784,7 +790,11 @@ mod tests {
             let started = std::time::Instant::now();
             let loader = MemoryLoader::new().with("/etc/k/keepalived.conf", text.clone());
             let (_, diags) = preprocess(&loader, "h");
-            assert!(started.elapsed() < std::time::Duration::from_secs(5), "slow on {:.40}", text);
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(5),
+                "slow on {:.40}",
+                text
+            );
             assert!(!diags.is_empty(), "no diagnostic for {:.40}", text);
         }
     }

@@ -13,6 +13,8 @@ pub enum TokenKind {
     Word,
     Open,
     Close,
+    /// A `//` "comment" up to the next brace or the end of the line (see [`tokenize`]).
+    SlashComment,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,7 +35,6 @@ const NO_BREAK_SPACE: char = '\u{a0}';
 /// The tokens of one logical line, and where a `//` "comment" starts, if any.
 pub struct LineTokens {
     pub tokens: Vec<Token>,
-    pub slash_comment: Option<Span>,
     /// The first no-break space on the line, read as a blank.
     pub no_break_space: Option<Span>,
 }
@@ -47,7 +48,6 @@ pub struct LineTokens {
 pub fn tokenize(line: &MappedText, diagnostics: &mut Diagnostics) -> LineTokens {
     let text = line.as_str();
     let mut tokens = Vec::new();
-    let mut slash_comment = None;
     let mut no_break_space = None;
     let mut chars = text.char_indices().peekable();
     while let Some(&(start, c)) = chars.peek() {
@@ -73,8 +73,20 @@ pub fn tokenize(line: &MappedText, diagnostics: &mut Diagnostics) -> LineTokens 
             continue;
         }
         if text[start..].starts_with("//") {
-            slash_comment = Some(line.span(start, text.len()));
-            break;
+            let end = text[start..]
+                .find(['{', '}'])
+                .map_or(text.len(), |i| start + i);
+            while chars.peek().is_some_and(|&(i, _)| i < end) {
+                chars.next();
+            }
+            let comment = text[start..end].trim_end_matches(is_separator);
+            tokens.push(Token {
+                kind: TokenKind::SlashComment,
+                text: comment.to_owned(),
+                span: line.span(start, start + comment.len()),
+                quoted: false,
+            });
+            continue;
         }
         if c == '"' {
             chars.next();
@@ -115,7 +127,6 @@ pub fn tokenize(line: &MappedText, diagnostics: &mut Diagnostics) -> LineTokens 
     }
     LineTokens {
         tokens,
-        slash_comment,
         no_break_space: no_break_space.map(|at| line.span(at, at + NO_BREAK_SPACE.len_utf8())),
     }
 }
@@ -178,7 +189,6 @@ pub fn parse(lines: &[MappedText], diagnostics: &mut Diagnostics) -> Vec<Node> {
         let mut current: Option<Node> = None;
         let LineTokens {
             tokens,
-            slash_comment,
             no_break_space,
         } = tokenize(line, diagnostics);
         if let Some(span) = no_break_space {
@@ -189,20 +199,31 @@ pub fn parse(lines: &[MappedText], diagnostics: &mut Diagnostics) -> Vec<Node> {
                 match token.kind {
                     TokenKind::Open => skipped_depth += 1,
                     TokenKind::Close => skipped_depth -= 1,
-                    TokenKind::Word => {}
+                    TokenKind::Word | TokenKind::SlashComment => {}
                 }
                 continue;
             }
             if token.kind == TokenKind::Open && stack.len() > MAX_DEPTH {
                 diagnostics.push(
-                    Diagnostic::error("too-deep", format!("blocks nest deeper than {MAX_DEPTH} levels"))
-                        .at(token.span, "this block and its contents are skipped"),
+                    Diagnostic::error(
+                        "too-deep",
+                        format!("blocks nest deeper than {MAX_DEPTH} levels"),
+                    )
+                    .at(token.span, "this block and its contents are skipped"),
                 );
                 current = None;
                 skipped_depth = 1;
                 continue;
             }
             match token.kind {
+                TokenKind::SlashComment => match &mut current {
+                    Some(node) => node.slash_comment = Some(token.span),
+                    None => diagnostics.push(
+                        Diagnostic::warning("double-slash-comment", "`//` does not start a comment in keepalived.conf")
+                            .at(token.span, "keeplb ignores this as a comment")
+                            .with_note("keepalived would read `//` as a keyword (or a list entry) and reject it; use `#`"),
+                    ),
+                },
                 TokenKind::Word => match &mut current {
                     Some(node) => node.args.push(token),
                     None => {
@@ -262,17 +283,8 @@ pub fn parse(lines: &[MappedText], diagnostics: &mut Diagnostics) -> Vec<Node> {
                 }
             }
         }
-        match (current.take(), slash_comment) {
-            (Some(mut node), comment) => {
-                node.slash_comment = comment;
-                push_child(&mut stack, node);
-            }
-            (None, Some(comment)) => diagnostics.push(
-                Diagnostic::warning("double-slash-comment", "`//` does not start a comment in keepalived.conf")
-                    .at(comment, "keeplb ignores this as a comment")
-                    .with_note("keepalived would read `//` as a keyword (or a list entry) and reject it; use `#`"),
-            ),
-            (None, None) => {}
+        if let Some(node) = current.take() {
+            push_child(&mut stack, node);
         }
     }
     for (span, lines) in no_break_spaces.into_values() {

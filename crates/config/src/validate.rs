@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use crate::build::Origins;
 use crate::diagnostic::{Diagnostic, Diagnostics};
-use crate::model::{Config, VirtualServerKey};
+use crate::model::{Config, VirtualServerKey, VrrpInstance};
 use crate::source::Span;
 
 pub fn validate(config: &Config, origins: &Origins, diagnostics: &mut Diagnostics) {
@@ -106,6 +106,23 @@ fn defined_list<'a>(what: &str, names: impl Iterator<Item = &'a str>) -> String 
 fn sync_groups(config: &Config, origins: &Origins, diagnostics: &mut Diagnostics) {
     let mut member_of: HashMap<&str, (&str, Span)> = HashMap::new();
     for (group, origin) in config.vrrp_sync_group.iter().zip(&origins.vrrp_sync_group) {
+        let existing = group
+            .group
+            .iter()
+            .filter(|m| config.vrrp_instance.iter().any(|i| &i.name == *m))
+            .count();
+        if existing == 1 {
+            diagnostics.push(
+                Diagnostic::warning(
+                    "lonely-sync-group",
+                    format!("sync group `{}` has only one instance", group.name),
+                )
+                .at(
+                    origin.name,
+                    "a sync group moves several instances together; one alone needs no group",
+                ),
+            );
+        }
         for (member, span) in group.group.iter().zip(&origin.members) {
             if !config.vrrp_instance.iter().any(|i| &i.name == member) {
                 diagnostics.push(
@@ -140,35 +157,61 @@ fn sync_groups(config: &Config, origins: &Origins, diagnostics: &mut Diagnostics
     }
 }
 
-/// Two instances with the same VRID on the same interface and family would answer each
-/// other's adverts: keepalived refuses the configuration.
+/// Two instances with the same VRID on the same interface and family would take each
+/// other's adverts, so keepalived refuses it: for multicast always, for unicast only when
+/// they share a source address and a peer.
 fn duplicate_vrids(config: &Config, origins: &Origins, diagnostics: &mut Diagnostics) {
-    let mut seen: HashMap<(&str, u8, bool), (&str, Span)> = HashMap::new();
-    for (instance, origin) in config.vrrp_instance.iter().zip(&origins.vrrp_instance) {
+    let instances: Vec<_> = config
+        .vrrp_instance
+        .iter()
+        .zip(&origins.vrrp_instance)
+        .collect();
+    for (n, (instance, origin)) in instances.iter().enumerate() {
         let Some(interface) = instance.interface.as_deref() else {
             continue;
         };
-        let is_v6 = instance
-            .virtual_ipaddress
-            .first()
-            .is_some_and(|v| v.address.is_ipv6());
-        let span = origin.virtual_router_id.unwrap_or(origin.name);
-        let key = (interface, instance.virtual_router_id, is_v6);
-        if let Some((other, other_span)) = seen.get(&key) {
+        let earlier = instances[..n].iter().find(|(other, _)| {
+            other.interface.as_deref() == Some(interface)
+                && other.virtual_router_id == instance.virtual_router_id
+                && family_is_v6(other) == family_is_v6(instance)
+                && adverts_meet(other, instance)
+        });
+        if let Some((other, other_origin)) = earlier {
             diagnostics.push(
                 Diagnostic::error(
                     "duplicate-vrid",
                     format!(
-                        "virtual_router_id {} is used twice on interface {interface} (`{other}` and `{}`)",
-                        instance.virtual_router_id, instance.name
+                        "virtual_router_id {} is used twice on interface {interface} (`{}` and `{}`)",
+                        instance.virtual_router_id, other.name, instance.name
                     ),
                 )
-                .at(span, "second use")
-                .with_secondary(*other_span, "first use"),
+                .at(origin.virtual_router_id.unwrap_or(origin.name), "second use")
+                .with_secondary(other_origin.virtual_router_id.unwrap_or(other_origin.name), "first use"),
             );
-        } else {
-            seen.insert(key, (&instance.name, span));
         }
+    }
+}
+
+fn family_is_v6(instance: &VrrpInstance) -> bool {
+    instance
+        .virtual_ipaddress
+        .first()
+        .map(|v| v.address)
+        .or(instance.unicast_src_ip)
+        .is_some_and(|a| a.is_ipv6())
+}
+
+/// Whether two instances' adverts reach each other.
+fn adverts_meet(a: &VrrpInstance, b: &VrrpInstance) -> bool {
+    match (a.unicast_peer.is_empty(), b.unicast_peer.is_empty()) {
+        (true, true) => true,
+        (false, false) => {
+            a.unicast_src_ip == b.unicast_src_ip
+                && a.unicast_peer
+                    .iter()
+                    .any(|p| b.unicast_peer.iter().any(|q| q.address == p.address))
+        }
+        _ => false,
     }
 }
 

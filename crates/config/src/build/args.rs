@@ -30,6 +30,8 @@ pub struct Cx<'d> {
 pub enum ScriptRole {
     Track,
     Notify,
+    /// MISC_CHECK: missing is skipped like a notify script.
+    Check,
 }
 
 impl Cx<'_> {
@@ -249,7 +251,8 @@ impl Cx<'_> {
             return Some(true);
         };
         self.no_extra_args(node, 1);
-        match token.text.to_ascii_lowercase().as_str() {
+        // Case-sensitive, as keepalived's check_true_false.
+        match token.text.as_str() {
             "on" | "true" | "yes" => Some(true),
             "off" | "false" | "no" => Some(false),
             _ => {
@@ -289,6 +292,31 @@ impl Cx<'_> {
         }
     }
 
+    /// An address as keepalived's `inet_stosockaddr` reads it: anything from the first `/`
+    /// or `-` on is dropped (with a note), so `10.0.0.1/24` is the host 10.0.0.1.
+    pub fn host_ip_token(&mut self, node: &Node, token: &Token) -> Option<IpAddr> {
+        let Some(cut) = token.text.find(['/', '-']) else {
+            return self.ip_token(node, token);
+        };
+        let Ok(ip) = token.text[..cut].parse::<IpAddr>() else {
+            return self.ip_token(node, token);
+        };
+        self.error(
+            Diagnostic::note(
+                "address-suffix-ignored",
+                format!("`{}` is read as the address {ip}", token.text),
+            )
+            .at(
+                token.span,
+                format!(
+                    "`{}` is ignored, as keepalived ignores it",
+                    &token.text[cut..]
+                ),
+            ),
+        );
+        Some(ip)
+    }
+
     pub fn ip(&mut self, node: &Node) -> Option<IpAddr> {
         let token = self.arg(node)?;
         self.ip_token(node, token)
@@ -296,11 +324,6 @@ impl Cx<'_> {
 
     pub fn port_token(&mut self, node: &Node, token: &Token) -> Option<u16> {
         self.number(node, token, 0..=65535u16)
-    }
-
-    pub fn port(&mut self, node: &Node) -> Option<u16> {
-        let token = self.arg(node)?;
-        self.port_token(node, token)
     }
 
     /// Checks a script command line against the machine, as `keepalived -t` does.
@@ -322,11 +345,11 @@ impl Cx<'_> {
                         span,
                         "keepalived disables this check: the instance tracks nothing here",
                     ),
-                    ScriptRole::Notify => Diagnostic::note(
+                    ScriptRole::Notify | ScriptRole::Check => Diagnostic::note(
                         "script-not-found",
                         format!("script `{program}` not found"),
                     )
-                    .at(span, "keepalived skips a missing notify script silently"),
+                    .at(span, "keepalived skips a missing script here silently"),
                 };
                 self.error(diagnostic);
             }
@@ -340,6 +363,38 @@ impl Cx<'_> {
                     );
                 }
             }
+        }
+    }
+
+    /// A notify-style script that may be given once; keepalived keeps the first.
+    pub fn script_once(&mut self, node: &Node, slot: &mut Option<Script>) {
+        if slot.is_some() {
+            self.error(
+                Diagnostic::warning(
+                    "duplicate-keyword",
+                    format!("`{}` is already set", node.name()),
+                )
+                .at(node.keyword.span, "ignored: keepalived keeps the first"),
+            );
+            return;
+        }
+        *slot = self.script(node);
+    }
+
+    /// A GARP repeat count: keepalived turns 0 into 1.
+    pub fn repeat_count(&mut self, node: &Node) -> Option<u32> {
+        match self.int(node, 0..=u32::MAX)? {
+            0 => {
+                self.error(
+                    Diagnostic::warning(
+                        "out-of-range",
+                        format!("`{}` must be greater than 0", node.name()),
+                    )
+                    .at(node.line_span(), "set to 1"),
+                );
+                Some(1)
+            }
+            n => Some(n),
         }
     }
 

@@ -12,8 +12,19 @@ pub fn global_defs(cx: &mut Cx, node: &Node, g: &mut GlobalDefs) {
             "router_id" => set_some(&mut g.router_id, cx.string(child)),
             "notification_email" => {
                 if cx.needs_block(child) {
+                    // A word-list block: every word of every line is an address.
                     g.notification_email
-                        .extend(child.children().iter().map(|e| e.keyword.text.clone()));
+                        .extend(child.children().iter().flat_map(|e| {
+                            std::iter::once(&e.keyword)
+                                .chain(&e.args)
+                                .map(|t| t.text.clone())
+                        }));
+                    if child.children().is_empty() {
+                        cx.error(
+                            Diagnostic::warning("empty-block", "empty notification_email block")
+                                .at(child.keyword.span, "no address to notify"),
+                        );
+                    }
                 }
             }
             "notification_email_from" => set_some(&mut g.notification_email_from, cx.string(child)),
@@ -33,13 +44,32 @@ pub fn global_defs(cx: &mut Cx, node: &Node, g: &mut GlobalDefs) {
                 }
             }
             "smtp_helo_name" => set_some(&mut g.smtp_helo_name, cx.string(child)),
-            "smtp_connect_timeout" => set(
-                &mut g.smtp_connect_timeout,
-                cx.seconds(child, f64::from(u32::MAX)),
-            ),
+            "smtp_connect_timeout" => match cx.int(child, 0..=4294u32) {
+                Some(0) => {
+                    cx.error(
+                        Diagnostic::warning(
+                            "out-of-range",
+                            "smtp_connect_timeout must be greater than 0",
+                        )
+                        .at(child.line_span(), "set to 1 second"),
+                    );
+                    g.smtp_connect_timeout = 1.0;
+                }
+                Some(seconds) => g.smtp_connect_timeout = f64::from(seconds),
+                None => {}
+            },
             "enable_script_security" => g.enable_script_security = cx.flag_only(child),
             "script_user" => {
                 if let Some(user) = cx.arg_allowing_more(child) {
+                    if cx.env.user_exists(&user.text) == Some(false) {
+                        cx.error(
+                            Diagnostic::warning(
+                                "script-user",
+                                format!("script user `{}` does not exist", user.text),
+                            )
+                            .at(user.span, "keepalived cannot run scripts as this user"),
+                        );
+                    }
                     g.script_user = Some(ScriptUser {
                         user: user.text.clone(),
                         group: child.args.get(1).map(|t| t.text.clone()),
@@ -64,7 +94,24 @@ pub fn global_defs(cx: &mut Cx, node: &Node, g: &mut GlobalDefs) {
             "vrrp_mcast_group6" => {
                 if let Some(ip) = cx.ip(child) {
                     match ip {
-                        std::net::IpAddr::V6(v6) if v6.is_multicast() => g.vrrp_mcast_group6 = v6,
+                        std::net::IpAddr::V6(v6) if v6.is_multicast() => {
+                            // ff02::/16: adverts must not leave the link.
+                            if v6.segments()[0] & 0xff0f != 0xff02 {
+                                cx.error(
+                                    Diagnostic::warning(
+                                        "mcast-scope",
+                                        format!(
+                                            "vrrp_mcast_group6 {v6} is not link-local multicast"
+                                        ),
+                                    )
+                                    .at(
+                                        child.line_span(),
+                                        "VRRP adverts should stay on the link (ff02::/16)",
+                                    ),
+                                );
+                            }
+                            g.vrrp_mcast_group6 = v6;
+                        }
                         _ => cx.error(
                             Diagnostic::error(
                                 "invalid-address",
@@ -81,14 +128,14 @@ pub fn global_defs(cx: &mut Cx, node: &Node, g: &mut GlobalDefs) {
                 set(&mut g.vrrp_garp_master_delay, cx.int(child, 0..=u32::MAX))
             }
             "vrrp_garp_master_repeat" => {
-                set(&mut g.vrrp_garp_master_repeat, cx.int(child, 0..=u32::MAX))
+                set(&mut g.vrrp_garp_master_repeat, cx.repeat_count(child))
             }
             "vrrp_garp_master_refresh" => {
                 set(&mut g.vrrp_garp_master_refresh, cx.int(child, 0..=u32::MAX))
             }
             "vrrp_garp_master_refresh_repeat" => set(
                 &mut g.vrrp_garp_master_refresh_repeat,
-                cx.int(child, 0..=u32::MAX),
+                cx.repeat_count(child),
             ),
             "vrrp_garp_lower_prio_delay" => set_some(
                 &mut g.vrrp_garp_lower_prio_delay,
@@ -127,7 +174,18 @@ pub fn global_defs(cx: &mut Cx, node: &Node, g: &mut GlobalDefs) {
             "lvs_notify_fifo_script" => fifo_script(cx, child, &mut g.lvs_notify_fifo),
             "startup_script" => set_some(&mut g.startup_script, cx.script(child)),
             "shutdown_script" => set_some(&mut g.shutdown_script, cx.script(child)),
-            "dynamic_interfaces" => g.dynamic_interfaces = true,
+            "dynamic_interfaces" => {
+                g.dynamic_interfaces = true;
+                if let Some(option) = child.args.first().filter(|t| t.text != "allow_if_changes") {
+                    cx.error(
+                        Diagnostic::warning(
+                            "invalid-value",
+                            format!("unknown dynamic_interfaces option `{}`", option.text),
+                        )
+                        .at(option.span, "expected `allow_if_changes` or nothing"),
+                    );
+                }
+            }
             "max_auto_priority" => {
                 g.max_auto_priority = match child.args.first() {
                     Some(t) => cx.number(child, t, -1..=99),

@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use super::args::{Cx, set, set_some};
+use super::args::{Cx, ScriptRole, set, set_some};
 use super::other;
 use crate::diagnostic::Diagnostic;
 use crate::model::{
@@ -231,10 +231,10 @@ pub fn virtual_server(cx: &mut Cx, node: &Node) -> Option<VirtualServer> {
             "protocol" => {
                 seen_protocol = Some(child.keyword.span);
                 let Some(token) = cx.arg(child) else { continue };
-                match token.text.as_str() {
-                    "TCP" | "tcp" => vs.protocol = Protocol::Tcp,
-                    "UDP" | "udp" => vs.protocol = Protocol::Udp,
-                    "SCTP" | "sctp" => vs.protocol = Protocol::Sctp,
+                match token.text.to_ascii_uppercase().as_str() {
+                    "TCP" => vs.protocol = Protocol::Tcp,
+                    "UDP" => vs.protocol = Protocol::Udp,
+                    "SCTP" => vs.protocol = Protocol::Sctp,
                     other => cx.error(
                         Diagnostic::error("invalid-value", format!("unknown protocol `{other}`"))
                             .at(token.span, "expected TCP, UDP or SCTP"),
@@ -703,11 +703,11 @@ fn checker(
             ("connect_ip", _) => set_some(&mut common.connect_ip, cx.ip(child)),
             ("connect_port", _) => set_some(&mut common.connect_port, cx.int(child, 1..=65535u16)),
             ("bindto", _) => set_some(&mut common.bindto, cx.ip(child)),
-            ("bind_port", _) => set_some(&mut common.bind_port, cx.port(child)),
+            ("bind_port", _) => set_some(&mut common.bind_port, cx.int(child, 1..=65535u16)),
             ("bind_if", _) => set_some(&mut common.bind_if, cx.string(child)),
             ("alpha", _) => set(&mut common.alpha, cx.flag(child)),
             ("log_all_failures", _) => set(&mut common.log_all_failures, cx.flag(child)),
-            ("fwmark", _) => set_some(&mut common.fwmark, cx.int(child, 1..=u32::MAX)),
+            ("fwmark", _) => set_some(&mut common.fwmark, cx.int(child, 0..=u32::MAX)),
             ("url", CheckKind::Http(h) | CheckKind::Ssl(h)) => {
                 if let Some(url) = http_url(cx, child) {
                     h.url.push(url);
@@ -739,12 +739,18 @@ fn checker(
             ("tls_compliant", CheckKind::Http(h) | CheckKind::Ssl(h)) => {
                 set(&mut h.tls_compliant, cx.flag(child))
             }
-            ("misc_path", CheckKind::Misc(m)) => set(&mut m.misc_path, cx.rest(child)),
+            // keepalived runs the first word only (quote a command with arguments).
+            ("misc_path", CheckKind::Misc(m)) => {
+                if let Some(token) = cx.arg(child) {
+                    m.misc_path = token.text.clone();
+                    cx.check_script(&token.text, token.span, ScriptRole::Check);
+                }
+            }
             ("misc_timeout", CheckKind::Misc(m)) => set_some(
                 &mut m.misc_timeout,
                 cx.int(child, 0..=u32::MAX).map(f64::from),
             ),
-            ("misc_dynamic", CheckKind::Misc(m)) => set(&mut m.misc_dynamic, cx.flag(child)),
+            ("misc_dynamic", CheckKind::Misc(m)) => m.misc_dynamic = cx.flag_only(child),
             ("user", CheckKind::Misc(m)) => {
                 m.user = cx.arg_allowing_more(child).map(|t| t.text.clone());
                 m.group = child.args.get(1).map(|t| t.text.clone());

@@ -130,7 +130,78 @@ pub fn build(
         }
     }
     check_script_security(&mut cx, &config);
+    drop_weighted_tracking(&mut cx, &mut config, &origins);
     (config, origins)
+}
+
+/// keepalived does not let tracking weights move the priority of an address owner
+/// (priority 255) or of a sync-group member (unless the group says
+/// `sync_group_tracking_weight`): such entries are dropped, or their weight zeroed, with a
+/// report. The engine must see the configuration keepalived would run.
+fn drop_weighted_tracking(cx: &mut Cx, config: &mut Config, origins: &Origins) {
+    let synced: Vec<String> = config
+        .vrrp_sync_group
+        .iter()
+        .filter(|g| !g.other.contains_key("sync_group_tracking_weight"))
+        .flat_map(|g| g.group.iter().cloned())
+        .collect();
+    let scripts: Vec<(String, i32)> = config
+        .vrrp_script
+        .iter()
+        .map(|s| (s.name.clone(), s.weight))
+        .collect();
+    for (instance, origin) in config.vrrp_instance.iter_mut().zip(&origins.vrrp_instance) {
+        let reason = if instance.priority == 255 {
+            "it is the address owner (priority 255)"
+        } else if synced.contains(&instance.name) {
+            "it is in a sync group"
+        } else {
+            continue;
+        };
+        let mut spans = origin.track_script.iter();
+        instance.track_script.retain(|r| {
+            let span = spans.next().copied();
+            let weight = r
+                .weight
+                .or_else(|| scripts.iter().find(|(n, _)| *n == r.name).map(|(_, w)| *w))
+                .unwrap_or(0);
+            if weight == 0 {
+                return true;
+            }
+            let mut diagnostic = Diagnostic::warning(
+                "weighted-tracking-ignored",
+                format!("track_script `{}` has a weight, but {reason}", r.name),
+            );
+            if let Some(span) = span {
+                diagnostic = diagnostic.at(span, "keepalived ignores this tracked script");
+            }
+            cx.error(diagnostic.with_note("a weight would change a priority keepalived keeps fixed; use weight 0 (fault on failure)"));
+            false
+        });
+        // An owner drops weighted interfaces; a sync-group member keeps them at weight 0.
+        let owner = instance.priority == 255;
+        instance.track_interface.retain_mut(|r| {
+            if !r.weight.is_some_and(|w| w != 0) {
+                return true;
+            }
+            cx.error(
+                Diagnostic::warning(
+                    "weighted-tracking-ignored",
+                    format!("track_interface `{}` has a weight, but {reason}", r.name),
+                )
+                .at(
+                    origin.name,
+                    if owner {
+                        "this tracked interface is ignored"
+                    } else {
+                        "its weight is ignored"
+                    },
+                ),
+            );
+            r.weight = Some(0);
+            !owner
+        });
+    }
 }
 
 /// keepalived refuses to run scripts as root unless `enable_script_security` says the
@@ -154,11 +225,9 @@ fn check_script_security(cx: &mut Cx, config: &Config) {
         );
         return;
     }
-    let user = g
-        .script_user
-        .as_ref()
-        .map_or("keepalived_script", |u| u.user.as_str());
-    if cx.env.user_exists(user) == Some(false) {
+    // A configured script_user was checked where it was written.
+    let user = "keepalived_script";
+    if g.script_user.is_none() && cx.env.user_exists(user) == Some(false) {
         cx.error(
             Diagnostic::warning(
                 "script-user",
@@ -274,8 +343,9 @@ fn other(others: &mut OtherKeywords, node: &Node) {
     others.insert(node.name().to_owned(), words);
 }
 
-/// `track_script { NAME [weight N [reverse]] … }` and its siblings.
-fn track_refs(cx: &mut Cx, node: &Node, range: std::ops::RangeInclusive<i32>) -> Vec<TrackRef> {
+/// `track_script { NAME [weight N [reverse|noreverse]] … }` and its siblings. keepalived
+/// allows ±254 in the syntax but runs with ±253 (and says so).
+fn track_refs(cx: &mut Cx, node: &Node) -> Vec<TrackRef> {
     if !cx.needs_block(node) {
         return Vec::new();
     }
@@ -290,13 +360,29 @@ fn track_refs(cx: &mut Cx, node: &Node, range: std::ops::RangeInclusive<i32>) ->
         while let Some(word) = words.next() {
             match word.text.as_str() {
                 "weight" => match words.next() {
-                    Some(v) => r.weight = cx.number(entry, v, range.clone()),
+                    Some(v) => {
+                        r.weight = cx.number(entry, v, -254i32..=254).map(|w| {
+                            if w.abs() == 254 {
+                                cx.error(
+                                    Diagnostic::warning(
+                                        "out-of-range",
+                                        "a tracking weight cannot be ±254",
+                                    )
+                                    .at(v.span, "set to ±253, as keepalived does"),
+                                );
+                                w.signum() * 253
+                            } else {
+                                w
+                            }
+                        })
+                    }
                     None => cx.error(
                         Diagnostic::error("missing-value", "`weight` needs a value")
                             .at(word.span, "value missing"),
                     ),
                 },
                 "reverse" => r.reverse = true,
+                "noreverse" => r.reverse = false,
                 other => cx.error(
                     Diagnostic::error(
                         "invalid-value",

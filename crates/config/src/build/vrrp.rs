@@ -7,8 +7,8 @@ use super::{other, track_refs};
 use crate::diagnostic::Diagnostic;
 use crate::env::InterfaceState;
 use crate::model::{
-    AuthType, Authentication, GlobalDefs, InitFile, InitialState, TrackFile, UnicastPeer,
-    VirtualIp, VrrpInstance, VrrpScript, VrrpSyncGroup,
+    AuthType, Authentication, Broadcast, DerivedBroadcast, GlobalDefs, InitFile, InitialState,
+    TrackFile, UnicastPeer, VirtualIp, VrrpInstance, VrrpScript, VrrpSyncGroup,
 };
 use crate::source::Span;
 use crate::syntax::{Node, Token};
@@ -16,6 +16,8 @@ use crate::syntax::{Node, Token};
 /// keepalived sends at most 8 bytes of a PASS password and drops the rest.
 const AUTH_PASS_MAX: usize = 8;
 const PRIORITY_OWNER: u8 = 255;
+/// Linux interface names (and address labels) hold at most 15 bytes.
+const MAX_IFNAME_LEN: usize = 15;
 /// The advertisement's address count is one byte.
 const MAX_VIPS_PER_ADVERT: usize = 255;
 
@@ -55,7 +57,20 @@ pub fn vrrp_script(cx: &mut Cx, node: &Node) -> Option<VrrpScript> {
                 Some(seconds) => s.interval = f64::from(seconds),
                 None => {}
             },
-            "timeout" => set(&mut s.timeout, cx.int(child, 0..=u32::MAX).map(f64::from)),
+            "timeout" => match cx.int(child, 0..=u32::MAX) {
+                Some(0) => {
+                    cx.error(
+                        Diagnostic::warning(
+                            "out-of-range",
+                            "a vrrp_script timeout must be greater than 0",
+                        )
+                        .at(child.line_span(), "set to 1 second"),
+                    );
+                    s.timeout = 1.0;
+                }
+                Some(seconds) => s.timeout = f64::from(seconds),
+                None => {}
+            },
             "weight" => {
                 if let Some((weight, reverse)) = weight_with_reverse(cx, child, -253..=253) {
                     s.weight = weight;
@@ -71,7 +86,7 @@ pub fn vrrp_script(cx: &mut Cx, node: &Node) -> Option<VrrpScript> {
                     cx.arg(child);
                 }
             }
-            "init_fail" => set(&mut s.init_fail, cx.flag(child)),
+            "init_fail" => s.init_fail = cx.flag_only(child),
             _ => cx.unknown(child, "vrrp_script"),
         }
     }
@@ -170,7 +185,8 @@ pub fn vrrp_instance(cx: &mut Cx, node: &Node, global: &GlobalDefs) -> Option<Vr
     let mut i = VrrpInstance {
         name,
         state: InitialState::Backup,
-        interface: global.default_interface.clone(),
+        // keepalived uses default_interface only for static addresses, never for instances.
+        interface: None,
         virtual_router_id: 0,
         priority: 100,
         advert_int: 1.0,
@@ -202,7 +218,7 @@ pub fn vrrp_instance(cx: &mut Cx, node: &Node, global: &GlobalDefs) -> Option<Vr
         garp_lower_prio_repeat: global.vrrp_garp_lower_prio_repeat,
         lower_prio_no_advert: global.vrrp_lower_prio_no_advert,
         higher_prio_send_advert: global.vrrp_higher_prio_send_advert,
-        accept: !global.vrrp_strict,
+        accept: false,
         strict_mode: global.vrrp_strict,
         skip_check_adv_addr: global.vrrp_skip_check_adv_addr,
         check_unicast_src: global.vrrp_check_unicast_src,
@@ -211,12 +227,21 @@ pub fn vrrp_instance(cx: &mut Cx, node: &Node, global: &GlobalDefs) -> Option<Vr
         smtp_alert: false,
         other: Default::default(),
     };
+    let mut family = InstanceFamily::default();
     for child in node.children() {
         match child.name() {
             "state" => {
                 let Some(token) = cx.arg(child) else { continue };
                 match token.text.as_str() {
                     "MASTER" => i.state = InitialState::Master,
+                    "BACKUP" if seen.state.is_some() && i.state == InitialState::Master => cx
+                        .error(
+                            Diagnostic::warning(
+                                "duplicate-keyword",
+                                "state was already set to MASTER",
+                            )
+                            .at(token.span, "ignored: keepalived keeps MASTER"),
+                        ),
                     "BACKUP" => i.state = InitialState::Backup,
                     other => cx.error(
                         Diagnostic::error("invalid-value", format!("unknown state `{other}`"))
@@ -250,19 +275,37 @@ pub fn vrrp_instance(cx: &mut Cx, node: &Node, global: &GlobalDefs) -> Option<Vr
                 seen.authentication = Some(child.keyword.span);
                 i.authentication = authentication(cx, child);
             }
-            "virtual_ipaddress" => i.virtual_ipaddress.extend(vip_block(cx, child)),
-            "virtual_ipaddress_excluded" => {
-                i.virtual_ipaddress_excluded.extend(vip_block(cx, child))
+            "virtual_ipaddress" => {
+                i.virtual_ipaddress
+                    .extend(vip_block(cx, child, Some(&mut family)))
             }
+            "virtual_ipaddress_excluded" => i
+                .virtual_ipaddress_excluded
+                .extend(vip_block(cx, child, None)),
             "virtual_routes" => i.virtual_routes.extend(raw_entries(cx, child)),
             "virtual_rules" => i.virtual_rules.extend(raw_entries(cx, child)),
-            "unicast_src_ip" => set_some(&mut i.unicast_src_ip, cx.ip(child)),
-            "mcast_src_ip" => set_some(&mut i.mcast_src_ip, cx.ip(child)),
-            "unicast_peer" => i.unicast_peer.extend(unicast_peers(cx, child)),
-            "unicast_ttl" => set(&mut i.unicast_ttl, cx.int(child, 1..=255u8)),
-            "track_interface" => i.track_interface.extend(track_refs(cx, child, -254..=254)),
-            "track_script" => i.track_script.extend(track_refs(cx, child, -253..=253)),
-            "track_file" => i.track_file.extend(track_refs(cx, child, -254..=254)),
+            "unicast_src_ip" | "mcast_src_ip" => {
+                let Some(token) = cx.arg(child) else { continue };
+                let Some(ip) = cx.host_ip_token(child, token) else {
+                    continue;
+                };
+                if !family.admits(cx, ip, token.span, "source address") {
+                    continue;
+                }
+                if child.name() == "unicast_src_ip" {
+                    i.unicast_src_ip = Some(ip);
+                } else {
+                    i.mcast_src_ip = Some(ip);
+                }
+            }
+            "unicast_peer" => i.unicast_peer.extend(unicast_peers(cx, child, &mut family)),
+            "unicast_ttl" => {
+                seen.unicast_ttl = Some(child.keyword.span);
+                set(&mut i.unicast_ttl, cx.int(child, 0..=255u8));
+            }
+            "track_interface" => i.track_interface.extend(track_refs(cx, child)),
+            "track_script" => i.track_script.extend(track_refs(cx, child)),
+            "track_file" => i.track_file.extend(track_refs(cx, child)),
             "nopreempt" => {
                 i.nopreempt = cx.flag_only(child);
                 seen.nopreempt = Some(child.keyword.span);
@@ -272,18 +315,17 @@ pub fn vrrp_instance(cx: &mut Cx, node: &Node, global: &GlobalDefs) -> Option<Vr
                 seen.preempt_delay = Some(child.keyword.span);
                 set(&mut i.preempt_delay, cx.seconds(child, 1000.0));
             }
-            "notify_master" => i.notify_master = cx.script(child),
-            "notify_backup" => i.notify_backup = cx.script(child),
-            "notify_fault" => i.notify_fault = cx.script(child),
-            "notify_stop" => i.notify_stop = cx.script(child),
-            "notify" => i.notify = cx.script(child),
+            "notify_master" => cx.script_once(child, &mut i.notify_master),
+            "notify_backup" => cx.script_once(child, &mut i.notify_backup),
+            "notify_fault" => cx.script_once(child, &mut i.notify_fault),
+            "notify_stop" => cx.script_once(child, &mut i.notify_stop),
+            "notify" => cx.script_once(child, &mut i.notify),
             "garp_master_delay" => set(&mut i.garp_master_delay, cx.int(child, 0..=u32::MAX)),
-            "garp_master_repeat" => set(&mut i.garp_master_repeat, cx.int(child, 0..=u32::MAX)),
+            "garp_master_repeat" => set(&mut i.garp_master_repeat, cx.repeat_count(child)),
             "garp_master_refresh" => set(&mut i.garp_master_refresh, cx.int(child, 0..=u32::MAX)),
-            "garp_master_refresh_repeat" => set(
-                &mut i.garp_master_refresh_repeat,
-                cx.int(child, 0..=u32::MAX),
-            ),
+            "garp_master_refresh_repeat" => {
+                set(&mut i.garp_master_refresh_repeat, cx.repeat_count(child))
+            }
             "garp_lower_prio_delay" => {
                 set_some(&mut i.garp_lower_prio_delay, cx.int(child, 0..=u32::MAX))
             }
@@ -292,17 +334,18 @@ pub fn vrrp_instance(cx: &mut Cx, node: &Node, global: &GlobalDefs) -> Option<Vr
             }
             "lower_prio_no_advert" => set(&mut i.lower_prio_no_advert, cx.flag(child)),
             "higher_prio_send_advert" => set(&mut i.higher_prio_send_advert, cx.flag(child)),
-            "accept" => i.accept = cx.flag_only(child),
-            "no_accept" => i.accept = !cx.flag_only(child),
+            "accept" => seen.accept = Some((cx.flag_only(child), child.keyword.span)),
+            "no_accept" => seen.accept = Some((!cx.flag_only(child), child.keyword.span)),
             "strict_mode" => set(&mut i.strict_mode, cx.flag(child)),
-            "skip_check_adv_addr" => set(&mut i.skip_check_adv_addr, cx.flag(child)),
-            "check_unicast_src" => i.check_unicast_src = cx.flag_only(child),
-            "use_vmac" => {
-                i.use_vmac = Some(child.args.first().map_or_else(
-                    || format!("vrrp.{}", i.virtual_router_id),
-                    |t| t.text.clone(),
-                ))
+            // keepalived sets it for any valid BOOL, `off` included.
+            "skip_check_adv_addr" => {
+                if cx.flag(child).is_some() {
+                    i.skip_check_adv_addr = true;
+                }
             }
+            "check_unicast_src" => i.check_unicast_src = cx.flag_only(child),
+            // The default name depends on the VRID, which may come later in the block.
+            "use_vmac" => seen.use_vmac = Some(child.args.first().map(|t| t.text.clone())),
             "dont_track_primary" => i.dont_track_primary = cx.flag_only(child),
             "smtp_alert" => set(&mut i.smtp_alert, cx.flag(child)),
             name if VRRP_INSTANCE_ACCEPTED.contains(&name) => other(&mut i.other, child),
@@ -324,6 +367,9 @@ struct Seen {
     authentication: Option<Span>,
     nopreempt: Option<Span>,
     preempt_delay: Option<Span>,
+    unicast_ttl: Option<Span>,
+    accept: Option<(bool, Span)>,
+    use_vmac: Option<Option<String>>,
 }
 
 /// keepalived's `vrrp_complete_instance`: derived defaults and the combinations it refuses
@@ -516,6 +562,38 @@ fn finish_instance(
             i.state = InitialState::Backup;
         }
     }
+    if let Some(name) = &seen.use_vmac {
+        i.use_vmac = Some(
+            name.clone()
+                .unwrap_or_else(|| format!("vrrp.{}", i.virtual_router_id)),
+        );
+    }
+    // keepalived decides accept mode last: the owner always accepts; otherwise it follows
+    // strict mode unless the instance says.
+    i.accept = match seen.accept {
+        Some((true, span)) if i.strict_mode && i.version == 2 && i.priority != PRIORITY_OWNER => {
+            cx.error(
+                Diagnostic::warning(
+                    "accept-strict-v2",
+                    "`accept` is not allowed in strict mode with VRRPv2",
+                )
+                .at(span, "accept mode is turned off"),
+            );
+            false
+        }
+        Some((accept, _)) => accept || i.priority == PRIORITY_OWNER,
+        None => i.priority == PRIORITY_OWNER || !i.strict_mode,
+    };
+    if let (Some(span), true) = (seen.unicast_ttl, i.unicast_peer.is_empty()) {
+        cx.error(
+            Diagnostic::warning(
+                "unicast-ttl-without-peers",
+                "`unicast_ttl` without any `unicast_peer`",
+            )
+            .at(span, "ignored: multicast adverts always use TTL 255"),
+        );
+        i.unicast_ttl = 255;
+    }
     if i.unicast_peer.is_empty() && i.unicast_src_ip.is_some() {
         cx.error(
             Diagnostic::warning("unicast-without-peers", "`unicast_src_ip` without any `unicast_peer`")
@@ -599,8 +677,21 @@ fn authentication(cx: &mut Cx, node: &Node) -> Option<Authentication> {
             _ => cx.unknown(child, "authentication"),
         }
     }
-    let auth_type = auth_type.unwrap_or(AuthType::Pass);
-    let Some(auth_pass) = auth_pass else {
+    let Some(auth_type) = auth_type else {
+        // keepalived's auth_type defaults to none: the password alone authenticates nothing.
+        cx.error(
+            Diagnostic::note(
+                "no-auth-type",
+                "authentication without `auth_type` sends no authentication",
+            )
+            .at(
+                node.keyword.span,
+                "add `auth_type PASS` to use the password",
+            ),
+        );
+        return None;
+    };
+    let Some(auth_pass) = auth_pass.filter(|p| !p.is_empty()) else {
         cx.error(
             Diagnostic::error("missing-keyword", "authentication without `auth_pass`").at(
                 node.keyword.span,
@@ -616,32 +707,49 @@ fn authentication(cx: &mut Cx, node: &Node) -> Option<Authentication> {
 }
 
 /// Entries of a `virtual_ipaddress` block; every entry is one line of the block.
-fn vip_block(cx: &mut Cx, node: &Node) -> Vec<VirtualIp> {
+/// The address family an instance advertises, fixed by the first address that names one
+/// (a VIP, a source address or a peer), as keepalived fixes it.
+#[derive(Default)]
+struct InstanceFamily(Option<(bool, Span)>);
+
+impl InstanceFamily {
+    /// Whether `address` (written at `span`) fits; reports it when it does not.
+    fn admits(&mut self, cx: &mut Cx, address: IpAddr, span: Span, what: &str) -> bool {
+        let is_v4 = address.is_ipv4();
+        match self.0 {
+            None => {
+                self.0 = Some((is_v4, span));
+                true
+            }
+            Some((v4, _)) if v4 == is_v4 => true,
+            Some((_, first)) => {
+                cx.error(
+                    Diagnostic::error("mixed-families", format!("{what} {address} is not of the instance's address family"))
+                        .at(span, "ignored: of the other family")
+                        .with_secondary(first, "this address sets the instance's family")
+                        .with_note("a VRRP instance advertises one family: use a second instance for the other"),
+                );
+                false
+            }
+        }
+    }
+}
+
+/// Entries of a `virtual_ipaddress` block; `family` is None for the excluded addresses,
+/// which may mix families since they are never advertised.
+fn vip_block(cx: &mut Cx, node: &Node, mut family: Option<&mut InstanceFamily>) -> Vec<VirtualIp> {
     if !cx.needs_block(node) {
         return Vec::new();
     }
     let mut vips: Vec<VirtualIp> = Vec::new();
-    let mut first_family: Option<(bool, crate::source::Span)> = None;
     for entry in node.children() {
         let Some(vip) = virtual_ip(cx, entry) else {
             continue;
         };
-        let is_v4 = vip.address.is_ipv4();
-        match first_family {
-            None => first_family = Some((is_v4, entry.keyword.span)),
-            Some((v4, first)) if v4 != is_v4 => {
-                cx.error(
-                    Diagnostic::error(
-                        "mixed-families",
-                        format!("`{}` mixes IPv4 and IPv6 addresses", node.name()),
-                    )
-                    .at(entry.keyword.span, "this address is of the other family")
-                    .with_secondary(first, "the block's first address sets its family")
-                    .with_note("a VRRP instance advertises one family: use a second instance for the other"),
-                );
-                continue;
-            }
-            Some(_) => {}
+        if let Some(family) = family.as_deref_mut()
+            && !family.admits(cx, vip.address, entry.keyword.span, "virtual address")
+        {
+            continue;
         }
         vips.push(vip);
     }
@@ -676,14 +784,51 @@ fn virtual_ip(cx: &mut Cx, entry: &Node) -> Option<VirtualIp> {
             v
         };
         match word.text.as_str() {
-            "brd" => vip.brd = value(cx).and_then(|t| cx.ip_token(entry, &t)),
+            "brd" | "broadcast" => {
+                vip.brd = value(cx).and_then(|t| match t.text.as_str() {
+                    "+" => Some(Broadcast::Derived(DerivedBroadcast::HostBitsSet)),
+                    "-" => Some(Broadcast::Derived(DerivedBroadcast::HostBitsClear)),
+                    _ => cx.ip_token(entry, &t).map(Broadcast::Address),
+                })
+            }
             "dev" => vip.dev = value(cx).map(|t| t.text),
-            "scope" => vip.scope = value(cx).map(|t| t.text),
-            "label" => vip.label = value(cx).map(|t| t.text),
+            "scope" => {
+                let Some(t) = value(cx) else { continue };
+                let named =
+                    ["global", "site", "link", "host", "nowhere"].contains(&t.text.as_str());
+                if named || t.text.parse::<u8>().is_ok() {
+                    vip.scope = Some(t.text);
+                } else {
+                    cx.error(
+                        Diagnostic::warning("invalid-value", format!("invalid scope `{}`", t.text))
+                            .at(
+                                t.span,
+                                "ignored: expected global, site, link, host, nowhere or 0-255",
+                            ),
+                    );
+                }
+            }
+            "label" => {
+                let Some(t) = value(cx) else { continue };
+                if t.text.len() > MAX_IFNAME_LEN {
+                    cx.error(
+                        Diagnostic::error(
+                            "invalid-value",
+                            format!(
+                                "label `{}` is longer than {MAX_IFNAME_LEN} characters",
+                                t.text
+                            ),
+                        )
+                        .at(t.span, "keepalived drops this address"),
+                    );
+                    return None;
+                }
+                vip.label = Some(t.text);
+            }
             "peer" => vip.peer = value(cx).and_then(|t| cx.ip_token(entry, &t)),
             "track_group" => vip.track_group = value(cx).map(|t| t.text),
             "noprefixroute" => vip.noprefixroute = true,
-            "-nodad" | "nodad" => vip.nodad = true,
+            "-nodad" => vip.nodad = true,
             "home" => vip.home = true,
             "preferred_lft" => {
                 value(cx);
@@ -757,15 +902,18 @@ fn raw_entries(cx: &mut Cx, node: &Node) -> Vec<Vec<String>> {
         .collect()
 }
 
-fn unicast_peers(cx: &mut Cx, node: &Node) -> Vec<UnicastPeer> {
+fn unicast_peers(cx: &mut Cx, node: &Node, family: &mut InstanceFamily) -> Vec<UnicastPeer> {
     if !cx.needs_block(node) {
         return Vec::new();
     }
     let mut peers = Vec::new();
     for entry in node.children() {
-        let Some(address) = cx.ip_token(entry, &entry.keyword) else {
+        let Some(address) = cx.host_ip_token(entry, &entry.keyword) else {
             continue;
         };
+        if !family.admits(cx, address, entry.keyword.span, "unicast peer") {
+            continue;
+        }
         let mut peer = UnicastPeer {
             address,
             min_ttl: None,
@@ -794,6 +942,14 @@ fn unicast_peers(cx: &mut Cx, node: &Node) -> Vec<UnicastPeer> {
                         .at(word.span, "value missing"),
                 ),
             }
+        }
+        if let (Some(min), Some(max)) = (peer.min_ttl, peer.max_ttl)
+            && min > max
+        {
+            cx.error(
+                Diagnostic::warning("ttl-range", format!("min_ttl {min} is above max_ttl {max}"))
+                    .at(entry.line_span(), "no advert from this peer can pass"),
+            );
         }
         peers.push(peer);
     }
@@ -825,18 +981,39 @@ pub fn vrrp_sync_group(cx: &mut Cx, node: &Node) -> Option<VrrpSyncGroup> {
                         std::iter::once(e.keyword.text.clone())
                             .chain(e.args.iter().map(|t| t.text.clone()))
                     }));
+                    if child.children().is_empty() {
+                        cx.error(
+                            Diagnostic::warning(
+                                "empty-block",
+                                format!("sync group `{}` has an empty group block", g.name),
+                            )
+                            .at(
+                                child.keyword.span,
+                                "keepalived removes a sync group without members",
+                            ),
+                        );
+                    }
                 }
             }
-            "track_interface" => g.track_interface.extend(track_refs(cx, child, -254..=254)),
-            "track_script" => g.track_script.extend(track_refs(cx, child, -253..=253)),
-            "track_file" => g.track_file.extend(track_refs(cx, child, -254..=254)),
+            "track_interface" => g.track_interface.extend(track_refs(cx, child)),
+            "track_script" => g.track_script.extend(track_refs(cx, child)),
+            "track_file" => g.track_file.extend(track_refs(cx, child)),
             "notify_master" => g.notify_master = cx.script(child),
             "notify_backup" => g.notify_backup = cx.script(child),
             "notify_fault" => g.notify_fault = cx.script(child),
             "notify_stop" => g.notify_stop = cx.script(child),
             "notify" => g.notify = cx.script(child),
             "smtp_alert" => set(&mut g.smtp_alert, cx.flag(child)),
-            "global_tracking" => g.global_tracking = true,
+            "global_tracking" => {
+                g.global_tracking = cx.flag_only(child);
+                cx.error(
+                    Diagnostic::warning("deprecated-keyword", "`global_tracking` is deprecated")
+                        .at(
+                            child.keyword.span,
+                            "use track_interface / track_script / track_file on the sync group",
+                        ),
+                );
+            }
             name if ["sync_group_tracking_weight", "track_process", "track_bfd"]
                 .contains(&name) =>
             {
