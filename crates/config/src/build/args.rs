@@ -22,6 +22,8 @@ pub struct Cx<'d> {
     /// `track_file` blocks defined so far: keepalived resolves FILE_CHECK's reference at
     /// the point it is read.
     pub track_files: Vec<String>,
+    /// virtual_server_groups holding only fwmarks: their services need no protocol.
+    pub fwmark_groups: Vec<String>,
 }
 
 /// What a script is for: keepalived treats a missing track script (it disables tracking)

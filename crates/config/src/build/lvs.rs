@@ -21,6 +21,22 @@ const DEFAULT_RETRY: u32 = 1;
 const MAX_PERSISTENCE_TIMEOUT: u32 = 2_678_400;
 const MAX_WEIGHT: u32 = i32::MAX as u32;
 
+/// Where an inheritable checker option is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Level {
+    Server,
+    Checker,
+}
+
+impl Level {
+    fn min_retry(self) -> u32 {
+        match self {
+            Level::Server => 1,
+            Level::Checker => 0,
+        }
+    }
+}
+
 /// Checker options that a virtual server passes to its real servers, and a real server to
 /// its checkers, when they don't set them themselves.
 #[derive(Debug, Clone, Default)]
@@ -34,10 +50,11 @@ struct Inherited {
 
 impl Inherited {
     /// Reads one inheritable option; false if `node` is not one.
-    fn read(&mut self, cx: &mut Cx, node: &Node) -> bool {
+    fn read(&mut self, cx: &mut Cx, node: &Node, level: Level) -> bool {
         match node.name() {
             "connect_timeout" => set_some(&mut self.connect_timeout, cx.positive_seconds(node)),
-            "retry" => set_some(&mut self.retry, cx.int(node, 0..=u32::MAX)),
+            // A server-level retry of 0 is refused; a checker may say 0.
+            "retry" => set_some(&mut self.retry, cx.int(node, level.min_retry()..=u32::MAX)),
             "nb_get_retry" => {
                 deprecated_retry(cx, node);
                 set_some(&mut self.retry, cx.int(node, 0..=u32::MAX));
@@ -84,74 +101,122 @@ pub fn virtual_server_group(cx: &mut Cx, node: &Node) -> Option<VirtualServerGro
             }
             continue;
         }
-        let Some(port) = entry.args.first() else {
-            cx.error(
-                Diagnostic::error(
-                    "missing-value",
-                    "virtual_server_group entry needs `IP PORT` or `fwmark N`",
-                )
-                .at(entry.keyword.span, "port missing"),
-            );
-            continue;
+        // `IP [PORT]`: no port (or 0) means the group's services have none.
+        let port = match entry.args.first() {
+            Some(port) => cx.port_token(entry, port),
+            None => Some(0),
         };
         cx.no_extra_args(entry, 1);
-        let (Some((ip, last)), Some(port)) = (
-            address_range(cx, entry, &entry.keyword),
-            cx.port_token(entry, port),
-        ) else {
+        let (Some((ip, last)), Some(port)) = (address_range(cx, entry, &entry.keyword), port)
+        else {
             continue;
         };
         entries.push(GroupEntry::Range { ip, last, port });
     }
+    if entries.is_empty() {
+        cx.error(
+            Diagnostic::warning(
+                "empty-block",
+                format!("virtual_server_group `{name}` has no entries"),
+            )
+            .at(node.line_span(), "keepalived removes it"),
+        );
+    }
+    if entries
+        .iter()
+        .all(|e| matches!(e, GroupEntry::Fwmark { .. }))
+        && !entries.is_empty()
+    {
+        cx.fwmark_groups.push(name.clone());
+    }
     Some(VirtualServerGroup { name, entries })
 }
 
-/// `10.0.0.1` or a range of the last part: `10.0.0.1-10`, `fd00::1-ff`.
+/// A group entry's addresses: `10.0.0.1`, a range of the last part (`10.0.0.1-10`,
+/// `fd00::1-ff`), a range of whole addresses (`10.0.0.1-10.0.0.5`) or a network
+/// (`10.0.0.0/29`).
 fn address_range(cx: &mut Cx, node: &Node, token: &Token) -> Option<(IpAddr, IpAddr)> {
-    let (first, last_part) = match token.text.rsplit_once('-') {
-        Some((a, b)) => (a, Some(b)),
-        None => (token.text.as_str(), None),
-    };
-    let Ok(ip) = first.parse::<IpAddr>() else {
-        return cx.ip_token(node, token).map(|ip| (ip, ip));
-    };
-    let Some(last_part) = last_part else {
-        return Some((ip, ip));
-    };
-    let last = match ip {
-        IpAddr::V4(v4) => last_part
-            .parse::<u8>()
+    let text = token.text.as_str();
+    let parsed = if let Some((first, prefix)) = text.split_once('/') {
+        network_range(first, prefix)
+    } else if let Some((first, last)) = text.split_once('-') {
+        first
+            .parse::<IpAddr>()
             .ok()
-            .filter(|&l| l >= v4.octets()[3])
-            .map(|l| {
-                let mut o = v4.octets();
-                o[3] = l;
-                IpAddr::from(o)
-            }),
-        IpAddr::V6(v6) => u16::from_str_radix(last_part, 16)
-            .ok()
-            .filter(|&l| l >= v6.segments()[7])
-            .map(|l| {
-                let mut s = v6.segments();
-                s[7] = l;
-                IpAddr::from(s)
-            }),
+            .and_then(|ip| range_end(ip, last).map(|end| (ip, end)))
+    } else {
+        text.parse::<IpAddr>().ok().map(|ip| (ip, ip))
     };
-    match last {
-        Some(last) => Some((ip, last)),
-        None => {
-            cx.error(
-                Diagnostic::error(
-                    "invalid-address",
-                    format!("invalid address range `{}`", token.text),
-                )
-                .at(
-                    token.span,
-                    "the range end must be a last octet (IPv4) or group (IPv6) not below the start",
-                ),
-            );
-            None
+    let Some((ip, last)) = parsed else {
+        cx.error(
+            Diagnostic::error(
+                "invalid-address",
+                format!("invalid address or range `{text}`"),
+            )
+            .at(
+                token.span,
+                "expected ADDRESS, ADDRESS-LAST, ADDRESS-ADDRESS or NETWORK/PREFIX",
+            ),
+        );
+        return None;
+    };
+    if text.contains('-') && last <= ip {
+        cx.error(
+            Diagnostic::error(
+                "invalid-address",
+                format!("address range `{text}` does not go up"),
+            )
+            .at(
+                token.span,
+                "keepalived skips a range whose end is not above its start",
+            ),
+        );
+        return None;
+    }
+    let _ = node;
+    Some((ip, last))
+}
+
+/// The end of `ip-last`: a whole address, or the last octet (IPv4) / group (IPv6).
+fn range_end(ip: IpAddr, last: &str) -> Option<IpAddr> {
+    if let Ok(end) = last.parse::<IpAddr>() {
+        return (end.is_ipv4() == ip.is_ipv4()).then_some(end);
+    }
+    match ip {
+        IpAddr::V4(v4) => last.parse::<u8>().ok().map(|l| {
+            let mut o = v4.octets();
+            o[3] = l;
+            IpAddr::from(o)
+        }),
+        IpAddr::V6(v6) => u16::from_str_radix(last, 16).ok().map(|l| {
+            let mut s = v6.segments();
+            s[7] = l;
+            IpAddr::from(s)
+        }),
+    }
+}
+
+fn network_range(first: &str, prefix: &str) -> Option<(IpAddr, IpAddr)> {
+    let ip: IpAddr = first.parse().ok()?;
+    let prefix: u32 = prefix.parse().ok()?;
+    match ip {
+        IpAddr::V4(v4) if prefix <= 32 => {
+            let host_bits = u32::MAX.checked_shr(prefix).unwrap_or(0);
+            let base = u32::from(v4) & !host_bits;
+            Some((
+                IpAddr::from(base.to_be_bytes()),
+                IpAddr::from((base | host_bits).to_be_bytes()),
+            ))
         }
+        IpAddr::V6(v6) if prefix <= 128 => {
+            let host_bits = u128::MAX.checked_shr(prefix).unwrap_or(0);
+            let base = u128::from(v6) & !host_bits;
+            Some((
+                IpAddr::from(base.to_be_bytes()),
+                IpAddr::from((base | host_bits).to_be_bytes()),
+            ))
+        }
+        _ => None,
     }
 }
 
@@ -187,7 +252,7 @@ pub fn virtual_server(cx: &mut Cx, node: &Node) -> Option<VirtualServer> {
     let mut seen_algo = false;
     let mut seen_kind = false;
     for child in node.children() {
-        if inherited.read(cx, child) {
+        if inherited.read(cx, child, Level::Server) {
             continue;
         }
         match child.name() {
@@ -224,7 +289,22 @@ pub fn virtual_server(cx: &mut Cx, node: &Node) -> Option<VirtualServer> {
                 }
             }
             "persistence_granularity" => {
-                set_some(&mut vs.persistence_granularity, cx.string(child));
+                let Some(token) = cx.arg(child) else { continue };
+                let valid = token.text.parse::<std::net::Ipv4Addr>().is_ok_and(|m| {
+                    let bits = u32::from(m);
+                    bits.leading_ones() + bits.trailing_zeros() == 32
+                }) || token
+                    .text
+                    .parse::<u8>()
+                    .is_ok_and(|p| (1..=128).contains(&p));
+                if !valid {
+                    cx.error(
+                        Diagnostic::error("invalid-value", format!("invalid persistence_granularity `{}`", token.text))
+                            .at(token.span, "expected an IPv4 netmask (255.255.255.0) or an IPv6 prefix length (1-128)"),
+                    );
+                    continue;
+                }
+                vs.persistence_granularity = Some(token.text.clone());
                 vs.persistence_timeout
                     .get_or_insert(DEFAULT_PERSISTENCE_TIMEOUT);
             }
@@ -244,10 +324,24 @@ pub fn virtual_server(cx: &mut Cx, node: &Node) -> Option<VirtualServer> {
             "sorry_server" => {
                 let Some(ip) = cx
                     .arg_allowing_more(child)
-                    .and_then(|t| cx.ip_token(child, t))
+                    .and_then(|t| cx.host_ip_token(child, t))
                 else {
                     continue;
                 };
+                if let VirtualServerKey::Address { ip: vip, .. } = vs.key
+                    && vip.is_ipv4() != ip.is_ipv4()
+                {
+                    cx.error(
+                        Diagnostic::error(
+                            "mixed-families",
+                            format!(
+                                "sorry_server {ip} is not of the virtual server's address family"
+                            ),
+                        )
+                        .at(child.line_span(), "keepalived skips this sorry server"),
+                    );
+                    continue;
+                }
                 let port = match child.args.get(1) {
                     Some(t) => cx.port_token(child, t),
                     None => None,
@@ -281,13 +375,14 @@ pub fn virtual_server(cx: &mut Cx, node: &Node) -> Option<VirtualServer> {
             "quorum_up" => vs.quorum_up = cx.script(child),
             "quorum_down" => vs.quorum_down = cx.script(child),
             "virtualhost" => set_some(&mut vs.virtualhost, cx.string(child)),
-            flag @ ("sh-port" | "sh-fallback" | "mh-port" | "mh-fallback")
-                if !flag.starts_with(vs.lb_algo.name()) =>
+            flag @ ("sh-port" | "sh-fallback" | "mh-port" | "mh-fallback" | "hashed")
+                if !(flag.starts_with(vs.lb_algo.name())
+                    || flag == "hashed" && matches!(vs.lb_algo, LbAlgo::Sh | LbAlgo::Mh)) =>
             {
                 cx.error(
                     Diagnostic::warning(
                         "scheduler-flag",
-                        format!("`{flag}` applies only to `lb_algo {}`", &flag[..2]),
+                        format!("`{flag}` applies only to the scheduler it names (sh or mh)"),
                     )
                     .at(
                         child.keyword.span,
@@ -296,7 +391,7 @@ pub fn virtual_server(cx: &mut Cx, node: &Node) -> Option<VirtualServer> {
                 );
             }
             "sh-port" | "sh-fallback" | "mh-port" | "mh-fallback" | "ops" | "hashed" | "flag-1"
-            | "flag-2" | "flag-3" | "one_packet" => vs.lb_flags.push(child.name().to_owned()),
+            | "flag-2" | "flag-3" => vs.lb_flags.push(child.name().to_owned()),
             "real_server" => real_server_nodes.push(child),
             "nat_mask" => cx.error(
                 Diagnostic::warning(
@@ -363,7 +458,11 @@ fn check_scheduling_defaults(
     seen_kind: bool,
 ) {
     let at = node.line_span();
-    let is_fwmark = matches!(vs.key, VirtualServerKey::Fwmark { .. });
+    let is_fwmark = match &vs.key {
+        VirtualServerKey::Fwmark { .. } => true,
+        VirtualServerKey::Group { group } => cx.fwmark_groups.contains(group),
+        VirtualServerKey::Address { .. } => false,
+    };
     match (is_fwmark, seen_protocol) {
         (true, Some(span)) => cx.error(
             Diagnostic::warning("fwmark-protocol", "a fwmark virtual server has no protocol")
@@ -378,6 +477,16 @@ fn check_scheduling_defaults(
             );
         }
         _ => {}
+    }
+    if vs.lb_flags.iter().any(|f| f == "ops") && vs.protocol != Protocol::Udp {
+        vs.lb_flags.retain(|f| f != "ops");
+        cx.error(
+            Diagnostic::warning(
+                "ops-needs-udp",
+                "one-packet scheduling (`ops`) needs `protocol UDP`",
+            )
+            .at(at, "ops is turned off"),
+        );
     }
     if !seen_algo {
         cx.error(
@@ -501,7 +610,7 @@ fn virtual_server_key(cx: &mut Cx, node: &Node) -> Option<VirtualServerKey> {
             })
         }
         _ => {
-            let ip = cx.ip_token(node, first)?;
+            let ip = cx.host_ip_token(node, first)?;
             let Some(port) = node.args.get(1) else {
                 cx.error(
                     Diagnostic::error(
@@ -539,52 +648,12 @@ fn real_server(
 ) -> Option<RealServer> {
     let ip = cx
         .arg_allowing_more(node)
-        .and_then(|t| cx.ip_token(node, t))?;
-    let mut port = match node.args.get(1) {
+        .and_then(|t| cx.host_ip_token(node, t))?;
+    let port = match node.args.get(1) {
         Some(t) => cx.port_token(node, t)?,
         None => vs.port,
     };
     cx.no_extra_args(node, 2);
-    match key {
-        VirtualServerKey::Address { ip: vip, .. } if vip.is_ipv4() != ip.is_ipv4() => {
-            cx.error(
-                Diagnostic::error(
-                    "mixed-families",
-                    format!("real_server {ip} is not of the virtual server's address family"),
-                )
-                .at(node.line_span(), "this real server is skipped"),
-            );
-            return None;
-        }
-        VirtualServerKey::Fwmark { .. } if node.args.get(1).is_some() && port != 0 => {
-            cx.error(
-                Diagnostic::warning(
-                    "fwmark-real-server-port",
-                    "a real server of a fwmark service takes no port",
-                )
-                .at(node.line_span(), "the port is cleared"),
-            );
-            port = 0;
-        }
-        _ => {}
-    }
-    if matches!(vs.lb_kind, LbKind::Dr | LbKind::Tun) && port != vs.port && vs.port != 0 {
-        cx.error(
-            Diagnostic::warning(
-                "port-mismatch",
-                format!(
-                    "with DR or TUN the real server port must be the virtual server's ({})",
-                    vs.port
-                ),
-            )
-            .at(
-                node.line_span(),
-                format!("port {port} is reset to {}", vs.port),
-            )
-            .with_note("DR and TUN forward packets unchanged; only NAT can translate ports"),
-        );
-        port = vs.port;
-    }
     let mut rs = RealServer {
         ip,
         port,
@@ -602,7 +671,7 @@ fn real_server(
     let mut inherited = Inherited::default();
     let mut checker_nodes = Vec::new();
     for child in node.children() {
-        if inherited.read(cx, child) {
+        if inherited.read(cx, child, Level::Server) {
             continue;
         }
         match child.name() {
@@ -622,12 +691,73 @@ fn real_server(
             _ => cx.unknown(child, "real_server"),
         }
     }
+    check_real_server_address(cx, node, &mut rs, vs, key, node.args.get(1).is_some())
+        .then_some(())?;
     let inherited = inherited.over(&vs.inherited);
     rs.checkers = checker_nodes
         .into_iter()
         .filter_map(|n| checker(cx, n, &inherited, vs.delay_loop, rs.alpha))
         .collect();
     Some(rs)
+}
+
+/// keepalived's checks of a real server against its virtual server, made once the real
+/// server's own `lvs_method` is known. False when the real server is skipped.
+fn check_real_server_address(
+    cx: &mut Cx,
+    node: &Node,
+    rs: &mut RealServer,
+    vs: &VsDefaults,
+    key: &VirtualServerKey,
+    port_written: bool,
+) -> bool {
+    match key {
+        // A tunnel may carry one family inside the other.
+        VirtualServerKey::Address { ip: vip, .. }
+            if vip.is_ipv4() != rs.ip.is_ipv4() && rs.lb_kind != LbKind::Tun =>
+        {
+            cx.error(
+                Diagnostic::error(
+                    "mixed-families",
+                    format!(
+                        "real_server {} is not of the virtual server's address family",
+                        rs.ip
+                    ),
+                )
+                .at(node.line_span(), "this real server is skipped"),
+            );
+            return false;
+        }
+        VirtualServerKey::Fwmark { .. } if port_written && rs.port != 0 => {
+            cx.error(
+                Diagnostic::warning(
+                    "fwmark-real-server-port",
+                    "a real server of a fwmark service takes no port",
+                )
+                .at(node.line_span(), "the port is cleared"),
+            );
+            rs.port = 0;
+        }
+        _ => {}
+    }
+    if matches!(rs.lb_kind, LbKind::Dr | LbKind::Tun) && rs.port != vs.port && vs.port != 0 {
+        cx.error(
+            Diagnostic::warning(
+                "port-mismatch",
+                format!(
+                    "with DR or TUN the real server port must be the virtual server's ({})",
+                    vs.port
+                ),
+            )
+            .at(
+                node.line_span(),
+                format!("port {} is reset to {}", rs.port, vs.port),
+            )
+            .with_note("DR and TUN forward packets unchanged; only NAT can translate ports"),
+        );
+        rs.port = vs.port;
+    }
+    true
 }
 
 const CHECKERS: &[&str] = &[
@@ -696,7 +826,11 @@ fn checker(
     };
     let mut others = crate::model::OtherKeywords::new();
     for child in node.children() {
-        if own.read(cx, child) {
+        if !checker_takes(&kind, child.name()) {
+            cx.unknown(child, node.name());
+            continue;
+        }
+        if own.read(cx, child, Level::Checker) {
             continue;
         }
         match (child.name(), &mut kind) {
@@ -858,7 +992,60 @@ fn checker(
     })
 }
 
+/// MISC_CHECK connects nowhere, and FILE_CHECK neither connects nor retries: keepalived
+/// does not know those keywords there.
+fn checker_takes(kind: &CheckKind, keyword: &str) -> bool {
+    const CONNECTION: &[&str] = &[
+        "connect_ip",
+        "connect_port",
+        "bindto",
+        "bind_port",
+        "bind_if",
+        "fwmark",
+        "connect_timeout",
+    ];
+    const GENERIC: &[&str] = &[
+        "retry",
+        "nb_get_retry",
+        "delay_before_retry",
+        "warmup",
+        "delay_loop",
+        "alpha",
+        "log_all_failures",
+    ];
+    match kind {
+        CheckKind::Misc(_) => !CONNECTION.contains(&keyword),
+        CheckKind::File(_) => !CONNECTION.contains(&keyword) && !GENERIC.contains(&keyword),
+        _ => true,
+    }
+}
+
 fn checker_is_complete(cx: &mut Cx, node: &Node, kind: &CheckKind) -> bool {
+    if let CheckKind::Udp(u) = kind
+        && let (Some(min), Some(max)) = (u.min_reply_length, u.max_reply_length)
+        && min > max
+    {
+        cx.error(
+            Diagnostic::warning(
+                "reply-length",
+                format!("UDP_CHECK min_reply_length {min} is above max_reply_length {max}"),
+            )
+            .at(node.keyword.span, "this check will always fail"),
+        );
+    }
+    if let CheckKind::Http(h) | CheckKind::Ssl(h) = kind {
+        let digests: Vec<&str> = h.url.iter().filter_map(|u| u.digest.as_deref()).collect();
+        if let Some(dup) = digests
+            .iter()
+            .enumerate()
+            .find_map(|(i, d)| digests[..i].contains(d).then_some(*d))
+        {
+            cx.error(
+                Diagnostic::warning("duplicate-digest", format!("digest {dup} is given twice"))
+                    .at(node.keyword.span, "keepalived reports duplicate digests"),
+            );
+        }
+    }
     let missing = match kind {
         CheckKind::Http(h) | CheckKind::Ssl(h) if h.url.is_empty() => {
             Some("a `url { path … }` block")

@@ -49,6 +49,7 @@ pub fn build(
         script_security: false,
         first_existing_script: None,
         track_files: Vec::new(),
+        fwmark_groups: Vec::new(),
     };
     report_slash_comments(&mut cx, nodes, None);
     let mut config = Config::default();
