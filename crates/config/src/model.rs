@@ -503,9 +503,7 @@ pub struct HttpCheck {
     pub url: Vec<HttpUrl>,
     pub virtualhost: Option<String>,
     pub http_protocol: Option<String>,
-    pub sni: Option<String>,
     pub enable_sni: bool,
-    pub tls_compliant: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

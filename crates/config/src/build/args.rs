@@ -24,6 +24,10 @@ pub struct Cx<'d> {
     pub track_files: Vec<String>,
     /// virtual_server_groups holding only fwmarks: their services need no protocol.
     pub fwmark_groups: Vec<String>,
+    /// vrrp_script commands (name, command, span), checked after the whole file is read.
+    pub pending_track_scripts: Vec<(String, String, crate::source::Span)>,
+    /// The first script configured at all (keepalived then needs its script user).
+    pub first_configured_script: Option<crate::source::Span>,
 }
 
 /// What a script is for: keepalived treats a missing track script (it disables tracking)
@@ -330,6 +334,7 @@ impl Cx<'_> {
 
     /// Checks a script command line against the machine, as `keepalived -t` does.
     pub fn check_script(&mut self, command: &str, span: crate::source::Span, role: ScriptRole) {
+        self.first_configured_script.get_or_insert(span);
         let program = command
             .split_whitespace()
             .next()
@@ -403,6 +408,27 @@ impl Cx<'_> {
     /// `keyword "script args" [user [group]]`.
     pub fn script(&mut self, node: &Node) -> Option<Script> {
         let script = self.arg_or_more(node)?;
+        // An unquoted argument lands where the user name goes; keepalived then drops the
+        // script (with only a log line) when no such user exists.
+        if let Some(user) = node.args.get(1)
+            && self.env.user_exists(&user.text) == Some(false)
+        {
+            self.error(
+                Diagnostic::note(
+                    "script-user-missing",
+                    format!(
+                        "`{}` is read as a user name, and there is no such user",
+                        user.text
+                    ),
+                )
+                .at(
+                    user.span,
+                    "keepalived ignores this script; quote the command and its arguments together",
+                )
+                .with_secondary(node.keyword.span, "this script is not run"),
+            );
+            return None;
+        }
         if let Some(token) = node.args.first() {
             self.check_script(&script, token.span, ScriptRole::Notify);
         }

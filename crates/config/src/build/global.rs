@@ -163,8 +163,19 @@ pub fn global_defs(cx: &mut Cx, node: &Node, g: &mut GlobalDefs) {
             "vrrp_strict" => g.vrrp_strict = cx.flag_only(child),
             "vrrp_check_unicast_src" => g.vrrp_check_unicast_src = cx.flag_only(child),
             "vrrp_startup_delay" => set(&mut g.vrrp_startup_delay, cx.seconds(child, 3600.0)),
-            "v3_checksum_as_v2" | "vrrp_v3_checksum_as_v2" => {
-                set(&mut g.v3_checksum_as_v2, cx.flag(child))
+            // keepalived 2.2.8 added it; 2.2.7, the reference, rejects it.
+            "v3_checksum_as_v2" => {
+                g.v3_checksum_as_v2 = cx.flag_only(child);
+                cx.error(
+                    Diagnostic::warning(
+                        "newer-keyword",
+                        "`v3_checksum_as_v2` needs keepalived 2.2.8 or later",
+                    )
+                    .at(
+                        child.keyword.span,
+                        "keeplb honours it; keepalived 2.2.7 reports an unknown keyword",
+                    ),
+                );
             }
             "notify_fifo" => set_some(&mut g.notify_fifo, fifo(cx, child)),
             "vrrp_notify_fifo" => set_some(&mut g.vrrp_notify_fifo, fifo(cx, child)),
@@ -192,7 +203,7 @@ pub fn global_defs(cx: &mut Cx, node: &Node, g: &mut GlobalDefs) {
                     None => Some(99),
                 }
             }
-            name if super::known::GLOBAL_ACCEPTED.contains(&name) => other(&mut g.other, child),
+            name if super::known::GLOBAL_DEFS.contains(&name) => other(&mut g.other, child),
             _ => cx.unknown(child, "global_defs"),
         }
     }
@@ -211,7 +222,7 @@ fn fifo_script(cx: &mut Cx, node: &Node, fifo: &mut Option<NotifyFifo>) {
     match fifo {
         Some(f) => f.script = script,
         None => cx.error(
-            Diagnostic::warning(
+            Diagnostic::note(
                 "fifo-script-without-fifo",
                 format!("`{}` without its fifo", node.name()),
             )

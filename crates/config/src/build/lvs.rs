@@ -401,9 +401,7 @@ pub fn virtual_server(cx: &mut Cx, node: &Node) -> Option<VirtualServer> {
                 .at(child.keyword.span, "ignored: it has no effect on IPVS")
                 .with_note("keepalived 2.x reports it as an unknown keyword; delete the line"),
             ),
-            name if super::known::VIRTUAL_SERVER_ACCEPTED.contains(&name) => {
-                other(&mut vs.other, child)
-            }
+            name if super::known::VIRTUAL_SERVER.contains(&name) => other(&mut vs.other, child),
             _ => cx.unknown(child, "virtual_server"),
         }
     }
@@ -685,9 +683,7 @@ fn real_server(
             "lthreshold" => set(&mut rs.lthreshold, cx.int(child, 0..=u32::MAX)),
             "alpha" => set(&mut rs.alpha, cx.flag(child)),
             name if CHECKERS.contains(&name) => checker_nodes.push(child),
-            name if super::known::REAL_SERVER_ACCEPTED.contains(&name) => {
-                other(&mut rs.other, child)
-            }
+            name if super::known::REAL_SERVER.contains(&name) => other(&mut rs.other, child),
             _ => cx.unknown(child, "real_server"),
         }
     }
@@ -864,14 +860,8 @@ fn checker(
                     );
                 }
             }
-            ("sni", CheckKind::Http(h) | CheckKind::Ssl(h)) => {
-                set_some(&mut h.sni, cx.string(child))
-            }
             ("enable_sni", CheckKind::Http(h) | CheckKind::Ssl(h)) => {
                 set(&mut h.enable_sni, cx.flag(child))
-            }
-            ("tls_compliant", CheckKind::Http(h) | CheckKind::Ssl(h)) => {
-                set(&mut h.tls_compliant, cx.flag(child))
             }
             // keepalived runs the first word only (quote a command with arguments).
             ("misc_path", CheckKind::Misc(m)) => {
@@ -960,7 +950,19 @@ fn checker(
                     .and_then(|t| cx.number(child, t, -254..=254));
                 f.reverse = child.args.get(1).is_some_and(|t| t.text == "reverse");
             }
-            (name, _) if super::known::CHECKER_ACCEPTED.contains(&name) => {
+            ("host", CheckKind::Smtp(_)) => {
+                cx.error(
+                    Diagnostic::note(
+                        "deprecated-keyword",
+                        "the SMTP_CHECK `host` block is deprecated",
+                    )
+                    .at(child.keyword.span, "define one SMTP_CHECK per host instead"),
+                );
+                other(&mut others, child)
+            }
+            (name, CheckKind::Http(_) | CheckKind::Ssl(_))
+                if super::known::HTTP_CHECKER.contains(&name) =>
+            {
                 other(&mut others, child)
             }
             _ => cx.unknown(child, node.name()),
@@ -1004,18 +1006,10 @@ fn checker_takes(kind: &CheckKind, keyword: &str) -> bool {
         "fwmark",
         "connect_timeout",
     ];
-    const GENERIC: &[&str] = &[
-        "retry",
-        "nb_get_retry",
-        "delay_before_retry",
-        "warmup",
-        "delay_loop",
-        "alpha",
-        "log_all_failures",
-    ];
+    let common = super::known::CHECKER_COMMON.contains(&keyword) || keyword == "nb_get_retry";
     match kind {
         CheckKind::Misc(_) => !CONNECTION.contains(&keyword),
-        CheckKind::File(_) => !CONNECTION.contains(&keyword) && !GENERIC.contains(&keyword),
+        CheckKind::File(_) => !common,
         _ => true,
     }
 }
@@ -1072,9 +1066,7 @@ fn http_check() -> HttpCheck {
         url: Vec::new(),
         virtualhost: None,
         http_protocol: None,
-        sni: None,
         enable_sni: false,
-        tls_compliant: false,
     }
 }
 
@@ -1123,7 +1115,7 @@ fn http_url(cx: &mut Cx, node: &Node) -> Option<HttpUrl> {
             "virtualhost" => set_some(&mut url.virtualhost, cx.string(child)),
             "regex" => set_some(&mut url.regex, cx.rest(child)),
             "regex_no_match" => url.regex_no_match = true,
-            name if super::known::URL_ACCEPTED.contains(&name) => {}
+            name if super::known::URL.contains(&name) => {}
             _ => cx.unknown(child, "url"),
         }
     }

@@ -10,6 +10,7 @@ use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::model::{Config, OtherKeywords, TrackRef};
 use crate::syntax::Node;
 pub use args::Cx;
+use args::ScriptRole;
 
 /// Where each named object was defined, for cross-reference checks and duplicate reports.
 #[derive(Debug, Default)]
@@ -50,6 +51,8 @@ pub fn build(
         first_existing_script: None,
         track_files: Vec::new(),
         fwmark_groups: Vec::new(),
+        pending_track_scripts: Vec::new(),
+        first_configured_script: None,
     };
     report_slash_comments(&mut cx, nodes, None);
     let mut config = Config::default();
@@ -126,10 +129,11 @@ pub fn build(
                     config.virtual_server.push(vs);
                 }
             }
-            name if known::TOP_LEVEL_ACCEPTED.contains(&name) => {}
+            name if known::TOP_LEVEL.contains(&name) => {}
             _ => cx.unknown(node, "the top level"),
         }
     }
+    check_track_scripts(&mut cx, &config);
     check_script_security(&mut cx, &config);
     drop_weighted_tracking(&mut cx, &mut config, &origins);
     (config, origins)
@@ -205,10 +209,47 @@ fn drop_weighted_tracking(cx: &mut Cx, config: &mut Config, origins: &Origins) {
     }
 }
 
+/// keepalived's VRRP process loads vrrp_scripts only when there are instances, and reports
+/// a missing script only when an instance or sync group tracks it.
+fn check_track_scripts(cx: &mut Cx, config: &Config) {
+    if config.vrrp_instance.is_empty() {
+        return;
+    }
+    for (name, command, span) in std::mem::take(&mut cx.pending_track_scripts) {
+        let tracked = config
+            .vrrp_instance
+            .iter()
+            .flat_map(|i| &i.track_script)
+            .chain(config.vrrp_sync_group.iter().flat_map(|g| &g.track_script))
+            .any(|r| r.name == name);
+        let role = if tracked {
+            ScriptRole::Track
+        } else {
+            ScriptRole::Check
+        };
+        cx.check_script(&command, span, role);
+    }
+}
+
 /// keepalived refuses to run scripts as root unless `enable_script_security` says the
 /// author has checked them (`keepalived -t` exits 6 for this alone).
 fn check_script_security(cx: &mut Cx, config: &Config) {
     let g = &config.global_defs;
+    // Even a missing script needs the script user keepalived would run it as.
+    if let (true, None, Some(span)) = (
+        g.enable_script_security,
+        &g.script_user,
+        cx.first_configured_script,
+    ) {
+        let user = "keepalived_script";
+        if cx.env.user_exists(user) == Some(false) {
+            cx.error(
+                Diagnostic::warning("script-user", format!("default script user `{user}` does not exist"))
+                    .at(span, "keepalived cannot run this script")
+                    .with_note("without `script_user`, keepalived runs scripts as `keepalived_script`; add `script_user USER` to global_defs"),
+            );
+        }
+    }
     let Some(span) = cx.first_existing_script else {
         return;
     };
@@ -223,26 +264,6 @@ fn check_script_security(cx: &mut Cx, config: &Config) {
                 "this script would run as root without any check of who can modify it",
             )
             .with_note("add `enable_script_security` and `script_user USER` to global_defs"),
-        );
-        return;
-    }
-    // A configured script_user was checked where it was written.
-    let user = "keepalived_script";
-    if g.script_user.is_none() && cx.env.user_exists(user) == Some(false) {
-        cx.error(
-            Diagnostic::warning(
-                "script-user",
-                format!("script user `{user}` does not exist"),
-            )
-            .at(
-                span,
-                "keepalived cannot run scripts as this user and drops them",
-            )
-            .with_note(if g.script_user.is_none() {
-                "without `script_user`, keepalived runs scripts as `keepalived_script`"
-            } else {
-                "create the user or change `script_user`"
-            }),
         );
     }
 }

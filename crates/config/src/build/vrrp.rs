@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use super::args::{Cx, ScriptRole, set, set_some};
+use super::args::{Cx, set, set_some};
 use super::{other, track_refs};
 use crate::diagnostic::Diagnostic;
 use crate::env::InterfaceState;
@@ -43,7 +43,10 @@ pub fn vrrp_script(cx: &mut Cx, node: &Node) -> Option<VrrpScript> {
                 if let Some(token) = cx.arg_allowing_more(child) {
                     s.script = token.text.clone();
                     script_seen = true;
-                    cx.check_script(&token.text, token.span, ScriptRole::Track);
+                    // Checked once instances are known: keepalived judges only the scripts
+                    // its VRRP process will load.
+                    cx.pending_track_scripts
+                        .push((s.name.clone(), token.text.clone(), token.span));
                 }
             }
             "interval" => match cx.int(child, 0..=u32::MAX) {
@@ -343,12 +346,33 @@ pub fn vrrp_instance(cx: &mut Cx, node: &Node, global: &GlobalDefs) -> Option<Vr
                     i.skip_check_adv_addr = true;
                 }
             }
-            "check_unicast_src" => i.check_unicast_src = cx.flag_only(child),
+            "check_unicast_src" => {
+                seen.unicast_keyword = true;
+                i.check_unicast_src = cx.flag_only(child);
+            }
+            // Deprecated keywords keepalived still takes, with a report.
+            "lvs_sync_daemon_interface" | "linkbeat_use_polling" | "vmac_garp_intvl" => {
+                cx.error(
+                    Diagnostic::warning(
+                        "deprecated-keyword",
+                        format!("`{}` is deprecated in vrrp_instance", child.name()),
+                    )
+                    .at(
+                        child.keyword.span,
+                        match child.name() {
+                            "lvs_sync_daemon_interface" => "use global_defs `lvs_sync_daemon`",
+                            "linkbeat_use_polling" => "use the global `linkbeat_use_polling`",
+                            _ => "use `garp_extra_if`",
+                        },
+                    ),
+                );
+                other(&mut i.other, child)
+            }
             // The default name depends on the VRID, which may come later in the block.
             "use_vmac" => seen.use_vmac = Some(child.args.first().map(|t| t.text.clone())),
             "dont_track_primary" => i.dont_track_primary = cx.flag_only(child),
             "smtp_alert" => set(&mut i.smtp_alert, cx.flag(child)),
-            name if VRRP_INSTANCE_ACCEPTED.contains(&name) => other(&mut i.other, child),
+            name if super::known::VRRP_INSTANCE.contains(&name) => other(&mut i.other, child),
             _ => cx.unknown(child, "vrrp_instance"),
         }
     }
@@ -368,6 +392,8 @@ struct Seen {
     nopreempt: Option<Span>,
     preempt_delay: Option<Span>,
     unicast_ttl: Option<Span>,
+    /// `unicast_peer` (even empty), `check_unicast_src`, `unicast_fault_no_peer`.
+    unicast_keyword: bool,
     accept: Option<(bool, Span)>,
     use_vmac: Option<Option<String>>,
 }
@@ -438,6 +464,7 @@ fn finish_instance(
         }
     }
     if let Some(span) = seen.preempt_delay
+        && i.preempt_delay > 0.0
         && (i.state == InitialState::Master || i.nopreempt || i.strict_mode)
     {
         cx.error(
@@ -594,7 +621,23 @@ fn finish_instance(
         );
         i.unicast_ttl = 255;
     }
-    if i.unicast_peer.is_empty() && i.unicast_src_ip.is_some() {
+    if let Some(interface) = i.interface.clone() {
+        let before = i.track_interface.len();
+        i.track_interface.retain(|t| t.name != interface);
+        if i.track_interface.len() != before {
+            cx.error(
+                Diagnostic::warning(
+                    "track-own-interface",
+                    format!("track_interface {interface} is the instance's own interface"),
+                )
+                .at(
+                    at,
+                    "ignored: the instance already goes to FAULT when its interface fails",
+                ),
+            );
+        }
+    }
+    if i.unicast_peer.is_empty() && (i.unicast_src_ip.is_some() || seen.unicast_keyword) {
         cx.error(
             Diagnostic::warning("unicast-without-peers", "`unicast_src_ip` without any `unicast_peer`")
                 .at(at, "keepalived falls back to multicast (a deprecated usage)")
@@ -758,6 +801,7 @@ fn vip_block(cx: &mut Cx, node: &Node, mut family: Option<&mut InstanceFamily>) 
 
 fn virtual_ip(cx: &mut Cx, entry: &Node) -> Option<VirtualIp> {
     let (address, prefix) = address_with_prefix(cx, entry, &entry.keyword)?;
+    let is_v6 = address.is_ipv6();
     let mut vip = VirtualIp {
         address,
         prefix,
@@ -822,6 +866,13 @@ fn virtual_ip(cx: &mut Cx, entry: &Node) -> Option<VirtualIp> {
                         .at(t.span, "keepalived drops this address"),
                     );
                     return None;
+                }
+                if is_v6 {
+                    cx.error(
+                        Diagnostic::warning("ipv6-label", "IPv6 addresses take no label")
+                            .at(t.span, "ignored"),
+                    );
+                    continue;
                 }
                 vip.label = Some(t.text);
             }
@@ -1014,38 +1065,9 @@ pub fn vrrp_sync_group(cx: &mut Cx, node: &Node) -> Option<VrrpSyncGroup> {
                         ),
                 );
             }
-            name if ["sync_group_tracking_weight", "track_process", "track_bfd"]
-                .contains(&name) =>
-            {
-                other(&mut g.other, child)
-            }
+            name if super::known::VRRP_SYNC_GROUP.contains(&name) => other(&mut g.other, child),
             _ => cx.unknown(child, "vrrp_sync_group"),
         }
     }
     Some(g)
 }
-
-/// vrrp_instance keywords keepalived knows that keeplb keeps verbatim without acting on.
-const VRRP_INSTANCE_ACCEPTED: &[&str] = &[
-    "use_vmac_addr",
-    "vmac_xmit_base",
-    "native_ipv6",
-    "track_process",
-    "track_bfd",
-    "debug",
-    "kernel_rx_buf_size",
-    "notify_master_rx_lower_pri",
-    "notify_priority_changes",
-    "unicast_fault_no_peer",
-    "mcast_dst_ip",
-    "linkbeat_use_polling",
-    "no_accept",
-    "garp_extra_if",
-    "vrrp_garp_extra_if",
-    "down_timer_adverts",
-    "ipsec_ah",
-    "virtual_ipaddress_excluded",
-    "send_gna",
-    "gna_interval",
-    "garp_interval",
-];
