@@ -180,9 +180,27 @@ impl<'a> Preprocessor<'a> {
             return;
         }
         let expanded = self.substitute(&line);
+        let substituted = expanded.as_str() != line.as_str();
         for line in expanded.lines() {
-            let line = line.trim();
+            // Substituted text is read again as keepalived reads it: a `#` it brought in
+            // starts a comment, an `@` it brought in is a condition, a `~SEQ` a generator.
+            let line = if substituted {
+                redecomment(&line)
+            } else {
+                line
+            }
+            .trim();
             if line.is_empty() {
+                continue;
+            }
+            if substituted && line.as_str().starts_with('@') {
+                if let Some(selected) = self.select_conditional(line) {
+                    self.process_line(selected);
+                }
+                continue;
+            }
+            if substituted && line.as_str().starts_with('~') {
+                self.process_line(line);
                 continue;
             }
             if self.over_budget(&line) {
@@ -232,17 +250,21 @@ impl<'a> Preprocessor<'a> {
         let hex = text.starts_with("~SEQx");
         let open = text.find('(').unwrap_or(0);
         let header_span = line.span(0, close + 1);
-        let args: Vec<String> = text[open + 1..close]
-            .split(',')
-            .map(|a| a.trim().to_owned())
-            .collect();
+        // The arguments may use parameters themselves.
+        let header = self.substitute(&line.slice(open + 1, close));
+        let args = split_top_level(header.as_str());
         let rest = line.slice(close + 1, line.len());
-        let Some((var, values)) = args.split_first() else {
+        let Some((vars, values)) = args.split_first() else {
             return;
         };
-        let values = if is_seq {
+        // `~LST({A,B}, {1,2}, {3,4})` binds several variables per step.
+        let vars: Vec<String> = match vars.strip_prefix('{').and_then(|v| v.strip_suffix('}')) {
+            Some(list) if !is_seq => list.split(',').map(|v| v.trim().to_owned()).collect(),
+            _ => vec![vars.clone()],
+        };
+        let steps: Vec<Vec<String>> = if is_seq {
             match sequence_values(values, hex) {
-                Ok(values) => values,
+                Ok(values) => values.into_iter().map(|v| vec![v]).collect(),
                 Err(reason) => {
                     self.diagnostics.push(
                         Diagnostic::error("bad-generator", format!("invalid ~SEQ: {reason}"))
@@ -252,23 +274,43 @@ impl<'a> Preprocessor<'a> {
                 }
             }
         } else {
-            values.to_vec()
+            values
+                .iter()
+                .map(
+                    |v| match v.strip_prefix('{').and_then(|v| v.strip_suffix('}')) {
+                        Some(group) => group.split(',').map(|x| x.trim().to_owned()).collect(),
+                        None => vec![v.clone()],
+                    },
+                )
+                .collect()
         };
-        if var.is_empty() || !var.chars().all(is_param_char) {
+        if let Some(var) = vars.iter().find(|v| !valid_name(v)) {
             self.diagnostics.push(
                 Diagnostic::error("bad-generator", format!("invalid variable name `{var}`"))
-                    .at(header_span, "the first argument names the variable"),
+                    .at(header_span, "the first argument names the variable(s)"),
             );
             return;
         }
-        // keepalived leaves the variable defined (with its last value) after the generator.
-        for value in values {
+        if steps.iter().any(|step| step.len() > vars.len()) {
+            self.diagnostics.push(
+                Diagnostic::error("bad-generator", "~LST specification has too many values").at(
+                    header_span,
+                    format!("each step binds at most {} variable(s)", vars.len()),
+                ),
+            );
+            return;
+        }
+        // keepalived leaves the variables defined (with their last values) afterwards.
+        for step in steps {
             // Every iteration counts, even one that produces no line: nested generators
             // over empty templates must not run unbounded.
             if self.over_budget(&rest) {
                 break;
             }
-            self.params.insert(var.clone(), Param { value });
+            for (n, var) in vars.iter().enumerate() {
+                let value = step.get(n).cloned().unwrap_or_default();
+                self.params.insert(var.clone(), Param { value });
+            }
             self.process_line(rest.clone());
         }
     }
@@ -468,6 +510,20 @@ fn decomment(file: FileId, raw: &str, offset: usize) -> MappedText {
     out
 }
 
+/// [`decomment`] applied to text that has already been mapped.
+fn redecomment(line: &MappedText) -> MappedText {
+    let text = line.as_str();
+    let mut in_quote = false;
+    for (i, c) in text.char_indices() {
+        match c {
+            '"' => in_quote = !in_quote,
+            '#' | '!' if !in_quote => return line.slice(0, i),
+            _ => {}
+        }
+    }
+    line.clone()
+}
+
 fn is_param_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_'
 }
@@ -561,6 +617,28 @@ fn parse_c_integer(text: &str) -> Option<i64> {
         digits.parse().ok()?
     };
     Some(if negative { -value } else { value })
+}
+
+/// Splits generator arguments at commas outside `{…}` groups.
+fn split_top_level(args: &str) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut depth = 0usize;
+    let mut current = String::new();
+    for c in args.chars() {
+        match c {
+            '{' => depth += 1,
+            '}' => depth = depth.saturating_sub(1),
+            ',' if depth == 0 => {
+                parts.push(current.trim().to_owned());
+                current.clear();
+                continue;
+            }
+            _ => {}
+        }
+        current.push(c);
+    }
+    parts.push(current.trim().to_owned());
+    parts
 }
 
 /// How many paths one include word may expand to.
