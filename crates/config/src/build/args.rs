@@ -170,6 +170,29 @@ impl Cx<'_> {
 
     /// A TIMER: seconds, fractions allowed (keepalived keeps microseconds).
     pub fn seconds_token(&mut self, node: &Node, token: &Token, max: f64) -> Option<f64> {
+        // keepalived keeps microseconds and reports digits beyond them.
+        if let Some((_, fraction)) = token.text.split_once('.')
+            && fraction.len() > 6
+        {
+            self.error(
+                Diagnostic::warning(
+                    "too-many-decimals",
+                    format!("`{}` has more than 6 decimal places", token.text),
+                )
+                .at(token.span, "rounded to microseconds"),
+            );
+        }
+        // Plain decimals only: no sign, exponent, `inf` or `nan`.
+        if !token.text.chars().all(|c| c.is_ascii_digit() || c == '.') {
+            self.error(
+                Diagnostic::error(
+                    "invalid-number",
+                    format!("`{}` is not a valid time for `{}`", token.text, node.name()),
+                )
+                .at(token.span, "expected seconds, e.g. `3` or `0.5`"),
+            );
+            return None;
+        }
         match token.text.parse::<f64>() {
             Ok(v) if v.is_finite() && (0.0..=max).contains(&v) => Some((v * 1e6).round() / 1e6),
             Ok(_) => {

@@ -185,6 +185,20 @@ pub fn global_defs(cx: &mut Cx, node: &Node, g: &mut GlobalDefs) {
             "lvs_notify_fifo_script" => fifo_script(cx, child, &mut g.lvs_notify_fifo),
             "startup_script" => set_some(&mut g.startup_script, cx.script(child)),
             "shutdown_script" => set_some(&mut g.shutdown_script, cx.script(child)),
+            // This keepalived (Debian's) is built with nftables, not iptables.
+            "vrrp_iptables" | "vrrp_ipsets" => {
+                cx.error(
+                    Diagnostic::warning(
+                        "unsupported",
+                        format!("`{}` is not supported: use `nftables`", child.name()),
+                    )
+                    .at(
+                        child.keyword.span,
+                        "keepalived built with nftables reports this too",
+                    ),
+                );
+                other(&mut g.other, child);
+            }
             "dynamic_interfaces" => {
                 g.dynamic_interfaces = true;
                 if let Some(option) = child.args.first().filter(|t| t.text != "allow_if_changes") {

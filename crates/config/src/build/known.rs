@@ -7,12 +7,9 @@
 
 /// Top-level keywords.
 pub const TOP_LEVEL: &[&str] = &[
-    "DNS_CHECK",
-    "FILE_CHECK",
-    "MISC_CHECK",
-    "SMTP_CHECK",
+    // Debian builds keepalived with BFD.
+    "bfd_instance",
     "SSL",
-    "UDP_CHECK",
     "child_wait_time",
     "garp_group",
     "global_defs",

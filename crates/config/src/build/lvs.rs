@@ -290,13 +290,12 @@ pub fn virtual_server(cx: &mut Cx, node: &Node) -> Option<VirtualServer> {
             }
             "persistence_granularity" => {
                 let Some(token) = cx.arg(child) else { continue };
-                let valid = token.text.parse::<std::net::Ipv4Addr>().is_ok_and(|m| {
-                    let bits = u32::from(m);
-                    bits.leading_ones() + bits.trailing_zeros() == 32
-                }) || token
-                    .text
-                    .parse::<u8>()
-                    .is_ok_and(|p| (1..=128).contains(&p));
+                // keepalived takes any IPv4 address as a mask, or an IPv6 prefix length.
+                let valid = token.text.parse::<std::net::Ipv4Addr>().is_ok()
+                    || token
+                        .text
+                        .parse::<u8>()
+                        .is_ok_and(|p| (1..=128).contains(&p));
                 if !valid {
                     cx.error(
                         Diagnostic::error("invalid-value", format!("invalid persistence_granularity `{}`", token.text))
@@ -321,6 +320,16 @@ pub fn virtual_server(cx: &mut Cx, node: &Node) -> Option<VirtualServer> {
                     ),
                 }
             }
+            "sorry_server_lvs_method" if vs.sorry_server.is_none() => cx.error(
+                Diagnostic::warning(
+                    "order",
+                    "`sorry_server_lvs_method` before or without `sorry_server`",
+                )
+                .at(
+                    child.keyword.span,
+                    "ignored: keepalived applies it only after a sorry_server line",
+                ),
+            ),
             "sorry_server" => {
                 let Some(ip) = cx
                     .arg_allowing_more(child)
@@ -519,6 +528,20 @@ fn check_scheduling_defaults(
 
 fn check_real_servers(cx: &mut Cx, node: &Node, vs: &mut VirtualServer) {
     let at = node.line_span();
+    if let Some(sorry) = &vs.sorry_server
+        && vs
+            .real_server
+            .iter()
+            .any(|rs| rs.ip == sorry.ip && Some(rs.port) == sorry.port)
+    {
+        cx.error(
+            Diagnostic::warning(
+                "sorry-is-real",
+                format!("sorry_server {} is also a real_server", sorry.ip),
+            )
+            .at(at, "keepalived removes the sorry server"),
+        );
+    }
     if vs.real_server.is_empty() {
         cx.error(
             Diagnostic::warning("no-real-servers", "virtual_server has no real_server").at(
@@ -682,7 +705,18 @@ fn real_server(
             "uthreshold" => set(&mut rs.uthreshold, cx.int(child, 0..=u32::MAX)),
             "lthreshold" => set(&mut rs.lthreshold, cx.int(child, 0..=u32::MAX)),
             "alpha" => set(&mut rs.alpha, cx.flag(child)),
-            name if CHECKERS.contains(&name) => checker_nodes.push(child),
+            name if CHECKERS.contains(&name) => {
+                if cx.needs_block(child) {
+                    checker_nodes.push(child);
+                }
+            }
+            "BFD_CHECK" => {
+                cx.error(
+                    Diagnostic::note("unsupported", "keeplb does not run BFD_CHECK")
+                        .at(child.keyword.span, "kept in the model, not acted on"),
+                );
+                other(&mut rs.other, child);
+            }
             name if super::known::REAL_SERVER.contains(&name) => other(&mut rs.other, child),
             _ => cx.unknown(child, "real_server"),
         }

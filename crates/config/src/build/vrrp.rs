@@ -151,6 +151,10 @@ pub fn track_file(cx: &mut Cx, node: &Node) -> Option<TrackFile> {
     };
     for child in node.children() {
         match child.name() {
+            "file" if !t.file.is_empty() => cx.error(
+                Diagnostic::warning("duplicate-keyword", "`file` is already set")
+                    .at(child.keyword.span, "ignored: keepalived keeps the first"),
+            ),
             "file" => set(&mut t.file, cx.string(child)),
             "weight" => {
                 if let Some((weight, reverse)) = weight_with_reverse(cx, child, -254..=254) {
@@ -301,7 +305,27 @@ pub fn vrrp_instance(cx: &mut Cx, node: &Node, global: &GlobalDefs) -> Option<Vr
                     i.mcast_src_ip = Some(ip);
                 }
             }
-            "unicast_peer" => i.unicast_peer.extend(unicast_peers(cx, child, &mut family)),
+            "unicast_peer" => {
+                seen.unicast_keyword = true;
+                i.unicast_peer.extend(unicast_peers(cx, child, &mut family));
+            }
+            "notify_master_rx_lower_pri" | "notify_deleted" => {
+                // Not run by keeplb yet, but keepalived checks the script like the others
+                // (`notify_deleted` alone is a flag).
+                if !child.args.is_empty() {
+                    let mut script = None;
+                    cx.script_once(child, &mut script);
+                }
+                other(&mut i.other, child);
+            }
+            "native_ipv6" => {
+                seen.native_ipv6 = Some(child.keyword.span);
+                other(&mut i.other, child);
+            }
+            "vmac_xmit_base" => {
+                seen.vmac_xmit_base = Some(child.keyword.span);
+                other(&mut i.other, child);
+            }
             "unicast_ttl" => {
                 seen.unicast_ttl = Some(child.keyword.span);
                 set(&mut i.unicast_ttl, cx.int(child, 0..=255u8));
@@ -394,6 +418,8 @@ struct Seen {
     unicast_ttl: Option<Span>,
     /// `unicast_peer` (even empty), `check_unicast_src`, `unicast_fault_no_peer`.
     unicast_keyword: bool,
+    native_ipv6: Option<Span>,
+    vmac_xmit_base: Option<Span>,
     accept: Option<(bool, Span)>,
     use_vmac: Option<Option<String>>,
 }
@@ -588,6 +614,35 @@ fn finish_instance(
             );
             i.state = InitialState::Backup;
         }
+    }
+    if let Some(span) = seen.native_ipv6
+        && i.virtual_ipaddress
+            .first()
+            .is_some_and(|v| v.address.is_ipv4())
+    {
+        cx.error(
+            Diagnostic::warning("native-ipv6", "`native_ipv6` with IPv4 virtual addresses").at(
+                span,
+                "keepalived ignores the IPv4 addresses of an IPv6 instance",
+            ),
+        );
+    }
+    match (&seen.use_vmac, seen.vmac_xmit_base) {
+        (None, Some(span)) => cx.error(
+            Diagnostic::warning("vmac-xmit-base", "`vmac_xmit_base` without `use_vmac`")
+                .at(span, "ignored"),
+        ),
+        (Some(_), None) if !i.unicast_peer.is_empty() => cx.error(
+            Diagnostic::warning(
+                "vmac-unicast",
+                "`use_vmac` with unicast peers needs `vmac_xmit_base`",
+            )
+            .at(
+                at,
+                "keepalived sends unicast adverts from the base interface only with vmac_xmit_base",
+            ),
+        ),
+        _ => {}
     }
     if let Some(name) = &seen.use_vmac {
         i.use_vmac = Some(
