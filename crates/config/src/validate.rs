@@ -111,6 +111,22 @@ fn sync_groups(config: &Config, origins: &Origins, diagnostics: &mut Diagnostics
             .iter()
             .filter(|m| config.vrrp_instance.iter().any(|i| &i.name == *m))
             .count();
+        for tracked in &group.track_interface {
+            let clash = config.vrrp_instance.iter().find(|i| {
+                group.group.contains(&i.name)
+                    && (i.interface.as_deref() == Some(tracked.name.as_str())
+                        || i.track_interface.iter().any(|t| t.name == tracked.name))
+            });
+            if let Some(instance) = clash {
+                diagnostics.push(
+                    Diagnostic::warning(
+                        "tracked-twice",
+                        format!("interface {} is tracked by sync group `{}` and is also vrrp_instance `{}`'s interface or tracked interface", tracked.name, group.name, instance.name),
+                    )
+                    .at(origin.name, "keepalived reports this; track it in one place"),
+                );
+            }
+        }
         if existing == 1 {
             diagnostics.push(
                 Diagnostic::warning(

@@ -4,6 +4,7 @@ mod args;
 mod global;
 mod known;
 mod lvs;
+mod routes;
 mod vrrp;
 
 use crate::diagnostic::{Diagnostic, Diagnostics};
@@ -55,6 +56,7 @@ pub fn build(
         first_configured_script: None,
     };
     report_slash_comments(&mut cx, nodes, None);
+    report_list_block_headers(&mut cx, nodes, true);
     let mut config = Config::default();
     let mut origins = Origins::default();
     // global_defs sets defaults that instances inherit, wherever it stands in the file.
@@ -127,6 +129,32 @@ pub fn build(
                 if let Some(vs) = lvs::virtual_server(&mut cx, node) {
                     origins.virtual_server.push(node.line_span());
                     config.virtual_server.push(vs);
+                }
+            }
+            "garp_group" => {
+                let has_delay = node
+                    .children()
+                    .iter()
+                    .any(|c| matches!(c.name(), "garp_interval" | "gna_interval"));
+                if !has_delay {
+                    cx.error(
+                        Diagnostic::warning(
+                            "garp-group-delay",
+                            "garp_group has no garp_interval or gna_interval",
+                        )
+                        .at(node.keyword.span, "keepalived removes it"),
+                    );
+                }
+            }
+            "static_routes" | "static_rules" | "static_ipaddress" => {
+                if cx.needs_block(node) {
+                    for entry in node.children() {
+                        match name {
+                            "static_routes" => routes::check_route(&mut cx, entry),
+                            "static_rules" => routes::check_rule(&mut cx, entry),
+                            _ => vrrp::check_static_address(&mut cx, entry),
+                        }
+                    }
                 }
             }
             name if known::TOP_LEVEL.contains(&name) => {}
@@ -265,6 +293,46 @@ fn check_script_security(cx: &mut Cx, config: &Config) {
             )
             .with_note("add `enable_script_security` and `script_user USER` to global_defs"),
         );
+    }
+}
+
+/// Blocks whose lines are entries; keepalived refuses words after their keyword.
+const LIST_BLOCKS: &[&str] = &[
+    "virtual_ipaddress",
+    "virtual_ipaddress_excluded",
+    "virtual_routes",
+    "virtual_rules",
+    "unicast_peer",
+    "track_interface",
+    "track_script",
+    "track_file",
+    "track_process",
+    "static_ipaddress",
+    "static_routes",
+    "static_rules",
+];
+
+/// At the top level only the `static_*` blocks are lists; `track_file NAME {` there
+/// defines a tracked file.
+fn report_list_block_headers(cx: &mut Cx, nodes: &[Node], top_level: bool) {
+    for node in nodes {
+        if LIST_BLOCKS.contains(&node.name())
+            && top_level == node.name().starts_with("static_")
+            && node.block.is_some()
+            && let (Some(first), Some(last)) = (node.args.first(), node.args.last())
+        {
+            cx.error(
+                Diagnostic::warning(
+                    "extra-arguments",
+                    format!("block `{}` has extra words", node.name()),
+                )
+                .at(
+                    first.span.to(last.span),
+                    "keepalived refuses words between the keyword and `{`",
+                ),
+            );
+        }
+        report_list_block_headers(cx, node.children(), false);
     }
 }
 

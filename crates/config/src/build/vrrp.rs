@@ -395,6 +395,11 @@ pub fn vrrp_instance(cx: &mut Cx, node: &Node, global: &GlobalDefs) -> Option<Vr
             // The default name depends on the VRID, which may come later in the block.
             "use_vmac" => seen.use_vmac = Some(child.args.first().map(|t| t.text.clone())),
             "dont_track_primary" => i.dont_track_primary = cx.flag_only(child),
+            "debug" => {
+                if cx.int(child, 0..=4u8).is_some() {
+                    other(&mut i.other, child);
+                }
+            }
             "smtp_alert" => set(&mut i.smtp_alert, cx.flag(child)),
             name if super::known::VRRP_INSTANCE.contains(&name) => other(&mut i.other, child),
             _ => cx.unknown(child, "vrrp_instance"),
@@ -993,9 +998,21 @@ pub fn address_with_prefix(cx: &mut Cx, node: &Node, token: &Token) -> Option<(I
     Some((address, prefix))
 }
 
+/// A `static_ipaddress` entry: virtual-address syntax (plus `track_group`).
+pub fn check_static_address(cx: &mut Cx, entry: &Node) {
+    let _ = virtual_ip(cx, entry);
+}
+
 fn raw_entries(cx: &mut Cx, node: &Node) -> Vec<Vec<String>> {
     if !cx.needs_block(node) {
         return Vec::new();
+    }
+    for entry in node.children() {
+        if node.name() == "virtual_routes" {
+            super::routes::check_route(cx, entry);
+        } else {
+            super::routes::check_rule(cx, entry);
+        }
     }
     node.children()
         .iter()
