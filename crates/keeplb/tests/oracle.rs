@@ -17,6 +17,8 @@ fn oracle_dir() -> PathBuf {
 
 struct Fixture {
     path: PathBuf,
+    /// `valid/x.conf` or `invalid/x.conf`, as known-differences.txt names it.
+    name: String,
     expect_valid: bool,
     /// Extra command-line arguments the fixture was judged with (`-i node1`).
     args: Vec<String>,
@@ -38,14 +40,30 @@ fn fixtures() -> Vec<Fixture> {
                 .find_map(|l| l.strip_prefix("# keepalived-args:"))
                 .map(|a| a.split_whitespace().map(String::from).collect())
                 .unwrap_or_default();
+            let name = format!(
+                "{dir}/{}",
+                path.file_name().and_then(|n| n.to_str()).unwrap_or_default()
+            );
             all.push(Fixture {
                 path,
+                name,
                 expect_valid,
                 args,
             });
         }
     }
     all
+}
+
+/// Fixtures known to disagree, with the reason (see known-differences.txt).
+fn known_differences() -> Vec<(String, String)> {
+    std::fs::read_to_string(oracle_dir().join("known-differences.txt"))
+        .expect("known-differences.txt")
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(f, why)| (f.to_owned(), why.to_owned()))
+        .collect()
 }
 
 /// A host whose only interfaces besides `lo` are `eth0` and `eth1`.
@@ -78,6 +96,7 @@ fn strict_check_config_agrees_with_keepalived_t() {
     let host = checker_host(&lab);
     let fixtures = fixtures();
     assert!(fixtures.len() >= 100, "oracle fixtures missing");
+    let known = known_differences();
     let mut disagreements = Vec::new();
     for fixture in &fixtures {
         let file = fixture.path.to_str().expect("utf-8 path");
@@ -101,6 +120,15 @@ fn strict_check_config_agrees_with_keepalived_t() {
                 String::from_utf8_lossy(&keepalived.stderr)
             ));
         }
+        let listed = known.iter().find(|(name, _)| *name == fixture.name);
+        if let Some((_, why)) = listed {
+            if keeplb_valid == keepalived_valid {
+                disagreements.push(format!(
+                    "{file}: now agrees with keepalived -t; delete its line from known-differences.txt ({why})"
+                ));
+            }
+            continue;
+        }
         if keeplb_valid != keepalived_valid {
             disagreements.push(format!(
                 "{file}: keepalived -t says {}, keeplb check-config --strict says {}\n{}",
@@ -119,8 +147,12 @@ fn strict_check_config_agrees_with_keepalived_t() {
 fn default_mode_reports_everything_keepalived_rejects() {
     let lab = Lab::new("oracle-default").expect("lab (needs root and iproute2)");
     let host = checker_host(&lab);
+    let known = known_differences();
     let mut problems = Vec::new();
     for fixture in fixtures() {
+        if known.iter().any(|(name, _)| *name == fixture.name) {
+            continue;
+        }
         let file = fixture.path.to_str().expect("utf-8 path");
         let mut args = vec!["check-config"];
         args.extend(fixture.args.iter().map(String::as_str));
