@@ -9,7 +9,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
-/// Keywords accepted but not modelled, with their arguments, in the order written.
+/// keepalived keywords keeplb accepts but does not model, with their words (a block's
+/// words follow its keyword's), under the key `other`.
 pub type OtherKeywords = BTreeMap<String, Vec<String>>;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -90,7 +91,7 @@ pub struct GlobalDefs {
     pub shutdown_script: Option<Script>,
     pub dynamic_interfaces: bool,
     pub max_auto_priority: Option<i32>,
-    #[serde(flatten)]
+    #[serde(default, skip_serializing_if = "OtherKeywords::is_empty")]
     pub other: OtherKeywords,
 }
 
@@ -294,7 +295,7 @@ pub struct VrrpInstance {
     pub use_vmac: Option<String>,
     pub dont_track_primary: bool,
     pub smtp_alert: bool,
-    #[serde(flatten)]
+    #[serde(default, skip_serializing_if = "OtherKeywords::is_empty")]
     pub other: OtherKeywords,
 }
 
@@ -312,7 +313,7 @@ pub struct VrrpSyncGroup {
     pub notify: Option<Script>,
     pub smtp_alert: bool,
     pub global_tracking: bool,
-    #[serde(flatten)]
+    #[serde(default, skip_serializing_if = "OtherKeywords::is_empty")]
     pub other: OtherKeywords,
 }
 
@@ -443,7 +444,7 @@ pub struct VirtualServer {
     pub virtualhost: Option<String>,
     pub ha_suspend: bool,
     pub real_server: Vec<RealServer>,
-    #[serde(flatten)]
+    #[serde(default, skip_serializing_if = "OtherKeywords::is_empty")]
     pub other: OtherKeywords,
 }
 
@@ -452,6 +453,8 @@ pub struct RealServer {
     pub ip: IpAddr,
     pub port: u16,
     pub weight: u32,
+    /// keepalived's real_server keyword for the forwarding method.
+    #[serde(rename = "lvs_method")]
     pub lb_kind: LbKind,
     pub inhibit_on_failure: bool,
     pub notify_up: Option<Script>,
@@ -460,7 +463,7 @@ pub struct RealServer {
     pub lthreshold: u32,
     pub alpha: bool,
     pub checkers: Vec<Checker>,
-    #[serde(flatten)]
+    #[serde(default, skip_serializing_if = "OtherKeywords::is_empty")]
     pub other: OtherKeywords,
 }
 
@@ -587,6 +590,6 @@ pub struct Checker {
     pub kind: CheckKind,
     #[serde(flatten)]
     pub common: CheckCommon,
-    #[serde(flatten)]
+    #[serde(default, skip_serializing_if = "OtherKeywords::is_empty")]
     pub other: OtherKeywords,
 }

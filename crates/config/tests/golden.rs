@@ -38,6 +38,16 @@ fn render(config: &Path) -> String {
         .iter()
         .map(|d| d.one_line(&loaded.sources))
         .collect();
+    // The model travels through the control API: it must read back what it writes.
+    let json = serde_json::to_string(&loaded.config).expect("model serialises");
+    let back: keeplb_config::model::Config =
+        serde_json::from_str(&json).expect("model deserialises");
+    assert_eq!(
+        back,
+        loaded.config,
+        "{} does not round-trip",
+        config.display()
+    );
     let document = Golden {
         valid: loaded.is_valid(),
         diagnostics,

@@ -428,17 +428,26 @@ fn absurd_nesting_is_refused_not_overflowed() {
 
 #[test]
 fn addresses_lose_suffixes_as_keepalived_reads_them() {
-    let text = INSTANCE.replace("interface eth0", "interface eth0\n  unicast_src_ip 10.0.0.1/24\n  unicast_peer {\n    10.0.0.2/24\n  }");
+    let text = INSTANCE.replace(
+        "interface eth0",
+        "interface eth0\n  unicast_src_ip 10.0.0.1/24\n  unicast_peer {\n    10.0.0.2/24\n  }",
+    );
     let loaded = load(&text);
     assert_eq!(problems(&loaded), Vec::<String>::new());
     let i = &loaded.config.vrrp_instance[0];
-    assert_eq!(i.unicast_src_ip.map(|a| a.to_string()), Some("10.0.0.1".to_owned()));
+    assert_eq!(
+        i.unicast_src_ip.map(|a| a.to_string()),
+        Some("10.0.0.1".to_owned())
+    );
     assert_eq!(i.unicast_peer[0].address.to_string(), "10.0.0.2");
 }
 
 #[test]
 fn auth_pass_without_auth_type_authenticates_nothing() {
-    let text = INSTANCE.replace("interface eth0", "interface eth0\n  authentication {\n    auth_pass secret\n  }");
+    let text = INSTANCE.replace(
+        "interface eth0",
+        "interface eth0\n  authentication {\n    auth_pass secret\n  }",
+    );
     let loaded = load(&text);
     assert!(loaded.is_valid());
     assert_eq!(loaded.config.vrrp_instance[0].authentication, None);
@@ -447,28 +456,53 @@ fn auth_pass_without_auth_type_authenticates_nothing() {
 #[test]
 fn accept_mode_is_decided_last() {
     let strict = |body: &str| {
-        let text = format!("global_defs {{\n  vrrp_strict\n}}\n{}", INSTANCE.replace("interface eth0", &format!("interface eth0\n{body}")));
+        let text = format!(
+            "global_defs {{\n  vrrp_strict\n}}\n{}",
+            INSTANCE.replace("interface eth0", &format!("interface eth0\n{body}"))
+        );
         load(&text).config.vrrp_instance[0].accept
     };
     assert!(!strict(""), "strict mode turns accept off");
-    assert!(strict("  priority 255\n  state MASTER"), "the owner always accepts");
-    assert!(load(INSTANCE).config.vrrp_instance[0].accept, "accept by default without strict mode");
+    assert!(
+        strict("  priority 255\n  state MASTER"),
+        "the owner always accepts"
+    );
+    assert!(
+        load(INSTANCE).config.vrrp_instance[0].accept,
+        "accept by default without strict mode"
+    );
 }
 
 #[test]
 fn weighted_tracking_is_dropped_for_owners_and_sync_groups() {
     let script = "global_defs {\n  enable_script_security\n}\nvrrp_script chk {\n  script /bin/true\n  weight 20\n}\n";
-    let owner = INSTANCE.replace("interface eth0", "interface eth0\n  priority 255\n  track_script {\n    chk\n  }");
+    let owner = INSTANCE.replace(
+        "interface eth0",
+        "interface eth0\n  priority 255\n  track_script {\n    chk\n  }",
+    );
     let loaded = load(&(script.to_owned() + &owner));
     assert!(loaded.config.vrrp_instance[0].track_script.is_empty());
-    assert!(problems(&loaded).iter().any(|p| p.starts_with("weighted-tracking-ignored@")));
-    let plain = INSTANCE.replace("interface eth0", "interface eth0\n  track_script {\n    chk\n  }");
-    assert_eq!(load(&(script.to_owned() + &plain)).config.vrrp_instance[0].track_script.len(), 1);
+    assert!(
+        problems(&loaded)
+            .iter()
+            .any(|p| p.starts_with("weighted-tracking-ignored@"))
+    );
+    let plain = INSTANCE.replace(
+        "interface eth0",
+        "interface eth0\n  track_script {\n    chk\n  }",
+    );
+    assert_eq!(
+        load(&(script.to_owned() + &plain)).config.vrrp_instance[0]
+            .track_script
+            .len(),
+        1
+    );
 }
 
 #[test]
 fn slash_comment_ends_at_a_brace() {
-    let text = SERVICE_HEAD.to_owned() + "  real_server 10.0.1.1 80 // web1 {\n    weight 2\n  }\n}\n";
+    let text =
+        SERVICE_HEAD.to_owned() + "  real_server 10.0.1.1 80 // web1 {\n    weight 2\n  }\n}\n";
     let loaded = load(&text);
     assert_eq!(problems(&loaded), Vec::<String>::new());
     assert_eq!(loaded.config.virtual_server[0].real_server[0].weight, 2);
@@ -476,7 +510,13 @@ fn slash_comment_ends_at_a_brace() {
 
 #[test]
 fn substituted_text_is_read_again() {
-    let text = format!("$OWNER=@node1\n$C=${{_HASH}} a comment\n{}", INSTANCE.replace("interface eth0", "interface eth0\n  $OWNER priority 200\n  ${C}"));
+    let text = format!(
+        "$OWNER=@node1\n$C=${{_HASH}} a comment\n{}",
+        INSTANCE.replace(
+            "interface eth0",
+            "interface eth0\n  $OWNER priority 200\n  ${C}"
+        )
+    );
     let loaded = load(&text);
     assert_eq!(problems(&loaded), Vec::<String>::new());
     assert_eq!(loaded.config.vrrp_instance[0].priority, 200);
@@ -484,14 +524,18 @@ fn substituted_text_is_read_again() {
 
 #[test]
 fn multi_variable_lst_binds_each_variable() {
-    let text = SERVICE_HEAD.to_owned() + "  ~LST({H,W}, {10.0.1.1,3}, {10.0.1.2,1}) real_server $H 80 { weight $W }\n}\n";
+    let text = SERVICE_HEAD.to_owned()
+        + "  ~LST({H,W}, {10.0.1.1,3}, {10.0.1.2,1}) real_server $H 80 { weight $W }\n}\n";
     let loaded = load(&text);
     let servers: Vec<(String, u32)> = loaded.config.virtual_server[0]
         .real_server
         .iter()
         .map(|r| (r.ip.to_string(), r.weight))
         .collect();
-    assert_eq!(servers, [("10.0.1.1".to_owned(), 3), ("10.0.1.2".to_owned(), 1)]);
+    assert_eq!(
+        servers,
+        [("10.0.1.1".to_owned(), 3), ("10.0.1.2".to_owned(), 1)]
+    );
 }
 
 #[test]
@@ -501,8 +545,14 @@ fn virtual_server_group_forms() {
     assert_eq!(problems(&loaded), Vec::<String>::new());
     let group = &loaded.config.virtual_server_group[0];
     let rendered = serde_json::to_string(&group.entries).unwrap();
-    assert!(rendered.contains(r#"{"ip":"10.0.2.0","last":"10.0.2.3","port":443}"#), "{rendered}");
-    assert!(rendered.contains(r#"{"ip":"10.0.3.1","last":"10.0.3.1","port":0}"#), "{rendered}");
+    assert!(
+        rendered.contains(r#"{"ip":"10.0.2.0","last":"10.0.2.3","port":443}"#),
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains(r#"{"ip":"10.0.3.1","last":"10.0.3.1","port":0}"#),
+        "{rendered}"
+    );
     assert!(!load("virtual_server_group G {\n  10.0.0.5-5 80\n}\n").is_valid());
 }
 

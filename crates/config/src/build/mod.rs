@@ -214,7 +214,7 @@ fn drop_weighted_tracking(cx: &mut Cx, config: &mut Config, origins: &Origins) {
         // An owner drops weighted interfaces; a sync-group member keeps them at weight 0.
         let owner = instance.priority == 255;
         instance.track_interface.retain_mut(|r| {
-            if !r.weight.is_some_and(|w| w != 0) {
+            if r.weight.is_none_or(|w| w == 0) {
                 return true;
             }
             cx.error(

@@ -95,10 +95,8 @@ pub fn check_route(cx: &mut Cx, entry: &Node) {
                     ),
                 ),
                 "dev" => has_dev = true,
-                "src" | "via" => {
-                    if !is_address(&value.text) {
-                        invalid_address(cx, value);
-                    }
+                "src" | "via" if !is_address(&value.text) => {
+                    invalid_address(cx, value);
                 }
                 _ => {}
             }
