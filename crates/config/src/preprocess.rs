@@ -436,12 +436,23 @@ impl<'a> Preprocessor<'a> {
         }
         for path in matched {
             if self.include_stack.contains(&path) {
+                // keepalived recurses until it runs out of file descriptors, then skips it.
                 self.diagnostics.push(
-                    Diagnostic::error(
+                    Diagnostic::note(
                         "include-cycle",
                         format!("`{}` includes itself", path.display()),
                     )
                     .at(span, "this include closes a cycle"),
+                );
+                continue;
+            }
+            if self.loader.is_dir(&path) {
+                self.diagnostics.push(
+                    Diagnostic::note(
+                        "include-directory",
+                        format!("`{}` is a directory", path.display()),
+                    )
+                    .at(span, "skipped, as keepalived skips it"),
                 );
                 continue;
             }

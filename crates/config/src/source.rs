@@ -154,6 +154,7 @@ pub trait FileLoader {
     fn read(&self, path: &Path) -> std::io::Result<String>;
     /// Paths matching an include pattern, sorted, as keepalived's glob() gives them.
     fn glob(&self, pattern: &str) -> Vec<PathBuf>;
+    fn is_dir(&self, path: &Path) -> bool;
 }
 
 /// Reads files from disk.
@@ -167,6 +168,10 @@ impl FileLoader for DiskLoader {
         // make the whole file unreadable.
         Ok(String::from_utf8(bytes)
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+    }
+
+    fn is_dir(&self, path: &Path) -> bool {
+        path.is_dir()
     }
 
     fn glob(&self, pattern: &str) -> Vec<PathBuf> {
@@ -202,6 +207,10 @@ impl FileLoader for MemoryLoader {
             .get(path)
             .cloned()
             .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
+    }
+
+    fn is_dir(&self, path: &Path) -> bool {
+        self.files.keys().any(|f| f.parent() == Some(path))
     }
 
     fn glob(&self, pattern: &str) -> Vec<PathBuf> {

@@ -38,6 +38,7 @@ pub fn validate(config: &Config, origins: &Origins, diagnostics: &mut Diagnostic
     track_references(config, origins, diagnostics);
     sync_groups(config, origins, diagnostics);
     duplicate_vrids(config, origins, diagnostics);
+    duplicate_vmacs(config, origins, diagnostics);
     virtual_server_groups(config, origins, diagnostics);
 }
 
@@ -204,6 +205,26 @@ fn duplicate_vrids(config: &Config, origins: &Origins, diagnostics: &mut Diagnos
                 .at(origin.virtual_router_id.unwrap_or(origin.name), "second use")
                 .with_secondary(other_origin.virtual_router_id.unwrap_or(other_origin.name), "first use"),
             );
+        }
+    }
+}
+
+fn duplicate_vmacs(config: &Config, origins: &Origins, diagnostics: &mut Diagnostics) {
+    let mut seen: HashMap<&str, &str> = HashMap::new();
+    for (instance, origin) in config.vrrp_instance.iter().zip(&origins.vrrp_instance) {
+        let Some(vmac) = instance.use_vmac.as_deref() else {
+            continue;
+        };
+        if let Some(first) = seen.get(vmac) {
+            diagnostics.push(
+                Diagnostic::warning(
+                    "duplicate-vmac",
+                    format!("vrrp_instance `{first}` already uses the vmac `{vmac}`"),
+                )
+                .at(origin.name, "keepalived ignores this name"),
+            );
+        } else {
+            seen.insert(vmac, &instance.name);
         }
     }
 }

@@ -42,7 +42,9 @@ fn fixtures() -> Vec<Fixture> {
                 .unwrap_or_default();
             let name = format!(
                 "{dir}/{}",
-                path.file_name().and_then(|n| n.to_str()).unwrap_or_default()
+                path.file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or_default()
             );
             all.push(Fixture {
                 path,

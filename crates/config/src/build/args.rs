@@ -94,20 +94,6 @@ impl Cx<'_> {
         }
     }
 
-    /// The words after the keyword joined by spaces (scripts, e-mail subjects…).
-    pub fn rest(&mut self, node: &Node) -> Option<String> {
-        if node.args.is_empty() {
-            self.args(node, 1)?;
-        }
-        Some(
-            node.args
-                .iter()
-                .map(|t| t.text.as_str())
-                .collect::<Vec<_>>()
-                .join(" "),
-        )
-    }
-
     /// The first argument, when more may follow (the caller reads them).
     pub fn arg_allowing_more<'n>(&mut self, node: &'n Node) -> Option<&'n Token> {
         match node.args.first() {
@@ -393,6 +379,23 @@ impl Cx<'_> {
                     );
                 }
             }
+        }
+    }
+
+    /// keepalived refuses interfaces that do not exist on the machine (check-config runs
+    /// there); keeplb warns, since the daemon waits for them.
+    pub fn check_interface(&mut self, name: &str, span: crate::source::Span, what: &str) {
+        if self.env.interface(name) == crate::env::InterfaceState::Missing {
+            self.error(
+                Diagnostic::warning(
+                    "missing-interface",
+                    format!("{what} `{name}` does not exist on this machine"),
+                )
+                .at(
+                    span,
+                    "keepalived refuses a configuration naming a missing interface",
+                ),
+            );
         }
     }
 

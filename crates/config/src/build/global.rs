@@ -197,7 +197,7 @@ pub fn global_defs(cx: &mut Cx, node: &Node, g: &mut GlobalDefs) {
                         "keepalived built with nftables reports this too",
                     ),
                 );
-                other(&mut g.other, child);
+                other(cx, &mut g.other, child);
             }
             "dynamic_interfaces" => {
                 g.dynamic_interfaces = true;
@@ -217,7 +217,7 @@ pub fn global_defs(cx: &mut Cx, node: &Node, g: &mut GlobalDefs) {
                     None => Some(99),
                 }
             }
-            name if super::known::GLOBAL_DEFS.contains(&name) => other(&mut g.other, child),
+            name if super::known::GLOBAL_DEFS.contains(&name) => other(cx, &mut g.other, child),
             _ => cx.unknown(child, "global_defs"),
         }
     }

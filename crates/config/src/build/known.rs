@@ -355,3 +355,20 @@ pub const URL: &[&str] = &[
     "status_code",
     "virtualhost",
 ];
+
+/// Whether any block of keepalived knows `keyword`.
+pub fn is_keyword(keyword: &str) -> bool {
+    [
+        TOP_LEVEL,
+        GLOBAL_DEFS,
+        VRRP_INSTANCE,
+        VRRP_SYNC_GROUP,
+        VIRTUAL_SERVER,
+        REAL_SERVER,
+        CHECKER_COMMON,
+        HTTP_CHECKER,
+        URL,
+    ]
+    .iter()
+    .any(|list| list.contains(&keyword))
+}

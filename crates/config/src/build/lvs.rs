@@ -384,6 +384,19 @@ pub fn virtual_server(cx: &mut Cx, node: &Node) -> Option<VirtualServer> {
             "quorum_up" => vs.quorum_up = cx.script(child),
             "quorum_down" => vs.quorum_down = cx.script(child),
             "virtualhost" => set_some(&mut vs.virtualhost, cx.string(child)),
+            "ip_family" => {
+                if let Some(t) = cx.arg(child)
+                    && !["inet", "inet6"].contains(&t.text.as_str())
+                {
+                    cx.error(
+                        Diagnostic::error(
+                            "invalid-value",
+                            format!("unknown address family `{}`", t.text),
+                        )
+                        .at(t.span, "expected inet or inet6"),
+                    );
+                }
+            }
             flag @ ("sh-port" | "sh-fallback" | "mh-port" | "mh-fallback" | "hashed")
                 if !(flag.starts_with(vs.lb_algo.name())
                     || flag == "hashed" && matches!(vs.lb_algo, LbAlgo::Sh | LbAlgo::Mh)) =>
@@ -410,7 +423,7 @@ pub fn virtual_server(cx: &mut Cx, node: &Node) -> Option<VirtualServer> {
                 .at(child.keyword.span, "ignored: it has no effect on IPVS")
                 .with_note("keepalived 2.x reports it as an unknown keyword; delete the line"),
             ),
-            name if super::known::VIRTUAL_SERVER.contains(&name) => other(&mut vs.other, child),
+            name if super::known::VIRTUAL_SERVER.contains(&name) => other(cx, &mut vs.other, child),
             _ => cx.unknown(child, "virtual_server"),
         }
     }
@@ -583,20 +596,48 @@ fn check_real_servers(cx: &mut Cx, node: &Node, vs: &mut VirtualServer) {
     }
 }
 
+/// `NAT`, `DR` or `TUN [type ipip|gue|gre] [port N] [nocsum|csum|remcsum]`: keepalived reads
+/// the whole line, so anything else after the method is reported.
 fn lb_kind(cx: &mut Cx, node: &Node) -> Option<LbKind> {
-    let token = cx.arg(node)?;
-    match token.text.as_str() {
-        "NAT" => Some(LbKind::Nat),
-        "DR" => Some(LbKind::Dr),
-        "TUN" => Some(LbKind::Tun),
+    let token = cx.arg_allowing_more(node)?;
+    let kind = match token.text.as_str() {
+        "NAT" => LbKind::Nat,
+        "DR" => LbKind::Dr,
+        "TUN" => LbKind::Tun,
         other => {
             cx.error(
                 Diagnostic::error("invalid-value", format!("unknown lb_kind `{other}`"))
                     .at(token.span, "expected NAT, DR or TUN"),
             );
-            None
+            return None;
+        }
+    };
+    let mut words = node.args.iter().skip(1);
+    while let Some(word) = words.next() {
+        let valid = kind == LbKind::Tun
+            && match word.text.as_str() {
+                "type" => words
+                    .next()
+                    .is_some_and(|t| ["ipip", "gue", "gre"].contains(&t.text.as_str())),
+                "port" => words.next().is_some_and(|t| t.text.parse::<u16>().is_ok()),
+                "nocsum" | "csum" | "remcsum" => true,
+                _ => false,
+            };
+        if !valid {
+            cx.error(
+                Diagnostic::warning(
+                    "invalid-value",
+                    format!("invalid tunnel option `{}`", word.text),
+                )
+                .at(
+                    word.span,
+                    "keepalived reports it; TUN takes type, port and a checksum option",
+                ),
+            );
+            break;
         }
     }
+    Some(kind)
 }
 
 fn virtual_server_key(cx: &mut Cx, node: &Node) -> Option<VirtualServerKey> {
@@ -715,9 +756,9 @@ fn real_server(
                     Diagnostic::note("unsupported", "keeplb does not run BFD_CHECK")
                         .at(child.keyword.span, "kept in the model, not acted on"),
                 );
-                other(&mut rs.other, child);
+                other(cx, &mut rs.other, child);
             }
-            name if super::known::REAL_SERVER.contains(&name) => other(&mut rs.other, child),
+            name if super::known::REAL_SERVER.contains(&name) => other(cx, &mut rs.other, child),
             _ => cx.unknown(child, "real_server"),
         }
     }
@@ -978,10 +1019,9 @@ fn checker(
                 }
             }
             ("weight", CheckKind::File(f)) => {
-                f.weight = child
-                    .args
-                    .first()
-                    .and_then(|t| cx.number(child, t, -254..=254));
+                f.weight = cx
+                    .arg_allowing_more(child)
+                    .and_then(|t| cx.number(child, t, -i32::MAX..=i32::MAX));
                 f.reverse = child.args.get(1).is_some_and(|t| t.text == "reverse");
             }
             ("host", CheckKind::Smtp(_)) => {
@@ -992,12 +1032,12 @@ fn checker(
                     )
                     .at(child.keyword.span, "define one SMTP_CHECK per host instead"),
                 );
-                other(&mut others, child)
+                other(cx, &mut others, child)
             }
             (name, CheckKind::Http(_) | CheckKind::Ssl(_))
                 if super::known::HTTP_CHECKER.contains(&name) =>
             {
-                other(&mut others, child)
+                other(cx, &mut others, child)
             }
             _ => cx.unknown(child, node.name()),
         }
@@ -1138,7 +1178,10 @@ fn http_url(cx: &mut Cx, node: &Node) -> Option<HttpUrl> {
             }
             "status_code" => {
                 if child.args.is_empty() {
-                    cx.arg(child);
+                    cx.error(
+                        Diagnostic::note("missing-value", "`status_code` without codes")
+                            .at(child.keyword.span, "the default 200-299 applies"),
+                    );
                 }
                 for token in &child.args {
                     if let Some(range) = status_range(cx, child, token) {
@@ -1147,7 +1190,13 @@ fn http_url(cx: &mut Cx, node: &Node) -> Option<HttpUrl> {
                 }
             }
             "virtualhost" => set_some(&mut url.virtualhost, cx.string(child)),
-            "regex" => set_some(&mut url.regex, cx.rest(child)),
+            "regex" => match child.args.as_slice() {
+                [pattern] => url.regex = Some(pattern.text.clone()),
+                _ => cx.error(
+                    Diagnostic::note("regex-words", "`regex` takes exactly one (quoted) pattern")
+                        .at(child.keyword.span, "ignored, as keepalived ignores it"),
+                ),
+            },
             "regex_no_match" => url.regex_no_match = true,
             name if super::known::URL.contains(&name) => {}
             _ => cx.unknown(child, "url"),

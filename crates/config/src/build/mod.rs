@@ -57,6 +57,7 @@ pub fn build(
     };
     report_slash_comments(&mut cx, nodes, None);
     report_list_block_headers(&mut cx, nodes, true);
+    report_blocks_on_values(&mut cx, nodes);
     let mut config = Config::default();
     let mut origins = Origins::default();
     // global_defs sets defaults that instances inherit, wherever it stands in the file.
@@ -80,6 +81,17 @@ pub fn build(
         );
         if opens_block && !cx.needs_block(node) {
             continue;
+        }
+        if opens_block
+            && name != "virtual_server"
+            && let Some(extra) = node.args.get(1)
+        {
+            cx.error(
+                Diagnostic::warning("extra-arguments", format!("`{name}` takes a single name")).at(
+                    extra.span,
+                    "keepalived refuses the block (\"must have a name\")",
+                ),
+            );
         }
         match name {
             "global_defs" => {}
@@ -157,7 +169,10 @@ pub fn build(
                     }
                 }
             }
-            name if known::TOP_LEVEL.contains(&name) => {}
+            name if known::TOP_LEVEL.contains(&name) => {
+                // Kept nowhere yet; still checked for a missing value.
+                other(&mut cx, &mut OtherKeywords::new(), node);
+            }
             _ => cx.unknown(node, "the top level"),
         }
     }
@@ -237,25 +252,15 @@ fn drop_weighted_tracking(cx: &mut Cx, config: &mut Config, origins: &Origins) {
     }
 }
 
-/// keepalived's VRRP process loads vrrp_scripts only when there are instances, and reports
-/// a missing script only when an instance or sync group tracks it.
+/// keepalived's VRRP process loads every vrrp_script, used or not, when it has instances
+/// to run.
 fn check_track_scripts(cx: &mut Cx, config: &Config) {
+    let pending = std::mem::take(&mut cx.pending_track_scripts);
     if config.vrrp_instance.is_empty() {
         return;
     }
-    for (name, command, span) in std::mem::take(&mut cx.pending_track_scripts) {
-        let tracked = config
-            .vrrp_instance
-            .iter()
-            .flat_map(|i| &i.track_script)
-            .chain(config.vrrp_sync_group.iter().flat_map(|g| &g.track_script))
-            .any(|r| r.name == name);
-        let role = if tracked {
-            ScriptRole::Track
-        } else {
-            ScriptRole::Check
-        };
-        cx.check_script(&command, span, role);
+    for (_, command, span) in pending {
+        cx.check_script(&command, span, ScriptRole::Track);
     }
 }
 
@@ -293,6 +298,75 @@ fn check_script_security(cx: &mut Cx, config: &Config) {
             )
             .with_note("add `enable_script_security` and `script_user USER` to global_defs"),
         );
+    }
+}
+
+/// Keywords that open a block (`{` … `}`) in keepalived.conf.
+const BLOCK_KEYWORDS: &[&str] = &[
+    "global_defs",
+    "vrrp_script",
+    "track_file",
+    "vrrp_track_file",
+    "vrrp_track_process",
+    "vrrp_instance",
+    "vrrp_sync_group",
+    "virtual_server_group",
+    "virtual_server",
+    "real_server",
+    "TCP_CHECK",
+    "HTTP_GET",
+    "SSL_GET",
+    "MISC_CHECK",
+    "SMTP_CHECK",
+    "DNS_CHECK",
+    "UDP_CHECK",
+    "PING_CHECK",
+    "FILE_CHECK",
+    "BFD_CHECK",
+    "url",
+    "authentication",
+    "virtual_ipaddress",
+    "virtual_ipaddress_excluded",
+    "virtual_routes",
+    "virtual_rules",
+    "unicast_peer",
+    "track_interface",
+    "track_script",
+    "track_process",
+    "track_bfd",
+    "group",
+    "notification_email",
+    "static_ipaddress",
+    "static_routes",
+    "static_rules",
+    "garp_group",
+    "linkbeat_interfaces",
+    "interface_up_down_delays",
+    "SSL",
+    "bfd_instance",
+    "host",
+    "track_group",
+    "lvs_sync_daemon",
+    "nftables",
+];
+
+/// A value keyword followed by `{`: keepalived says "Unexpected '{'" and reads the block's
+/// lines as keywords of the enclosing block.
+fn report_blocks_on_values(cx: &mut Cx, nodes: &[Node]) {
+    for node in nodes {
+        if let Some(block) = &node.block
+            && !BLOCK_KEYWORDS.contains(&node.name())
+            && known::is_keyword(node.name())
+        {
+            cx.error(
+                Diagnostic::error(
+                    "unexpected-block",
+                    format!("`{}` does not take a block", node.name()),
+                )
+                .at(block.open, "unexpected `{`: its contents are ignored"),
+            );
+        }
+        report_blocks_on_values(cx, node.children());
     }
 }
 
@@ -423,8 +497,130 @@ fn instance_origin(node: &Node) -> InstanceOrigin {
     }
 }
 
+/// keepalived keywords that may stand alone: flags, optional BOOLs and optional values.
+/// Every other keyword needs a value (keepalived stops with "missing a parameter").
+const VALUE_OPTIONAL: &[&str] = &[
+    "accept",
+    "alpha",
+    "bfd_no_swap",
+    "check_unicast_src",
+    "checker_log_all_failures",
+    "checker_no_swap",
+    "dont_track_primary",
+    "enable_dbus",
+    "enable_snmp_checker",
+    "enable_snmp_keepalived",
+    "enable_snmp_rfc",
+    "enable_snmp_rfcv2",
+    "enable_snmp_rfcv3",
+    "enable_snmp_vrrp",
+    "enable_sni",
+    "enable_traps",
+    "fast_recovery",
+    "fifo_write_vrrp_states_on_reload",
+    "flag-1",
+    "flag-2",
+    "flag-3",
+    "global_tracking",
+    "ha_suspend",
+    "hashed",
+    "include_check",
+    "inhibit_on_failure",
+    "init_fail",
+    "linkbeat_use_polling",
+    "log_all_failures",
+    "log_unknown_vrids",
+    "lvs_flush",
+    "lvs_flush_on_stop",
+    "lvs_flush_onstop",
+    "max_auto_priority",
+    "mh-fallback",
+    "mh-port",
+    "namespace_with_ipsets",
+    "native_ipv6",
+    "net_namespace_ipvs",
+    "nftables",
+    "nftables_counters",
+    "nftables_ifindex",
+    "no_accept",
+    "no_checker_emails",
+    "no_email_faults",
+    "nopreempt",
+    "notify_deleted",
+    "notify_priority_changes",
+    "old_unicast_checksum",
+    "omega",
+    "ops",
+    "preempt",
+    "process_names",
+    "promote_secondaries",
+    "regex_no_match",
+    "reload_repeat",
+    "rs_init_notifies",
+    "sh-fallback",
+    "sh-port",
+    "smtp_alert",
+    "smtp_alert_checker",
+    "smtp_alert_vrrp",
+    "sorry_server_inhibit",
+    "sync_group_tracking_weight",
+    "track_src_ip",
+    "unicast_fault_no_peer",
+    "use_pid_dir",
+    "use_vmac",
+    "use_vmac_addr",
+    "vmac_xmit_base",
+    "vrrp_check_unicast_src",
+    "vrrp_min_garp",
+    "vrrp_no_swap",
+    "vrrp_notify_priority_changes",
+    "vrrp_skip_check_adv_addr",
+    "vrrp_strict",
+    "enable_script_security",
+    "dynamic_interfaces",
+    "use_ipvlan",
+    "persistence_timeout",
+    "vrrp_higher_prio_send_advert",
+    "vrrp_lower_prio_no_advert",
+    "lower_prio_no_advert",
+    "higher_prio_send_advert",
+    "skip_check_adv_addr",
+    "strict_mode",
+    "debug",
+    "disable_local_igmp",
+    "nftables_ipvs",
+];
+
+/// Of those, the ones whose optional value is a BOOL.
+const BOOL_OPTIONAL: &[&str] = &[
+    "smtp_alert",
+    "smtp_alert_checker",
+    "smtp_alert_vrrp",
+    "checker_log_all_failures",
+    "vrrp_min_garp",
+    "vrrp_notify_priority_changes",
+    "notify_priority_changes",
+    "fast_recovery",
+    "enable_sni",
+    "log_all_failures",
+];
+
 /// Keeps a keyword keeplb accepts without acting on it, so dump-config still shows it.
-fn other(others: &mut OtherKeywords, node: &Node) {
+fn other(cx: &mut Cx, others: &mut OtherKeywords, node: &Node) {
+    if node.args.is_empty()
+        && node.block.is_none()
+        && !VALUE_OPTIONAL.contains(&node.name())
+        && !BLOCK_KEYWORDS.contains(&node.name())
+    {
+        cx.error(
+            Diagnostic::error("missing-value", format!("`{}` needs a value", node.name()))
+                .at(node.keyword.span, "value missing after this keyword"),
+        );
+        return;
+    }
+    if BOOL_OPTIONAL.contains(&node.name()) && cx.flag(node).is_none() {
+        return;
+    }
     let mut words: Vec<String> = node.args.iter().map(|t| t.text.clone()).collect();
     for child in node.children() {
         words.push(child.keyword.text.clone());
@@ -439,6 +635,8 @@ fn track_refs(cx: &mut Cx, node: &Node) -> Vec<TrackRef> {
     if !cx.needs_block(node) {
         return Vec::new();
     }
+    // keepalived caps script and interface weights at ±253, not file weights.
+    let capped = node.name() != "track_file";
     let mut refs = Vec::new();
     for entry in node.children() {
         let mut r = TrackRef {
@@ -446,13 +644,16 @@ fn track_refs(cx: &mut Cx, node: &Node) -> Vec<TrackRef> {
             weight: None,
             reverse: false,
         };
+        if node.name() == "track_interface" {
+            cx.check_interface(&entry.keyword.text, entry.keyword.span, "tracked interface");
+        }
         let mut words = entry.args.iter();
         while let Some(word) = words.next() {
             match word.text.as_str() {
                 "weight" => match words.next() {
                     Some(v) => {
                         r.weight = cx.number(entry, v, -254i32..=254).map(|w| {
-                            if w.abs() == 254 {
+                            if capped && w.abs() == 254 {
                                 cx.error(
                                     Diagnostic::warning(
                                         "out-of-range",

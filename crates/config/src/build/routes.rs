@@ -66,6 +66,8 @@ pub fn check_route(cx: &mut Cx, entry: &Node) {
     let mut i = 0;
     let mut destination_seen = false;
     let mut has_dev = false;
+    let mut untracked = false;
+    let mut protocol: Option<&Token> = None;
     while let Some(word) = words.get(i) {
         let text = word.text.as_str();
         if ROUTE_VALUE_OPTIONS.contains(&text) {
@@ -95,6 +97,7 @@ pub fn check_route(cx: &mut Cx, entry: &Node) {
                     ),
                 ),
                 "dev" => has_dev = true,
+                "protocol" | "proto" => protocol = Some(value),
                 "src" | "via" if !is_address(&value.text) => {
                     invalid_address(cx, value);
                 }
@@ -102,6 +105,9 @@ pub fn check_route(cx: &mut Cx, entry: &Node) {
             }
             i += 2;
             continue;
+        }
+        if text == "no_track" {
+            untracked = true;
         }
         if ROUTE_FLAGS.contains(&text) || (!destination_seen && ROUTE_TYPES.contains(&text)) {
             i += 1;
@@ -115,6 +121,20 @@ pub fn check_route(cx: &mut Cx, entry: &Node) {
         // keepalived takes an unknown word for the destination address and rejects it.
         invalid_address(cx, word);
         return;
+    }
+    if let Some(protocol) = protocol
+        .filter(|p| has_dev && !untracked && !["keepalived", "18"].contains(&p.text.as_str()))
+    {
+        cx.error(
+            Diagnostic::warning(
+                "route-protocol",
+                "a tracked route must have protocol keepalived",
+            )
+            .at(
+                protocol.span,
+                "keepalived resets it (add `no_track` to keep it)",
+            ),
+        );
     }
     if !has_dev {
         cx.error(

@@ -316,15 +316,23 @@ pub fn vrrp_instance(cx: &mut Cx, node: &Node, global: &GlobalDefs) -> Option<Vr
                     let mut script = None;
                     cx.script_once(child, &mut script);
                 }
-                other(&mut i.other, child);
+                other(cx, &mut i.other, child);
+            }
+            "old_unicast_checksum" => {
+                seen.old_unicast_checksum = Some(child.keyword.span);
+                other(cx, &mut i.other, child);
+            }
+            "promote_secondaries" => {
+                seen.promote_secondaries = Some(child.keyword.span);
+                other(cx, &mut i.other, child);
             }
             "native_ipv6" => {
                 seen.native_ipv6 = Some(child.keyword.span);
-                other(&mut i.other, child);
+                other(cx, &mut i.other, child);
             }
             "vmac_xmit_base" => {
                 seen.vmac_xmit_base = Some(child.keyword.span);
-                other(&mut i.other, child);
+                other(cx, &mut i.other, child);
             }
             "unicast_ttl" => {
                 seen.unicast_ttl = Some(child.keyword.span);
@@ -390,18 +398,18 @@ pub fn vrrp_instance(cx: &mut Cx, node: &Node, global: &GlobalDefs) -> Option<Vr
                         },
                     ),
                 );
-                other(&mut i.other, child)
+                other(cx, &mut i.other, child)
             }
             // The default name depends on the VRID, which may come later in the block.
             "use_vmac" => seen.use_vmac = Some(child.args.first().map(|t| t.text.clone())),
             "dont_track_primary" => i.dont_track_primary = cx.flag_only(child),
             "debug" => {
                 if cx.int(child, 0..=4u8).is_some() {
-                    other(&mut i.other, child);
+                    other(cx, &mut i.other, child);
                 }
             }
             "smtp_alert" => set(&mut i.smtp_alert, cx.flag(child)),
-            name if super::known::VRRP_INSTANCE.contains(&name) => other(&mut i.other, child),
+            name if super::known::VRRP_INSTANCE.contains(&name) => other(cx, &mut i.other, child),
             _ => cx.unknown(child, "vrrp_instance"),
         }
     }
@@ -424,6 +432,8 @@ struct Seen {
     /// `unicast_peer` (even empty), `check_unicast_src`, `unicast_fault_no_peer`.
     unicast_keyword: bool,
     native_ipv6: Option<Span>,
+    promote_secondaries: Option<Span>,
+    old_unicast_checksum: Option<Span>,
     vmac_xmit_base: Option<Span>,
     accept: Option<(bool, Span)>,
     use_vmac: Option<Option<String>>,
@@ -630,6 +640,24 @@ fn finish_instance(
                 span,
                 "keepalived ignores the IPv4 addresses of an IPv6 instance",
             ),
+        );
+    }
+    if let (Some(span), true) = (seen.old_unicast_checksum, i.unicast_peer.is_empty()) {
+        cx.error(
+            Diagnostic::warning(
+                "unicast-only",
+                "`old_unicast_checksum` without unicast peers",
+            )
+            .at(span, "ignored: it applies to unicast adverts only"),
+        );
+    }
+    if let (Some(span), Some(_)) = (seen.promote_secondaries, &seen.use_vmac) {
+        cx.error(
+            Diagnostic::warning(
+                "promote-secondaries-vmac",
+                "`promote_secondaries` is implied by `use_vmac`",
+            )
+            .at(span, "ignored, as keepalived ignores it"),
         );
     }
     match (&seen.use_vmac, seen.vmac_xmit_base) {
@@ -895,7 +923,12 @@ fn virtual_ip(cx: &mut Cx, entry: &Node) -> Option<VirtualIp> {
                     _ => cx.ip_token(entry, &t).map(Broadcast::Address),
                 })
             }
-            "dev" => vip.dev = value(cx).map(|t| t.text),
+            "dev" => {
+                vip.dev = value(cx).map(|t| {
+                    cx.check_interface(&t.text, t.span, "interface");
+                    t.text
+                })
+            }
             "scope" => {
                 let Some(t) = value(cx) else { continue };
                 let named =
@@ -944,7 +977,7 @@ fn virtual_ip(cx: &mut Cx, entry: &Node) -> Option<VirtualIp> {
             "preferred_lft" => {
                 value(cx);
             }
-            "no_track" | "autojoin" | "mngtmpaddr" => {}
+            "no_track" | "autojoin" | "mngtmpaddr" | "use_vmac" => {}
             other => cx.error(
                 Diagnostic::error(
                     "invalid-value",
@@ -1137,7 +1170,7 @@ pub fn vrrp_sync_group(cx: &mut Cx, node: &Node) -> Option<VrrpSyncGroup> {
                         ),
                 );
             }
-            name if super::known::VRRP_SYNC_GROUP.contains(&name) => other(&mut g.other, child),
+            name if super::known::VRRP_SYNC_GROUP.contains(&name) => other(cx, &mut g.other, child),
             _ => cx.unknown(child, "vrrp_sync_group"),
         }
     }
