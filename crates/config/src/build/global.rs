@@ -43,7 +43,22 @@ pub fn global_defs(cx: &mut Cx, node: &Node, g: &mut GlobalDefs) {
                     });
                 }
             }
-            "smtp_helo_name" => set_some(&mut g.smtp_helo_name, cx.string(child)),
+            // keepalived ignores a bare smtp_helo_name without a word.
+            "smtp_helo_name" => {
+                if !child.args.is_empty() {
+                    set_some(&mut g.smtp_helo_name, cx.string(child));
+                }
+            }
+            "vrrp_vmac_garp_intvl" => {
+                cx.error(
+                    Diagnostic::warning(
+                        "deprecated-keyword",
+                        "`vrrp_vmac_garp_intvl` is deprecated",
+                    )
+                    .at(child.keyword.span, "use `vrrp_garp_extra_if`"),
+                );
+                other(cx, &mut g.other, child);
+            }
             "smtp_connect_timeout" => match cx.int(child, 0..=4294u32) {
                 Some(0) => {
                     cx.error(

@@ -542,10 +542,11 @@ fn check_scheduling_defaults(
 fn check_real_servers(cx: &mut Cx, node: &Node, vs: &mut VirtualServer) {
     let at = node.line_span();
     if let Some(sorry) = &vs.sorry_server
-        && vs
-            .real_server
-            .iter()
-            .any(|rs| rs.ip == sorry.ip && Some(rs.port) == sorry.port)
+        && vs.real_server.iter().any(|rs| {
+            rs.ip == sorry.ip
+                && Some(rs.port) == sorry.port
+                && rs.inhibit_on_failure != vs.sorry_server_inhibit
+        })
     {
         cx.error(
             Diagnostic::warning(

@@ -589,6 +589,14 @@ const VALUE_OPTIONAL: &[&str] = &[
     "debug",
     "disable_local_igmp",
     "nftables_ipvs",
+    "data_use_instance",
+    "reload_check_config",
+    "reload_file",
+    "vrrp_netlink_cmd_rcv_bufs_force",
+    "vrrp_netlink_monitor_rcv_bufs_force",
+    "lvs_netlink_cmd_rcv_bufs_force",
+    "lvs_netlink_monitor_rcv_bufs_force",
+    "process_monitor_rcv_bufs_force",
 ];
 
 /// Of those, the ones whose optional value is a BOOL.

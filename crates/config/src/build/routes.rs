@@ -98,6 +98,16 @@ pub fn check_route(cx: &mut Cx, entry: &Node) {
                 ),
                 "dev" => has_dev = true,
                 "protocol" | "proto" => protocol = Some(value),
+                // `via inet6 ADDR` names the gateway's family first.
+                "via" if matches!(value.text.as_str(), "inet" | "inet6") => {
+                    match words.get(i + 2) {
+                        Some(gateway) if is_address(&gateway.text) => {}
+                        Some(gateway) => invalid_address(cx, gateway),
+                        None => invalid_address(cx, value),
+                    }
+                    i += 3;
+                    continue;
+                }
                 "src" | "via" if !is_address(&value.text) => {
                     invalid_address(cx, value);
                 }
@@ -113,7 +123,7 @@ pub fn check_route(cx: &mut Cx, entry: &Node) {
             i += 1;
             continue;
         }
-        if !destination_seen && (is_address(text) || text == "default") {
+        if !destination_seen && (is_address(text) || text == "default" || text == "default6") {
             destination_seen = true;
             i += 1;
             continue;
