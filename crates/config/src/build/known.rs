@@ -356,6 +356,19 @@ pub const URL: &[&str] = &[
     "virtualhost",
 ];
 
+/// The checkers a `real_server` may hold (and keeplb models).
+pub const CHECKERS: &[&str] = &[
+    "TCP_CHECK",
+    "HTTP_GET",
+    "SSL_GET",
+    "MISC_CHECK",
+    "SMTP_CHECK",
+    "DNS_CHECK",
+    "UDP_CHECK",
+    "PING_CHECK",
+    "FILE_CHECK",
+];
+
 /// Whether any block of keepalived knows `keyword`.
 pub fn is_keyword(keyword: &str) -> bool {
     [

@@ -747,7 +747,7 @@ fn real_server(
             "uthreshold" => set(&mut rs.uthreshold, cx.int(child, 0..=u32::MAX)),
             "lthreshold" => set(&mut rs.lthreshold, cx.int(child, 0..=u32::MAX)),
             "alpha" => set(&mut rs.alpha, cx.flag(child)),
-            name if CHECKERS.contains(&name) => {
+            name if super::known::CHECKERS.contains(&name) => {
                 if cx.needs_block(child) {
                     checker_nodes.push(child);
                 }
@@ -831,18 +831,6 @@ fn check_real_server_address(
     }
     true
 }
-
-const CHECKERS: &[&str] = &[
-    "TCP_CHECK",
-    "HTTP_GET",
-    "SSL_GET",
-    "MISC_CHECK",
-    "SMTP_CHECK",
-    "DNS_CHECK",
-    "UDP_CHECK",
-    "PING_CHECK",
-    "FILE_CHECK",
-];
 
 fn checker(
     cx: &mut Cx,

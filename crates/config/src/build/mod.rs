@@ -313,15 +313,6 @@ const BLOCK_KEYWORDS: &[&str] = &[
     "virtual_server_group",
     "virtual_server",
     "real_server",
-    "TCP_CHECK",
-    "HTTP_GET",
-    "SSL_GET",
-    "MISC_CHECK",
-    "SMTP_CHECK",
-    "DNS_CHECK",
-    "UDP_CHECK",
-    "PING_CHECK",
-    "FILE_CHECK",
     "BFD_CHECK",
     "url",
     "authentication",
@@ -356,6 +347,7 @@ fn report_blocks_on_values(cx: &mut Cx, nodes: &[Node]) {
     for node in nodes {
         if let Some(block) = &node.block
             && !BLOCK_KEYWORDS.contains(&node.name())
+            && !known::CHECKERS.contains(&node.name())
             && known::is_keyword(node.name())
         {
             cx.error(
