@@ -210,12 +210,14 @@ fn duplicate_vrids(config: &Config, origins: &Origins, diagnostics: &mut Diagnos
 }
 
 fn duplicate_vmacs(config: &Config, origins: &Origins, diagnostics: &mut Diagnostics) {
-    let mut seen: HashMap<&str, &str> = HashMap::new();
+    // An IPv4 and an IPv6 instance may share a vmac name (keepalived keeps them apart).
+    let mut seen: HashMap<(&str, bool), &str> = HashMap::new();
     for (instance, origin) in config.vrrp_instance.iter().zip(&origins.vrrp_instance) {
         let Some(vmac) = instance.use_vmac.as_deref() else {
             continue;
         };
-        if let Some(first) = seen.get(vmac) {
+        let key = (vmac, family_is_v6(instance));
+        if let Some(first) = seen.get(&key) {
             diagnostics.push(
                 Diagnostic::warning(
                     "duplicate-vmac",
@@ -224,7 +226,7 @@ fn duplicate_vmacs(config: &Config, origins: &Origins, diagnostics: &mut Diagnos
                 .at(origin.name, "keepalived ignores this name"),
             );
         } else {
-            seen.insert(vmac, &instance.name);
+            seen.insert(key, &instance.name);
         }
     }
 }
