@@ -213,7 +213,9 @@ fn duplicate_vmacs(config: &Config, origins: &Origins, diagnostics: &mut Diagnos
     // An IPv4 and an IPv6 instance may share a vmac name (keepalived keeps them apart).
     let mut seen: HashMap<(&str, bool), &str> = HashMap::new();
     for (instance, origin) in config.vrrp_instance.iter().zip(&origins.vrrp_instance) {
-        let Some(vmac) = instance.use_vmac.as_deref() else {
+        // keepalived derives distinct names for default vmacs; only given names can clash.
+        let default_name = format!("vrrp.{}", instance.virtual_router_id);
+        let Some(vmac) = instance.use_vmac.as_deref().filter(|n| *n != default_name) else {
             continue;
         };
         let key = (vmac, family_is_v6(instance));

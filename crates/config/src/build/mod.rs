@@ -143,6 +143,14 @@ pub fn build(
                     config.virtual_server.push(vs);
                 }
             }
+            "bfd_instance" => {
+                if !node.children().iter().any(|c| c.name() == "neighbor_ip") {
+                    cx.error(
+                        Diagnostic::warning("bfd-neighbor", "bfd_instance has no `neighbor_ip`")
+                            .at(node.line_span(), "keepalived disables this BFD instance"),
+                    );
+                }
+            }
             "garp_group" => {
                 let has_delay = node
                     .children()
