@@ -2,12 +2,13 @@
 //!
 //! # Design: sans-I/O
 //!
-//! Nothing in this crate opens a socket, reads a clock or spawns a task. The daemon owns
-//! the I/O (raw `IPPROTO_VRRP` sockets, `AF_PACKET` for announcements, timers) and feeds
-//! this crate plain bytes and events; the crate hands back decoded values, encoded bytes
-//! and, later, actions. That keeps every protocol decision testable without root, without
-//! network namespaces and without waiting for real timers, and lets golden captures from a
-//! real keepalived be replayed byte for byte.
+//! Nothing in the protocol core opens a socket, reads a clock or spawns a task. The
+//! thin I/O layer in [`io`] owns the I/O (raw `IPPROTO_VRRP` sockets, rtnetlink for the
+//! virtual addresses, `AF_PACKET` for announcements, tokio timers) and feeds the core
+//! plain bytes and events; the core hands back decoded values, encoded bytes and actions.
+//! That keeps every protocol decision testable without root, without network namespaces
+//! and without waiting for real timers, and lets golden captures from a real keepalived
+//! be replayed byte for byte.
 //!
 //! The layers:
 //!
@@ -26,6 +27,9 @@
 //!   `tokio::time::Instant` and returns [`Action`]s (send advert, add/remove addresses,
 //!   announce, arm/cancel timers as absolute deadlines, state changed, count a drop).
 //!   [`event`] holds that vocabulary; `debug` every log line it writes.
+//! - [`io`]: the tokio driver around one [`Instance`] ([`run_instance`]): sockets,
+//!   netlink, timers. Proven against real keepalived in network namespaces
+//!   (`tests/netns_*.rs`).
 //!
 //! # Interoperability facts this crate relies on (observed on the wire from keepalived 2.2.7)
 //!
@@ -43,6 +47,7 @@ mod checksum;
 mod debug;
 pub mod event;
 pub mod instance;
+pub mod io;
 pub mod ip;
 pub mod packet;
 
@@ -54,6 +59,7 @@ pub use instance::{
     Stats, Transport, UnicastPeer,
 };
 
+pub use io::{DriverOptions, IoError, run_instance, run_instance_with};
 pub use packet::{
     AdverInterval, Advertisement, Auth, AuthPassword, ChecksumForm, DecodeContext, DecodeError,
     EncodeContext, EncodeError, Family, Version,
