@@ -92,38 +92,41 @@ pub fn run(args: &ConfigArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(EXIT_INVALID));
     }
     let config = &loaded.config;
-    eprintln!("{}: configuration is valid", args.file.display());
-    let parts = [
-        ("vrrp_instance", config.vrrp_instance.len(), "VRRP engine"),
-        ("vrrp_script", config.vrrp_script.len(), "VRRP tracking"),
+    let checkers: usize = config
+        .virtual_server
+        .iter()
+        .flat_map(|vs| &vs.real_server)
+        .map(|rs| rs.checkers.len())
+        .sum();
+    for (what, count, part) in [
         (
             "virtual_server",
             config.virtual_server.len(),
-            "load balancing data plane",
+            "load-balancing data plane",
         ),
-        (
-            "real_server checker",
-            config
-                .virtual_server
-                .iter()
-                .flat_map(|vs| &vs.real_server)
-                .map(|rs| rs.checkers.len())
-                .sum(),
-            "health checks",
-        ),
-    ];
-    let mut nothing_served = true;
-    for (what, count, part) in parts {
+        ("real_server checker", checkers, "health checks"),
+    ] {
         if count > 0 {
             eprintln!(
-                "  {count} {what}(s): not served yet (the {part} is not built into this keeplb)"
+                "keeplb: {count} {what}(s) not served yet: the {part} is not built into this keeplb"
             );
-            nothing_served = false;
         }
     }
-    if nothing_served {
-        eprintln!("  the configuration defines nothing to run");
+    if config.vrrp_instance.is_empty() {
+        eprintln!("keeplb: nothing this build can serve; exiting");
+        return Ok(ExitCode::SUCCESS);
     }
-    eprintln!("keeplb run: nothing this build can serve; exiting");
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(crate::vrrp_run::run(config))?;
     Ok(ExitCode::SUCCESS)
 }

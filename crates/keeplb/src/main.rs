@@ -2,6 +2,7 @@
 //! driven by an unmodified keepalived.conf.
 
 mod config_cmd;
+mod vrrp_run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

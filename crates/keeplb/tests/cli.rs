@@ -144,7 +144,7 @@ fn run_loads_the_config_and_says_what_it_does_not_serve_yet() {
     let out = keeplb(&["run", "-f", config.path.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("1 virtual_server(s): not served yet"),
+        stderr(&out).contains("1 virtual_server(s) not served yet"),
         "{}",
         stderr(&out)
     );
