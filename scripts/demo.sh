@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# keeplb's demonstration: check and dump the example keepalived.conf, then show what
-# check-config says about a config full of tutorial mistakes.
+# keeplb's demonstration: check and dump the example keepalived.conf, show what
+# check-config says about a config full of tutorial mistakes, then a real VRRP failover
+# between two keeplb directors in network namespaces on this machine (needs root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,3 +25,6 @@ if [ "$status" = 0 ]; then
     exit 1
 fi
 echo "(exit status $status, as expected: the configuration has errors)"
+
+step "keeplb demo   (two directors, a client; the master dies; VRRPv2, advert_int 1)"
+"$keeplb" demo

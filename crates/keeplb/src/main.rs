@@ -2,6 +2,7 @@
 //! driven by an unmodified keepalived.conf.
 
 mod config_cmd;
+mod demo;
 mod vrrp_run;
 
 use std::path::PathBuf;
@@ -27,6 +28,8 @@ enum Command {
     DumpConfig(ConfigArgs),
     /// Load the configuration and run what it describes in the foreground.
     Run(ConfigArgs),
+    /// Show a VRRP failover in network namespaces on this machine (needs root and iproute2).
+    Demo(DemoArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -37,6 +40,16 @@ pub struct ConfigArgs {
     /// Configuration id selecting `@id` lines (keepalived's -i; default: short host name).
     #[arg(short = 'i', long = "config-id", value_name = "ID")]
     config_id: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DemoArgs {
+    /// Advertisement interval of the demo's instances, in seconds.
+    #[arg(long, default_value = "1")]
+    advert_int: String,
+    /// VRRP version (2 or 3; sub-second intervals need 3).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(2..=3))]
+    vrrp_version: u8,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -57,6 +70,9 @@ fn main() -> ExitCode {
         Command::CheckConfig(args) => config_cmd::check_config(&args),
         Command::DumpConfig(args) => config_cmd::dump_config(&args),
         Command::Run(args) => config_cmd::run(&args),
+        Command::Demo(args) => {
+            demo::run(&args.advert_int, args.vrrp_version).map(|()| ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

@@ -81,3 +81,29 @@ fn master_failover_recovery_and_clean_stop() {
         .expect("keeplb exits after SIGTERM");
     assert!(status.success(), "{}", master.output_so_far());
 }
+
+#[test]
+fn demo_reports_an_outage_within_the_master_down_interval() {
+    let out = std::process::Command::new(KEEPLB)
+        .args(["demo", "--vrrp-version", "3", "--advert-int", "0.2"])
+        .output()
+        .expect("run keeplb demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let outage_ms: u64 = stdout
+        .split("could not reach 10.63.0.100 for ")
+        .nth(1)
+        .and_then(|rest| rest.split(" ms").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no outage line in:\n{stdout}"));
+    // Master_Down is 720 ms at 0.2 s; the probes add up to 70 ms of granularity.
+    assert!(outage_ms < 720 + 200, "outage {outage_ms} ms\n{stdout}");
+    assert!(
+        stdout.contains("dir2: ") && stdout.contains("10.63.0.100/24"),
+        "{stdout}"
+    );
+}

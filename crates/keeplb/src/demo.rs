@@ -1,0 +1,189 @@
+//! `keeplb demo`: two directors running `keeplb run` on one LAN (network namespaces on this
+//! machine) share a VIP; a client pings it; the master is SIGKILLed and the client's outage
+//! is measured. Needs root and iproute2 only; nothing leaves the namespaces it creates.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use keeplb_testlab::{Host, Lab, Process, wait_until};
+
+const VIP: &str = "10.63.0.100";
+const PROBE_INTERVAL: Duration = Duration::from_millis(20);
+const PROBE_TIMEOUT: Duration = Duration::from_millis(50);
+/// Bounds of the client's probe loop, whatever happens.
+const MAX_PROBE_TIME: Duration = Duration::from_secs(30);
+
+fn config(priority: u8, state: &str, advert_int: &str, version: u8) -> String {
+    format!(
+        "vrrp_instance VI_1 {{\n    state {state}\n    interface eth0\n    virtual_router_id 63\n    priority {priority}\n    version {version}\n    advert_int {advert_int}\n    virtual_ipaddress {{\n        {VIP}/24\n    }}\n}}\n"
+    )
+}
+
+fn step(text: &str) {
+    println!("\n== {text}");
+}
+
+fn addresses(host: &Host) -> anyhow::Result<String> {
+    let out = host.run(&["ip", "-br", "-4", "addr", "show", "eth0"])?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn neighbour(host: &Host) -> anyhow::Result<String> {
+    let out = host.run(&["ip", "neigh", "show", VIP])?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// One probe result: when, and whether the VIP answered.
+type Probe = (Instant, bool);
+
+pub fn run(advert_int: &str, version: u8) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("locating the keeplb binary")?;
+    let exe = exe
+        .to_str()
+        .context("keeplb's path is not UTF-8")?
+        .to_owned();
+    let lab = Lab::new("demo").context("building the lab (needs root and iproute2)")?;
+    let lan = lab.switch("lan")?;
+    let dir1 = lab.host("dir1")?;
+    let dir2 = lab.host("dir2")?;
+    let client = lab.host("client")?;
+    let dir1_cable = dir1.attach(&lan, "eth0", &["10.63.0.1/24"])?;
+    dir2.attach(&lan, "eth0", &["10.63.0.2/24"])?;
+    client.attach(&lan, "eth0", &["10.63.0.10/24"])?;
+
+    step(&format!(
+        "two directors run keeplb with an unmodified keepalived.conf (VRRPv{version}, advert_int {advert_int})"
+    ));
+    let master_conf = config(150, "MASTER", advert_int, version);
+    println!("{master_conf}");
+    let mut daemons: Vec<(&Host, Process)> = Vec::new();
+    for (host, priority, state) in [(&dir1, 150, "MASTER"), (&dir2, 100, "BACKUP")] {
+        let path = lab.dir().join(format!("{}.conf", host.name()));
+        std::fs::write(&path, config(priority, state, advert_int, version))?;
+        let path = path.to_str().context("lab path is not UTF-8")?.to_owned();
+        daemons.push((
+            host,
+            host.spawn(&[exe.as_str(), "run", "-f", path.as_str()])?,
+        ));
+        println!(
+            "{}: keeplb run -f {} (priority {priority})",
+            host.name(),
+            path
+        );
+    }
+    wait_until(Duration::from_secs(15), PROBE_INTERVAL, || {
+        dir1.has_address(VIP).unwrap_or(false)
+    })
+    .context("dir1 never became master")?;
+    step("the VIP is on the master");
+    println!("dir1: {}\ndir2: {}", addresses(&dir1)?, addresses(&dir2)?);
+    if !client.ping(VIP, Duration::from_secs(2))? {
+        bail!("the client cannot reach the VIP");
+    }
+    println!("client -> {VIP}: reachable; {}", neighbour(&client)?);
+
+    step("the client pings the VIP every 20 ms; dir1 dies (keeplb SIGKILLed, cable pulled)");
+    let killed = Arc::new(AtomicBool::new(false));
+    let prober = {
+        let client = client.clone();
+        let killed = Arc::clone(&killed);
+        std::thread::spawn(move || -> Vec<Probe> {
+            let started = Instant::now();
+            let mut probes = Vec::new();
+            let mut answered_since_kill = 0;
+            // Bounded: stops once the VIP has answered 10 times after the kill, or at the
+            // time limit.
+            while answered_since_kill < 10 && started.elapsed() < MAX_PROBE_TIME {
+                let ok = client.ping(VIP, PROBE_TIMEOUT).unwrap_or(false);
+                probes.push((Instant::now(), ok));
+                if killed.load(Ordering::Relaxed) {
+                    answered_since_kill = if ok { answered_since_kill + 1 } else { 0 };
+                }
+                std::thread::sleep(PROBE_INTERVAL);
+            }
+            probes
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let killed_at = Instant::now();
+    daemons[0].1.kill()?;
+    dir1_cable.unplug()?;
+    killed.store(true, Ordering::Relaxed);
+    let probes = prober
+        .join()
+        .map_err(|_| anyhow::anyhow!("the probe thread panicked"))?;
+
+    let outage = outage_after(&probes, killed_at);
+    step("result");
+    println!("dir2: {}", addresses(&dir2)?);
+    println!(
+        "client's ARP entry for the VIP now: {}",
+        neighbour(&client)?
+    );
+    let Some(outage) = outage else {
+        bail!("the client never reached the VIP again");
+    };
+    println!(
+        "the client could not reach {VIP} for {} ms after the master died ({} probes; VRRPv{version} Master_Down at priority 100 is {} ms)",
+        outage.as_millis(),
+        probes.len(),
+        master_down_ms(advert_int, version)
+    );
+    Ok(())
+}
+
+/// 3 × interval + skew for priority 100 (RFC 5798).
+fn master_down_ms(advert_int: &str, version: u8) -> u64 {
+    let interval_ms = advert_int.parse::<f64>().unwrap_or(1.0) * 1000.0;
+    let skew_ms = if version == 3 {
+        interval_ms * 156.0 / 256.0
+    } else {
+        156.0 / 256.0 * 1000.0
+    };
+    (3.0 * interval_ms + skew_ms) as u64
+}
+
+/// From the kill to the first successful probe after it.
+fn outage_after(probes: &[Probe], killed_at: Instant) -> Option<Duration> {
+    probes
+        .iter()
+        .filter(|(at, _)| *at >= killed_at)
+        .skip_while(|(_, ok)| *ok)
+        .find(|(_, ok)| *ok)
+        .map(|(at, _)| at.duration_since(killed_at))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outage_runs_from_the_kill_to_the_first_answer_after_a_failure() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let probes = [
+            (at(0), true),
+            (at(100), true),
+            (at(200), false),
+            (at(300), false),
+            (at(400), true),
+        ];
+        assert_eq!(
+            outage_after(&probes, at(150)),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(
+            outage_after(&probes[..4], at(150)),
+            None,
+            "never answered again"
+        );
+    }
+
+    #[test]
+    fn master_down_interval() {
+        assert_eq!(master_down_ms("1", 2), 3609);
+        assert_eq!(master_down_ms("0.1", 3), 360);
+    }
+}
