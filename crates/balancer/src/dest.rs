@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::error::DestError;
+use crate::stats::Stats;
 
 /// The largest weight IPVS accepts (`ip_vs_add_dest` rejects anything above `INT_MAX`).
 pub const MAX_WEIGHT: u32 = i32::MAX as u32;
@@ -69,9 +70,10 @@ impl Thresholds {
 
 /// Whether a connection currently counts as active or inactive.
 ///
-/// IPVS counts a TCP connection as active only while it is ESTABLISHED; a new connection
-/// (SYN_RECV, or a proxy's backend connect in progress) and one that is closing
-/// (FIN_WAIT, CLOSE_WAIT, TIME_WAIT…) count as inactive. UDP connections stay inactive.
+/// Which TCP states are active is the caller's rule; [`crate::ConnTable`] applies the
+/// kernel's ([`crate::ActiveStates`]: ESTABLISHED, and since Linux 4.8 also SYN_SENT,
+/// SYN_RECV and SYNACK). Closing connections (FIN_WAIT, CLOSE_WAIT, TIME_WAIT…) count as
+/// inactive, and UDP connections stay inactive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ConnState {
     /// Counted in [`Load::inactive`].
@@ -148,6 +150,9 @@ pub struct Dest {
     last_weight: AtomicU32,
     thresholds: AtomicU64,
     conns: AtomicU64,
+    /// Persistence templates bound here (`persistconns`); not part of the load.
+    persist_conns: AtomicU32,
+    stats: Stats,
 }
 
 impl Dest {
@@ -162,6 +167,8 @@ impl Dest {
             last_weight: AtomicU32::new(weight),
             thresholds: AtomicU64::new(0),
             conns: AtomicU64::new(0),
+            persist_conns: AtomicU32::new(0),
+            stats: Stats::new(),
         })
     }
 
@@ -231,6 +238,36 @@ impl Dest {
     /// Connections in any other state.
     pub fn inactive_conns(&self) -> u32 {
         self.load().inactive
+    }
+
+    /// Persistence templates pointing here (ipvsadm `--persistent-conn`'s
+    /// `PersistConn`). The kernel keeps them out of the active/inactive counters and out
+    /// of the thresholds, and so does keeplb.
+    pub fn persistent_conns(&self) -> u32 {
+        self.persist_conns.load(Ordering::Relaxed)
+    }
+
+    /// Traffic counters and rates of this destination (ipvsadm `--stats` / `--rate`).
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// A persistence template was bound to this destination (crate-private, for
+    /// [`crate::ConnTable`]).
+    pub(crate) fn on_template_bind(&self) {
+        self.persist_conns.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A persistence template bound here expired.
+    pub(crate) fn on_template_unbind(&self) {
+        let result = self
+            .persist_conns
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        debug_assert!(
+            result.is_ok(),
+            "template counter of {} underflow",
+            self.addr
+        );
     }
 
     /// Whether the thresholds currently forbid new connections.

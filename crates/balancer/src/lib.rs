@@ -28,6 +28,15 @@
 //!   to the front, as `list_add_rcu` puts it there) and calls [`Scheduler::update`] after
 //!   every change, so the two can never disagree. The data plane is expected to hold a
 //!   `Pool` behind a read-write lock.
+//! - [`Service`] is a virtual service: its [`ServiceAddr`], its `Pool`, optional
+//!   [`Persistence`] (timeout and client [`Granularity`]) and its [`Stats`].
+//! - [`ConnTable`] is the kernel's connection table: connections with their TCP/UDP
+//!   state and timeout (the kernel's state table and default timeouts), persistence
+//!   templates with the kernel's reuse and expiry rules, the destinations'
+//!   ActiveConn/InActConn/PersistConn counters kept as the kernel keeps them, and
+//!   `ipvsadm -Lnc` rows ([`ConnEntry`]). Expiry runs from explicit `now` values.
+//! - [`Stats`] holds the per-service and per-destination counters (conns, packets,
+//!   bytes) and IPVS's 2-second EWMA rate estimator.
 //! - [`from_name`] (also reachable as `<dyn Scheduler>::from_name`) and
 //!   [`SchedulerKind`] map ipvsadm's scheduler names and `-b` flags ([`SchedFlags`])
 //!   to implementations.
@@ -63,15 +72,24 @@
 //! Not a difference: mh hashes with the kernel's own fixed-key SipHash, so keeplb and
 //! kernel directors build identical Maglev tables (see [`scheduler::maglev`]).
 
+pub mod conn;
 mod dest;
 mod error;
 mod flow;
 mod hash;
 mod pool;
 pub mod scheduler;
+mod service;
+pub mod stats;
 
+pub use conn::{
+    ActiveStates, Conn, ConnEntry, ConnKey, ConnSettings, ConnTable, Direction, ProtoState,
+    TcpFlags, TcpState, Timeouts,
+};
 pub use dest::{ConnGuard, ConnState, Dest, Load, MAX_WEIGHT, Thresholds};
 pub use error::{DestError, PoolError, SchedulerError};
 pub use flow::Flow;
 pub use pool::Pool;
 pub use scheduler::{SchedFlags, Scheduler, SchedulerKind, from_name};
+pub use service::{FTP_PORT, Granularity, Persistence, Protocol, Service, ServiceAddr};
+pub use stats::{Counters, Rates, Stats};

@@ -1,0 +1,1406 @@
+//! The connection table: connections, persistence templates, TCP states and timeouts.
+//!
+//! Mirrors net/netfilter/ipvs/ip_vs_conn.c (entries, templates, expiry),
+//! `ip_vs_sched_persist` in ip_vs_core.c (persistence) and the state machines of
+//! ip_vs_proto_tcp.c and ip_vs_proto_udp.c. Time is an explicit `now` (a [`Duration`]
+//! since the caller's epoch, as for [`crate::Scheduler::pick`]); kernel timers become a
+//! queue of deadlines that every call first runs up to `now`, in time order, so expiry
+//! happens exactly when the kernel's timers would fire, without sleeping.
+//!
+//! # Persistence, as the kernel does it
+//!
+//! A persistent service schedules a client once and records the choice in a *template*
+//! keyed by ⟨protocol, client address masked by the granularity, virtual address,
+//! virtual port⟩. The port is 0 for port-zero services and for FTP (port 21); fwmark
+//! services use protocol `IP` and the mark (as an address) instead of the virtual
+//! address. A new connection that finds a template goes to its destination, unless the
+//! destination has left the service (or, with `expire_quiescent_template`, has weight
+//! 0): then the template is *invalidated* (its ports become 65535 so nobody finds it,
+//! and it lives on until it expires) and the client is scheduled afresh. By default a
+//! quiesced (weight 0) or overloaded destination keeps its persistent clients.
+//!
+//! Each connection created through a template is *controlled* by it. Every such
+//! connection re-arms the template's timer for its timeout (the persistence timeout).
+//! When the timer fires while the template still controls connections, it is re-armed
+//! for 60 s (and 60 s becomes its timeout from then on); when it fires and no
+//! connection is left, the template goes. So a template outlives its last connection
+//! by between 0 and one timeout, not by exactly one timeout.
+//!
+//! # Connection counters
+//!
+//! A new connection is bound inactive. On each TCP state change the kernel moves it
+//! between the destination's `activeconns` and `inactconns`. Since Linux 4.8
+//! ("ipvs: count pre-established TCP states as active") the active states are
+//! ESTABLISHED, SYN_SENT, SYN_RECV and SYNACK; older kernels counted ESTABLISHED only.
+//! [`ActiveStates`] selects either rule (the modern one by default). UDP connections
+//! stay inactive. Templates are counted apart (`persistconns`).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::dest::{ConnState, Dest};
+use crate::flow::Flow;
+use crate::service::{FTP_PORT, Persistence, Protocol, Service, ServiceAddr};
+use crate::stats::Stats;
+
+/// The port the kernel gives invalidated templates so that lookups miss them.
+pub const INVALID_TEMPLATE_PORT: u16 = 0xffff;
+
+/// How long a template that still controls connections is kept when its timer fires.
+pub const TEMPLATE_RETRY: Duration = Duration::from_secs(60);
+
+/// IPVS's TCP states (`IP_VS_TCP_S_*`), in the kernel's order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TcpState {
+    /// No packet seen yet.
+    None,
+    /// Three-way handshake completed.
+    Established,
+    /// SYN seen from the real server.
+    SynSent,
+    /// SYN seen from the client.
+    SynRecv,
+    /// A FIN was seen.
+    FinWait,
+    /// FINs in both directions.
+    TimeWait,
+    /// Reset, or closed.
+    Close,
+    /// The client closed first.
+    CloseWait,
+    /// Last ACK awaited.
+    LastAck,
+    /// Listening (FTP data connections set up in advance).
+    Listen,
+    /// SYN-ACK seen (secure_tcp mode and input-only forwarding).
+    SynAck,
+}
+
+impl TcpState {
+    /// Every state, in the kernel's order.
+    pub const ALL: [Self; 11] = [
+        Self::None,
+        Self::Established,
+        Self::SynSent,
+        Self::SynRecv,
+        Self::FinWait,
+        Self::TimeWait,
+        Self::Close,
+        Self::CloseWait,
+        Self::LastAck,
+        Self::Listen,
+        Self::SynAck,
+    ];
+
+    /// The name ipvsadm `-Lnc` prints.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::None => "NONE",
+            Self::Established => "ESTABLISHED",
+            Self::SynSent => "SYN_SENT",
+            Self::SynRecv => "SYN_RECV",
+            Self::FinWait => "FIN_WAIT",
+            Self::TimeWait => "TIME_WAIT",
+            Self::Close => "CLOSE",
+            Self::CloseWait => "CLOSE_WAIT",
+            Self::LastAck => "LAST_ACK",
+            Self::Listen => "LISTEN",
+            Self::SynAck => "SYNACK",
+        }
+    }
+
+    /// The kernel's default timeout for this state (`tcp_timeouts`).
+    pub const fn default_timeout(self) -> Duration {
+        Duration::from_secs(match self {
+            Self::None => 2,
+            Self::Established => 15 * 60,
+            Self::SynSent | Self::FinWait | Self::TimeWait | Self::Listen | Self::SynAck => 2 * 60,
+            Self::SynRecv | Self::CloseWait => 60,
+            Self::Close => 10,
+            Self::LastAck => 30,
+        })
+    }
+
+    const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The state after a packet with `flags` travelling in `dir`, per the kernel's
+    /// normal (not `secure_tcp`) table. Flags are read in the kernel's precedence:
+    /// RST, then SYN, then FIN, then ACK; a packet with none of them closes the entry.
+    pub fn next(self, dir: Direction, flags: TcpFlags) -> Self {
+        use TcpState::{
+            Close as CL, CloseWait as CW, Established as ES, FinWait as FW, LastAck as LA,
+            Listen as LI, SynRecv as SR, SynSent as SS, TimeWait as TW,
+        };
+        // Rows: the next state for each current state, in `TcpState::ALL` order.
+        const IN_SYN: [TcpState; 11] = [SR, ES, ES, SR, SR, SR, SR, SR, SR, SR, SR];
+        const IN_FIN: [TcpState; 11] = [CL, CW, SS, TW, TW, TW, CL, CW, LA, LI, TW];
+        const IN_ACK: [TcpState; 11] = [CL, ES, SS, ES, FW, TW, CL, CW, CL, LI, ES];
+        const IN_RST: [TcpState; 11] = [CL, CL, CL, SR, CL, CL, CL, CL, LA, LI, SR];
+        const OUT_SYN: [TcpState; 11] = [SS, ES, SS, SR, SS, SS, SS, SS, SS, LI, SR];
+        const OUT_FIN: [TcpState; 11] = [TW, FW, SS, TW, FW, TW, CL, TW, LA, LI, TW];
+        const OUT_ACK: [TcpState; 11] = [ES, ES, SS, ES, FW, TW, CL, CW, LA, ES, ES];
+        const OUT_RST: [TcpState; 11] = [CL, CL, SS, CL, CL, TW, CL, CL, CL, CL, CL];
+        const ONLY_FIN: [TcpState; 11] = [CL, FW, SS, TW, FW, TW, CL, CW, LA, LI, TW];
+        const ONLY_RST: [TcpState; 11] = [CL, CL, CL, SR, CL, CL, CL, CL, LA, LI, CL];
+        let row = match (dir, flags.event()) {
+            (_, None) => return Self::Close,
+            (Direction::Input | Direction::InputOnly, Some(TcpEvent::Syn)) => &IN_SYN,
+            (Direction::Input, Some(TcpEvent::Fin)) => &IN_FIN,
+            (Direction::InputOnly, Some(TcpEvent::Fin)) => &ONLY_FIN,
+            (Direction::Input | Direction::InputOnly, Some(TcpEvent::Ack)) => &IN_ACK,
+            (Direction::Input, Some(TcpEvent::Rst)) => &IN_RST,
+            (Direction::InputOnly, Some(TcpEvent::Rst)) => &ONLY_RST,
+            (Direction::Output, Some(TcpEvent::Syn)) => &OUT_SYN,
+            (Direction::Output, Some(TcpEvent::Fin)) => &OUT_FIN,
+            (Direction::Output, Some(TcpEvent::Ack)) => &OUT_ACK,
+            (Direction::Output, Some(TcpEvent::Rst)) => &OUT_RST,
+        };
+        row[self.index()]
+    }
+}
+
+impl fmt::Display for TcpState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Which way a packet travels, as IPVS's state tables distinguish it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Client to real server, on a connection whose replies pass through us (NAT,
+    /// proxy).
+    Input,
+    /// Real server to client.
+    Output,
+    /// Client to real server when replies bypass us (DR, tunnel: the kernel's
+    /// `IP_VS_CONN_F_NOOUTPUT`).
+    InputOnly,
+}
+
+/// The TCP header flags IPVS looks at.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct TcpFlags {
+    /// SYN.
+    pub syn: bool,
+    /// FIN.
+    pub fin: bool,
+    /// ACK.
+    pub ack: bool,
+    /// RST.
+    pub rst: bool,
+}
+
+impl TcpFlags {
+    /// A bare SYN.
+    pub const SYN: Self = Self {
+        syn: true,
+        fin: false,
+        ack: false,
+        rst: false,
+    };
+    /// SYN+ACK.
+    pub const SYN_ACK: Self = Self {
+        syn: true,
+        ack: true,
+        ..Self::NONE
+    };
+    /// A bare ACK.
+    pub const ACK: Self = Self {
+        ack: true,
+        ..Self::NONE
+    };
+    /// FIN+ACK.
+    pub const FIN_ACK: Self = Self {
+        fin: true,
+        ack: true,
+        ..Self::NONE
+    };
+    /// RST.
+    pub const RST: Self = Self {
+        rst: true,
+        ..Self::NONE
+    };
+    /// No flag at all.
+    pub const NONE: Self = Self {
+        syn: false,
+        fin: false,
+        ack: false,
+        rst: false,
+    };
+
+    fn event(self) -> Option<TcpEvent> {
+        if self.rst {
+            Some(TcpEvent::Rst)
+        } else if self.syn {
+            Some(TcpEvent::Syn)
+        } else if self.fin {
+            Some(TcpEvent::Fin)
+        } else if self.ack {
+            Some(TcpEvent::Ack)
+        } else {
+            None
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TcpEvent {
+    Syn,
+    Fin,
+    Ack,
+    Rst,
+}
+
+/// The protocol state of a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ProtoState {
+    /// A TCP connection in this state.
+    Tcp(TcpState),
+    /// A UDP "connection" (IPVS has the single state `UDP`).
+    Udp,
+}
+
+impl ProtoState {
+    /// The name ipvsadm `-Lnc` prints.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Tcp(state) => state.name(),
+            Self::Udp => "UDP",
+        }
+    }
+}
+
+/// Which TCP states count in `ActiveConn`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ActiveStates {
+    /// Linux ≥ 4.8: ESTABLISHED, SYN_SENT, SYN_RECV and SYNACK.
+    #[default]
+    PreEstablished,
+    /// Older kernels: ESTABLISHED only.
+    EstablishedOnly,
+}
+
+impl ActiveStates {
+    /// Whether a TCP connection in `state` counts as active.
+    pub fn is_active(self, state: TcpState) -> bool {
+        match self {
+            Self::PreEstablished => matches!(
+                state,
+                TcpState::Established | TcpState::SynSent | TcpState::SynRecv | TcpState::SynAck
+            ),
+            Self::EstablishedOnly => state == TcpState::Established,
+        }
+    }
+}
+
+/// Connection timeouts per state (the kernel's per-netns timeout tables).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Timeouts {
+    tcp: [Duration; 11],
+    udp: Duration,
+}
+
+impl Default for Timeouts {
+    /// The kernel's defaults: ESTABLISHED 15 min, UDP 5 min, and so on.
+    fn default() -> Self {
+        Self {
+            tcp: TcpState::ALL.map(TcpState::default_timeout),
+            udp: Duration::from_secs(300),
+        }
+    }
+}
+
+impl Timeouts {
+    /// The timeout of a TCP state.
+    pub fn tcp(&self, state: TcpState) -> Duration {
+        self.tcp[state.index()]
+    }
+
+    /// Changes the timeout of a TCP state.
+    pub fn set_tcp(&mut self, state: TcpState, timeout: Duration) {
+        self.tcp[state.index()] = timeout;
+    }
+
+    /// The UDP timeout.
+    pub fn udp(&self) -> Duration {
+        self.udp
+    }
+
+    /// `ipvsadm --set TCP TCPFIN UDP`: ESTABLISHED, FIN_WAIT and UDP timeouts; zero
+    /// leaves a value unchanged, as in ipvsadm.
+    pub fn set_ipvsadm(&mut self, tcp: Duration, tcp_fin: Duration, udp: Duration) {
+        if !tcp.is_zero() {
+            self.set_tcp(TcpState::Established, tcp);
+        }
+        if !tcp_fin.is_zero() {
+            self.set_tcp(TcpState::FinWait, tcp_fin);
+        }
+        if !udp.is_zero() {
+            self.udp = udp;
+        }
+    }
+
+    /// The timeout of a protocol state.
+    pub fn of(&self, state: ProtoState) -> Duration {
+        match state {
+            ProtoState::Tcp(state) => self.tcp(state),
+            ProtoState::Udp => self.udp,
+        }
+    }
+}
+
+/// Settings of a [`ConnTable`] (the kernel's sysctls and timeout tables).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ConnSettings {
+    /// Per-state timeouts.
+    pub timeouts: Timeouts,
+    /// Which TCP states are active.
+    pub active_states: ActiveStates,
+    /// `net.ipv4.vs.expire_quiescent_template`: templates pointing to a weight-0
+    /// destination are dropped on use (default off: persistent clients stay).
+    pub expire_quiescent_template: bool,
+}
+
+/// Identifies a connection: protocol, client address and the address it reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnKey {
+    /// TCP or UDP.
+    pub proto: Protocol,
+    /// Client address and port.
+    pub client: SocketAddr,
+    /// Virtual address and port the client connected to.
+    pub vip: SocketAddr,
+}
+
+/// A connection entry.
+#[derive(Debug)]
+pub struct Conn {
+    key: ConnKey,
+    dest: Arc<Dest>,
+    dport: u16,
+    state: ProtoState,
+    active: bool,
+    expires: Duration,
+    queued: Duration,
+    control: Option<u64>,
+    svc_stats: Arc<Stats>,
+}
+
+impl Conn {
+    /// Protocol, client and virtual address.
+    pub fn key(&self) -> ConnKey {
+        self.key
+    }
+
+    /// The real server.
+    pub fn dest(&self) -> &Arc<Dest> {
+        &self.dest
+    }
+
+    /// The real server's address as this connection uses it (port-zero services keep
+    /// the client's destination port).
+    pub fn dest_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.dest.addr().ip(), self.dport)
+    }
+
+    /// The protocol state.
+    pub fn state(&self) -> ProtoState {
+        self.state
+    }
+
+    /// Whether the connection counts in `ActiveConn`.
+    pub fn is_active(&self) -> bool {
+        self.active
+    }
+
+    /// When the entry expires unless more packets come.
+    pub fn expires(&self) -> Duration {
+        self.expires
+    }
+
+    /// Whether a persistence template controls this connection.
+    pub fn is_persistent(&self) -> bool {
+        self.control.is_some()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct TemplateKey {
+    proto: Protocol,
+    caddr: IpAddr,
+    vaddr: IpAddr,
+    vport: u16,
+}
+
+#[derive(Debug)]
+struct Template {
+    key: TemplateKey,
+    /// False once invalidated (ports shown as 65535, no longer found).
+    hashed: bool,
+    dest: Arc<Dest>,
+    dport: u16,
+    timeout: Duration,
+    expires: Duration,
+    queued: Duration,
+    n_control: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerTarget {
+    // Connections sort first: at equal deadlines a connection goes before the template
+    // it may be the last of.
+    Conn(ConnKey),
+    Template(u64),
+}
+
+/// One row of `ipvsadm -Lnc`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ConnEntry {
+    /// `TCP`, `UDP`, or `IP` for fwmark templates.
+    pub proto: Protocol,
+    /// Time left before expiry.
+    pub expire: Duration,
+    /// State name (`NONE` for templates).
+    pub state: &'static str,
+    /// Client address (masked, port 0, for templates).
+    pub source: SocketAddr,
+    /// Virtual address (the mark as an address for fwmark templates).
+    pub virtual_addr: SocketAddr,
+    /// Real server.
+    pub destination: SocketAddr,
+    /// Whether this is a persistence template.
+    pub template: bool,
+}
+
+impl ConnEntry {
+    /// The lines ipvsadm prints before the rows.
+    pub const HEADER: &'static str = "IPVS connection entries\npro expire state       source             virtual            destination";
+
+    /// Expiry as ipvsadm prints it: whole minutes and seconds, `MM:SS`.
+    pub fn expire_mmss(&self) -> String {
+        let secs = self.expire.as_secs();
+        format!("{:02}:{:02}", secs / 60, secs % 60)
+    }
+}
+
+impl fmt::Display for ConnEntry {
+    /// ipvsadm's row format `"%-3s %-6s %-11s %-18s %-18s %s"`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:<3} {:<6} {:<11} {:<18} {:<18} {}",
+            self.proto.name(),
+            self.expire_mmss(),
+            self.state,
+            self.source.to_string(),
+            self.virtual_addr.to_string(),
+            self.destination
+        )
+    }
+}
+
+/// Every connection and persistence template of the director (the kernel's
+/// `ip_vs_conn_tab`). See the [module documentation](self) for the kernel rules it
+/// follows.
+///
+/// Each method taking `now` first runs every expiry due by then, in time order. The
+/// data plane holds the table behind a lock and calls [`ConnTable::expire`] now and
+/// then (every second, say) so that idle entries leave and their destinations'
+/// counters drop even when no traffic comes.
+#[derive(Debug, Default)]
+pub struct ConnTable {
+    settings: ConnSettings,
+    conns: HashMap<ConnKey, Conn>,
+    templates: HashMap<u64, Template>,
+    template_index: HashMap<TemplateKey, u64>,
+    next_template: u64,
+    timers: BinaryHeap<Reverse<(Duration, TimerTarget)>>,
+}
+
+impl ConnTable {
+    /// An empty table.
+    pub fn new(settings: ConnSettings) -> Self {
+        Self {
+            settings,
+            ..Self::default()
+        }
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &ConnSettings {
+        &self.settings
+    }
+
+    /// Changes timeouts and sysctls; existing entries keep their current deadlines.
+    pub fn set_settings(&mut self, settings: ConnSettings) {
+        self.settings = settings;
+    }
+
+    /// Connections in the table (templates not included).
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Whether there is no connection.
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    /// Persistence templates in the table (invalidated ones included).
+    pub fn template_count(&self) -> usize {
+        self.templates.len()
+    }
+
+    /// The connection `key`, if it exists.
+    pub fn get(&self, key: &ConnKey) -> Option<&Conn> {
+        self.conns.get(key)
+    }
+
+    /// A new connection's first packet (a SYN for TCP) arrived at `svc`: schedules it,
+    /// through a persistence template if the service is persistent, and enters it in
+    /// the table. Returns its key, or `None` when no destination is available (or
+    /// `proto` is [`Protocol::Ip`], which only templates use).
+    ///
+    /// An entry already present for the same key is returned as is, without
+    /// scheduling: the packet belongs to it. A TCP entry starts in SYN_RECV (the
+    /// kernel's transition for the client's SYN), a UDP entry in `UDP`; both count a
+    /// connection in the service's and the destination's statistics.
+    pub fn connect(
+        &mut self,
+        svc: &Service,
+        proto: Protocol,
+        flow: &Flow,
+        now: Duration,
+    ) -> Option<ConnKey> {
+        self.expire(now);
+        let key = ConnKey {
+            proto,
+            client: flow.client,
+            vip: flow.vip,
+        };
+        if self.conns.contains_key(&key) {
+            return Some(key);
+        }
+        let state = match proto {
+            Protocol::Tcp => ProtoState::Tcp(TcpState::None.next(Direction::Input, TcpFlags::SYN)),
+            Protocol::Udp => ProtoState::Udp,
+            Protocol::Ip => return None,
+        };
+        let (dest, control) = match svc.persistence() {
+            Some(persistence) => {
+                let (dest, id) = self.sched_persist(svc, persistence, proto, flow, now)?;
+                (dest, Some(id))
+            }
+            None => (Arc::clone(svc.pool.pick(flow, now)?), None),
+        };
+        let dport = if flow.vip.port() == svc.addr().port() && dest.addr().port() != 0 {
+            dest.addr().port()
+        } else {
+            flow.vip.port()
+        };
+        dest.on_connect();
+        let active = match state {
+            ProtoState::Tcp(tcp) => self.settings.active_states.is_active(tcp),
+            ProtoState::Udp => false,
+        };
+        if active {
+            dest.on_established();
+        }
+        dest.stats().count_conn();
+        svc.stats().count_conn();
+        let expires = now + self.settings.timeouts.of(state);
+        self.conns.insert(
+            key,
+            Conn {
+                key,
+                dest,
+                dport,
+                state,
+                active,
+                expires,
+                queued: expires,
+                control,
+                svc_stats: Arc::clone(svc.stats()),
+            },
+        );
+        self.timers.push(Reverse((expires, TimerTarget::Conn(key))));
+        Some(key)
+    }
+
+    /// A packet of `bytes` bytes of connection `key` went through in direction `dir`:
+    /// counts it in the service's and destination's statistics, applies the TCP state
+    /// transition for `flags` (ignored for UDP) and re-arms the entry's timer with the
+    /// timeout of its state. Returns the new state, or `None` for an unknown key.
+    pub fn packet(
+        &mut self,
+        key: &ConnKey,
+        dir: Direction,
+        flags: TcpFlags,
+        bytes: u64,
+        now: Duration,
+    ) -> Option<ProtoState> {
+        self.expire(now);
+        let conn = self.conns.get(key)?;
+        match dir {
+            Direction::Input | Direction::InputOnly => {
+                conn.dest.stats().count_in(bytes);
+                conn.svc_stats.count_in(bytes);
+            }
+            Direction::Output => {
+                conn.dest.stats().count_out(bytes);
+                conn.svc_stats.count_out(bytes);
+            }
+        }
+        let next = match conn.state {
+            ProtoState::Tcp(state) => ProtoState::Tcp(state.next(dir, flags)),
+            ProtoState::Udp => ProtoState::Udp,
+        };
+        self.transition(key, next, now);
+        Some(next)
+    }
+
+    /// Puts TCP connection `key` in `state` (for a proxy that follows its sockets
+    /// rather than packets), moving it between the destination's active and inactive
+    /// counters as the kernel does, and re-arms its timer. Returns false for an unknown
+    /// key or a UDP connection.
+    pub fn set_tcp_state(&mut self, key: &ConnKey, state: TcpState, now: Duration) -> bool {
+        self.expire(now);
+        match self.conns.get(key).map(|c| c.state) {
+            Some(ProtoState::Tcp(_)) => {
+                self.transition(key, ProtoState::Tcp(state), now);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn transition(&mut self, key: &ConnKey, state: ProtoState, now: Duration) {
+        let timeout = self.settings.timeouts.of(state);
+        let active_states = self.settings.active_states;
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if let ProtoState::Tcp(tcp) = state
+            && state != conn.state
+        {
+            let active = active_states.is_active(tcp);
+            if conn.active && !active {
+                conn.dest.on_closing();
+            } else if !conn.active && active {
+                conn.dest.on_established();
+            }
+            conn.active = active;
+        }
+        conn.state = state;
+        conn.expires = now + timeout;
+        if conn.expires < conn.queued {
+            conn.queued = conn.expires;
+            self.timers
+                .push(Reverse((conn.expires, TimerTarget::Conn(*key))));
+        }
+    }
+
+    /// Runs every expiry due by `now`, in time order: connections leave (and their
+    /// destinations' counters drop), templates without connections leave, templates
+    /// still controlling connections are kept 60 s more.
+    pub fn expire(&mut self, now: Duration) {
+        while let Some(&Reverse((at, target))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            match target {
+                TimerTarget::Conn(key) => self.fire_conn(key, at),
+                TimerTarget::Template(id) => self.fire_template(id, at),
+            }
+        }
+    }
+
+    fn fire_conn(&mut self, key: ConnKey, at: Duration) {
+        let Some(conn) = self.conns.get_mut(&key) else {
+            return;
+        };
+        if conn.queued != at {
+            return; // a stale timer; an earlier one was queued since
+        }
+        if conn.expires > at {
+            conn.queued = conn.expires;
+            self.timers
+                .push(Reverse((conn.expires, TimerTarget::Conn(key))));
+            return;
+        }
+        let Some(conn) = self.conns.remove(&key) else {
+            return;
+        };
+        conn.dest.on_close(if conn.active {
+            ConnState::Active
+        } else {
+            ConnState::Inactive
+        });
+        if let Some(template) = conn.control.and_then(|id| self.templates.get_mut(&id)) {
+            template.n_control = template.n_control.saturating_sub(1);
+        }
+    }
+
+    fn fire_template(&mut self, id: u64, at: Duration) {
+        let Some(template) = self.templates.get_mut(&id) else {
+            return;
+        };
+        if template.queued != at {
+            return;
+        }
+        if template.expires <= at && template.n_control > 0 {
+            template.timeout = TEMPLATE_RETRY;
+            template.expires = at + TEMPLATE_RETRY;
+        }
+        if template.expires > at {
+            template.queued = template.expires;
+            self.timers
+                .push(Reverse((template.expires, TimerTarget::Template(id))));
+            return;
+        }
+        let Some(template) = self.templates.remove(&id) else {
+            return;
+        };
+        template.dest.on_template_unbind();
+        if template.hashed {
+            self.template_index.remove(&template.key);
+        }
+    }
+
+    /// `ip_vs_sched_persist`: the destination for a new connection of a persistent
+    /// service and the template that will control it.
+    fn sched_persist(
+        &mut self,
+        svc: &Service,
+        persistence: Persistence,
+        proto: Protocol,
+        flow: &Flow,
+        now: Duration,
+    ) -> Option<(Arc<Dest>, u64)> {
+        let svc_port = svc.addr().port();
+        let caddr = persistence.granularity.mask(flow.client.ip());
+        let (tproto, vaddr, vport) = if flow.vip.port() == svc_port {
+            let vport = if svc_port == FTP_PORT { 0 } else { svc_port };
+            (proto, flow.vip.ip(), vport)
+        } else if let ServiceAddr::Fwmark(mark) = svc.addr() {
+            (Protocol::Ip, mark_addr(mark, flow.vip.ip()), 0)
+        } else {
+            (proto, flow.vip.ip(), 0)
+        };
+        let key = TemplateKey {
+            proto: tproto,
+            caddr,
+            vaddr,
+            vport,
+        };
+        if let Some(&id) = self.template_index.get(&key) {
+            let expire_quiescent = self.settings.expire_quiescent_template;
+            if let Some(template) = self.templates.get_mut(&id) {
+                let in_service = svc
+                    .pool
+                    .get(template.dest.addr())
+                    .is_some_and(|d| Arc::ptr_eq(d, &template.dest));
+                if in_service && !(expire_quiescent && template.dest.weight() == 0) {
+                    template.n_control += 1;
+                    template.expires = now + template.timeout;
+                    if template.expires < template.queued {
+                        template.queued = template.expires;
+                        self.timers
+                            .push(Reverse((template.expires, TimerTarget::Template(id))));
+                    }
+                    return Some((Arc::clone(&template.dest), id));
+                }
+                // ip_vs_check_template: invalidate, keep until its timer.
+                template.hashed = false;
+                self.template_index.remove(&key);
+            }
+        }
+        let dest = Arc::clone(svc.pool.pick(flow, now)?);
+        let dport = if flow.vip.port() == svc_port && svc_port != FTP_PORT {
+            dest.addr().port()
+        } else {
+            0
+        };
+        dest.on_template_bind();
+        let id = self.next_template;
+        self.next_template += 1;
+        let expires = now + persistence.timeout;
+        self.templates.insert(
+            id,
+            Template {
+                key,
+                hashed: true,
+                dest: Arc::clone(&dest),
+                dport,
+                timeout: persistence.timeout,
+                expires,
+                queued: expires,
+                n_control: 1,
+            },
+        );
+        self.template_index.insert(key, id);
+        self.timers
+            .push(Reverse((expires, TimerTarget::Template(id))));
+        Some((dest, id))
+    }
+
+    /// Every connection and template as `ipvsadm -Lnc` lists them (connections first,
+    /// each group sorted by source), with the time left at `now`. Expired entries are
+    /// removed first.
+    pub fn entries(&mut self, now: Duration) -> Vec<ConnEntry> {
+        self.expire(now);
+        let mut conns: Vec<ConnEntry> = self
+            .conns
+            .values()
+            .map(|c| ConnEntry {
+                proto: c.key.proto,
+                expire: c.expires.saturating_sub(now),
+                state: c.state.name(),
+                source: c.key.client,
+                virtual_addr: c.key.vip,
+                destination: c.dest_addr(),
+                template: false,
+            })
+            .collect();
+        conns.sort_by_key(|e| (e.source, e.virtual_addr));
+        let mut templates: Vec<ConnEntry> = self
+            .templates
+            .values()
+            .map(|t| {
+                let (vport, dport) = if t.hashed {
+                    (t.key.vport, t.dport)
+                } else {
+                    (INVALID_TEMPLATE_PORT, INVALID_TEMPLATE_PORT)
+                };
+                ConnEntry {
+                    proto: t.key.proto,
+                    expire: t.expires.saturating_sub(now),
+                    state: TcpState::None.name(),
+                    source: SocketAddr::new(t.key.caddr, 0),
+                    virtual_addr: SocketAddr::new(t.key.vaddr, vport),
+                    destination: SocketAddr::new(t.dest.addr().ip(), dport),
+                    template: true,
+                }
+            })
+            .collect();
+        templates.sort_by_key(|e| (e.source, e.virtual_addr, e.destination));
+        conns.extend(templates);
+        conns
+    }
+}
+
+/// A firewall mark as the kernel stores it in a template's virtual address: the mark
+/// in the first 32 bits, in the family of the connection.
+fn mark_addr(mark: u32, family: IpAddr) -> IpAddr {
+    match family {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::from(mark)),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::from(u128::from(mark) << 96)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::pool::Pool;
+    use crate::scheduler::{SchedFlags, from_name};
+    use crate::service::Granularity;
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().expect("socket address")
+    }
+
+    /// An rr service on 198.51.100.1:80 with real servers 10.0.0.1:80 and 10.0.0.2:80;
+    /// rr hands out 10.0.0.1 first.
+    fn service(persistence: Option<Persistence>) -> Service {
+        let mut pool = Pool::new(from_name("rr", SchedFlags::EMPTY).expect("rr"));
+        for d in ["10.0.0.2:80", "10.0.0.1:80"] {
+            pool.add(Arc::new(Dest::new(sa(d), 1).expect("dest")))
+                .expect("add");
+        }
+        let svc = Service::new(
+            ServiceAddr::Addr(Protocol::Tcp, sa("198.51.100.1:80")),
+            pool,
+        );
+        match persistence {
+            Some(p) => svc.with_persistence(p),
+            None => svc,
+        }
+    }
+
+    fn flow(client: &str) -> Flow {
+        Flow::new(sa(client), sa("198.51.100.1:80"))
+    }
+
+    fn dest_of(table: &ConnTable, key: &ConnKey) -> SocketAddr {
+        table.get(key).expect("connection").dest().addr()
+    }
+
+    fn counts(svc: &Service, dest: &str) -> (u32, u32, u32) {
+        let d = svc.pool.get(sa(dest)).expect("dest");
+        (d.active_conns(), d.inactive_conns(), d.persistent_conns())
+    }
+
+    #[test]
+    fn without_persistence_each_connection_is_scheduled() {
+        let svc = service(None);
+        let mut t = ConnTable::default();
+        let a = t.connect(&svc, Protocol::Tcp, &flow("192.0.2.1:1000"), secs(0));
+        let b = t.connect(&svc, Protocol::Tcp, &flow("192.0.2.1:1001"), secs(0));
+        let (a, b) = (a.expect("a"), b.expect("b"));
+        assert_eq!(dest_of(&t, &a), sa("10.0.0.1:80"));
+        assert_eq!(dest_of(&t, &b), sa("10.0.0.2:80"));
+        // The same key again is the same connection, not a new schedule.
+        assert_eq!(
+            t.connect(&svc, Protocol::Tcp, &flow("192.0.2.1:1000"), secs(1)),
+            Some(a)
+        );
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.template_count(), 0);
+        assert_eq!(svc.stats().counters().conns, 2);
+    }
+
+    #[test]
+    fn persistence_holds_a_client_then_expires() {
+        let svc = service(Some(Persistence::new(secs(300))));
+        let mut t = ConnTable::default();
+        let a1 = t
+            .connect(&svc, Protocol::Tcp, &flow("192.0.2.1:1000"), secs(0))
+            .expect("a1");
+        // rr's next pick would be 10.0.0.2; the template keeps client 1 on 10.0.0.1
+        // (and rr is not even asked).
+        let a2 = t
+            .connect(&svc, Protocol::Tcp, &flow("192.0.2.1:1001"), secs(1))
+            .expect("a2");
+        let b = t
+            .connect(&svc, Protocol::Tcp, &flow("192.0.2.2:1000"), secs(2))
+            .expect("b");
+        assert_eq!(dest_of(&t, &a1), sa("10.0.0.1:80"));
+        assert_eq!(dest_of(&t, &a2), sa("10.0.0.1:80"));
+        assert_eq!(dest_of(&t, &b), sa("10.0.0.2:80"));
+        assert!(t.get(&a2).expect("a2").is_persistent());
+        assert_eq!(
+            counts(&svc, "10.0.0.1:80").2,
+            1,
+            "one template for client 1"
+        );
+        assert_eq!(t.template_count(), 2);
+
+        // The SYN_RECV entries time out after 60 s; the templates, armed at their last
+        // connection (t=1 for client 1, t=2 for client 2), last until 301 and 302.
+        t.expire(secs(100));
+        assert_eq!(t.len(), 0);
+        assert_eq!(t.template_count(), 2);
+        let a3 = t
+            .connect(&svc, Protocol::Tcp, &flow("192.0.2.1:1002"), secs(200))
+            .expect("a3");
+        assert_eq!(dest_of(&t, &a3), sa("10.0.0.1:80"));
+        // Re-armed at t=200: alive at 499, gone at 500 (its connection left at 260).
+        t.expire(secs(499));
+        assert_eq!(t.template_count(), 1);
+        t.expire(secs(500));
+        assert_eq!(t.template_count(), 0);
+        assert_eq!(counts(&svc, "10.0.0.1:80"), (0, 0, 0));
+        // Client 1 is scheduled afresh: rr gives 10.0.0.1 to client 3, then 10.0.0.2.
+        let c = t
+            .connect(&svc, Protocol::Tcp, &flow("192.0.2.3:1000"), secs(501))
+            .expect("c");
+        let a4 = t
+            .connect(&svc, Protocol::Tcp, &flow("192.0.2.1:1003"), secs(501))
+            .expect("a4");
+        assert_ne!(dest_of(&t, &c), dest_of(&t, &a4));
+        assert_eq!(dest_of(&t, &a4), sa("10.0.0.2:80"));
+    }
+
+    #[test]
+    fn template_is_controlled_by_its_connections() {
+        let svc = service(Some(Persistence::new(secs(300))));
+        let mut t = ConnTable::default();
+        let key = t
+            .connect(&svc, Protocol::Tcp, &flow("192.0.2.1:1000"), secs(0))
+            .expect("conn");
+        t.packet(&key, Direction::Input, TcpFlags::ACK, 40, secs(0));
+        // Last packet at t=100: the ESTABLISHED entry lives until 1000.
+        t.packet(&key, Direction::Input, TcpFlags::ACK, 40, secs(100));
+        // The template fires at 300 with a connection left: kept 60 s at a time
+        // (360, 420, …, 960, 1020).
+        t.expire(secs(999));
+        assert_eq!((t.len(), t.template_count()), (1, 1));
+        let row = t
+            .entries(secs(999))
+            .into_iter()
+            .find(|e| e.template)
+            .expect("template row");
+        assert_eq!(row.expire, secs(21));
+        t.expire(secs(1000));
+        assert_eq!((t.len(), t.template_count()), (0, 1));
+        t.expire(secs(1019));
+        assert_eq!(t.template_count(), 1);
+        t.expire(secs(1020));
+        assert_eq!(t.template_count(), 0);
+        assert_eq!(counts(&svc, "10.0.0.1:80"), (0, 0, 0));
+    }
+
+    #[test]
+    fn granularity_groups_a_subnet() {
+        let g = Granularity::v4_netmask(Ipv4Addr::new(255, 255, 255, 0));
+        let svc = service(Some(Persistence::new(secs(300)).with_granularity(g)));
+        let mut t = ConnTable::default();
+        let dests: Vec<SocketAddr> = [
+            "192.0.2.1:1000",
+            "192.0.2.200:1000",
+            "192.0.3.1:1000",
+            "192.0.2.99:5",
+        ]
+        .iter()
+        .map(|c| {
+            let key = t
+                .connect(&svc, Protocol::Tcp, &flow(c), secs(0))
+                .expect("conn");
+            dest_of(&t, &key)
+        })
+        .collect();
+        assert_eq!(dests[0], sa("10.0.0.1:80"));
+        assert_eq!(dests[1], dests[0]);
+        assert_eq!(dests[2], sa("10.0.0.2:80"));
+        assert_eq!(dests[3], dests[0]);
+        assert_eq!(t.template_count(), 2);
+        let templates: Vec<String> = t
+            .entries(secs(0))
+            .iter()
+            .filter(|e| e.template)
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            templates,
+            [
+                "TCP 05:00  NONE        192.0.2.0:0        198.51.100.1:80    10.0.0.1:80",
+                "TCP 05:00  NONE        192.0.3.0:0        198.51.100.1:80    10.0.0.2:80",
+            ]
+        );
+    }
+
+    #[test]
+    fn quiesced_destination_keeps_persistent_clients_by_default() {
+        let mut svc = service(Some(Persistence::new(secs(300))));
+        let mut t = ConnTable::default();
+        let a = t
+            .connect(&svc, Protocol::Tcp, &flow("192.0.2.1:1000"), secs(0))
+            .expect("a");
+        assert_eq!(dest_of(&t, &a), sa("10.0.0.1:80"));
+        svc.pool.set_weight(sa("10.0.0.1:80"), 0).expect("weight");
+        let a2 = t
+            .connect(&svc, Protocol::Tcp, &flow("192.0.2.1:1001"), secs(1))
+            .expect("a2");
+        assert_eq!(
+            dest_of(&t, &a2),
+            sa("10.0.0.1:80"),
+            "weight 0 keeps its template"
+        );
+        // New clients avoid it.
+        let b = t
+            .connect(&svc, Protocol::Tcp, &flow("192.0.2.2:1000"), secs(1))
+            .expect("b");
+        assert_eq!(dest_of(&t, &b), sa("10.0.0.2:80"));
+        // Overloaded is no reason either: ip_vs_check_template only looks at
+        // membership (and weight with expire_quiescent_template).
+        svc.pool.set_weight(sa("10.0.0.1:80"), 1).expect("weight");
+        svc.pool
+            .set_thresholds(sa("10.0.0.1:80"), crate::Thresholds { upper: 1, lower: 0 })
+            .expect("thresholds");
+        let a3 = t
+            .connect(&svc, Protocol::Tcp, &flow("192.0.2.1:1002"), secs(2))
+            .expect("a3");
+        assert_eq!(dest_of(&t, &a3), sa("10.0.0.1:80"));
+        // Removing the destination from the service does reschedule.
+        svc.pool.remove(sa("10.0.0.1:80")).expect("remove");
+        let a4 = t
+            .connect(&svc, Protocol::Tcp, &flow("192.0.2.1:1003"), secs(3))
+            .expect("a4");
+        assert_eq!(dest_of(&t, &a4), sa("10.0.0.2:80"));
+    }
+
+    #[test]
+    fn expire_quiescent_template_reschedules_and_invalidates() {
+        let mut svc = service(Some(Persistence::new(secs(300))));
+        let mut t = ConnTable::new(ConnSettings {
+            expire_quiescent_template: true,
+            ..ConnSettings::default()
+        });
+        let a = t
+            .connect(&svc, Protocol::Tcp, &flow("192.0.2.1:1000"), secs(0))
+            .expect("a");
+        assert_eq!(dest_of(&t, &a), sa("10.0.0.1:80"));
+        svc.pool.set_weight(sa("10.0.0.1:80"), 0).expect("weight");
+        let a2 = t
+            .connect(&svc, Protocol::Tcp, &flow("192.0.2.1:1001"), secs(10))
+            .expect("a2");
+        assert_eq!(dest_of(&t, &a2), sa("10.0.0.2:80"));
+        // The old template stays, unreachable (ports 65535), until its timer.
+        let rows: Vec<String> = t
+            .entries(secs(10))
+            .iter()
+            .filter(|e| e.template)
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                "TCP 05:00  NONE        192.0.2.1:0        198.51.100.1:80    10.0.0.2:80",
+                "TCP 04:50  NONE        192.0.2.1:0        198.51.100.1:65535 10.0.0.1:65535",
+            ]
+        );
+        t.expire(secs(300));
+        assert_eq!(t.template_count(), 1);
+        assert_eq!(counts(&svc, "10.0.0.2:80").2, 1);
+    }
+
+    #[test]
+    fn fwmark_and_port_zero_templates() {
+        let mut pool = Pool::new(from_name("rr", SchedFlags::EMPTY).expect("rr"));
+        pool.add(Arc::new(Dest::new(sa("10.0.0.1:0"), 1).expect("dest")))
+            .expect("add");
+        let fw =
+            Service::new(ServiceAddr::Fwmark(1), pool).with_persistence(Persistence::new(secs(60)));
+        let mut t = ConnTable::default();
+        let web = Flow::new(sa("192.0.2.1:1000"), sa("198.51.100.1:80"));
+        let tls = Flow::new(sa("192.0.2.1:1001"), sa("198.51.100.1:443"));
+        let dns = Flow::new(sa("192.0.2.1:1002"), sa("198.51.100.1:53"));
+        t.connect(&fw, Protocol::Tcp, &web, secs(0)).expect("web");
+        t.connect(&fw, Protocol::Tcp, &tls, secs(0)).expect("tls");
+        let d = t.connect(&fw, Protocol::Udp, &dns, secs(0)).expect("dns");
+        assert_eq!(
+            t.template_count(),
+            1,
+            "one IP template for every protocol and port"
+        );
+        assert_eq!(t.get(&d).expect("dns").dest_addr(), sa("10.0.0.1:53"));
+        let rows: Vec<String> = t.entries(secs(0)).iter().map(ToString::to_string).collect();
+        assert_eq!(
+            rows,
+            [
+                "TCP 01:00  SYN_RECV    192.0.2.1:1000     198.51.100.1:80    10.0.0.1:80",
+                "TCP 01:00  SYN_RECV    192.0.2.1:1001     198.51.100.1:443   10.0.0.1:443",
+                "UDP 05:00  UDP         192.0.2.1:1002     198.51.100.1:53    10.0.0.1:53",
+                "IP  01:00  NONE        192.0.2.1:0        0.0.0.1:0          10.0.0.1:0",
+            ]
+        );
+
+        let mut pool = Pool::new(from_name("rr", SchedFlags::EMPTY).expect("rr"));
+        pool.add(Arc::new(Dest::new(sa("10.0.0.1:0"), 1).expect("dest")))
+            .expect("add");
+        let zero = Service::new(ServiceAddr::Addr(Protocol::Tcp, sa("198.51.100.1:0")), pool)
+            .with_persistence(Persistence::new(secs(60)));
+        let mut t = ConnTable::default();
+        t.connect(&zero, Protocol::Tcp, &web, secs(0)).expect("web");
+        t.connect(&zero, Protocol::Tcp, &tls, secs(0)).expect("tls");
+        let rows = t.entries(secs(0));
+        let template = rows.iter().find(|e| e.template).expect("template");
+        assert_eq!(t.template_count(), 1);
+        assert_eq!(template.virtual_addr, sa("198.51.100.1:0"));
+        assert_eq!(template.proto, Protocol::Tcp);
+    }
+
+    #[test]
+    fn counters_follow_tcp_states() {
+        let svc = service(None);
+        let mut t = ConnTable::default();
+        let d = "10.0.0.1:80";
+        let k = t
+            .connect(&svc, Protocol::Tcp, &flow("192.0.2.1:1000"), secs(0))
+            .expect("conn");
+        let step =
+            |t: &mut ConnTable, dir, flags| t.packet(&k, dir, flags, 60, secs(1)).expect("known");
+        // Linux >= 4.8: SYN_RECV already counts as active.
+        assert_eq!(
+            t.get(&k).expect("c").state(),
+            ProtoState::Tcp(TcpState::SynRecv)
+        );
+        assert_eq!(counts(&svc, d), (1, 0, 0));
+        assert_eq!(
+            step(&mut t, Direction::Output, TcpFlags::SYN_ACK),
+            ProtoState::Tcp(TcpState::SynRecv)
+        );
+        assert_eq!(
+            step(&mut t, Direction::Input, TcpFlags::ACK),
+            ProtoState::Tcp(TcpState::Established)
+        );
+        assert_eq!(counts(&svc, d), (1, 0, 0));
+        assert_eq!(
+            step(&mut t, Direction::Input, TcpFlags::FIN_ACK),
+            ProtoState::Tcp(TcpState::CloseWait)
+        );
+        assert_eq!(counts(&svc, d), (0, 1, 0));
+        assert_eq!(
+            step(&mut t, Direction::Output, TcpFlags::FIN_ACK),
+            ProtoState::Tcp(TcpState::TimeWait)
+        );
+        assert_eq!(
+            step(&mut t, Direction::Input, TcpFlags::ACK),
+            ProtoState::Tcp(TcpState::TimeWait)
+        );
+        assert_eq!(counts(&svc, d), (0, 1, 0));
+        // TIME_WAIT lasts 120 s from the last packet.
+        t.expire(secs(120));
+        assert_eq!(t.len(), 1);
+        t.expire(secs(121));
+        assert_eq!(t.len(), 0);
+        assert_eq!(counts(&svc, d), (0, 0, 0));
+        let stats = svc.pool.get(sa(d)).expect("dest").stats().counters();
+        assert_eq!(
+            (stats.conns, stats.in_pkts, stats.out_pkts, stats.in_bytes),
+            (1, 3, 2, 180)
+        );
+        assert_eq!(svc.stats().counters().out_bytes, 120);
+    }
+
+    #[test]
+    fn established_only_rule_and_resets() {
+        let svc = service(None);
+        let mut t = ConnTable::new(ConnSettings {
+            active_states: ActiveStates::EstablishedOnly,
+            ..ConnSettings::default()
+        });
+        let d = "10.0.0.1:80";
+        let k = t
+            .connect(&svc, Protocol::Tcp, &flow("192.0.2.1:1000"), secs(0))
+            .expect("conn");
+        assert_eq!(counts(&svc, d), (0, 1, 0));
+        assert!(t.set_tcp_state(&k, TcpState::Established, secs(1)));
+        assert_eq!(counts(&svc, d), (1, 0, 0));
+        assert_eq!(t.get(&k).expect("c").expires(), secs(901));
+        // A reset from the server closes the entry: CLOSE, 10 s.
+        t.packet(&k, Direction::Output, TcpFlags::RST, 40, secs(2));
+        assert_eq!(
+            t.get(&k).expect("c").state(),
+            ProtoState::Tcp(TcpState::Close)
+        );
+        assert_eq!(counts(&svc, d), (0, 1, 0));
+        t.expire(secs(12));
+        assert!(t.is_empty());
+        assert_eq!(counts(&svc, d), (0, 0, 0));
+        // A flagless segment also means CLOSE in the kernel's table.
+        let k = t
+            .connect(&svc, Protocol::Tcp, &flow("192.0.2.1:1001"), secs(20))
+            .expect("conn");
+        t.packet(&k, Direction::Input, TcpFlags::NONE, 40, secs(20));
+        assert_eq!(
+            t.get(&k).expect("c").state(),
+            ProtoState::Tcp(TcpState::Close)
+        );
+    }
+
+    #[test]
+    fn udp_stays_inactive_and_lives_300_s_after_its_last_packet() {
+        let mut pool = Pool::new(from_name("rr", SchedFlags::EMPTY).expect("rr"));
+        pool.add(Arc::new(Dest::new(sa("10.0.0.1:53"), 1).expect("dest")))
+            .expect("add");
+        let svc = Service::new(
+            ServiceAddr::Addr(Protocol::Udp, sa("198.51.100.1:53")),
+            pool,
+        );
+        let mut t = ConnTable::default();
+        let f = Flow::new(sa("192.0.2.1:5353"), sa("198.51.100.1:53"));
+        let k = t.connect(&svc, Protocol::Udp, &f, secs(0)).expect("conn");
+        t.packet(&k, Direction::Output, TcpFlags::NONE, 100, secs(10));
+        assert!(!t.set_tcp_state(&k, TcpState::Established, secs(10)));
+        assert_eq!(counts(&svc, "10.0.0.1:53"), (0, 1, 0));
+        t.expire(secs(309));
+        assert_eq!(t.len(), 1);
+        t.expire(secs(310));
+        assert_eq!(counts(&svc, "10.0.0.1:53"), (0, 0, 0));
+    }
+
+    #[test]
+    fn ipvsadm_lnc_row_format() {
+        let mut pool = Pool::new(from_name("rr", SchedFlags::EMPTY).expect("rr"));
+        pool.add(Arc::new(
+            Dest::new(sa("192.168.11.34:80"), 1).expect("dest"),
+        ))
+        .expect("add");
+        let svc = Service::new(
+            ServiceAddr::Addr(Protocol::Tcp, sa("192.168.11.123:80")),
+            pool,
+        );
+        let mut t = ConnTable::default();
+        let f = Flow::new(sa("192.168.11.30:10932"), sa("192.168.11.123:80"));
+        let k = t.connect(&svc, Protocol::Tcp, &f, secs(0)).expect("conn");
+        assert!(t.set_tcp_state(&k, TcpState::FinWait, secs(0)));
+        let rows = t.entries(Duration::from_millis(5_500));
+        assert_eq!(
+            rows[0].to_string(),
+            "TCP 01:54  FIN_WAIT    192.168.11.30:10932 192.168.11.123:80  192.168.11.34:80"
+        );
+        let rows = t.entries(secs(5));
+        assert_eq!(
+            rows[0].to_string(),
+            "TCP 01:55  FIN_WAIT    192.168.11.30:10932 192.168.11.123:80  192.168.11.34:80"
+        );
+        assert!(ConnEntry::HEADER.ends_with("destination"));
+    }
+
+    #[test]
+    fn state_table_spot_checks() {
+        use TcpState as S;
+        // Client-side close seen in NAT: FIN in, then FIN out, then the last ACK.
+        assert_eq!(
+            S::Established.next(Direction::Input, TcpFlags::FIN_ACK),
+            S::CloseWait
+        );
+        assert_eq!(
+            S::Established.next(Direction::Output, TcpFlags::FIN_ACK),
+            S::FinWait
+        );
+        assert_eq!(
+            S::FinWait.next(Direction::Input, TcpFlags::FIN_ACK),
+            S::TimeWait
+        );
+        // DR (input only): a FIN from the client means FIN_WAIT.
+        assert_eq!(
+            S::Established.next(Direction::InputOnly, TcpFlags::FIN_ACK),
+            S::FinWait
+        );
+        assert_eq!(
+            S::SynAck.next(Direction::InputOnly, TcpFlags::RST),
+            S::Close
+        );
+        assert_eq!(S::SynAck.next(Direction::Input, TcpFlags::RST), S::SynRecv);
+        // RST beats SYN, SYN beats FIN.
+        let syn_rst = TcpFlags {
+            syn: true,
+            rst: true,
+            ..TcpFlags::NONE
+        };
+        assert_eq!(S::Established.next(Direction::Input, syn_rst), S::Close);
+        let syn_fin = TcpFlags {
+            syn: true,
+            fin: true,
+            ..TcpFlags::NONE
+        };
+        assert_eq!(S::None.next(Direction::Input, syn_fin), S::SynRecv);
+        assert_eq!(S::None.next(Direction::Output, TcpFlags::SYN), S::SynSent);
+        assert_eq!(
+            S::Listen.next(Direction::Output, TcpFlags::ACK),
+            S::Established
+        );
+        let mut timeouts = Timeouts::default();
+        timeouts.set_ipvsadm(secs(7200), Duration::ZERO, secs(60));
+        assert_eq!(timeouts.tcp(S::Established), secs(7200));
+        assert_eq!(timeouts.tcp(S::FinWait), secs(120));
+        assert_eq!(timeouts.udp(), secs(60));
+        assert_eq!(timeouts.tcp(S::Close), secs(10));
+    }
+}
