@@ -49,7 +49,9 @@ pub mod event;
 pub mod instance;
 pub mod io;
 pub mod ip;
+pub mod notify;
 pub mod packet;
+pub mod track;
 
 pub use event::{
     Action, Cause, DropReason, Event, OutgoingAdvert, Received, State, TimerKind, peek_vrid,

@@ -13,34 +13,51 @@
 //! Nothing in the loop waits on anything but the socket, the timers and the shutdown
 //! signal; netlink requests and frame sends are non-blocking local syscalls.
 //!
-//! Scope today: IPv4 (VRRPv2 and VRRPv3, multicast and unicast). IPv6 instances are
-//! refused with [`IoError::Ipv6Unsupported`]. Interface up/down and address changes are
-//! not monitored yet (the primary address is read once at startup).
+//! Both families: IPv4 (VRRPv2 and VRRPv3) and IPv6 (VRRPv3), multicast and unicast. The
+//! source of IPv6 advertisements is the interface's link-local address.
+//!
+//! The interface is looked at every [`LINK_POLL`] (its index, flags and addresses): an
+//! interface that is missing, administratively down or without carrier (`IFF_RUNNING`
+//! clear: the cable is pulled) is [`Event::InterfaceDown`], so the instance waits in
+//! FAULT, having given up its addresses; when it is back, [`Event::InterfaceUp`] with its
+//! current primary address (also sent whenever that address changes). The sockets are
+//! (re)opened whenever the interface (re)appears with a new index.
 
 pub mod netlink;
 mod socket;
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv6Addr};
+use std::time::Duration;
 
 use nix::errno::Errno;
+use nix::net::if_::InterfaceFlags;
+use nix::sys::socket::LinkAddr;
 use tokio::sync::watch;
-use tokio::time::{Instant, sleep_until};
+use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep_until};
 
 use crate::announce::{MacAddr, UnsolicitedNa, gratuitous_arp};
-use crate::event::{Action, Event, OutgoingAdvert, State, TimerKind};
+use crate::event::{Action, Event, OutgoingAdvert, Received, State, TimerKind};
 use crate::instance::{ConfigError, Instance, InstanceConfig, Stats, Transport};
 use crate::packet::Family;
 
-use netlink::{IFA_F_NODAD, Netlink, NetlinkError};
-use socket::{PacketSocket, VrrpSocketV4};
+use netlink::{IFA_F_NODAD, InterfaceAddr, Netlink, NetlinkError};
+use socket::{PacketSocket, VrrpSocket, VrrpSocketV4, VrrpSocketV6};
+
+/// How often the driver looks at its interface (presence, up, carrier, addresses).
+pub const LINK_POLL: Duration = Duration::from_millis(200);
+/// IPv6 address flags: duplicate address detection failed / still running.
+const IFA_F_DADFAILED: u32 = 0x08;
+const IFA_F_TENTATIVE: u32 = 0x40;
 
 /// Why an instance could not start (once running, I/O errors are logged and the
-/// instance carries on: a lost advertisement is what VRRP is built to survive).
+/// instance carries on: a lost advertisement is what VRRP is built to survive; a missing
+/// or failed interface is not an error but FAULT, until it comes back).
 #[derive(Debug, thiserror::Error)]
 pub enum IoError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// No longer returned: IPv6 instances run.
     #[error("IPv6 instances are not supported by the I/O layer yet")]
     Ipv6Unsupported,
     #[error("interface {interface}: {errno}")]
@@ -96,10 +113,10 @@ pub async fn run_instance_with(
     options: DriverOptions,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<Stats, IoError> {
-    let mut driver = Driver::open(config, options)?;
-    driver.handle(Event::InterfaceUp {
-        primary: driver.primary,
-    });
+    let mut driver = Driver::new(config, options)?;
+    // Tells the instance whether the interface is there (InterfaceDown before Startup
+    // starts it in FAULT) and its primary address.
+    driver.refresh_link();
     driver.handle(Event::Startup);
 
     let stop = async move {
@@ -107,13 +124,15 @@ pub async fn run_instance_with(
         let _ = shutdown.wait_for(|&stop| stop).await;
     };
     tokio::pin!(stop);
+    let mut link_poll = interval_at(Instant::now() + LINK_POLL, LINK_POLL);
+    link_poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut buf = vec![0; 4096];
     loop {
         let next_timer = driver.timers.iter().flatten().min().copied();
         tokio::select! {
             biased;
             () = &mut stop => break,
-            received = driver.sock.recv(&mut buf) => match received {
+            received = recv(driver.port.as_ref().map(|p| &p.sock), &mut buf) => match received {
                 Ok(Some(rx)) => {
                     if crate::event::peek_vrid(&rx.payload) == Some(driver.instance.config().vrid) {
                         driver.handle(Event::AdvertReceived(rx));
@@ -133,20 +152,66 @@ pub async fn run_instance_with(
                     }
                 }
             }
+            _ = link_poll.tick() => driver.refresh_link(),
         }
     }
     driver.handle(Event::Shutdown);
     Ok(driver.instance.stats().clone())
 }
 
+/// The next datagram of `sock`; never, without a socket.
+async fn recv(sock: Option<&VrrpSocket>, buf: &mut [u8]) -> io::Result<Option<Received>> {
+    match sock {
+        Some(sock) => sock.recv(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What the driver saw of its interface.
+struct LinkInfo {
+    ifindex: u32,
+    link: LinkAddr,
+    /// Administratively up and running (carrier).
+    up: bool,
+}
+
+/// Looks the interface up: `None` when it does not exist.
+fn probe_link(interface: &str) -> Result<Option<LinkInfo>, Errno> {
+    let Ok(ifindex) = nix::net::if_::if_nametoindex(interface) else {
+        return Ok(None);
+    };
+    let found = nix::ifaddrs::getifaddrs()?
+        .filter(|a| a.interface_name == interface)
+        .find_map(|a| {
+            let link = a.address.and_then(|s| s.as_link_addr().copied())?;
+            Some((link, a.flags))
+        });
+    Ok(found.map(|(link, flags)| LinkInfo {
+        ifindex,
+        link,
+        up: flags.contains(InterfaceFlags::IFF_UP) && flags.contains(InterfaceFlags::IFF_RUNNING),
+    }))
+}
+
+/// The sockets of the interface, opened when it appears.
+struct Port {
+    ifindex: u32,
+    mac: MacAddr,
+    sock: VrrpSocket,
+    packet: PacketSocket,
+}
+
 struct Driver {
     instance: Instance,
     interface: String,
-    ifindex: u32,
+    family: Family,
+    /// `None` while the interface is missing (or its sockets could not be opened).
+    port: Option<Port>,
+    /// What the instance was last told: interface usable, and its primary address.
+    link_up: bool,
     primary: Option<IpAddr>,
-    mac: MacAddr,
-    sock: VrrpSocketV4,
-    packet: PacketSocket,
+    /// The last problem with the interface, logged once rather than every poll.
+    link_problem: Option<String>,
     netlink: Netlink,
     /// Advertised and excluded addresses with their prefix lengths.
     vips: Vec<(IpAddr, u8)>,
@@ -155,19 +220,9 @@ struct Driver {
 }
 
 impl Driver {
-    fn open(config: InstanceConfig, options: DriverOptions) -> Result<Self, IoError> {
+    fn new(config: InstanceConfig, options: DriverOptions) -> Result<Self, IoError> {
         let instance = Instance::new(config)?;
         let config = instance.config();
-        if config.family() == Family::Ipv6 {
-            return Err(IoError::Ipv6Unsupported);
-        }
-        let interface = options.interface;
-        let ifindex = nix::net::if_::if_nametoindex(interface.as_str()).map_err(|errno| {
-            IoError::NoInterface {
-                interface: interface.clone(),
-                errno,
-            }
-        })?;
         let vips: Vec<(IpAddr, u8)> = config
             .vips
             .iter()
@@ -181,38 +236,135 @@ impl Driver {
                 (*addr, prefix)
             })
             .collect();
+        Ok(Driver {
+            family: config.family(),
+            interface: options.interface,
+            port: None,
+            // As the instance assumes until told otherwise.
+            link_up: true,
+            primary: None,
+            link_problem: None,
+            netlink: Netlink::open()?,
+            vips,
+            timers: [None; TimerKind::ALL.len()],
+            state_tx: options.state,
+            instance,
+        })
+    }
 
-        let mut netlink = Netlink::open()?;
-        let present = netlink.addresses(ifindex)?;
-        // Left behind by a previous run that did not shut down cleanly: a backup must not
-        // hold them.
+    fn note_link_problem(&mut self, problem: String) {
+        if self.link_problem.as_ref() != Some(&problem) {
+            tracing::warn!(
+                instance = %self.instance.config().name, interface = %self.interface,
+                "{problem}"
+            );
+            self.link_problem = Some(problem);
+        }
+    }
+
+    /// Looks at the interface and tells the instance what changed.
+    fn refresh_link(&mut self) {
+        let info = match probe_link(&self.interface) {
+            Ok(info) => info,
+            Err(errno) => {
+                self.note_link_problem(format!("listing interfaces: {errno}"));
+                return;
+            }
+        };
+        let ifindex = info.as_ref().map(|i| i.ifindex);
+        if self.port.as_ref().map(|p| p.ifindex) != ifindex {
+            if self.port.take().is_some() {
+                // The interface went away (or was replaced by another of the same name).
+                self.link_down();
+            }
+            if let Some(info) = &info {
+                match self.open_port(info) {
+                    Ok(port) => self.port = Some(port),
+                    Err(error) => self.note_link_problem(error.to_string()),
+                }
+            }
+        }
+        let Some(info) = info.filter(|_| self.port.is_some()) else {
+            if self.port.is_none() && ifindex.is_none() {
+                self.note_link_problem("interface does not exist".to_owned());
+            }
+            self.link_down();
+            return;
+        };
+        if !info.up {
+            self.note_link_problem("interface is down or has no carrier".to_owned());
+            self.link_down();
+            return;
+        }
+        let primary = match self.netlink.addresses(info.ifindex) {
+            Ok(present) => self.pick_primary(&present),
+            Err(error) => {
+                self.note_link_problem(format!("listing addresses: {error}"));
+                return;
+            }
+        };
+        if !self.link_up || primary != self.primary {
+            if self.link_problem.take().is_some() {
+                tracing::info!(
+                    instance = %self.instance.config().name, interface = %self.interface,
+                    ?primary, "interface usable"
+                );
+            }
+            self.link_up = true;
+            self.primary = primary;
+            self.handle(Event::InterfaceUp { primary });
+        }
+    }
+
+    fn link_down(&mut self) {
+        if self.link_up {
+            self.link_up = false;
+            self.handle(Event::InterfaceDown);
+        }
+    }
+
+    /// The address to advertise from: the primary IPv4 address, or the link-local IPv6
+    /// address once duplicate address detection has passed; never a virtual address.
+    fn pick_primary(&self, present: &[InterfaceAddr]) -> Option<IpAddr> {
+        let not_vip = |a: &&InterfaceAddr| !self.vips.iter().any(|(v, _)| *v == a.addr);
+        match self.family {
+            Family::Ipv4 => present
+                .iter()
+                .filter(|a| a.addr.is_ipv4() && !a.is_secondary())
+                .find(not_vip)
+                .map(|a| a.addr),
+            Family::Ipv6 => present
+                .iter()
+                .filter(|a| match a.addr {
+                    IpAddr::V6(v6) => is_link_local(&v6),
+                    IpAddr::V4(_) => false,
+                })
+                .filter(|a| a.flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED) == 0)
+                .find(not_vip)
+                .map(|a| a.addr),
+        }
+    }
+
+    /// Opens the sockets of a (re)appeared interface, first removing virtual addresses
+    /// left on it (by a previous run that did not shut down cleanly: a backup must not
+    /// hold them). The instance is not master here: it was told the interface was gone.
+    fn open_port(&mut self, info: &LinkInfo) -> Result<Port, IoError> {
+        let config = self.instance.config();
+        let interface = &self.interface;
+        let ifindex = info.ifindex;
+        let present = self.netlink.addresses(ifindex)?;
         for stale in present
             .iter()
-            .filter(|a| vips.iter().any(|(v, _)| *v == a.addr))
+            .filter(|a| self.vips.iter().any(|(v, _)| *v == a.addr))
         {
             tracing::warn!(
                 instance = %config.name, interface, address = %stale.addr,
                 "removing stale virtual address"
             );
-            netlink.del_address(ifindex, stale.addr, stale.prefix_len)?;
+            self.netlink
+                .del_address(ifindex, stale.addr, stale.prefix_len)?;
         }
-        let primary = present
-            .iter()
-            .filter(|a| a.addr.is_ipv4() && !a.is_secondary())
-            .find(|a| !vips.iter().any(|(v, _)| *v == a.addr))
-            .map(|a| a.addr);
-
-        let link = nix::ifaddrs::getifaddrs()
-            .map_err(|errno| IoError::NoInterface {
-                interface: interface.clone(),
-                errno,
-            })?
-            .filter(|a| a.interface_name == interface)
-            .find_map(|a| a.address.and_then(|s| s.as_link_addr().copied()))
-            .ok_or_else(|| IoError::NoLinkAddress {
-                interface: interface.clone(),
-            })?;
-        let mac = link.addr().ok_or_else(|| IoError::NoLinkAddress {
+        let mac = info.link.addr().ok_or_else(|| IoError::NoLinkAddress {
             interface: interface.clone(),
         })?;
         let socket_error = |what| {
@@ -223,31 +375,44 @@ impl Driver {
                 source,
             }
         };
-        let packet = PacketSocket::open(link).map_err(socket_error("AF_PACKET socket"))?;
+        let packet = PacketSocket::open(info.link).map_err(socket_error("AF_PACKET socket"))?;
         let group = match &config.transport {
-            Transport::Multicast {
-                group: IpAddr::V4(g),
-            } => Some(*g),
+            Transport::Multicast { group } => Some(*group),
             _ => None,
         };
-        let sock =
-            VrrpSocketV4::open(&interface, ifindex, group).map_err(socket_error("VRRP socket"))?;
+        let sock = match self.family {
+            Family::Ipv4 => VrrpSocket::V4(
+                VrrpSocketV4::open(
+                    interface,
+                    ifindex,
+                    group.and_then(|g| match g {
+                        IpAddr::V4(g) => Some(g),
+                        IpAddr::V6(_) => None,
+                    }),
+                )
+                .map_err(socket_error("VRRP socket"))?,
+            ),
+            Family::Ipv6 => VrrpSocket::V6(
+                VrrpSocketV6::open(
+                    interface,
+                    ifindex,
+                    group.and_then(|g| match g {
+                        IpAddr::V6(g) => Some(g),
+                        IpAddr::V4(_) => None,
+                    }),
+                )
+                .map_err(socket_error("VRRP socket"))?,
+            ),
+        };
         tracing::info!(
             instance = %config.name, vrid = config.vrid, interface, ifindex,
-            primary = ?primary, "VRRP instance opened"
+            "VRRP sockets opened"
         );
-        Ok(Driver {
-            instance,
-            interface,
+        Ok(Port {
             ifindex,
-            primary,
             mac,
             sock,
             packet,
-            netlink,
-            vips,
-            timers: [None; TimerKind::ALL.len()],
-            state_tx: options.state,
         })
     }
 
@@ -263,9 +428,13 @@ impl Driver {
         match action {
             Action::SendAdvert(out) => self.send_advert(&out),
             Action::AddVips => {
+                let Some(port) = &self.port else {
+                    tracing::error!(instance = %name, "no interface to add the VIPs to");
+                    return;
+                };
                 for &(addr, prefix) in &self.vips {
                     let flags = if addr.is_ipv6() { IFA_F_NODAD } else { 0 };
-                    match self.netlink.add_address(self.ifindex, addr, prefix, flags) {
+                    match self.netlink.add_address(port.ifindex, addr, prefix, flags) {
                         Ok(()) => tracing::debug!(instance = %name, %addr, prefix, "added"),
                         Err(error) => {
                             tracing::error!(instance = %name, %addr, %error, "adding VIP")
@@ -274,20 +443,23 @@ impl Driver {
                 }
             }
             Action::RemoveVips => {
+                // Without a port the interface is gone, and its addresses with it.
+                let Some(port) = &self.port else { return };
                 for &(addr, prefix) in &self.vips {
-                    if let Err(error) = self.netlink.del_address(self.ifindex, addr, prefix) {
+                    if let Err(error) = self.netlink.del_address(port.ifindex, addr, prefix) {
                         tracing::error!(instance = %name, %addr, %error, "removing VIP");
                     }
                 }
             }
             Action::SendGratuitous { addresses, repeat } => {
+                let Some(port) = &self.port else { return };
                 for _ in 0..repeat {
                     for addr in &addresses {
                         let result = match addr {
-                            IpAddr::V4(a) => self.packet.send(&gratuitous_arp(self.mac, *a)),
-                            IpAddr::V6(a) => self.packet.send(
+                            IpAddr::V4(a) => port.packet.send(&gratuitous_arp(port.mac, *a)),
+                            IpAddr::V6(a) => port.packet.send(
                                 &UnsolicitedNa {
-                                    src_mac: self.mac,
+                                    src_mac: port.mac,
                                     src_ip: *a,
                                     target: *a,
                                     router: false,
@@ -327,8 +499,8 @@ impl Driver {
 
     fn send_advert(&self, out: &OutgoingAdvert) {
         let name = &self.instance.config().name;
-        let IpAddr::V4(src) = out.src else {
-            tracing::error!(instance = %name, src = %out.src, "IPv6 source on an IPv4 socket");
+        let Some(port) = &self.port else {
+            tracing::debug!(instance = %name, "no interface to send the advertisement on");
             return;
         };
         for &dst in &out.destinations {
@@ -339,13 +511,14 @@ impl Driver {
                     continue;
                 }
             };
-            let dst4: Ipv4Addr = match dst {
-                IpAddr::V4(d) => d,
-                IpAddr::V6(_) => continue,
-            };
-            if let Err(error) = self.sock.send(&bytes, src, dst4, out.ttl) {
+            if let Err(error) = port.sock.send(&bytes, out.src, dst, out.ttl) {
                 tracing::warn!(instance = %name, %dst, %error, "sending advertisement");
             }
         }
     }
+}
+
+/// fe80::/10.
+fn is_link_local(addr: &Ipv6Addr) -> bool {
+    addr.segments()[0] & 0xffc0 == 0xfe80
 }

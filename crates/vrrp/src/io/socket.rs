@@ -1,14 +1,14 @@
-//! Sockets: the raw `IPPROTO_VRRP` socket advertisements travel on, and the `AF_PACKET`
-//! socket gratuitous ARP frames leave by.
+//! Sockets: the raw `IPPROTO_VRRP` sockets advertisements travel on (IPv4 and IPv6), and
+//! the `AF_PACKET` socket gratuitous ARP / unsolicited NA frames leave by.
 
-use std::io::{self, IoSlice};
-use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
+use std::io::{self, IoSlice, IoSliceMut};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use nix::errno::Errno;
 use nix::sys::socket::{
-    AddressFamily, ControlMessage, LinkAddr, MsgFlags, SockFlag, SockType, SockaddrIn, recv,
-    sendmsg, sendto, socket,
+    AddressFamily, ControlMessage, ControlMessageOwned, LinkAddr, MsgFlags, SockFlag, SockType,
+    SockaddrIn, SockaddrIn6, recv, recvmsg, sendmsg, sendto, setsockopt, socket, sockopt,
 };
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
 use tokio::io::Interest;
@@ -116,6 +116,149 @@ impl VrrpSocketV4 {
                 Err(Errno::EINTR) => continue,
                 other => return other.map(drop).map_err(io::Error::from),
             }
+        }
+    }
+}
+
+/// The raw IPv6 VRRP socket of one interface: bound to it with `SO_BINDTODEVICE`, member
+/// of the multicast group on it (by index), `IPV6_MULTICAST_ALL` off, hop limit 255 for
+/// multicast and unicast, multicast loop off (our own adverts do not come back).
+///
+/// Raw IPv6 sockets deliver no IP header: the source comes from the socket address, the
+/// destination from `IPV6_PKTINFO` and the hop limit from `IPV6_HOPLIMIT` ancillary data.
+/// The source is set per datagram with `IPV6_PKTINFO`.
+///
+/// The VRRPv3 checksum (over the IPv6 pseudo-header) is computed by the codec on send and
+/// verified by the codec on receipt, not by the kernel: `IPV6_CHECKSUM` has no safe
+/// setter in nix/socket2 and the crate denies `unsafe`. The bytes on the wire are the same.
+#[derive(Debug)]
+pub struct VrrpSocketV6 {
+    fd: UdpSocket,
+    ifindex: u32,
+}
+
+impl VrrpSocketV6 {
+    /// Must run in the network namespace of the interface, in a tokio runtime.
+    pub fn open(interface: &str, ifindex: u32, group: Option<Ipv6Addr>) -> io::Result<Self> {
+        let sock = Socket::new(
+            Domain::IPV6,
+            Type::RAW.cloexec(),
+            Some(Protocol::from(i32::from(IPPROTO_VRRP))),
+        )?;
+        sock.bind_device(Some(interface.as_bytes()))?;
+        sock.set_multicast_all_v6(false)?;
+        sock.set_multicast_hops_v6(255)?;
+        sock.set_unicast_hops_v6(255)?;
+        sock.set_multicast_loop_v6(false)?;
+        if let Some(group) = group {
+            sock.join_multicast_v6(&group, ifindex)?;
+        }
+        setsockopt(&sock, sockopt::Ipv6RecvPacketInfo, &true)?;
+        setsockopt(&sock, sockopt::Ipv6RecvHopLimit, &true)?;
+        sock.set_nonblocking(true)?;
+        Ok(VrrpSocketV6 {
+            fd: UdpSocket::from_std(std::net::UdpSocket::from(sock))?,
+            ifindex,
+        })
+    }
+
+    /// Waits for the next datagram; its source, destination (`IPV6_PKTINFO`) and hop
+    /// limit (`IPV6_HOPLIMIT`). Datagrams without a destination come back as `Ok(None)`.
+    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<Option<Received>> {
+        let (n, src, dst, hops) = self
+            .fd
+            .async_io(Interest::READABLE, || {
+                let mut iov = [IoSliceMut::new(buf)];
+                let mut space = nix::cmsg_space!(nix::libc::in6_pktinfo, nix::libc::c_int);
+                let msg = recvmsg::<SockaddrIn6>(
+                    self.fd.as_raw_fd(),
+                    &mut iov,
+                    Some(&mut space),
+                    MsgFlags::MSG_DONTWAIT,
+                )
+                .map_err(io::Error::from)?;
+                let src = msg.address.map(|a| a.ip());
+                let (mut dst, mut hops) = (None, None);
+                for cmsg in msg.cmsgs().map_err(io::Error::from)? {
+                    match cmsg {
+                        ControlMessageOwned::Ipv6PacketInfo(info) => {
+                            dst = Some(Ipv6Addr::from(info.ipi6_addr.s6_addr));
+                        }
+                        ControlMessageOwned::Ipv6HopLimit(h) => hops = u8::try_from(h).ok(),
+                        _ => {}
+                    }
+                }
+                Ok((msg.bytes, src, dst, hops))
+            })
+            .await?;
+        let (Some(src), Some(dst), Some(payload)) = (src, dst, buf.get(..n)) else {
+            tracing::debug!("dropping IPv6 datagram without source or destination");
+            return Ok(None);
+        };
+        Ok(Some(Received {
+            src: IpAddr::V6(src),
+            dst: IpAddr::V6(dst),
+            ttl: hops,
+            payload: payload.to_vec(),
+        }))
+    }
+
+    /// Sends one VRRP message from `src` to `dst` with hop limit `hops` (unicast;
+    /// multicast always goes with 255).
+    pub fn send(&self, payload: &[u8], src: Ipv6Addr, dst: Ipv6Addr, hops: u8) -> io::Result<()> {
+        let sock = &self.fd;
+        if !dst.is_multicast() {
+            socket2::SockRef::from(sock).set_unicast_hops_v6(u32::from(hops))?;
+        }
+        let pktinfo = nix::libc::in6_pktinfo {
+            ipi6_addr: nix::libc::in6_addr {
+                s6_addr: src.octets(),
+            },
+            ipi6_ifindex: self.ifindex,
+        };
+        // Link-local and multicast destinations need the interface as scope.
+        let to = SockaddrIn6::from(SocketAddrV6::new(dst, 0, 0, self.ifindex));
+        let iov = [IoSlice::new(payload)];
+        let cmsgs = [ControlMessage::Ipv6PacketInfo(&pktinfo)];
+        loop {
+            match sendmsg(
+                sock.as_raw_fd(),
+                &iov,
+                &cmsgs,
+                MsgFlags::MSG_DONTWAIT,
+                Some(&to),
+            ) {
+                Err(Errno::EINTR) => continue,
+                other => return other.map(drop).map_err(io::Error::from),
+            }
+        }
+    }
+}
+
+/// The VRRP socket of an instance, in its family.
+#[derive(Debug)]
+pub enum VrrpSocket {
+    V4(VrrpSocketV4),
+    V6(VrrpSocketV6),
+}
+
+impl VrrpSocket {
+    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<Option<Received>> {
+        match self {
+            VrrpSocket::V4(s) => s.recv(buf).await,
+            VrrpSocket::V6(s) => s.recv(buf).await,
+        }
+    }
+
+    /// Sends from `src` to `dst`, which must be of the socket's family.
+    pub fn send(&self, payload: &[u8], src: IpAddr, dst: IpAddr, ttl: u8) -> io::Result<()> {
+        match (self, src, dst) {
+            (VrrpSocket::V4(s), IpAddr::V4(src), IpAddr::V4(dst)) => s.send(payload, src, dst, ttl),
+            (VrrpSocket::V6(s), IpAddr::V6(src), IpAddr::V6(dst)) => s.send(payload, src, dst, ttl),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{src} -> {dst} on the wrong socket family"),
+            )),
         }
     }
 }

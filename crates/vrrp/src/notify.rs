@@ -1,0 +1,389 @@
+//! State-change notifications as keepalived 2.2.7 sends them (`vrrp_notify.c`), without
+//! its races (keepalived issues #996, #584, #2389: notify scripts started concurrently
+//! finish out of order).
+//!
+//! - [`Notifier`]: one per instance (or sync group). On every
+//!   [`Action::StateChanged`] it queues the transition; a single worker task runs, per
+//!   transition and strictly in transition order, the state's script (`notify_master`,
+//!   `notify_backup`, `notify_fault`, `notify_stop`, which get no extra arguments) and
+//!   then the generic `notify` script with `INSTANCE|GROUP name MASTER|BACKUP|FAULT|STOP
+//!   priority` appended. Never two scripts of one notifier at once; each is bounded by a
+//!   timeout (its process group is killed). The FIFO line is written when the transition
+//!   is queued, so FIFO readers never wait on scripts.
+//! - [`FifoWriter`]: `notify_fifo` / `vrrp_notify_fifo`, one line per event in keepalived's
+//!   format ([`fifo_line`]): `INSTANCE "VI_1" MASTER 100`.
+//! - [`check_script_security`]: `enable_script_security`: refuses a script that a non-root
+//!   user could modify, naming the file or directory at fault (keepalived just disables
+//!   such scripts with a terse log line, issues #742, #842, #1372).
+//!
+//! State names: [`State::Initialize`] as a target is keepalived's STOP (the instance was
+//! shut down). A group's priority is always 0 (keepalived).
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::event::{Action, State};
+use crate::track::{ScriptCommand, run_command};
+
+/// keepalived's name for a state in notifications: INIT as a target means STOP.
+pub const fn notify_state_name(state: State) -> &'static str {
+    match state {
+        State::Initialize => "STOP",
+        State::Backup => "BACKUP",
+        State::Master => "MASTER",
+        State::Fault => "FAULT",
+    }
+}
+
+/// Whether a notification is about a `vrrp_instance` or a `vrrp_sync_group`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NotifyKind {
+    Instance,
+    Group,
+}
+
+impl NotifyKind {
+    pub const fn keyword(self) -> &'static str {
+        match self {
+            NotifyKind::Instance => "INSTANCE",
+            NotifyKind::Group => "GROUP",
+        }
+    }
+}
+
+impl fmt::Display for NotifyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.keyword())
+    }
+}
+
+/// One FIFO line, newline included: `INSTANCE "name" MASTER 100\n`. `state` is a
+/// [`notify_state_name`] or one of keepalived's events (`MASTER_RX_LOWER_PRI`,
+/// `MASTER_PRIORITY`, `BACKUP_PRIORITY`).
+pub fn fifo_line(kind: NotifyKind, name: &str, state: &str, priority: u8) -> String {
+    format!("{} \"{}\" {} {}\n", kind.keyword(), name, state, priority)
+}
+
+/// The arguments the generic `notify` script gets after its own.
+pub fn notify_args(kind: NotifyKind, name: &str, state: State, priority: u8) -> [String; 4] {
+    [
+        kind.keyword().to_owned(),
+        name.to_owned(),
+        notify_state_name(state).to_owned(),
+        priority.to_string(),
+    ]
+}
+
+/// A notify FIFO, shared by every notifier (each line is one `write`, so lines from
+/// different instances never interleave). Opened read-write and non-blocking, as
+/// keepalived does, so a missing reader never blocks VRRP; a line that does not fit in a
+/// full pipe is dropped with a warning.
+#[derive(Debug)]
+pub struct FifoWriter {
+    path: PathBuf,
+    file: Mutex<File>,
+}
+
+impl FifoWriter {
+    /// Opens `path`, creating the FIFO (mode 0600) when it does not exist. An existing
+    /// regular file is appended to (handy for tests and for logging).
+    pub fn open(path: impl Into<PathBuf>) -> io::Result<Self> {
+        let path = path.into();
+        if !path.exists() {
+            nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+                .map_err(io::Error::from)?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .custom_flags(nix::libc::O_NONBLOCK)
+            .open(&path)?;
+        Ok(Self {
+            path,
+            file: Mutex::new(file),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes one line (see [`fifo_line`]) in one `write`.
+    pub fn write_line(&self, line: &str) -> io::Result<()> {
+        let mut file = self
+            .file
+            .lock()
+            .map_err(|_| io::Error::other("notify fifo lock poisoned"))?;
+        let n = file.write(line.as_bytes())?;
+        if n != line.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "short write to notify fifo",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Writes `line`, logging (not returning) a failure.
+    pub fn send(&self, line: &str) {
+        if let Err(error) = self.write_line(line) {
+            tracing::warn!(fifo = %self.path.display(), %error, line = line.trim_end(), "notify fifo line dropped");
+        }
+    }
+}
+
+/// The notify scripts of one instance or sync group.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NotifyScripts {
+    pub master: Option<ScriptCommand>,
+    pub backup: Option<ScriptCommand>,
+    pub fault: Option<ScriptCommand>,
+    pub stop: Option<ScriptCommand>,
+    /// Generic `notify`: gets `INSTANCE|GROUP name STATE priority` appended.
+    pub notify: Option<ScriptCommand>,
+}
+
+impl NotifyScripts {
+    /// The state-specific script for a transition to `state`.
+    pub fn for_state(&self, state: State) -> Option<&ScriptCommand> {
+        match state {
+            State::Master => self.master.as_ref(),
+            State::Backup => self.backup.as_ref(),
+            State::Fault => self.fault.as_ref(),
+            State::Initialize => self.stop.as_ref(),
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &ScriptCommand> {
+        [
+            &self.master,
+            &self.backup,
+            &self.fault,
+            &self.stop,
+            &self.notify,
+        ]
+        .into_iter()
+        .flatten()
+    }
+
+    /// `enable_script_security`: every script must pass [`check_script_security`].
+    pub fn check_security(&self) -> Result<(), ScriptSecurityError> {
+        self.iter().try_for_each(check_script_security)
+    }
+
+    /// The commands to run, in order, for a transition to `state`.
+    pub fn commands(
+        &self,
+        kind: NotifyKind,
+        name: &str,
+        state: State,
+        priority: u8,
+    ) -> Vec<ScriptCommand> {
+        let mut out = Vec::new();
+        if let Some(s) = self.for_state(state) {
+            out.push(s.clone());
+        }
+        if let Some(n) = &self.notify {
+            out.push(n.with_args(notify_args(kind, name, state, priority)));
+        }
+        out
+    }
+}
+
+/// What a [`Notifier`] notifies about, and how.
+#[derive(Clone, Debug)]
+pub struct NotifyConfig {
+    pub kind: NotifyKind,
+    /// The instance's (or group's) name.
+    pub name: String,
+    pub scripts: NotifyScripts,
+    /// Each script's time limit.
+    pub timeout: Duration,
+    /// `notify_fifo` / `vrrp_notify_fifo` (one writer per FIFO, shared).
+    pub fifos: Vec<Arc<FifoWriter>>,
+}
+
+#[derive(Debug)]
+struct Job {
+    state: State,
+    priority: u8,
+}
+
+/// Runs one instance's notifications in transition order (see the module docs).
+#[derive(Debug)]
+pub struct Notifier {
+    kind: NotifyKind,
+    name: String,
+    fifos: Vec<Arc<FifoWriter>>,
+    tx: mpsc::UnboundedSender<Job>,
+    worker: JoinHandle<()>,
+}
+
+impl Notifier {
+    /// Starts the worker task (needs a tokio runtime).
+    pub fn spawn(config: NotifyConfig) -> Self {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
+        let NotifyConfig {
+            kind,
+            name,
+            scripts,
+            timeout,
+            fifos,
+        } = config;
+        let worker_name = name.clone();
+        let worker = tokio::spawn(async move {
+            while let Some(job) = rx.recv().await {
+                for cmd in scripts.commands(kind, &worker_name, job.state, job.priority) {
+                    match run_command(&cmd, timeout).await {
+                        Ok(outcome) if outcome.success() => {
+                            tracing::debug!(instance = %worker_name, command = %cmd, "notify script succeeded");
+                        }
+                        Ok(outcome) => {
+                            tracing::warn!(instance = %worker_name, command = %cmd, %outcome, "notify script");
+                        }
+                        Err(error) => {
+                            tracing::warn!(instance = %worker_name, command = %cmd, %error, "notify script cannot be started");
+                        }
+                    }
+                }
+            }
+        });
+        Self {
+            kind,
+            name,
+            fifos,
+            tx,
+            worker,
+        }
+    }
+
+    /// Queues the notifications for a transition to `to`; `priority` is the effective
+    /// priority now. Writes the FIFO line at once.
+    pub fn state_changed(&self, to: State, priority: u8) {
+        let priority = if self.kind == NotifyKind::Group {
+            0
+        } else {
+            priority
+        };
+        let line = fifo_line(self.kind, &self.name, notify_state_name(to), priority);
+        for fifo in &self.fifos {
+            fifo.send(&line);
+        }
+        let _ = self.tx.send(Job {
+            state: to,
+            priority,
+        });
+    }
+
+    /// [`Notifier::state_changed`] for an [`Action::StateChanged`]; other actions are
+    /// ignored. Returns whether the action was a state change.
+    pub fn on_action(&self, action: &Action, priority: u8) -> bool {
+        match action {
+            Action::StateChanged { to, .. } => {
+                self.state_changed(*to, priority);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A FIFO-only event (`MASTER_RX_LOWER_PRI`, `MASTER_PRIORITY`, `BACKUP_PRIORITY`).
+    pub fn fifo_event(&self, event: &str, priority: u8) {
+        let line = fifo_line(self.kind, &self.name, event, priority);
+        for fifo in &self.fifos {
+            fifo.send(&line);
+        }
+    }
+
+    /// Stops accepting transitions and waits until every queued script has run (so
+    /// `notify_stop` finishes before keeplb exits).
+    pub async fn close(self) {
+        drop(self.tx);
+        let _ = self.worker.await;
+    }
+}
+
+/// Why [`check_script_security`] refused a script.
+#[derive(Debug, thiserror::Error)]
+pub enum ScriptSecurityError {
+    #[error("script `{script}`: cannot find `{program}`: {reason}")]
+    NotFound {
+        script: String,
+        program: String,
+        reason: String,
+    },
+    #[error(
+        "script `{script}` is insecure with enable_script_security: {path} is {reason}, so a non-root user could change what runs as root; make it owned by root and not group/world-writable (chown root:root, chmod go-w)"
+    )]
+    Insecure {
+        script: String,
+        /// The file or directory at fault.
+        path: PathBuf,
+        reason: String,
+    },
+}
+
+/// Finds a program as `execvp` would: a name with a `/` as is, else along `PATH`.
+fn resolve_program(program: &str) -> Option<PathBuf> {
+    if program.contains('/') {
+        return Some(PathBuf::from(program));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
+fn insecure_reason(meta: &std::fs::Metadata) -> Option<String> {
+    let mode = meta.mode();
+    if meta.uid() != 0 {
+        Some(format!("owned by uid {} (not root)", meta.uid()))
+    } else if mode & 0o002 != 0 {
+        Some(format!("writable by everyone (mode {:o})", mode & 0o7777))
+    } else if mode & 0o020 != 0 && meta.gid() != 0 {
+        Some(format!(
+            "writable by group {} (mode {:o})",
+            meta.gid(),
+            mode & 0o7777
+        ))
+    } else {
+        None
+    }
+}
+
+/// `enable_script_security`: the program (after resolving `PATH` and symbolic links) and
+/// every directory above it must be owned by root and not writable by a non-root group
+/// or by everyone, as keepalived requires.
+pub fn check_script_security(cmd: &ScriptCommand) -> Result<(), ScriptSecurityError> {
+    let script = cmd.to_string();
+    let program = cmd.program();
+    let not_found = |reason: String| ScriptSecurityError::NotFound {
+        script: script.clone(),
+        program: program.to_owned(),
+        reason,
+    };
+    let found = resolve_program(program).ok_or_else(|| not_found("not in PATH".to_owned()))?;
+    let real = found
+        .canonicalize()
+        .map_err(|e| not_found(format!("{}: {e}", found.display())))?;
+    for path in real.ancestors() {
+        let meta =
+            std::fs::metadata(path).map_err(|e| not_found(format!("{}: {e}", path.display())))?;
+        if let Some(reason) = insecure_reason(&meta) {
+            return Err(ScriptSecurityError::Insecure {
+                script,
+                path: path.to_owned(),
+                reason,
+            });
+        }
+    }
+    Ok(())
+}

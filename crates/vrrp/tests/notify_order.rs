@@ -1,0 +1,238 @@
+//! Notifications: keepalived's arguments and FIFO lines, transition order under rapid
+//! changes, and enable_script_security.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use keeplb_vrrp::notify::{
+    FifoWriter, Notifier, NotifyConfig, NotifyKind, NotifyScripts, ScriptSecurityError,
+    check_script_security, fifo_line,
+};
+use keeplb_vrrp::track::ScriptCommand;
+use keeplb_vrrp::{Action, Cause, State};
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("keeplb-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("temp dir");
+        Self(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A script line appending its tag, a random-ish delay first (so that scripts started
+/// concurrently would finish out of order), and its arguments to `log`.
+fn appender(log: &Path, tag: &str, delay: &str) -> ScriptCommand {
+    ScriptCommand {
+        argv: vec![
+            "sh".into(),
+            "-c".into(),
+            format!("sleep {delay}; echo \"{tag} $*\" >> {}", log.display()),
+            "sh".into(),
+        ],
+        uid: None,
+        gid: None,
+    }
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn fifo_line_format() {
+    assert_eq!(
+        fifo_line(NotifyKind::Instance, "VI_1", "MASTER", 100),
+        "INSTANCE \"VI_1\" MASTER 100\n"
+    );
+    assert_eq!(
+        fifo_line(NotifyKind::Group, "G", "STOP", 0),
+        "GROUP \"G\" STOP 0\n"
+    );
+}
+
+#[tokio::test]
+async fn arguments_order_and_fifo_lines_are_exact() {
+    let dir = TempDir::new("notify-order");
+    let log = dir.0.join("log");
+    let fifo_path = dir.0.join("fifo");
+    let fifo = Arc::new(FifoWriter::open(&fifo_path).expect("fifo created"));
+    // A reader on the FIFO, collecting lines until the writer side says STOP.
+    let reader_path = fifo_path.clone();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let file = std::fs::File::open(&reader_path).expect("open fifo for reading");
+        let mut out = Vec::new();
+        for line in std::io::BufReader::new(file).lines() {
+            let line = line.expect("fifo line");
+            let done = line.contains(" STOP ");
+            out.push(line);
+            if done {
+                break;
+            }
+        }
+        out
+    });
+    let scripts = NotifyScripts {
+        master: Some(appender(&log, "master", "0.05")),
+        backup: Some(appender(&log, "backup", "0")),
+        fault: Some(appender(&log, "fault", "0.02")),
+        stop: Some(appender(&log, "stop", "0")),
+        notify: Some(appender(&log, "notify", "0.01")),
+    };
+    let notifier = Notifier::spawn(NotifyConfig {
+        kind: NotifyKind::Instance,
+        name: "VI_1".into(),
+        scripts,
+        timeout: Duration::from_secs(10),
+        fifos: vec![fifo],
+    });
+    let change = |from, to| Action::StateChanged {
+        from,
+        to,
+        cause: Cause::Startup,
+    };
+    // Rapid transitions, queued without waiting.
+    notifier.on_action(&change(State::Initialize, State::Backup), 100);
+    notifier.on_action(&change(State::Backup, State::Master), 100);
+    assert!(!notifier.on_action(&Action::AddVips, 100));
+    notifier.on_action(&change(State::Master, State::Fault), 80);
+    notifier.on_action(&change(State::Fault, State::Backup), 90);
+    notifier.on_action(&change(State::Backup, State::Master), 120);
+    notifier.on_action(&change(State::Master, State::Initialize), 120);
+    notifier.close().await;
+    assert_eq!(
+        lines(&log),
+        [
+            "backup ",
+            "notify INSTANCE VI_1 BACKUP 100",
+            "master ",
+            "notify INSTANCE VI_1 MASTER 100",
+            "fault ",
+            "notify INSTANCE VI_1 FAULT 80",
+            "backup ",
+            "notify INSTANCE VI_1 BACKUP 90",
+            "master ",
+            "notify INSTANCE VI_1 MASTER 120",
+            "stop ",
+            "notify INSTANCE VI_1 STOP 120",
+        ]
+    );
+    assert_eq!(
+        reader.join().expect("reader"),
+        [
+            "INSTANCE \"VI_1\" BACKUP 100",
+            "INSTANCE \"VI_1\" MASTER 100",
+            "INSTANCE \"VI_1\" FAULT 80",
+            "INSTANCE \"VI_1\" BACKUP 90",
+            "INSTANCE \"VI_1\" MASTER 120",
+            "INSTANCE \"VI_1\" STOP 120",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn group_priority_is_zero_and_missing_scripts_are_skipped() {
+    let dir = TempDir::new("notify-group");
+    let log = dir.0.join("log");
+    let notifier = Notifier::spawn(NotifyConfig {
+        kind: NotifyKind::Group,
+        name: "G1".into(),
+        scripts: NotifyScripts {
+            notify: Some(appender(&log, "notify", "0")),
+            ..NotifyScripts::default()
+        },
+        timeout: Duration::from_secs(10),
+        fifos: vec![],
+    });
+    notifier.state_changed(State::Master, 150);
+    notifier.close().await;
+    assert_eq!(lines(&log), ["notify GROUP G1 MASTER 0"]);
+}
+
+#[tokio::test]
+async fn a_hanging_script_is_killed_and_the_queue_moves_on() {
+    let dir = TempDir::new("notify-timeout");
+    let log = dir.0.join("log");
+    let notifier = Notifier::spawn(NotifyConfig {
+        kind: NotifyKind::Instance,
+        name: "VI_2".into(),
+        scripts: NotifyScripts {
+            master: Some(appender(&log, "master", "30")),
+            backup: Some(appender(&log, "backup", "0")),
+            ..NotifyScripts::default()
+        },
+        timeout: Duration::from_millis(300),
+        fifos: vec![],
+    });
+    notifier.state_changed(State::Master, 100);
+    notifier.state_changed(State::Backup, 100);
+    notifier.close().await;
+    assert_eq!(lines(&log), ["backup "]);
+}
+
+#[test]
+fn insecure_script_is_refused_naming_the_culprit() {
+    let dir = TempDir::new("notify-security");
+    let script = dir.0.join("notify.sh");
+    std::fs::write(&script, "#!/bin/sh\nexit 0\n").expect("write script");
+    let cmd = ScriptCommand::parse(&format!("{} arg", script.display())).expect("parse");
+    let err = check_script_security(&cmd).expect_err("a script under the temp dir is insecure");
+    match &err {
+        // The temp dir (world-writable /tmp, or a non-root owner) is named.
+        ScriptSecurityError::Insecure { path, .. } => {
+            assert!(
+                script.starts_with(path),
+                "{path:?} is not the script or a parent"
+            );
+        }
+        other => panic!("unexpected error {other}"),
+    }
+    let message = err.to_string();
+    assert!(message.contains(&script.display().to_string()), "{message}");
+    assert!(message.contains("enable_script_security"), "{message}");
+
+    let scripts = NotifyScripts {
+        fault: Some(cmd),
+        ..NotifyScripts::default()
+    };
+    assert!(scripts.check_security().is_err());
+}
+
+#[test]
+fn world_writable_file_is_refused_even_in_a_root_dir() {
+    // /tmp itself: root-owned but writable by everyone.
+    let cmd = ScriptCommand::parse("/tmp").expect("parse");
+    match check_script_security(&cmd) {
+        Err(ScriptSecurityError::Insecure { path, reason, .. }) => {
+            assert_eq!(path, Path::new("/tmp"));
+            assert!(reason.contains("writable by everyone"), "{reason}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn system_scripts_pass_and_missing_ones_are_reported() {
+    // /bin/sh and its directories belong to root and are not writable by others.
+    check_script_security(&ScriptCommand::parse("sh -c true").expect("parse")).expect("secure");
+    let missing =
+        check_script_security(&ScriptCommand::parse("/nonexistent/notify.sh").expect("parse"));
+    assert!(
+        matches!(missing, Err(ScriptSecurityError::NotFound { .. })),
+        "{missing:?}"
+    );
+}
