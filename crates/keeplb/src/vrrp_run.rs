@@ -1,16 +1,31 @@
 //! `keeplb run`'s VRRP part: each `vrrp_instance` of the configuration becomes a VRRP
 //! engine (`keeplb_vrrp`) on its interface, until SIGTERM or SIGINT makes the masters
-//! resign.
+//! resign. Each instance also gets its tracking (`track_script`, `track_file`,
+//! `track_interface`: script checkers and pollers shared by the instances, one
+//! [`Tracker`] per instance feeding the driver) and its notifications (`notify_*`,
+//! `notify`, `notify_fifo` / `vrrp_notify_fifo`, one [`Notifier`] per instance).
+//! With `enable_script_security`, a script a non-root user could change is refused at
+//! startup with an error naming the file; the instance runs without it.
 
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use keeplb_config::model::{self, AuthType, GlobalDefs, VrrpInstance};
+use keeplb_config::model::{self, AuthType, GlobalDefs, Script, VrrpInstance};
+use keeplb_vrrp::io::run_interface_tracker;
+use keeplb_vrrp::notify::{
+    FifoWriter, Notifier, NotifyConfig, NotifyKind, NotifyScripts, check_script_security,
+};
+use keeplb_vrrp::track::{
+    self, ScriptCommand, ScriptSpec, TrackInput, Tracker, Weight, init_track_file, read_track_file,
+};
 use keeplb_vrrp::{
     AdverInterval, Auth, AuthPassword, ChecksumForm, DriverOptions, GarpConfig, InitialState,
     InstanceConfig, Transport, UnicastPeer, Version,
 };
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 /// The engine's view of one `vrrp_instance`, as keepalived would run it.
 pub fn instance_config(
@@ -117,13 +132,196 @@ pub fn instance_config(
     Ok((config, options))
 }
 
-/// Runs every instance until SIGTERM/SIGINT, then lets them resign and waits for them.
+/// How often `track_file`s and `track_interface`s are looked at.
+const TRACK_POLL: Duration = Duration::from_millis(200);
+/// The time limit of each notify script.
+const NOTIFY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A script line of the configuration as it will run: parsed, as `user` (else
+/// `script_user`), and checked with `enable_script_security`.
+fn script_command(
+    line: &str,
+    user: Option<&str>,
+    group: Option<&str>,
+    global: &GlobalDefs,
+) -> anyhow::Result<ScriptCommand> {
+    let mut cmd = ScriptCommand::parse(line)?;
+    let (user, group) = match (user, &global.script_user) {
+        (Some(u), _) => (Some(u), group),
+        (None, Some(su)) => (Some(su.user.as_str()), su.group.as_deref()),
+        (None, None) => (None, None),
+    };
+    if let Some(user) = user {
+        cmd = cmd.with_user(user, group)?;
+    }
+    if global.enable_script_security {
+        check_script_security(&cmd)?;
+    }
+    Ok(cmd)
+}
+
+fn model_script(
+    script: &Option<Script>,
+    global: &GlobalDefs,
+    what: &str,
+    instance: &str,
+) -> Option<ScriptCommand> {
+    let script = script.as_ref()?;
+    match script_command(
+        &script.script,
+        script.user.as_deref(),
+        script.group.as_deref(),
+        global,
+    ) {
+        Ok(cmd) => Some(cmd),
+        Err(e) => {
+            tracing::error!("vrrp_instance {instance}: {what} disabled: {e:#}");
+            None
+        }
+    }
+}
+
+/// The `vrrp_script`s that can run (the others are reported and disabled, as keepalived
+/// does: instances tracking them ignore them).
+fn script_specs(config: &model::Config) -> HashMap<String, ScriptSpec> {
+    let global = &config.global_defs;
+    let mut specs = HashMap::new();
+    for s in &config.vrrp_script {
+        match script_command(&s.script, s.user.as_deref(), s.group.as_deref(), global) {
+            Ok(cmd) => {
+                let spec = ScriptSpec::from_keepalived(
+                    &s.name,
+                    cmd,
+                    s.interval,
+                    s.timeout,
+                    s.rise,
+                    s.fall,
+                    s.init_fail,
+                );
+                specs.insert(s.name.clone(), spec);
+            }
+            Err(e) => tracing::error!("vrrp_script {} disabled: {e:#}", s.name),
+        }
+    }
+    specs
+}
+
+/// Subscribers of each tracked object, by name.
+#[derive(Default)]
+struct Subscribers {
+    scripts: HashMap<String, Vec<mpsc::UnboundedSender<TrackInput>>>,
+    files: HashMap<String, Vec<mpsc::UnboundedSender<TrackInput>>>,
+    interfaces: HashMap<String, Vec<mpsc::UnboundedSender<TrackInput>>>,
+}
+
+/// One instance's [`Tracker`] from its `track_*` references (a reference's weight
+/// overrides the tracked object's own), subscribing `input` to what it tracks.
+fn tracker(
+    instance: &VrrpInstance,
+    config: &model::Config,
+    specs: &HashMap<String, ScriptSpec>,
+    input: &mpsc::UnboundedSender<TrackInput>,
+    subscribers: &mut Subscribers,
+) -> Tracker {
+    let name = &instance.name;
+    let mut tracker = Tracker::new(instance.priority);
+    for r in &instance.track_script {
+        let Some(script) = config.vrrp_script.iter().find(|s| s.name == r.name) else {
+            tracing::error!(
+                "vrrp_instance {name}: track_script {} is not a vrrp_script",
+                r.name
+            );
+            continue;
+        };
+        let Some(spec) = specs.get(&r.name) else {
+            tracing::warn!(
+                "vrrp_instance {name}: not tracking disabled vrrp_script {}",
+                r.name
+            );
+            continue;
+        };
+        let weight = r
+            .weight
+            .map_or(Weight::new(script.weight, script.weight_reverse), |w| {
+                Weight::new(w, r.reverse)
+            });
+        tracker.track_script(&r.name, weight, spec.initial_status());
+        subscribers
+            .scripts
+            .entry(r.name.clone())
+            .or_default()
+            .push(input.clone());
+    }
+    for r in &instance.track_file {
+        let Some(file) = config.track_file.iter().find(|f| f.name == r.name) else {
+            tracing::error!(
+                "vrrp_instance {name}: track_file {} is not a track_file",
+                r.name
+            );
+            continue;
+        };
+        let weight = r
+            .weight
+            .map_or(Weight::new(file.weight, file.weight_reverse), |w| {
+                Weight::new(w, r.reverse)
+            });
+        let value = read_track_file(Path::new(&file.file));
+        tracker.track_file(&r.name, weight, value);
+        subscribers
+            .files
+            .entry(r.name.clone())
+            .or_default()
+            .push(input.clone());
+    }
+    for r in &instance.track_interface {
+        tracker.track_interface(&r.name, Weight::new(r.weight.unwrap_or(0), r.reverse));
+        subscribers
+            .interfaces
+            .entry(r.name.clone())
+            .or_default()
+            .push(input.clone());
+    }
+    tracker
+}
+
+/// The notify FIFOs (`notify_fifo`, `vrrp_notify_fifo`), each opened once.
+fn notify_fifos(global: &GlobalDefs) -> Vec<Arc<FifoWriter>> {
+    let mut fifos: Vec<Arc<FifoWriter>> = Vec::new();
+    for fifo in [&global.notify_fifo, &global.vrrp_notify_fifo]
+        .into_iter()
+        .flatten()
+    {
+        if fifos.iter().any(|f| f.path() == Path::new(&fifo.path)) {
+            continue;
+        }
+        match FifoWriter::open(&fifo.path) {
+            Ok(w) => fifos.push(Arc::new(w)),
+            Err(e) => tracing::error!("notify fifo {}: {e}", fifo.path),
+        }
+    }
+    fifos
+}
+
+/// Runs every instance until SIGTERM/SIGINT, then lets them resign and waits for them
+/// (and for their notify scripts, `notify_stop` included).
 /// An instance that cannot start is reported and the others keep running.
 pub async fn run(config: &model::Config) -> anyhow::Result<()> {
+    let global = &config.global_defs;
     let (stop, stopped) = watch::channel(false);
     let mut engines = tokio::task::JoinSet::new();
+    let mut notifiers = tokio::task::JoinSet::new();
+    let specs = script_specs(config);
+    let fifos = notify_fifos(global);
+    let mut subscribers = Subscribers::default();
+    for file in &config.track_file {
+        if let Some(init) = &file.init_file
+            && let Err(e) = init_track_file(Path::new(&file.file), init.value, init.overwrite)
+        {
+            tracing::error!("track_file {}: init_file {}: {e}", file.name, file.file);
+        }
+    }
     for instance in &config.vrrp_instance {
-        let (engine, options) = match instance_config(instance, &config.global_defs) {
+        let (engine, mut options) = match instance_config(instance, global) {
             Ok(engine) => engine,
             Err(e) => {
                 tracing::error!("not running vrrp_instance {}: {e:#}", instance.name);
@@ -131,6 +329,49 @@ pub async fn run(config: &model::Config) -> anyhow::Result<()> {
             }
         };
         let name = instance.name.clone();
+
+        // Tracking: objects -> inputs -> run_tracker -> updates -> the driver's watch.
+        let (input_tx, input_rx) = mpsc::unbounded_channel();
+        let tracker = tracker(instance, config, &specs, &input_tx, &mut subscribers);
+        drop(input_tx);
+        let (watch_tx, watch_rx) = watch::channel(tracker.current());
+        let (update_tx, mut update_rx) = mpsc::unbounded_channel();
+        tokio::spawn(track::run_tracker(tracker, input_rx, update_tx));
+        tokio::spawn(async move {
+            while let Some(update) = update_rx.recv().await {
+                if watch_tx.send(update).is_err() {
+                    return;
+                }
+            }
+        });
+        options.tracking = Some(watch_rx);
+
+        // Notifications, in transition order, until the engine is gone.
+        let scripts = NotifyScripts {
+            master: model_script(&instance.notify_master, global, "notify_master", &name),
+            backup: model_script(&instance.notify_backup, global, "notify_backup", &name),
+            fault: model_script(&instance.notify_fault, global, "notify_fault", &name),
+            stop: model_script(&instance.notify_stop, global, "notify_stop", &name),
+            notify: model_script(&instance.notify, global, "notify", &name),
+        };
+        if scripts.iter().next().is_some() || !fifos.is_empty() {
+            let (notify_tx, mut notify_rx) = mpsc::unbounded_channel();
+            options.notify = Some(notify_tx);
+            let notifier = Notifier::spawn(NotifyConfig {
+                kind: NotifyKind::Instance,
+                name: name.clone(),
+                scripts,
+                timeout: NOTIFY_TIMEOUT,
+                fifos: fifos.clone(),
+            });
+            notifiers.spawn(async move {
+                while let Some((state, priority)) = notify_rx.recv().await {
+                    notifier.state_changed(state, priority);
+                }
+                notifier.close().await;
+            });
+        }
+
         let stopped = stopped.clone();
         engines.spawn(async move {
             let result = keeplb_vrrp::run_instance_with(engine, options, stopped).await;
@@ -140,6 +381,7 @@ pub async fn run(config: &model::Config) -> anyhow::Result<()> {
     if engines.is_empty() {
         bail!("no vrrp_instance could be started");
     }
+    spawn_trackers(config, specs, subscribers);
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     tokio::select! {
@@ -151,7 +393,38 @@ pub async fn run(config: &model::Config) -> anyhow::Result<()> {
     while let Some(joined) = engines.join_next().await {
         report(joined);
     }
+    // Every engine is gone, so every notify channel is closed: the notifiers finish
+    // their queues (notify_stop last) and end.
+    while let Some(joined) = notifiers.join_next().await {
+        if let Err(e) = joined {
+            tracing::error!("a notify task failed: {e}");
+        }
+    }
     Ok(())
+}
+
+/// One checker per `vrrp_script`, one poller per `track_file` and tracked interface,
+/// each shared by the instances that track it.
+fn spawn_trackers(
+    config: &model::Config,
+    mut specs: HashMap<String, ScriptSpec>,
+    subscribers: Subscribers,
+) {
+    for (name, subs) in subscribers.scripts {
+        if let Some(spec) = specs.remove(&name) {
+            tokio::spawn(track::run_script_checker(spec, subs));
+        }
+    }
+    for (name, subs) in subscribers.files {
+        let Some(file) = config.track_file.iter().find(|f| f.name == name) else {
+            continue;
+        };
+        let path = PathBuf::from(&file.file);
+        tokio::spawn(track::run_file_tracker(name, path, TRACK_POLL, subs));
+    }
+    for (name, subs) in subscribers.interfaces {
+        tokio::spawn(run_interface_tracker(name, TRACK_POLL, subs));
+    }
 }
 
 fn report(

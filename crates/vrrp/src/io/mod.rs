@@ -10,8 +10,9 @@
 //! addresses through rtnetlink ([`netlink::Netlink`]), gratuitous ARP / unsolicited NA
 //! through `AF_PACKET`.
 //!
-//! Nothing in the loop waits on anything but the socket, the timers and the shutdown
-//! signal; netlink requests and frame sends are non-blocking local syscalls.
+//! Nothing in the loop waits on anything but the socket, the timers, the tracking channel
+//! ([`DriverOptions::tracking`]) and the shutdown signal; netlink requests and frame sends
+//! are non-blocking local syscalls, and scripts (tracking and notify) run in other tasks.
 //!
 //! Both families: IPv4 (VRRPv2 and VRRPv3) and IPv6 (VRRPv3), multicast and unicast. The
 //! source of IPv6 advertisements is the interface's link-local address.
@@ -33,13 +34,14 @@ use std::time::Duration;
 use nix::errno::Errno;
 use nix::net::if_::InterfaceFlags;
 use nix::sys::socket::LinkAddr;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep_until};
 
 use crate::announce::{MacAddr, UnsolicitedNa, gratuitous_arp};
 use crate::event::{Action, Event, OutgoingAdvert, Received, State, TimerKind};
 use crate::instance::{ConfigError, Instance, InstanceConfig, Stats, Transport};
 use crate::packet::Family;
+use crate::track::{TrackInput, TrackingUpdate};
 
 use netlink::{IFA_F_NODAD, InterfaceAddr, Netlink, NetlinkError};
 use socket::{PacketSocket, VrrpSocket, VrrpSocketV4, VrrpSocketV6};
@@ -84,6 +86,16 @@ pub struct DriverOptions {
     pub vip_prefixes: Vec<(IpAddr, u8)>,
     /// Receives every state the instance enters (for status reporting and tests).
     pub state: Option<watch::Sender<State>>,
+    /// What tracking (`track_script`, `track_interface`, `track_file`) currently asks
+    /// for, from [`crate::track::run_tracker`]. The value present at start is applied
+    /// before [`Event::Startup`]; every change becomes [`Event::PriorityChanged`] /
+    /// [`Event::ForceFault`] / [`Event::ClearFault`] ([`TrackingUpdate::events_since`]).
+    /// Scripts run in their own tasks: the driver only reads this channel.
+    pub tracking: Option<watch::Receiver<TrackingUpdate>>,
+    /// Gets `(new state, effective priority)` on every [`Action::StateChanged`], in
+    /// order (for a [`crate::notify::Notifier`]); the last one is
+    /// [`State::Initialize`] (keepalived's STOP) when the instance shuts down.
+    pub notify: Option<mpsc::UnboundedSender<(State, u8)>>,
 }
 
 impl DriverOptions {
@@ -92,6 +104,8 @@ impl DriverOptions {
             interface: interface.into(),
             vip_prefixes: Vec::new(),
             state: None,
+            tracking: None,
+            notify: None,
         }
     }
 }
@@ -113,7 +127,14 @@ pub async fn run_instance_with(
     options: DriverOptions,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<Stats, IoError> {
+    let mut tracking = options.tracking.clone();
     let mut driver = Driver::new(config, options)?;
+    let mut tracked: Option<TrackingUpdate> = None;
+    if let Some(rx) = &mut tracking {
+        let update = *rx.borrow_and_update();
+        driver.apply_tracking(&update, tracked.as_ref());
+        tracked = Some(update);
+    }
     // Tells the instance whether the interface is there (InterfaceDown before Startup
     // starts it in FAULT) and its primary address.
     driver.refresh_link();
@@ -153,10 +174,68 @@ pub async fn run_instance_with(
                 }
             }
             _ = link_poll.tick() => driver.refresh_link(),
+            changed = tracking_changed(tracking.as_mut()) => {
+                if changed {
+                    if let Some(rx) = &mut tracking {
+                        let update = *rx.borrow_and_update();
+                        driver.apply_tracking(&update, tracked.as_ref());
+                        tracked = Some(update);
+                    }
+                } else {
+                    // Tracking is gone: keep the last update in force.
+                    tracking = None;
+                }
+            }
         }
     }
     driver.handle(Event::Shutdown);
     Ok(driver.instance.stats().clone())
+}
+
+/// Waits for a new tracking update: true when there is one, false when the sender is
+/// gone; never, without tracking.
+async fn tracking_changed(rx: Option<&mut watch::Receiver<TrackingUpdate>>) -> bool {
+    match rx {
+        Some(rx) => rx.changed().await.is_ok(),
+        None => std::future::pending().await,
+    }
+}
+
+/// Whether `interface` exists, is administratively up and has carrier.
+pub fn interface_is_up(interface: &str) -> bool {
+    matches!(probe_link(interface), Ok(Some(LinkInfo { up: true, .. })))
+}
+
+/// `track_interface`: looks at `interface` every `poll` and sends
+/// [`TrackInput::Interface`] at start and whenever it goes up or down, until every
+/// subscriber is gone.
+pub async fn run_interface_tracker(
+    interface: String,
+    poll: Duration,
+    subscribers: Vec<mpsc::UnboundedSender<TrackInput>>,
+) {
+    let mut last: Option<bool> = None;
+    let mut ticks = tokio::time::interval(poll);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if subscribers.iter().all(mpsc::UnboundedSender::is_closed) {
+            return;
+        }
+        let up = interface_is_up(&interface);
+        if last != Some(up) {
+            if last.is_some() {
+                tracing::info!(%interface, up, "tracked interface changed");
+            }
+            last = Some(up);
+            for s in &subscribers {
+                let _ = s.send(TrackInput::Interface {
+                    name: interface.clone(),
+                    up,
+                });
+            }
+        }
+    }
 }
 
 /// The next datagram of `sock`; never, without a socket.
@@ -217,6 +296,7 @@ struct Driver {
     vips: Vec<(IpAddr, u8)>,
     timers: [Option<Instant>; TimerKind::ALL.len()],
     state_tx: Option<watch::Sender<State>>,
+    notify_tx: Option<mpsc::UnboundedSender<(State, u8)>>,
 }
 
 impl Driver {
@@ -248,6 +328,7 @@ impl Driver {
             vips,
             timers: [None; TimerKind::ALL.len()],
             state_tx: options.state,
+            notify_tx: options.notify,
             instance,
         })
     }
@@ -416,6 +497,21 @@ impl Driver {
         })
     }
 
+    /// Feeds the instance what changed in tracking since `previous`.
+    fn apply_tracking(&mut self, update: &TrackingUpdate, previous: Option<&TrackingUpdate>) {
+        let events = update.events_since(previous);
+        if !events.is_empty() {
+            tracing::info!(
+                instance = %self.instance.config().name,
+                priority = update.effective_priority, fault = update.fault,
+                "tracking changed"
+            );
+        }
+        for event in events {
+            self.handle(event);
+        }
+    }
+
     fn handle(&mut self, event: Event) {
         let actions = self.instance.handle(event, Instant::now());
         for action in actions {
@@ -482,6 +578,9 @@ impl Driver {
                 );
                 if let Some(tx) = &self.state_tx {
                     tx.send_replace(to);
+                }
+                if let Some(tx) = &self.notify_tx {
+                    let _ = tx.send((to, self.instance.effective_priority()));
                 }
             }
             Action::CountDrop(reason) => {
