@@ -8,6 +8,7 @@
 //! startup with an error naming the file; the instance runs without it.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +24,7 @@ use keeplb_vrrp::track::{
 };
 use keeplb_vrrp::{
     AdverInterval, Auth, AuthPassword, ChecksumForm, DriverOptions, GarpConfig, InitialState,
-    InstanceConfig, Transport, UnicastPeer, Version,
+    InstanceConfig, Transport, UnicastPeer, Version, VipBroadcast, VipOptions,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -124,12 +125,39 @@ pub fn instance_config(
         .validate()
         .with_context(|| format!("vrrp_instance {}", instance.name))?;
     let mut options = DriverOptions::new(interface);
-    options.vip_prefixes = instance
+    options.vips = instance
         .virtual_ipaddress
         .iter()
-        .map(|v| (v.address, v.prefix))
+        .chain(&instance.virtual_ipaddress_excluded)
+        .map(vip_options)
         .collect();
     Ok((config, options))
+}
+
+/// A `virtual_ipaddress` entry as the driver puts it on an interface.
+fn vip_options(vip: &model::VirtualIp) -> VipOptions {
+    let mut options = VipOptions::new(vip.address, vip.prefix);
+    options.broadcast = vip.brd.as_ref().and_then(|b| match b {
+        model::Broadcast::Address(IpAddr::V4(a)) => Some(VipBroadcast::Address(*a)),
+        model::Broadcast::Address(IpAddr::V6(_)) => None,
+        model::Broadcast::Derived(model::DerivedBroadcast::HostBitsSet) => {
+            Some(VipBroadcast::HostBitsSet)
+        }
+        model::Broadcast::Derived(model::DerivedBroadcast::HostBitsClear) => {
+            Some(VipBroadcast::HostBitsClear)
+        }
+    });
+    // The configuration checker has reported (and dropped) invalid scopes.
+    options.scope = vip
+        .scope
+        .as_deref()
+        .and_then(VipOptions::parse_scope)
+        .unwrap_or(0);
+    options.label = vip.label.clone();
+    options.dev = vip.dev.clone();
+    options.noprefixroute = vip.noprefixroute;
+    options.nodad = vip.nodad;
+    options
 }
 
 /// How often `track_file`s and `track_interface`s are looked at.

@@ -61,7 +61,7 @@ pub use instance::{
     Stats, Transport, UnicastPeer,
 };
 
-pub use io::{DriverOptions, IoError, run_instance, run_instance_with};
+pub use io::{DriverOptions, IoError, VipBroadcast, VipOptions, run_instance, run_instance_with};
 pub use packet::{
     AdverInterval, Advertisement, Auth, AuthPassword, ChecksumForm, DecodeContext, DecodeError,
     EncodeContext, EncodeError, Family, Version,

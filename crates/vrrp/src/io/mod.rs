@@ -28,7 +28,7 @@ pub mod netlink;
 mod socket;
 
 use std::io;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -43,7 +43,7 @@ use crate::instance::{ConfigError, Instance, InstanceConfig, Stats, Transport};
 use crate::packet::Family;
 use crate::track::{TrackInput, TrackingUpdate};
 
-use netlink::{IFA_F_NODAD, InterfaceAddr, Netlink, NetlinkError};
+use netlink::{AddrAttrs, IFA_F_NODAD, IFA_F_NOPREFIXROUTE, InterfaceAddr, Netlink, NetlinkError};
 use socket::{PacketSocket, VrrpSocket, VrrpSocketV4, VrrpSocketV6};
 
 /// How often the driver looks at its interface (presence, up, carrier, addresses).
@@ -76,14 +76,106 @@ pub enum IoError {
     Netlink(#[from] NetlinkError),
 }
 
+/// `brd` of a `virtual_ipaddress` entry (IPv4 only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VipBroadcast {
+    Address(Ipv4Addr),
+    /// `brd +`: the address with its host bits set.
+    HostBitsSet,
+    /// `brd -`: the address with its host bits clear.
+    HostBitsClear,
+}
+
+/// How one virtual address is put on an interface: a `virtual_ipaddress` entry,
+/// `addr[/prefix] [brd X] [dev IF] [scope S] [label L] [noprefixroute] [-nodad]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VipOptions {
+    pub address: IpAddr,
+    pub prefix: u8,
+    pub broadcast: Option<VipBroadcast>,
+    /// `RT_SCOPE_*`: 0 global (the default), 200 site, 253 link, 254 host, 255 nowhere.
+    pub scope: u8,
+    /// `IFA_LABEL` (IPv4 only).
+    pub label: Option<String>,
+    /// `dev IF`: the address goes on this interface instead of the instance's.
+    pub dev: Option<String>,
+    /// `IFA_F_NOPREFIXROUTE`.
+    pub noprefixroute: bool,
+    /// `-nodad`: `IFA_F_NODAD` (IPv6 VIPs always get it: they must be usable at once).
+    pub nodad: bool,
+}
+
+impl VipOptions {
+    /// `address/prefix` with no other option.
+    pub fn new(address: IpAddr, prefix: u8) -> Self {
+        VipOptions {
+            address,
+            prefix,
+            broadcast: None,
+            scope: 0,
+            label: None,
+            dev: None,
+            noprefixroute: false,
+            nodad: false,
+        }
+    }
+
+    /// `address` with a host prefix (/32, /128), as keepalived gives a bare address.
+    pub fn host(address: IpAddr) -> Self {
+        Self::new(address, if address.is_ipv4() { 32 } else { 128 })
+    }
+
+    /// A `scope` word as `ip` and keepalived read it: a name or a number.
+    pub fn parse_scope(word: &str) -> Option<u8> {
+        match word {
+            "global" | "universe" => Some(0),
+            "site" => Some(200),
+            "link" => Some(253),
+            "host" => Some(254),
+            "nowhere" => Some(255),
+            n => n.parse().ok(),
+        }
+    }
+
+    /// The broadcast address to set, if any (IPv4 only).
+    pub fn broadcast_address(&self) -> Option<Ipv4Addr> {
+        let IpAddr::V4(addr) = self.address else {
+            return None;
+        };
+        let host_bits = u32::MAX.checked_shr(u32::from(self.prefix)).unwrap_or(0);
+        match self.broadcast? {
+            VipBroadcast::Address(a) => Some(a),
+            VipBroadcast::HostBitsSet => Some(Ipv4Addr::from(u32::from(addr) | host_bits)),
+            VipBroadcast::HostBitsClear => Some(Ipv4Addr::from(u32::from(addr) & !host_bits)),
+        }
+    }
+
+    fn attrs(&self) -> AddrAttrs {
+        let mut flags = 0;
+        if self.nodad || self.address.is_ipv6() {
+            flags |= IFA_F_NODAD;
+        }
+        if self.noprefixroute {
+            flags |= IFA_F_NOPREFIXROUTE;
+        }
+        AddrAttrs {
+            flags,
+            scope: self.scope,
+            broadcast: self.broadcast_address(),
+            label: self.label.clone().filter(|_| self.address.is_ipv4()),
+        }
+    }
+}
+
 /// How the driver runs one instance, beyond the protocol configuration.
 #[derive(Clone, Debug)]
 pub struct DriverOptions {
     /// The `interface` of the `vrrp_instance`.
     pub interface: String,
-    /// Prefix lengths of the virtual addresses (`virtual_ipaddress { 10.0.0.100/24 }`);
-    /// an address not listed gets a host prefix (/32, /128), as in keepalived.
-    pub vip_prefixes: Vec<(IpAddr, u8)>,
+    /// How the virtual addresses (and excluded ones) are configured
+    /// (`virtual_ipaddress { 10.0.0.100/24 label eth0:vip }`); an address not listed
+    /// gets a host prefix (/32, /128) and no options, as in keepalived.
+    pub vips: Vec<VipOptions>,
     /// Receives every state the instance enters (for status reporting and tests).
     pub state: Option<watch::Sender<State>>,
     /// What tracking (`track_script`, `track_interface`, `track_file`) currently asks
@@ -102,7 +194,7 @@ impl DriverOptions {
     pub fn new(interface: impl Into<String>) -> Self {
         DriverOptions {
             interface: interface.into(),
-            vip_prefixes: Vec::new(),
+            vips: Vec::new(),
             state: None,
             tracking: None,
             notify: None,
@@ -292,8 +384,8 @@ struct Driver {
     /// The last problem with the interface, logged once rather than every poll.
     link_problem: Option<String>,
     netlink: Netlink,
-    /// Advertised and excluded addresses with their prefix lengths.
-    vips: Vec<(IpAddr, u8)>,
+    /// Advertised and excluded addresses with their options.
+    vips: Vec<VipOptions>,
     timers: [Option<Instant>; TimerKind::ALL.len()],
     state_tx: Option<watch::Sender<State>>,
     notify_tx: Option<mpsc::UnboundedSender<(State, u8)>>,
@@ -303,17 +395,17 @@ impl Driver {
     fn new(config: InstanceConfig, options: DriverOptions) -> Result<Self, IoError> {
         let instance = Instance::new(config)?;
         let config = instance.config();
-        let vips: Vec<(IpAddr, u8)> = config
+        let vips: Vec<VipOptions> = config
             .vips
             .iter()
             .chain(&config.excluded_vips)
             .map(|addr| {
-                let prefix = options
-                    .vip_prefixes
+                options
+                    .vips
                     .iter()
-                    .find(|(a, _)| a == addr)
-                    .map_or(if addr.is_ipv4() { 32 } else { 128 }, |(_, p)| *p);
-                (*addr, prefix)
+                    .find(|v| v.address == *addr)
+                    .cloned()
+                    .unwrap_or_else(|| VipOptions::host(*addr))
             })
             .collect();
         Ok(Driver {
@@ -407,7 +499,7 @@ impl Driver {
     /// The address to advertise from: the primary IPv4 address, or the link-local IPv6
     /// address once duplicate address detection has passed; never a virtual address.
     fn pick_primary(&self, present: &[InterfaceAddr]) -> Option<IpAddr> {
-        let not_vip = |a: &&InterfaceAddr| !self.vips.iter().any(|(v, _)| *v == a.addr);
+        let not_vip = |a: &&InterfaceAddr| !self.vips.iter().any(|v| v.address == a.addr);
         match self.family {
             Family::Ipv4 => present
                 .iter()
@@ -434,16 +526,34 @@ impl Driver {
         let interface = &self.interface;
         let ifindex = info.ifindex;
         let present = self.netlink.addresses(ifindex)?;
-        for stale in present
-            .iter()
-            .filter(|a| self.vips.iter().any(|(v, _)| *v == a.addr))
-        {
+        for stale in present.iter().filter(|a| {
+            self.vips
+                .iter()
+                .any(|v| v.dev.is_none() && v.address == a.addr)
+        }) {
             tracing::warn!(
                 instance = %config.name, interface, address = %stale.addr,
                 "removing stale virtual address"
             );
             self.netlink
                 .del_address(ifindex, stale.addr, stale.prefix_len)?;
+        }
+        // Addresses on other interfaces (`dev IF`) left by a previous run.
+        for vip in self.vips.iter().filter(|v| v.dev.is_some()) {
+            let Some(dev_index) = vip_dev_index(vip) else {
+                continue;
+            };
+            let Ok(present) = self.netlink.addresses(dev_index) else {
+                continue;
+            };
+            if let Some(stale) = present.iter().find(|a| a.addr == vip.address) {
+                tracing::warn!(
+                    instance = %config.name, interface = ?vip.dev, address = %stale.addr,
+                    "removing stale virtual address"
+                );
+                self.netlink
+                    .del_address(dev_index, stale.addr, stale.prefix_len)?;
+            }
         }
         let mac = info.link.addr().ok_or_else(|| IoError::NoLinkAddress {
             interface: interface.clone(),
@@ -528,10 +638,29 @@ impl Driver {
                     tracing::error!(instance = %name, "no interface to add the VIPs to");
                     return;
                 };
-                for &(addr, prefix) in &self.vips {
-                    let flags = if addr.is_ipv6() { IFA_F_NODAD } else { 0 };
-                    match self.netlink.add_address(port.ifindex, addr, prefix, flags) {
-                        Ok(()) => tracing::debug!(instance = %name, %addr, prefix, "added"),
+                let port_index = port.ifindex;
+                for vip in &self.vips {
+                    let addr = vip.address;
+                    let ifindex = match &vip.dev {
+                        None => port_index,
+                        Some(dev) => match vip_dev_index(vip) {
+                            Some(i) => i,
+                            None => {
+                                tracing::error!(
+                                    instance = %name, %addr, dev, "adding VIP: no such interface"
+                                );
+                                continue;
+                            }
+                        },
+                    };
+                    let attrs = vip.attrs();
+                    match self
+                        .netlink
+                        .add_address_with(ifindex, addr, vip.prefix, &attrs)
+                    {
+                        Ok(()) => {
+                            tracing::debug!(instance = %name, %addr, prefix = vip.prefix, "added")
+                        }
                         Err(error) => {
                             tracing::error!(instance = %name, %addr, %error, "adding VIP")
                         }
@@ -539,10 +668,17 @@ impl Driver {
                 }
             }
             Action::RemoveVips => {
-                // Without a port the interface is gone, and its addresses with it.
-                let Some(port) = &self.port else { return };
-                for &(addr, prefix) in &self.vips {
-                    if let Err(error) = self.netlink.del_address(port.ifindex, addr, prefix) {
+                // Without a port the interface is gone, and its addresses with it (but
+                // not those on other interfaces, `dev IF`).
+                let port_index = self.port.as_ref().map(|p| p.ifindex);
+                for vip in &self.vips {
+                    let ifindex = match &vip.dev {
+                        None => port_index,
+                        Some(_) => vip_dev_index(vip),
+                    };
+                    let Some(ifindex) = ifindex else { continue };
+                    let addr = vip.address;
+                    if let Err(error) = self.netlink.del_address(ifindex, addr, vip.prefix) {
                         tracing::error!(instance = %name, %addr, %error, "removing VIP");
                     }
                 }
@@ -617,7 +753,48 @@ impl Driver {
     }
 }
 
+/// The index of a VIP's own interface (`dev IF`), if it has one and it exists.
+fn vip_dev_index(vip: &VipOptions) -> Option<u32> {
+    nix::net::if_::if_nametoindex(vip.dev.as_deref()?).ok()
+}
+
 /// fe80::/10.
 fn is_link_local(addr: &Ipv6Addr) -> bool {
     addr.segments()[0] & 0xffc0 == 0xfe80
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vip_options_broadcast_scope_and_flags() {
+        let v4 = |s: &str| IpAddr::V4(s.parse().unwrap_or(Ipv4Addr::UNSPECIFIED));
+        let mut vip = VipOptions::new(v4("10.0.1.100"), 23);
+        assert_eq!(vip.broadcast_address(), None);
+        vip.broadcast = Some(VipBroadcast::HostBitsSet);
+        assert_eq!(vip.broadcast_address(), Some(Ipv4Addr::new(10, 0, 1, 255)));
+        vip.broadcast = Some(VipBroadcast::HostBitsClear);
+        assert_eq!(vip.broadcast_address(), Some(Ipv4Addr::new(10, 0, 0, 0)));
+        vip.prefix = 32;
+        vip.broadcast = Some(VipBroadcast::HostBitsSet);
+        assert_eq!(vip.broadcast_address(), Some(Ipv4Addr::new(10, 0, 1, 100)));
+        vip.noprefixroute = true;
+        assert_eq!(vip.attrs().flags, IFA_F_NOPREFIXROUTE);
+        vip.nodad = true;
+        assert_eq!(vip.attrs().flags, IFA_F_NOPREFIXROUTE | IFA_F_NODAD);
+        let v6 = VipOptions::host(IpAddr::V6(Ipv6Addr::LOCALHOST));
+        assert_eq!((v6.prefix, v6.attrs().flags), (128, IFA_F_NODAD));
+        for (word, scope) in [
+            ("global", Some(0)),
+            ("site", Some(200)),
+            ("link", Some(253)),
+            ("host", Some(254)),
+            ("nowhere", Some(255)),
+            ("42", Some(42)),
+            ("galaxy", None),
+        ] {
+            assert_eq!(VipOptions::parse_scope(word), scope, "{word}");
+        }
+    }
 }

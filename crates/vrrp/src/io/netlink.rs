@@ -31,11 +31,15 @@ const NLM_F_REPLACE: u16 = 0x100;
 const NLM_F_CREATE: u16 = 0x400;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
+const IFA_LABEL: u16 = 3;
+const IFA_BROADCAST: u16 = 4;
 const IFA_FLAGS: u16 = 8;
 /// Address flag: a secondary IPv4 address (another one of its subnet came first).
 pub const IFA_F_SECONDARY: u32 = 0x01;
 /// Address flag: skip duplicate address detection (IPv6 VIPs must be usable at once).
 pub const IFA_F_NODAD: u32 = 0x02;
+/// Address flag: no prefix route for the address's subnet (`noprefixroute`).
+pub const IFA_F_NOPREFIXROUTE: u32 = 0x200;
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 
@@ -66,6 +70,19 @@ impl InterfaceAddr {
     pub fn is_secondary(&self) -> bool {
         self.flags & IFA_F_SECONDARY != 0
     }
+}
+
+/// What an `RTM_NEWADDR` request sets besides the address and its prefix length.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AddrAttrs {
+    /// `IFA_F_*` flags (e.g. [`IFA_F_NODAD`], [`IFA_F_NOPREFIXROUTE`]).
+    pub flags: u32,
+    /// `ifa_scope` (`RT_SCOPE_*`: 0 global, 200 site, 253 link, 254 host, 255 nowhere).
+    pub scope: u8,
+    /// `IFA_BROADCAST` (IPv4 only).
+    pub broadcast: Option<Ipv4Addr>,
+    /// `IFA_LABEL` (IPv4 only).
+    pub label: Option<String>,
 }
 
 /// A `NETLINK_ROUTE` socket in the network namespace of the thread that opened it.
@@ -133,7 +150,23 @@ impl Netlink {
         prefix_len: u8,
         flags: u32,
     ) -> Result<(), NetlinkError> {
-        let body = addr_request(ifindex, addr, prefix_len, flags);
+        let attrs = AddrAttrs {
+            flags,
+            ..AddrAttrs::default()
+        };
+        self.add_address_with(ifindex, addr, prefix_len, &attrs)
+    }
+
+    /// Adds `addr/prefix_len` to `ifindex` (replacing it if present) with a scope,
+    /// broadcast address, label and flags, as `ip addr add … brd … scope … label …`.
+    pub fn add_address_with(
+        &mut self,
+        ifindex: u32,
+        addr: IpAddr,
+        prefix_len: u8,
+        attrs: &AddrAttrs,
+    ) -> Result<(), NetlinkError> {
+        let body = addr_request_with(ifindex, addr, prefix_len, attrs);
         self.transact(
             RTM_NEWADDR,
             NLM_F_CREATE | NLM_F_REPLACE,
@@ -282,14 +315,32 @@ fn push_attr(buf: &mut Vec<u8>, kind: u16, data: &[u8]) {
 }
 
 fn addr_request(ifindex: u32, addr: IpAddr, prefix_len: u8, flags: u32) -> Vec<u8> {
+    let attrs = AddrAttrs {
+        flags,
+        ..AddrAttrs::default()
+    };
+    addr_request_with(ifindex, addr, prefix_len, &attrs)
+}
+
+fn addr_request_with(ifindex: u32, addr: IpAddr, prefix_len: u8, attrs: &AddrAttrs) -> Vec<u8> {
     let (family, octets): (u8, Vec<u8>) = match addr {
         IpAddr::V4(a) => (AF_INET, a.octets().to_vec()),
         IpAddr::V6(a) => (AF_INET6, a.octets().to_vec()),
     };
+    let flags = attrs.flags;
     // The legacy 8-bit flags field holds the low bits; IFA_FLAGS carries all of them.
     let mut b = ifaddrmsg(family, prefix_len, (flags & 0xff) as u8, ifindex);
+    b[3] = attrs.scope;
     push_attr(&mut b, IFA_LOCAL, &octets);
     push_attr(&mut b, IFA_ADDRESS, &octets);
+    if let (Some(brd), IpAddr::V4(_)) = (attrs.broadcast, addr) {
+        push_attr(&mut b, IFA_BROADCAST, &brd.octets());
+    }
+    if let (Some(label), IpAddr::V4(_)) = (&attrs.label, addr) {
+        let mut data = label.as_bytes().to_vec();
+        data.push(0);
+        push_attr(&mut b, IFA_LABEL, &data);
+    }
     if flags != 0 {
         push_attr(&mut b, IFA_FLAGS, &flags.to_ne_bytes());
     }
@@ -363,5 +414,31 @@ mod tests {
         assert_eq!(parse_ifaddr(&body, 8), None);
         body.truncate(10);
         assert_eq!(parse_ifaddr(&body, 7), None);
+    }
+
+    #[test]
+    fn request_carries_scope_broadcast_label_and_flags() {
+        let addr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 100));
+        let attrs = AddrAttrs {
+            flags: IFA_F_NOPREFIXROUTE,
+            scope: 253,
+            broadcast: Some(Ipv4Addr::new(10, 0, 0, 255)),
+            label: Some("eth0:vip".to_owned()),
+        };
+        let body = addr_request_with(3, addr, 24, &attrs);
+        assert_eq!(&body[..4], &[AF_INET, 24, 0, 253]);
+        // Header, LOCAL, ADDRESS, BROADCAST (8 each), LABEL (4 + 9 -> 16), FLAGS (8).
+        assert_eq!(body.len(), 8 + 8 + 8 + 8 + 16 + 8);
+        assert_eq!(u16_at(&body, 24), Some(8));
+        assert_eq!(u16_at(&body, 26), Some(IFA_BROADCAST));
+        assert_eq!(&body[28..32], &[10, 0, 0, 255]);
+        assert_eq!(u16_at(&body, 32), Some(13));
+        assert_eq!(u16_at(&body, 34), Some(IFA_LABEL));
+        assert_eq!(&body[36..45], b"eth0:vip\0");
+        let parsed = parse_ifaddr(&body, 3).map(|a| (a.addr, a.flags));
+        assert_eq!(parsed, Some((addr, IFA_F_NOPREFIXROUTE)));
+        // IPv6 takes neither broadcast nor label.
+        let v6 = IpAddr::V6(Ipv6Addr::LOCALHOST);
+        assert_eq!(addr_request_with(3, v6, 128, &attrs).len(), 8 + 20 + 20 + 8);
     }
 }
