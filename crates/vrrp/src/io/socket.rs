@@ -103,20 +103,12 @@ impl VrrpSocketV4 {
             ipi_addr: nix::libc::in_addr { s_addr: 0 },
         };
         let to = SockaddrIn::from(SocketAddrV4::new(dst, 0));
-        let iov = [IoSlice::new(payload)];
-        let cmsgs = [ControlMessage::Ipv4PacketInfo(&pktinfo)];
-        loop {
-            match sendmsg(
-                sock.as_raw_fd(),
-                &iov,
-                &cmsgs,
-                MsgFlags::MSG_DONTWAIT,
-                Some(&to),
-            ) {
-                Err(Errno::EINTR) => continue,
-                other => return other.map(drop).map_err(io::Error::from),
-            }
-        }
+        send_datagram(
+            sock,
+            payload,
+            &[ControlMessage::Ipv4PacketInfo(&pktinfo)],
+            &to,
+        )
     }
 }
 
@@ -218,19 +210,34 @@ impl VrrpSocketV6 {
         };
         // Link-local and multicast destinations need the interface as scope.
         let to = SockaddrIn6::from(SocketAddrV6::new(dst, 0, 0, self.ifindex));
-        let iov = [IoSlice::new(payload)];
-        let cmsgs = [ControlMessage::Ipv6PacketInfo(&pktinfo)];
-        loop {
-            match sendmsg(
-                sock.as_raw_fd(),
-                &iov,
-                &cmsgs,
-                MsgFlags::MSG_DONTWAIT,
-                Some(&to),
-            ) {
-                Err(Errno::EINTR) => continue,
-                other => return other.map(drop).map_err(io::Error::from),
-            }
+        send_datagram(
+            sock,
+            payload,
+            &[ControlMessage::Ipv6PacketInfo(&pktinfo)],
+            &to,
+        )
+    }
+}
+
+/// One non-blocking datagram with its ancillary data (the source address to use),
+/// retried only when a signal interrupts it.
+fn send_datagram<A: nix::sys::socket::SockaddrLike>(
+    sock: &impl AsRawFd,
+    payload: &[u8],
+    cmsgs: &[ControlMessage<'_>],
+    to: &A,
+) -> io::Result<()> {
+    let iov = [IoSlice::new(payload)];
+    loop {
+        match sendmsg(
+            sock.as_raw_fd(),
+            &iov,
+            cmsgs,
+            MsgFlags::MSG_DONTWAIT,
+            Some(to),
+        ) {
+            Err(Errno::EINTR) => continue,
+            other => return other.map(drop).map_err(io::Error::from),
         }
     }
 }
