@@ -4,6 +4,10 @@
 //! `track_interface`: script checkers and pollers shared by the instances, one
 //! [`Tracker`] per instance feeding the driver) and its notifications (`notify_*`,
 //! `notify`, `notify_fifo` / `vrrp_notify_fifo`, one [`Notifier`] per instance).
+//! Each `vrrp_sync_group` gets a coordinator watching its members' states: FAULT spreads
+//! to the whole group (forced through the members' tracking), a master going to BACKUP
+//! takes the others with it ([`keeplb_vrrp::Event::SyncBackup`]), and the group's
+//! notify scripts (`GROUP name STATE 0`) follow the group's state.
 //! With `enable_script_security`, a script a non-root user could change is refused at
 //! startup with an error naming the file; the instance runs without it.
 
@@ -20,11 +24,12 @@ use keeplb_vrrp::notify::{
     FifoWriter, Notifier, NotifyConfig, NotifyKind, NotifyScripts, check_script_security,
 };
 use keeplb_vrrp::track::{
-    self, ScriptCommand, ScriptSpec, TrackInput, Tracker, Weight, init_track_file, read_track_file,
+    self, ScriptCommand, ScriptSpec, TrackInput, Tracker, TrackingUpdate, Weight, init_track_file,
+    read_track_file,
 };
 use keeplb_vrrp::{
     AdverInterval, Auth, AuthPassword, ChecksumForm, DriverOptions, GarpConfig, InitialState,
-    InstanceConfig, Transport, UnicastPeer, Version, VipBroadcast, VipOptions,
+    InstanceConfig, State, Transport, UnicastPeer, Version, VipBroadcast, VipOptions,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -348,6 +353,7 @@ pub async fn run(config: &model::Config) -> anyhow::Result<()> {
             tracing::error!("track_file {}: init_file {}: {e}", file.name, file.file);
         }
     }
+    let mut groups = sync_groups(config);
     for instance in &config.vrrp_instance {
         let (engine, mut options) = match instance_config(instance, global) {
             Ok(engine) => engine,
@@ -362,16 +368,18 @@ pub async fn run(config: &model::Config) -> anyhow::Result<()> {
         let (input_tx, input_rx) = mpsc::unbounded_channel();
         let tracker = tracker(instance, config, &specs, &input_tx, &mut subscribers);
         drop(input_tx);
+        // A sync group member's tracking also carries the FAULT its group forces on it.
         let (watch_tx, watch_rx) = watch::channel(tracker.current());
-        let (update_tx, mut update_rx) = mpsc::unbounded_channel();
+        let (update_tx, update_rx) = mpsc::unbounded_channel();
         tokio::spawn(track::run_tracker(tracker, input_rx, update_tx));
-        tokio::spawn(async move {
-            while let Some(update) = update_rx.recv().await {
-                if watch_tx.send(update).is_err() {
-                    return;
-                }
-            }
-        });
+        let membership = groups.iter_mut().find_map(|g| g.join(&name));
+        if let Some(m) = membership {
+            options.state = Some(m.state);
+            options.sync_backup = Some(m.sync_backup);
+            tokio::spawn(forward_tracking(update_rx, Some(m.forced), watch_tx));
+        } else {
+            tokio::spawn(forward_tracking(update_rx, None, watch_tx));
+        }
         options.tracking = Some(watch_rx);
 
         // Notifications, in transition order, until the engine is gone.
@@ -410,6 +418,11 @@ pub async fn run(config: &model::Config) -> anyhow::Result<()> {
         bail!("no vrrp_instance could be started");
     }
     spawn_trackers(config, specs, subscribers);
+    for group in groups {
+        if let Some(coordinator) = group.start(config, &fifos) {
+            notifiers.spawn(coordinator);
+        }
+    }
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     tokio::select! {
@@ -465,5 +478,263 @@ fn report(
         Ok((name, Ok(_))) => tracing::info!("vrrp_instance {name} stopped"),
         Ok((name, Err(e))) => tracing::error!("vrrp_instance {name} failed: {e}"),
         Err(e) => tracing::error!("a vrrp_instance task failed: {e}"),
+    }
+}
+
+/// Passes a member's tracking updates to its driver, with the FAULT its sync group forces
+/// on it (`forced`) added to its own.
+async fn forward_tracking(
+    updates: mpsc::UnboundedReceiver<TrackingUpdate>,
+    mut forced: Option<watch::Receiver<bool>>,
+    tx: watch::Sender<TrackingUpdate>,
+) {
+    let mut own = *tx.borrow();
+    // An instance tracking nothing has its tracker end at once; the group still counts.
+    let mut updates = Some(updates);
+    while updates.is_some() || forced.is_some() {
+        let group_fault = forced.as_ref().is_some_and(|f| *f.borrow());
+        let update = TrackingUpdate {
+            fault: own.fault || group_fault,
+            ..own
+        };
+        tx.send_if_modified(|current| {
+            let modified = *current != update;
+            *current = update;
+            modified
+        });
+        tokio::select! {
+            update = async { updates.as_mut().expect("guarded").recv().await }, if updates.is_some() => match update {
+                Some(update) => own = update,
+                None => updates = None,
+            },
+            changed = async { forced.as_mut().expect("guarded").changed().await }, if forced.is_some() => {
+                if changed.is_err() {
+                    forced = None;
+                }
+            }
+        }
+    }
+}
+
+/// A `vrrp_sync_group` being set up: its members that run, each with the sender of its
+/// state and the switch forcing it into FAULT.
+struct SyncGroup {
+    config: model::VrrpSyncGroup,
+    members: Vec<Member>,
+}
+
+struct Member {
+    name: String,
+    state: watch::Receiver<State>,
+    forced: watch::Sender<bool>,
+    sync_backup: watch::Sender<u64>,
+}
+
+/// A member's side of its group: where its driver reports its states, and how the group
+/// forces FAULT on it (through its tracking) and asks it to leave MASTER.
+struct Membership {
+    state: watch::Sender<State>,
+    forced: watch::Receiver<bool>,
+    sync_backup: watch::Receiver<u64>,
+}
+
+/// The sync groups, as keepalived takes them: an instance belongs to the first group
+/// naming it.
+fn sync_groups(config: &model::Config) -> Vec<SyncGroup> {
+    let mut taken: Vec<&str> = Vec::new();
+    let mut groups = Vec::new();
+    for group in &config.vrrp_sync_group {
+        let mut group = group.clone();
+        let this = group.name.clone();
+        group.group.retain(|name| {
+            if taken.contains(&name.as_str()) {
+                tracing::warn!(
+                    "vrrp_sync_group {this}: {name} is already in vrrp_sync_group {}; ignored here",
+                    group_name_of(config, name)
+                );
+                false
+            } else {
+                true
+            }
+        });
+        for name in &group.group {
+            if let Some(i) = config.vrrp_instance.iter().position(|v| &v.name == name) {
+                taken.push(&config.vrrp_instance[i].name);
+            }
+        }
+        groups.push(SyncGroup {
+            config: group,
+            members: Vec::new(),
+        });
+    }
+    groups
+}
+
+fn group_name_of<'a>(config: &'a model::Config, instance: &str) -> &'a str {
+    config
+        .vrrp_sync_group
+        .iter()
+        .find(|g| g.group.iter().any(|n| n == instance))
+        .map_or("?", |g| g.name.as_str())
+}
+
+impl SyncGroup {
+    /// Makes `instance` a member if the group names it.
+    fn join(&mut self, instance: &str) -> Option<Membership> {
+        if !self.config.group.iter().any(|n| n == instance) {
+            return None;
+        }
+        let (state_tx, state) = watch::channel(State::Initialize);
+        let (forced, forced_rx) = watch::channel(false);
+        let (sync_backup, sync_backup_rx) = watch::channel(0);
+        self.members.push(Member {
+            name: instance.to_owned(),
+            state,
+            forced,
+            sync_backup,
+        });
+        Some(Membership {
+            state: state_tx,
+            forced: forced_rx,
+            sync_backup: sync_backup_rx,
+        })
+    }
+
+    /// The group's coordinator, to run until every member has stopped; `None` when fewer
+    /// than two members run (keepalived removes such a group).
+    fn start(
+        self,
+        config: &model::Config,
+        fifos: &[Arc<FifoWriter>],
+    ) -> Option<impl Future<Output = ()> + Send + 'static> {
+        let name = self.config.name.clone();
+        if self.members.len() < 2 {
+            tracing::warn!(
+                "vrrp_sync_group {name} has only {} running instance(s); not synchronising",
+                self.members.len()
+            );
+            return None;
+        }
+        let global = &config.global_defs;
+        let g = &self.config;
+        let what = format!("vrrp_sync_group {name}");
+        let scripts = NotifyScripts {
+            master: model_script(&g.notify_master, global, "notify_master", &what),
+            backup: model_script(&g.notify_backup, global, "notify_backup", &what),
+            fault: model_script(&g.notify_fault, global, "notify_fault", &what),
+            stop: model_script(&g.notify_stop, global, "notify_stop", &what),
+            notify: model_script(&g.notify, global, "notify", &what),
+        };
+        let notifier = (scripts.iter().next().is_some() || !fifos.is_empty()).then(|| {
+            Notifier::spawn(NotifyConfig {
+                kind: NotifyKind::Group,
+                name: name.clone(),
+                scripts,
+                timeout: NOTIFY_TIMEOUT,
+                fifos: fifos.to_vec(),
+            })
+        });
+        Some(coordinate(name, self.members, notifier))
+    }
+}
+
+/// What the members' states make of the group: FAULT if one is in FAULT, MASTER when
+/// all are, BACKUP when all run and one is BACKUP, stopped when all are; `None` in
+/// between (the group keeps its state).
+fn group_state(states: &[State]) -> Option<State> {
+    if states.contains(&State::Fault) {
+        Some(State::Fault)
+    } else if states.iter().all(|&s| s == State::Master) {
+        Some(State::Master)
+    } else if states
+        .iter()
+        .all(|&s| matches!(s, State::Master | State::Backup))
+    {
+        Some(State::Backup)
+    } else if states.iter().all(|&s| s == State::Initialize) {
+        Some(State::Initialize)
+    } else {
+        None
+    }
+}
+
+/// Which members the group forces into FAULT: all but the ones in FAULT on their own,
+/// if there is one (`states`, `forced` and `pending` by member; a member whose forced
+/// FAULT was just lifted is `pending` until it reports its state again).
+fn members_to_force(states: &[State], forced: &[bool], pending: &[bool]) -> Vec<bool> {
+    let own_fault: Vec<bool> = (0..states.len())
+        .map(|i| states[i] == State::Fault && !forced[i] && !pending[i])
+        .collect();
+    let any = own_fault.contains(&true);
+    own_fault.iter().map(|&own| any && !own).collect()
+}
+
+/// Keeps a sync group's members together, as keepalived's `vrrp_sync.c`: a member in
+/// FAULT puts the others in FAULT until it recovers; a master going to BACKUP takes the
+/// other masters with it; group notifications follow the group's state. Ends when every member's driver is gone.
+async fn coordinate(name: String, members: Vec<Member>, notifier: Option<Notifier>) {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut forcers = Vec::new();
+    for (i, member) in members.into_iter().enumerate() {
+        let mut state = member.state;
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while state.changed().await.is_ok() {
+                let s = *state.borrow_and_update();
+                if tx.send((i, s)).is_err() {
+                    return;
+                }
+            }
+        });
+        forcers.push((member.name, member.forced, member.sync_backup));
+    }
+    drop(tx);
+    let n = forcers.len();
+    let mut states = vec![State::Initialize; n];
+    let mut forced = vec![false; n];
+    let mut pending = vec![false; n];
+    let mut current = State::Initialize;
+    while let Some((i, state)) = rx.recv().await {
+        let previous = std::mem::replace(&mut states[i], state);
+        pending[i] = false;
+        if previous == State::Master && state == State::Backup {
+            // keepalived's vrrp_sync_backup: the other masters follow it to BACKUP.
+            for (j, (member, _, sync_backup)) in forcers.iter().enumerate() {
+                if j != i && states[j] == State::Master {
+                    tracing::info!("vrrp_sync_group {name}: {member} follows to BACKUP");
+                    sync_backup.send_modify(|n| *n += 1);
+                }
+            }
+        }
+        let stopping = states.contains(&State::Initialize);
+        let force = if stopping {
+            vec![false; n]
+        } else {
+            members_to_force(&states, &forced, &pending)
+        };
+        for (j, (member, tx, _)) in forcers.iter().enumerate() {
+            if force[j] != forced[j] {
+                if force[j] {
+                    tracing::info!("vrrp_sync_group {name}: forcing {member} to FAULT");
+                } else {
+                    tracing::info!("vrrp_sync_group {name}: {member} leaves the group FAULT");
+                    pending[j] = true;
+                }
+                forced[j] = force[j];
+                let _ = tx.send(force[j]);
+            }
+        }
+        if let Some(to) = group_state(&states)
+            && to != current
+        {
+            tracing::info!("vrrp_sync_group {name}: {current} -> {to}");
+            current = to;
+            if let Some(notifier) = &notifier {
+                notifier.state_changed(to, 0);
+            }
+        }
+    }
+    if let Some(notifier) = notifier {
+        notifier.close().await;
     }
 }

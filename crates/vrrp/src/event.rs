@@ -44,6 +44,10 @@ pub enum Event {
     ForceFault,
     /// Tracking no longer asks for FAULT.
     ClearFault,
+    /// Another member of the instance's `vrrp_sync_group` went to BACKUP: a master
+    /// leaves for Backup with it (keepalived's `vrrp_sync_backup`); ignored in any other
+    /// state.
+    SyncBackup,
 }
 
 /// A received datagram, as the I/O layer read it.
@@ -165,6 +169,8 @@ pub enum Cause {
     TrackingFault,
     /// [`Event::ClearFault`].
     TrackingRecovered,
+    /// [`Event::SyncBackup`]: another member of the sync group went to BACKUP.
+    SyncGroup,
     /// The interface has no address to send from and none is configured (keepalived:
     /// "entering FAULT state (src address not configured)").
     NoSourceAddress,
@@ -183,6 +189,7 @@ impl Cause {
             Cause::InterfaceUp => "interface_up",
             Cause::TrackingFault => "tracking_fault",
             Cause::TrackingRecovered => "tracking_recovered",
+            Cause::SyncGroup => "sync_group",
             Cause::NoSourceAddress => "no_source_address",
         }
     }

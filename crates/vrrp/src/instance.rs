@@ -550,6 +550,11 @@ impl Instance {
                 self.tracking_fault = false;
                 self.leave_fault(Cause::TrackingRecovered, now, &mut out);
             }
+            Event::SyncBackup => {
+                if self.state == State::Master {
+                    self.leave_master(Cause::SyncGroup, now, &mut out);
+                }
+            }
         }
         out
     }
@@ -1057,7 +1062,7 @@ impl Instance {
         self.set_state(State::Master, cause, out);
     }
 
-    /// Master to Backup after a better advertisement.
+    /// Master to Backup after a better advertisement (or with its sync group).
     fn leave_master(&mut self, cause: Cause, now: Instant, out: &mut Vec<Action>) {
         self.cancel_all(out);
         out.push(Action::RemoveVips);

@@ -616,6 +616,29 @@ fn tracking_fault_resigns_and_recovers_to_backup() {
 }
 
 #[test]
+fn sync_backup_takes_a_master_to_backup_and_nothing_else() {
+    let mut rig = Rig::master(cfg(100));
+    let actions = rig.handle(Event::SyncBackup, 20.0);
+    assert!(sent(&actions).is_empty());
+    assert!(actions.contains(&Action::RemoveVips));
+    assert_eq!(
+        transition(&actions),
+        Some((State::Master, State::Backup, Cause::SyncGroup))
+    );
+    assert_eq!(
+        armed(&actions, TimerKind::MasterDown),
+        Some(rig.at(20.0) + micros(3_609_375))
+    );
+    // Already BACKUP: nothing to do.
+    assert!(rig.handle(Event::SyncBackup, 21.0).is_empty());
+    assert_eq!(rig.inst.state(), State::Backup);
+    // FAULT stays FAULT.
+    rig.handle(Event::ForceFault, 22.0);
+    assert!(rig.handle(Event::SyncBackup, 23.0).is_empty());
+    assert_eq!(rig.inst.state(), State::Fault);
+}
+
+#[test]
 fn interface_down_master_cannot_resign_but_drops_addresses() {
     let mut rig = Rig::master(cfg(100));
     let actions = rig.handle(Event::InterfaceDown, 20.0);

@@ -176,7 +176,8 @@ pub struct DriverOptions {
     /// (`virtual_ipaddress { 10.0.0.100/24 label eth0:vip }`); an address not listed
     /// gets a host prefix (/32, /128) and no options, as in keepalived.
     pub vips: Vec<VipOptions>,
-    /// Receives every state the instance enters (for status reporting and tests).
+    /// Receives every state the instance enters (for status reporting, sync groups and
+    /// tests), and the current state again after each tracking update is applied.
     pub state: Option<watch::Sender<State>>,
     /// What tracking (`track_script`, `track_interface`, `track_file`) currently asks
     /// for, from [`crate::track::run_tracker`]. The value present at start is applied
@@ -184,6 +185,9 @@ pub struct DriverOptions {
     /// [`Event::ForceFault`] / [`Event::ClearFault`] ([`TrackingUpdate::events_since`]).
     /// Scripts run in their own tasks: the driver only reads this channel.
     pub tracking: Option<watch::Receiver<TrackingUpdate>>,
+    /// A `vrrp_sync_group`'s requests that this instance leave MASTER for BACKUP: each
+    /// new value is one [`Event::SyncBackup`].
+    pub sync_backup: Option<watch::Receiver<u64>>,
     /// Gets `(new state, effective priority)` on every [`Action::StateChanged`], in
     /// order (for a [`crate::notify::Notifier`]); the last one is
     /// [`State::Initialize`] (keepalived's STOP) when the instance shuts down.
@@ -197,6 +201,7 @@ impl DriverOptions {
             vips: Vec::new(),
             state: None,
             tracking: None,
+            sync_backup: None,
             notify: None,
         }
     }
@@ -220,6 +225,7 @@ pub async fn run_instance_with(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<Stats, IoError> {
     let mut tracking = options.tracking.clone();
+    let mut sync_backup = options.sync_backup.clone();
     let mut driver = Driver::new(config, options)?;
     let mut tracked: Option<TrackingUpdate> = None;
     if let Some(rx) = &mut tracking {
@@ -272,10 +278,22 @@ pub async fn run_instance_with(
                         let update = *rx.borrow_and_update();
                         driver.apply_tracking(&update, tracked.as_ref());
                         tracked = Some(update);
+                        // Confirms the state once tracking is applied, changed or not
+                        // (a sync group waits for this after lifting a forced FAULT).
+                        if let Some(tx) = &driver.state_tx {
+                            tx.send_replace(driver.instance.state());
+                        }
                     }
                 } else {
                     // Tracking is gone: keep the last update in force.
                     tracking = None;
+                }
+            }
+            changed = sync_backup_requested(sync_backup.as_mut()) => {
+                if changed {
+                    driver.handle(Event::SyncBackup);
+                } else {
+                    sync_backup = None;
                 }
             }
         }
@@ -289,6 +307,19 @@ pub async fn run_instance_with(
 async fn tracking_changed(rx: Option<&mut watch::Receiver<TrackingUpdate>>) -> bool {
     match rx {
         Some(rx) => rx.changed().await.is_ok(),
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits for a sync group's next request to leave MASTER: true when there is one, false
+/// when the group is gone; never, outside a group.
+async fn sync_backup_requested(rx: Option<&mut watch::Receiver<u64>>) -> bool {
+    match rx {
+        Some(rx) => {
+            let changed = rx.changed().await.is_ok();
+            rx.borrow_and_update();
+            changed
+        }
         None => std::future::pending().await,
     }
 }
