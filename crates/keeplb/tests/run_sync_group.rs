@@ -6,22 +6,15 @@
 //! director's group follows its VI_2 (preempted by the master's) to BACKUP. The group's
 //! notify scripts see the group's transitions.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+mod common;
+use common::*;
 
-use keeplb_testlab::{Host, Lab, Process, Signal, wait_until};
+use std::path::PathBuf;
 
-const KEEPLB: &str = env!("CARGO_BIN_EXE_keeplb");
+use keeplb_testlab::{Host, Lab, Signal};
+
 const VIP1: &str = "10.62.0.100";
 const VIP2: &str = "10.64.0.100";
-const TIMEOUT: Duration = Duration::from_secs(15);
-const POLL: Duration = Duration::from_millis(20);
-
-fn write_script(path: &Path, body: &str) {
-    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).expect("write script");
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-}
 
 fn instance(name: &str, state: &str, interface: &str, vrid: u8, priority: u8, vip: &str) -> String {
     let nopreempt = if name == "VI_1" && priority == 150 {
@@ -46,33 +39,12 @@ fn config(lab: &Lab, name: &str, state: &str, priority: u8) -> PathBuf {
     path
 }
 
-fn start(host: &Host, conf: &Path) -> Process {
-    host.spawn(&[KEEPLB, "run", "-f", conf.to_str().expect("utf-8 path")])
-        .expect("spawn keeplb run")
-}
-
-fn holds(host: &Host, vip: &str) -> bool {
-    host.has_address(vip).unwrap_or(false)
-}
-
 fn holds_both(host: &Host) -> bool {
     holds(host, VIP1) && holds(host, VIP2)
 }
 
 fn holds_none(host: &Host) -> bool {
     !holds(host, VIP1) && !holds(host, VIP2)
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
-}
-
-fn wait_for(what: &str, process: &Process, condition: impl FnMut() -> bool) {
-    let started = Instant::now();
-    if let Err(e) = wait_until(TIMEOUT, POLL, condition) {
-        panic!("{what}: {e}\n{}", process.output_so_far());
-    }
-    eprintln!("{what}: {:?}", started.elapsed());
 }
 
 #[test]

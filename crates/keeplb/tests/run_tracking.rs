@@ -5,21 +5,15 @@
 //! an instance configured `state MASTER` enters BACKUP first ("Entering BACKUP STATE
 //! (init)"), so its notify_backup runs before its first notify_master.
 
+mod common;
+use common::*;
+
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
 
-use keeplb_testlab::{Host, Lab, Process, Signal, wait_until};
+use keeplb_testlab::{Host, Lab, Signal};
 
-const KEEPLB: &str = env!("CARGO_BIN_EXE_keeplb");
 const VIP: &str = "10.62.0.100";
-const TIMEOUT: Duration = Duration::from_secs(15);
-const POLL: Duration = Duration::from_millis(20);
-
-fn write_script(path: &Path, body: &str) {
-    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).expect("write script");
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-}
 
 /// A director's configuration; `track` adds the flag-checking script to it.
 fn config(lab: &Lab, name: &str, state: &str, priority: u8, track: bool) -> PathBuf {
@@ -42,27 +36,6 @@ fn config(lab: &Lab, name: &str, state: &str, priority: u8, track: bool) -> Path
     // A regular file as the FIFO: the writer appends to it.
     std::fs::write(lab.dir().join(format!("{name}.fifo")), "").expect("create fifo file");
     path
-}
-
-fn start(host: &Host, conf: &Path) -> Process {
-    host.spawn(&[KEEPLB, "run", "-f", conf.to_str().expect("utf-8 path")])
-        .expect("spawn keeplb run")
-}
-
-fn holds_vip(host: &Host) -> bool {
-    host.has_address(VIP).unwrap_or(false)
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
-}
-
-fn wait_for(what: &str, process: &Process, condition: impl FnMut() -> bool) {
-    let started = Instant::now();
-    if let Err(e) = wait_until(TIMEOUT, POLL, condition) {
-        panic!("{what}: {e}\n{}", process.output_so_far());
-    }
-    eprintln!("{what}: {:?}", started.elapsed());
 }
 
 #[test]
@@ -88,16 +61,16 @@ fn track_script_moves_the_vip_and_notify_scripts_see_every_transition() {
     let master = start(&one, &master_conf);
     let backup = start(&two, &backup_conf);
     wait_for("the priority-150 director takes the VIP", &master, || {
-        holds_vip(&one) && read(&states) == "BACKUP\nMASTER\n"
+        holds_vip_of(&one) && read(&states) == "BACKUP\nMASTER\n"
     });
-    assert!(!holds_vip(&two), "exactly one master");
+    assert!(!holds_vip_of(&two), "exactly one master");
 
     // The check fails: 150 − 60 = 90 < 100, the backup preempts.
     std::fs::remove_file(&flag).expect("remove flag");
     wait_for(
         "the backup takes the VIP when the check fails",
         &backup,
-        || holds_vip(&two) && !holds_vip(&one),
+        || holds_vip_of(&two) && !holds_vip_of(&one),
     );
     wait_for("notify_backup runs on the master", &master, || {
         read(&states) == "BACKUP\nMASTER\nBACKUP\n"
@@ -106,7 +79,7 @@ fn track_script_moves_the_vip_and_notify_scripts_see_every_transition() {
     // The check succeeds again: 150 > 100, the master preempts back.
     std::fs::write(&flag, "").expect("restore flag");
     wait_for("the master takes the VIP back", &master, || {
-        holds_vip(&one) && !holds_vip(&two)
+        holds_vip_of(&one) && !holds_vip_of(&two)
     });
     wait_for("notify_master runs again", &master, || {
         read(&states) == "BACKUP\nMASTER\nBACKUP\nMASTER\n"
@@ -131,7 +104,7 @@ fn track_script_moves_the_vip_and_notify_scripts_see_every_transition() {
     wait_for(
         "the backup takes over after the resignation",
         &backup,
-        || holds_vip(&two),
+        || holds_vip_of(&two),
     );
 }
 
@@ -191,7 +164,7 @@ fn insecure_script_is_refused_and_track_interface_faults_the_master() {
         "{out}"
     );
     wait_for("the master runs without the script", &master, || {
-        holds_vip(&one) && !holds_vip(&two)
+        holds_vip_of(&one) && !holds_vip_of(&two)
     });
 
     // track_interface with weight 0: the tracked interface going down means FAULT.
@@ -199,11 +172,11 @@ fn insecure_script_is_refused_and_track_interface_faults_the_master() {
     wait_for(
         "the backup takes over from the faulted master",
         &backup,
-        || holds_vip(&two) && !holds_vip(&one),
+        || holds_vip_of(&two) && !holds_vip_of(&one),
     );
     uplink.set_up().expect("eth1 up");
     wait_for("the master takes the VIP back", &master, || {
-        holds_vip(&one) && !holds_vip(&two)
+        holds_vip_of(&one) && !holds_vip_of(&two)
     });
 
     master.signal(Signal::SIGTERM).expect("SIGTERM");
@@ -212,4 +185,8 @@ fn insecure_script_is_refused_and_track_interface_faults_the_master() {
         .expect("wait for keeplb")
         .expect("keeplb exits after SIGTERM");
     assert!(status.success(), "{}", master.output_so_far());
+}
+
+fn holds_vip_of(host: &Host) -> bool {
+    holds(host, VIP)
 }

@@ -1,16 +1,14 @@
 //! `keeplb run` as a user runs it: two directors in network namespaces share a VIP from an
 //! unmodified keepalived.conf; the master is SIGKILLed, restarted, and stopped cleanly.
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+mod common;
+use common::*;
 
-use keeplb_testlab::{Host, Lab, Process, Signal, wait_until};
+use std::path::PathBuf;
 
-const KEEPLB: &str = env!("CARGO_BIN_EXE_keeplb");
+use keeplb_testlab::{Host, Lab, Signal};
+
 const VIP: &str = "10.61.0.100";
-/// VRRPv3 at 0.2 s keeps the test short: Master_Down is about 0.7 s for priority 100.
-const TIMEOUT: Duration = Duration::from_secs(10);
-const POLL: Duration = Duration::from_millis(20);
 
 fn config(lab: &Lab, name: &str, state: &str, priority: u8) -> PathBuf {
     let path = lab.dir().join(format!("{name}.conf"));
@@ -19,21 +17,6 @@ fn config(lab: &Lab, name: &str, state: &str, priority: u8) -> PathBuf {
     );
     std::fs::write(&path, text).expect("write config");
     path
-}
-
-fn start(host: &Host, conf: &Path) -> Process {
-    host.spawn(&[KEEPLB, "run", "-f", conf.to_str().expect("utf-8 path")])
-        .expect("spawn keeplb run")
-}
-
-fn holds_vip(host: &Host) -> bool {
-    host.has_address(VIP).unwrap_or(false)
-}
-
-fn wait_for(what: &str, process: &Process, condition: impl FnMut() -> bool) {
-    if let Err(e) = wait_until(TIMEOUT, POLL, condition) {
-        panic!("{what}: {e}\n{}", process.output_so_far());
-    }
 }
 
 #[test]
@@ -50,30 +33,33 @@ fn master_failover_recovery_and_clean_stop() {
     let master = start(&one, &master_conf);
     let backup = start(&two, &backup_conf);
     wait_for("the priority-150 director takes the VIP", &master, || {
-        holds_vip(&one)
+        holds_vip_of(&one)
     });
-    assert!(!holds_vip(&two), "exactly one master");
+    assert!(!holds_vip_of(&two), "exactly one master");
 
     // SIGKILL: no resignation, the VIP stays behind on the dead master's interface.
     master.kill().expect("kill the master");
-    wait_for("the backup takes over", &backup, || holds_vip(&two));
-    assert!(holds_vip(&one), "a SIGKILLed keeplb cannot remove its VIP");
+    wait_for("the backup takes over", &backup, || holds_vip_of(&two));
+    assert!(
+        holds_vip_of(&one),
+        "a SIGKILLed keeplb cannot remove its VIP"
+    );
 
     // Restarted, it first removes the VIP the killed run left, then preempts back.
     let master = start(&one, &master_conf);
     wait_for("the master preempts back", &master, || {
-        holds_vip(&one) && !holds_vip(&two)
+        holds_vip_of(&one) && !holds_vip_of(&two)
     });
 
     // SIGTERM: the master resigns (priority 0) and removes its VIP; the backup takes over.
     master.signal(Signal::SIGTERM).expect("SIGTERM");
     wait_for("the master removes its VIP on SIGTERM", &master, || {
-        !holds_vip(&one)
+        !holds_vip_of(&one)
     });
     wait_for(
         "the backup takes over after the resignation",
         &backup,
-        || holds_vip(&two),
+        || holds_vip_of(&two),
     );
     let status = master
         .wait_timeout(TIMEOUT)
@@ -106,4 +92,8 @@ fn demo_reports_an_outage_within_the_master_down_interval() {
         stdout.contains("dir2: ") && stdout.contains("10.63.0.100/24"),
         "{stdout}"
     );
+}
+
+fn holds_vip_of(host: &Host) -> bool {
+    holds(host, VIP)
 }

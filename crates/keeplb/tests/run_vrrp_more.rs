@@ -6,15 +6,15 @@
 //! only fixed-length waits are observation windows in which something must *not* happen,
 //! each longer than the Master_Down_Interval it guards.
 
+mod common;
+use common::*;
+
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use keeplb_testlab::{Host, Lab, Process, Signal, wait_until};
 
-const KEEPLB: &str = env!("CARGO_BIN_EXE_keeplb");
 const KEEPALIVED: &str = "/usr/sbin/keepalived";
-const TIMEOUT: Duration = Duration::from_secs(15);
-const POLL: Duration = Duration::from_millis(20);
 /// VRRPv3 at 0.2 s: Master_Down_Interval is at most 0.6 s + 0.2 s = 0.8 s.
 const WINDOW_V3: Duration = Duration::from_millis(1500);
 /// VRRPv2 at 1 s: Master_Down_Interval is at most 3 s + 1 s = 4 s (3.61 s for priority 100).
@@ -28,11 +28,6 @@ fn write_conf(lab: &Lab, name: &str, global: &str, body: &str) -> PathBuf {
     );
     std::fs::write(&path, text).expect("write config");
     path
-}
-
-fn start(host: &Host, conf: &Path) -> Process {
-    host.spawn(&[KEEPLB, "run", "-f", conf.to_str().expect("utf-8 path")])
-        .expect("spawn keeplb run")
 }
 
 /// keepalived in the foreground, logging to the console, VRRP only.
@@ -63,10 +58,6 @@ fn start_keepalived(lab: &Lab, host: &Host, conf: &Path) -> Process {
     .expect("spawn keepalived")
 }
 
-fn holds(host: &Host, vip: &str) -> bool {
-    host.has_address(vip).unwrap_or(false)
-}
-
 /// Whether `needle` is in the process's output (colour escapes removed).
 fn logged(process: &Process, needle: &str) -> bool {
     let out = process.output_so_far();
@@ -89,14 +80,6 @@ fn strip_ansi(text: &str) -> String {
         }
     }
     out
-}
-
-fn wait_for(what: &str, process: &Process, condition: impl FnMut() -> bool) {
-    let started = Instant::now();
-    if let Err(e) = wait_until(TIMEOUT, POLL, condition) {
-        panic!("{what}: {e}\n{}", process.output_so_far());
-    }
-    eprintln!("{what}: {:?}", started.elapsed());
 }
 
 /// Watches for `window`: panics if `bad` becomes true in that time.
