@@ -507,10 +507,9 @@ fn decomment(file: FileId, raw: &str, offset: usize) -> MappedText {
             '"' => in_quote = !in_quote,
             '#' | '!' if !in_quote => break,
             '\\' if !in_quote => {
-                if let Some(&(j, next @ ('#' | '!'))) = chars.peek() {
+                if let Some(&(j, '#' | '!')) = chars.peek() {
                     chars.next();
                     out.push_literal(&raw[j..j + 1], offset + j);
-                    let _ = next;
                     continue;
                 }
             }

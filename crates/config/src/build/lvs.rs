@@ -107,8 +107,7 @@ pub fn virtual_server_group(cx: &mut Cx, node: &Node) -> Option<VirtualServerGro
             None => Some(0),
         };
         cx.no_extra_args(entry, 1);
-        let (Some((ip, last)), Some(port)) = (address_range(cx, entry, &entry.keyword), port)
-        else {
+        let (Some((ip, last)), Some(port)) = (address_range(cx, &entry.keyword), port) else {
             continue;
         };
         entries.push(GroupEntry::Range { ip, last, port });
@@ -135,7 +134,7 @@ pub fn virtual_server_group(cx: &mut Cx, node: &Node) -> Option<VirtualServerGro
 /// A group entry's addresses: `10.0.0.1`, a range of the last part (`10.0.0.1-10`,
 /// `fd00::1-ff`), a range of whole addresses (`10.0.0.1-10.0.0.5`) or a network
 /// (`10.0.0.0/29`).
-fn address_range(cx: &mut Cx, node: &Node, token: &Token) -> Option<(IpAddr, IpAddr)> {
+fn address_range(cx: &mut Cx, token: &Token) -> Option<(IpAddr, IpAddr)> {
     let text = token.text.as_str();
     let parsed = if let Some((first, prefix)) = text.split_once('/') {
         network_range(first, prefix)
@@ -173,7 +172,6 @@ fn address_range(cx: &mut Cx, node: &Node, token: &Token) -> Option<(IpAddr, IpA
         );
         return None;
     }
-    let _ = node;
     Some((ip, last))
 }
 
@@ -1173,7 +1171,7 @@ fn http_url(cx: &mut Cx, node: &Node) -> Option<HttpUrl> {
                     );
                 }
                 for token in &child.args {
-                    if let Some(range) = status_range(cx, child, token) {
+                    if let Some(range) = status_range(cx, token) {
                         url.status_code.push(range);
                     }
                 }
@@ -1205,7 +1203,7 @@ fn http_url(cx: &mut Cx, node: &Node) -> Option<HttpUrl> {
 }
 
 /// `200` or `200-299`.
-fn status_range(cx: &mut Cx, node: &Node, token: &Token) -> Option<(u16, u16)> {
+fn status_range(cx: &mut Cx, token: &Token) -> Option<(u16, u16)> {
     let (low, high) = token
         .text
         .split_once('-')
@@ -1223,7 +1221,6 @@ fn status_range(cx: &mut Cx, node: &Node, token: &Token) -> Option<(u16, u16)> {
                     "expected a code 100-599 or a range like 200-299",
                 ),
             );
-            let _ = node;
             None
         }
     }

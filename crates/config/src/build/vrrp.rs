@@ -888,7 +888,7 @@ fn vip_block(cx: &mut Cx, node: &Node, mut family: Option<&mut InstanceFamily>) 
 }
 
 fn virtual_ip(cx: &mut Cx, entry: &Node) -> Option<VirtualIp> {
-    let (address, prefix) = address_with_prefix(cx, entry, &entry.keyword)?;
+    let (address, prefix) = address_with_prefix(cx, &entry.keyword)?;
     let is_v6 = address.is_ipv6();
     let mut vip = VirtualIp {
         address,
@@ -995,7 +995,7 @@ fn virtual_ip(cx: &mut Cx, entry: &Node) -> Option<VirtualIp> {
 }
 
 /// `ADDR[/PREFIX]`; the prefix defaults to the whole address (/32 or /128).
-pub fn address_with_prefix(cx: &mut Cx, node: &Node, token: &Token) -> Option<(IpAddr, u8)> {
+pub fn address_with_prefix(cx: &mut Cx, token: &Token) -> Option<(IpAddr, u8)> {
     let (addr, prefix) = match token.text.split_once('/') {
         Some((a, p)) => (a, Some(p)),
         None => (token.text.as_str(), None),
@@ -1023,7 +1023,6 @@ pub fn address_with_prefix(cx: &mut Cx, node: &Node, token: &Token) -> Option<(I
                     Diagnostic::error("invalid-address", format!("invalid prefix length `/{p}`"))
                         .at(token.span, format!("must be 0 to {max}")),
                 );
-                let _ = node;
                 return None;
             }
         },
