@@ -11,7 +11,7 @@ use common::*;
 
 use std::path::PathBuf;
 
-use keeplb_testlab::{Host, Lab, Signal};
+use keeplb_testlab::{Host, Lab};
 
 const VIP1: &str = "10.62.0.100";
 const VIP2: &str = "10.64.0.100";
@@ -103,12 +103,7 @@ fn a_faulted_member_takes_its_sync_group_with_it() {
         read(&states) == "BACKUP\nMASTER\nFAULT\nBACKUP\nMASTER\n"
     });
 
-    master.signal(Signal::SIGTERM).expect("SIGTERM");
-    let status = master
-        .wait_timeout(TIMEOUT)
-        .expect("wait for keeplb")
-        .expect("keeplb exits after SIGTERM");
-    assert!(status.success(), "{}", master.output_so_far());
+    stop(&master);
     assert_eq!(
         read(&states),
         "BACKUP\nMASTER\nFAULT\nBACKUP\nMASTER\nSTOP\n"

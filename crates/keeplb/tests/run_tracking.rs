@@ -11,7 +11,7 @@ use common::*;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
-use keeplb_testlab::{Host, Lab, Signal};
+use keeplb_testlab::{Host, Lab};
 
 const VIP: &str = "10.62.0.100";
 
@@ -86,12 +86,7 @@ fn track_script_moves_the_vip_and_notify_scripts_see_every_transition() {
     });
 
     // SIGTERM: notify_stop runs before keeplb exits.
-    master.signal(Signal::SIGTERM).expect("SIGTERM");
-    let status = master
-        .wait_timeout(TIMEOUT)
-        .expect("wait for keeplb")
-        .expect("keeplb exits after SIGTERM");
-    assert!(status.success(), "{}", master.output_so_far());
+    stop(&master);
     assert_eq!(read(&states), "BACKUP\nMASTER\nBACKUP\nMASTER\nSTOP\n");
     assert_eq!(
         read(&notify),
@@ -179,12 +174,7 @@ fn insecure_script_is_refused_and_track_interface_faults_the_master() {
         holds_vip_of(&one) && !holds_vip_of(&two)
     });
 
-    master.signal(Signal::SIGTERM).expect("SIGTERM");
-    let status = master
-        .wait_timeout(TIMEOUT)
-        .expect("wait for keeplb")
-        .expect("keeplb exits after SIGTERM");
-    assert!(status.success(), "{}", master.output_so_far());
+    stop(&master);
 }
 
 fn holds_vip_of(host: &Host) -> bool {

@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use keeplb_testlab::{Host, Lab, Process, Signal, wait_until};
 
-const KEEPALIVED: &str = "/usr/sbin/keepalived";
 /// VRRPv3 at 0.2 s: Master_Down_Interval is at most 0.6 s + 0.2 s = 0.8 s.
 const WINDOW_V3: Duration = Duration::from_millis(1500);
 /// VRRPv2 at 1 s: Master_Down_Interval is at most 3 s + 1 s = 4 s (3.61 s for priority 100).
@@ -31,31 +30,8 @@ fn write_conf(lab: &Lab, name: &str, global: &str, body: &str) -> PathBuf {
 }
 
 /// keepalived in the foreground, logging to the console, VRRP only.
-fn start_keepalived(lab: &Lab, host: &Host, conf: &Path) -> Process {
-    assert!(
-        Path::new(KEEPALIVED).exists(),
-        "{KEEPALIVED} is not installed"
-    );
-    let path = |suffix: &str| {
-        lab.dir()
-            .join(format!("{}-{suffix}", host.name()))
-            .display()
-            .to_string()
-    };
-    host.spawn(&[
-        KEEPALIVED,
-        "-n",
-        "-l",
-        "-D",
-        "-P",
-        "-f",
-        conf.to_str().expect("utf-8 path"),
-        "-p",
-        &path("keepalived.pid"),
-        "-r",
-        &path("keepalived-vrrp.pid"),
-    ])
-    .expect("spawn keepalived")
+fn start_keepalived(host: &Host, conf: &Path) -> Process {
+    host.spawn_keepalived(conf).expect("spawn keepalived")
 }
 
 /// Whether `needle` is in the process's output (colour escapes removed).
@@ -87,15 +63,6 @@ fn stays(what: &str, process: &Process, window: Duration, mut bad: impl FnMut() 
     if wait_until(window, POLL, &mut bad).is_ok() {
         panic!("{what}: broken\n{}", process.output_so_far());
     }
-}
-
-fn stop(process: &Process) {
-    process.signal(Signal::SIGTERM).expect("SIGTERM");
-    let status = process
-        .wait_timeout(TIMEOUT)
-        .expect("wait")
-        .expect("exits after SIGTERM");
-    assert!(status.success(), "{}", process.output_so_far());
 }
 
 /// `ip -d addr show dev IF`'s line for `addr`.
@@ -277,7 +244,6 @@ fn keepalived_master_keeplb_backup_v2_pass_auth() {
     let lab = Lab::new("run-ka-v2-auth").expect("lab (needs root and iproute2)");
     let (ka_host, kl_host) = two_hosts(&lab, 76);
     let ka = start_keepalived(
-        &lab,
         &ka_host,
         &write_conf(&lab, "ka", "", &v2_auth_body("MASTER", 150, VIP)),
     );
@@ -314,7 +280,6 @@ fn keeplb_master_keepalived_backup_v2_pass_auth() {
         &write_conf(&lab, "kl", "", &v2_auth_body("MASTER", 150, VIP)),
     );
     let ka = start_keepalived(
-        &lab,
         &ka_host,
         &write_conf(&lab, "ka", "", &v2_auth_body("BACKUP", 100, VIP)),
     );
@@ -347,7 +312,6 @@ fn unicast_interop_with_keepalived() {
         )
     };
     let ka = start_keepalived(
-        &lab,
         &ka_host,
         &write_conf(&lab, "ka", "", &body(100, "10.78.0.1", "10.78.0.2")),
     );

@@ -364,6 +364,35 @@ impl Host {
         Process::spawn(&self.ns, cmd)
     }
 
+    /// Starts real keepalived (Debian's `/usr/sbin/keepalived`) with `conf` inside this
+    /// host: foreground, logging to the console, VRRP only, with pid files of its own in
+    /// the lab dir so several keepalived can run side by side.
+    pub fn spawn_keepalived(&self, conf: &Path) -> Result<Process> {
+        const KEEPALIVED: &str = "/usr/sbin/keepalived";
+        if !Path::new(KEEPALIVED).exists() {
+            return Err(LabError::invalid(
+                "keepalived",
+                KEEPALIVED,
+                "not installed (apt-get install keepalived)",
+            ));
+        }
+        let pid_file = |suffix: &str| {
+            self.ns
+                .shared
+                .dir
+                .join(format!("{}-{suffix}", self.ns.short))
+                .into_os_string()
+        };
+        let mut cmd = self.cmd(KEEPALIVED);
+        cmd.args(["-n", "-l", "-D", "-P", "-f"])
+            .arg(conf)
+            .arg("-p")
+            .arg(pid_file("keepalived.pid"))
+            .arg("-r")
+            .arg(pid_file("keepalived-vrrp.pid"));
+        self.spawn_command(cmd)
+    }
+
     /// Runs `f` inside this host's network namespace, on a new thread (`setns` changes
     /// only the calling thread, so the test thread never moves), and returns its result.
     /// A panic in `f` is propagated.

@@ -8,7 +8,6 @@
 mod io_lab;
 
 use std::net::IpAddr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use io_lab::Router;
@@ -19,7 +18,6 @@ const VIP_LL: &str = "fe80::100";
 const VIP_GLOBAL: &str = "fd00::100";
 const MASTER_DOWN_BACKUP: Duration = Duration::from_micros(600_000 + 121_875);
 const SETTLE: Duration = Duration::from_secs(10);
-const KEEPALIVED: &str = "/usr/sbin/keepalived";
 
 fn vips() -> Vec<IpAddr> {
     [VIP_LL, VIP_GLOBAL]
@@ -178,25 +176,7 @@ fn start_keepalived(
              {VIP_GLOBAL}\n    }}\n}}\n"
         ),
     )?;
-    let path = |name: &str| -> String { dir.join(name).display().to_string() };
-    let conf = conf.display().to_string();
-    assert!(
-        Path::new(KEEPALIVED).exists(),
-        "{KEEPALIVED} is not installed"
-    );
-    Ok(host.spawn(&[
-        KEEPALIVED,
-        "-n",
-        "-l",
-        "-D",
-        "-P",
-        "-f",
-        conf.as_str(),
-        "-p",
-        &path("keepalived.pid"),
-        "-r",
-        &path("keepalived-vrrp.pid"),
-    ])?)
+    Ok(host.spawn_keepalived(&conf)?)
 }
 
 fn keepalived_logged(ka: &Process, needle: &str) -> bool {

@@ -3,14 +3,12 @@
 
 mod io_lab;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use io_lab::{Router, VIP, has_vip, v3_config, wait_for_no_vip, wait_for_vip};
 use keeplb_testlab::{Host, Lab, Process, Signal, wait_until};
 use keeplb_vrrp::{AdverInterval, InstanceConfig, State, Version};
 
-const KEEPALIVED: &str = "/usr/sbin/keepalived";
 const SETTLE: Duration = Duration::from_secs(10);
 
 /// Writes a keepalived.conf for one instance on eth0, VRID 51, and starts keepalived
@@ -33,26 +31,7 @@ fn start_keepalived(
              advert_int {advert_int}\n    virtual_ipaddress {{\n        {VIP}/32\n    }}\n}}\n"
         ),
     )?;
-    let path = |name: &str| -> String { dir.join(name).display().to_string() };
-    let conf = conf.display().to_string();
-    let argv = [
-        KEEPALIVED,
-        "-n",
-        "-l",
-        "-D",
-        "-P",
-        "-f",
-        conf.as_str(),
-        "-p",
-        &path("keepalived.pid"),
-        "-r",
-        &path("keepalived-vrrp.pid"),
-    ];
-    assert!(
-        Path::new(KEEPALIVED).exists(),
-        "{KEEPALIVED} is not installed"
-    );
-    Ok(host.spawn(&argv)?)
+    Ok(host.spawn_keepalived(&conf)?)
 }
 
 /// Waits until keepalived's log says it entered `state` (e.g. "BACKUP").

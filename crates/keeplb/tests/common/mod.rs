@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use keeplb_testlab::{Host, Process, wait_until};
+use keeplb_testlab::{Host, Process, Signal, wait_until};
 
 pub const KEEPLB: &str = env!("CARGO_BIN_EXE_keeplb");
 pub const TIMEOUT: Duration = Duration::from_secs(15);
@@ -41,4 +41,14 @@ pub fn wait_for(what: &str, process: &Process, condition: impl FnMut() -> bool) 
         panic!("{what}: {e}\n{}", process.output_so_far());
     }
     eprintln!("{what}: {:?}", started.elapsed());
+}
+
+/// SIGTERM, then the process must exit successfully within [`TIMEOUT`].
+pub fn stop(process: &Process) {
+    process.signal(Signal::SIGTERM).expect("SIGTERM");
+    let status = process
+        .wait_timeout(TIMEOUT)
+        .expect("wait")
+        .expect("exits after SIGTERM");
+    assert!(status.success(), "{}", process.output_so_far());
 }
