@@ -569,9 +569,12 @@ impl ConnTable {
     /// `proto` is [`Protocol::Ip`], which only templates use).
     ///
     /// An entry already present for the same key is returned as is, without
-    /// scheduling: the packet belongs to it. A TCP entry starts in SYN_RECV (the
-    /// kernel's transition for the client's SYN), a UDP entry in `UDP`; both count a
-    /// connection in the service's and the destination's statistics.
+    /// scheduling: the packet belongs to it. The exception is the kernel's
+    /// `conn_reuse_mode`: a TCP entry in TIME_WAIT or CLOSE is a finished connection
+    /// whose client port is being reused, so it is expired and the new connection is
+    /// scheduled afresh. A TCP entry starts in SYN_RECV (the kernel's transition for
+    /// the client's SYN), a UDP entry in `UDP`; both count a connection in the
+    /// service's and the destination's statistics.
     pub fn connect(
         &mut self,
         svc: &Service,
@@ -585,20 +588,72 @@ impl ConnTable {
             client: flow.client,
             vip: flow.vip,
         };
-        if self.conns.contains_key(&key) {
-            return Some(key);
+        if let Some(conn) = self.conns.get(&key) {
+            if !matches!(
+                conn.state,
+                ProtoState::Tcp(TcpState::TimeWait | TcpState::Close)
+            ) {
+                return Some(key);
+            }
+            self.remove_conn(&key);
         }
-        let state = match proto {
+        self.schedule(svc, key, flow, now, &[])
+    }
+
+    /// The connection `key` could not be used (a proxy's connect to its destination
+    /// was refused or timed out): unbinds it and schedules it again, avoiding every
+    /// destination in `tried` (which should include the one that failed). A
+    /// persistence template pointing to a tried destination is invalidated, so the
+    /// client's next connections follow the new choice.
+    ///
+    /// Where the scheduler's own choice is a tried destination (hashing schedulers
+    /// always give the same answer), the next available destination after it in list
+    /// order is used, as `sh-fallback` does. Returns `None`, leaving no entry, when
+    /// every available destination has been tried. IPVS has no such step: it is what
+    /// a full proxy can add, since the client has not seen an error yet.
+    pub fn reschedule(
+        &mut self,
+        svc: &Service,
+        key: &ConnKey,
+        tried: &[SocketAddr],
+        now: Duration,
+    ) -> Option<ConnKey> {
+        self.expire(now);
+        let control = self.conns.get(key)?.control;
+        self.remove_conn(key);
+        if let Some(template) = control.and_then(|id| self.templates.get_mut(&id))
+            && template.hashed
+            && tried.contains(&template.dest.addr())
+        {
+            template.hashed = false;
+            self.template_index.remove(&template.key);
+        }
+        let flow = Flow::new(key.client, key.vip);
+        self.schedule(svc, *key, &flow, now, tried)
+    }
+
+    /// Schedules a new entry `key` for `flow`, avoiding the destinations in `avoid`,
+    /// and enters it in the table.
+    fn schedule(
+        &mut self,
+        svc: &Service,
+        key: ConnKey,
+        flow: &Flow,
+        now: Duration,
+        avoid: &[SocketAddr],
+    ) -> Option<ConnKey> {
+        let state = match key.proto {
             Protocol::Tcp => ProtoState::Tcp(TcpState::None.next(Direction::Input, TcpFlags::SYN)),
             Protocol::Udp => ProtoState::Udp,
             Protocol::Ip => return None,
         };
         let (dest, control) = match svc.persistence() {
             Some(persistence) => {
-                let (dest, id) = self.sched_persist(svc, persistence, proto, flow, now)?;
+                let (dest, id) =
+                    self.sched_persist(svc, persistence, key.proto, flow, now, avoid)?;
                 (dest, Some(id))
             }
-            None => (Arc::clone(svc.pool.pick(flow, now)?), None),
+            None => (pick_avoiding(svc, flow, now, avoid)?, None),
         };
         let dport = if flow.vip.port() == svc.addr().port() && dest.addr().port() != 0 {
             dest.addr().port()
@@ -736,7 +791,13 @@ impl ConnTable {
                 .push(Reverse((conn.expires, TimerTarget::Conn(key))));
             return;
         }
-        let Some(conn) = self.conns.remove(&key) else {
+        self.remove_conn(&key);
+    }
+
+    /// Takes connection `key` out of the table, releasing its destination's counter
+    /// and its template. Its queued timer becomes stale and is skipped when it fires.
+    fn remove_conn(&mut self, key: &ConnKey) {
+        let Some(conn) = self.conns.remove(key) else {
             return;
         };
         conn.dest.on_close(if conn.active {
@@ -784,6 +845,7 @@ impl ConnTable {
         proto: Protocol,
         flow: &Flow,
         now: Duration,
+        avoid: &[SocketAddr],
     ) -> Option<(Arc<Dest>, u64)> {
         let svc_port = svc.addr().port();
         let caddr = persistence.granularity.mask(flow.client.ip());
@@ -808,7 +870,8 @@ impl ConnTable {
                     .pool
                     .get(template.dest.addr())
                     .is_some_and(|d| Arc::ptr_eq(d, &template.dest));
-                if in_service && !(expire_quiescent && template.dest.weight() == 0) {
+                let avoided = avoid.contains(&template.dest.addr());
+                if in_service && !avoided && !(expire_quiescent && template.dest.weight() == 0) {
                     template.n_control += 1;
                     template.expires = now + template.timeout;
                     if template.expires < template.queued {
@@ -823,7 +886,7 @@ impl ConnTable {
                 self.template_index.remove(&key);
             }
         }
-        let dest = Arc::clone(svc.pool.pick(flow, now)?);
+        let dest = pick_avoiding(svc, flow, now, avoid)?;
         let dport = if flow.vip.port() == svc_port && svc_port != FTP_PORT {
             dest.addr().port()
         } else {
@@ -897,6 +960,27 @@ impl ConnTable {
     }
 }
 
+/// The scheduler's choice for `flow`, or, when that is a destination to avoid, the
+/// next available one after it in list order (wrapping) that is not.
+fn pick_avoiding(
+    svc: &Service,
+    flow: &Flow,
+    now: Duration,
+    avoid: &[SocketAddr],
+) -> Option<Arc<Dest>> {
+    let dests = svc.pool.dests();
+    let chosen = svc.pool.pick(flow, now)?;
+    if !avoid.contains(&chosen.addr()) {
+        return Some(Arc::clone(chosen));
+    }
+    let start = dests.iter().position(|d| Arc::ptr_eq(d, chosen))?;
+    dests[start..]
+        .iter()
+        .chain(&dests[..start])
+        .find(|d| d.available() && !avoid.contains(&d.addr()))
+        .cloned()
+}
+
 /// A firewall mark as the kernel stores it in a template's virtual address: the mark
 /// in the first 32 bits, in the family of the connection.
 fn mark_addr(mark: u32, family: IpAddr) -> IpAddr {
@@ -952,6 +1036,87 @@ mod tests {
     fn counts(svc: &Service, dest: &str) -> (u32, u32, u32) {
         let d = svc.pool.get(sa(dest)).expect("dest");
         (d.active_conns(), d.inactive_conns(), d.persistent_conns())
+    }
+
+    #[test]
+    fn a_reused_client_port_after_time_wait_is_scheduled_afresh() {
+        let svc = service(None);
+        let mut t = ConnTable::default();
+        let f = flow("192.0.2.1:1000");
+        let a = t.connect(&svc, Protocol::Tcp, &f, secs(0)).expect("a");
+        assert_eq!(dest_of(&t, &a), sa("10.0.0.1:80"));
+        assert!(t.set_tcp_state(&a, TcpState::TimeWait, secs(1)));
+        assert_eq!(counts(&svc, "10.0.0.1:80"), (0, 1, 0));
+        let b = t.connect(&svc, Protocol::Tcp, &f, secs(2)).expect("b");
+        assert_eq!(dest_of(&t, &b), sa("10.0.0.2:80"), "rr moved on");
+        assert_eq!(counts(&svc, "10.0.0.1:80"), (0, 0, 0), "old entry released");
+        assert_eq!(counts(&svc, "10.0.0.2:80"), (1, 0, 0));
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn reschedule_avoids_tried_destinations_and_gives_up_when_all_are() {
+        let svc = service(None);
+        let mut t = ConnTable::default();
+        let key = t
+            .connect(&svc, Protocol::Tcp, &flow("192.0.2.1:1000"), secs(0))
+            .expect("key");
+        let first = dest_of(&t, &key);
+        let key = t
+            .reschedule(&svc, &key, &[first], secs(0))
+            .expect("another destination");
+        let second = dest_of(&t, &key);
+        assert_ne!(first, second);
+        assert_eq!(counts(&svc, &first.to_string()), (0, 0, 0));
+        assert_eq!(counts(&svc, &second.to_string()), (1, 0, 0));
+        assert_eq!(t.reschedule(&svc, &key, &[first, second], secs(0)), None);
+        assert!(t.is_empty());
+        assert_eq!(counts(&svc, &second.to_string()), (0, 0, 0));
+    }
+
+    #[test]
+    fn reschedule_falls_back_in_list_order_for_hashing_schedulers() {
+        let mut pool = Pool::new(from_name("sh", SchedFlags::EMPTY).expect("sh"));
+        for d in ["10.0.0.3:80", "10.0.0.2:80", "10.0.0.1:80"] {
+            pool.add(Arc::new(Dest::new(sa(d), 1).expect("dest")))
+                .expect("add");
+        }
+        let svc = Service::new(
+            ServiceAddr::Addr(Protocol::Tcp, sa("198.51.100.1:80")),
+            pool,
+        );
+        let mut t = ConnTable::default();
+        let key = t
+            .connect(&svc, Protocol::Tcp, &flow("192.0.2.9:1000"), secs(0))
+            .expect("key");
+        let hashed = dest_of(&t, &key);
+        let order: Vec<SocketAddr> = svc.pool.dests().iter().map(|d| d.addr()).collect();
+        let at = order.iter().position(|a| *a == hashed).expect("in list");
+        let key = t
+            .reschedule(&svc, &key, &[hashed], secs(0))
+            .expect("fallback");
+        assert_eq!(dest_of(&t, &key), order[(at + 1) % order.len()]);
+    }
+
+    #[test]
+    fn reschedule_rebinds_a_persistent_client() {
+        let svc = service(Some(Persistence::new(secs(300))));
+        let mut t = ConnTable::default();
+        let key = t
+            .connect(&svc, Protocol::Tcp, &flow("192.0.2.1:1000"), secs(0))
+            .expect("key");
+        let failed = dest_of(&t, &key);
+        let key = t
+            .reschedule(&svc, &key, &[failed], secs(0))
+            .expect("rebound");
+        let chosen = dest_of(&t, &key);
+        assert_ne!(chosen, failed);
+        // The client's next connection follows the new template.
+        let next = t
+            .connect(&svc, Protocol::Tcp, &flow("192.0.2.1:1001"), secs(1))
+            .expect("next");
+        assert_eq!(dest_of(&t, &next), chosen);
+        assert_eq!(counts(&svc, &chosen.to_string()).2, 1, "one live template");
     }
 
     #[test]

@@ -1,0 +1,301 @@
+//! A virtual service as the data plane serves it: the balancer's [`Service`] and
+//! [`ConnTable`] behind locks shared by every worker, plus the proxy's own options.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use keeplb_balancer::{
+    ConnEntry, ConnKey, ConnSettings, ConnTable, Dest, Direction, Flow, Protocol, Service,
+    ServiceAddr, TcpFlags, TcpState,
+};
+use tokio::time::Instant;
+
+use crate::error::ProxyError;
+use crate::proxy_protocol::ProxyProtocol;
+
+/// The forwarding method a configuration asked for (`lb_kind`, ipvsadm `-g/-m/-i`).
+///
+/// The userspace data plane always proxies both directions (FULLNAT); the requested
+/// method is kept for listings and logged once per service, so that nobody believes a
+/// DR service is doing direct return.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Forwarding {
+    /// `NAT` / `-m` (masquerading): keepalived's default.
+    #[default]
+    Masq,
+    /// `DR` / `-g` (direct routing, "gatewaying"): ipvsadm's default.
+    Route,
+    /// `TUN` / `-i` (IP-in-IP tunnelling).
+    Tunnel,
+}
+
+impl Forwarding {
+    /// The word ipvsadm prints in its Forward column.
+    pub const fn ipvsadm_name(self) -> &'static str {
+        match self {
+            Self::Masq => "Masq",
+            Self::Route => "Route",
+            Self::Tunnel => "Tunnel",
+        }
+    }
+
+    /// The word keepalived.conf uses (`lb_kind`).
+    pub const fn keepalived_name(self) -> &'static str {
+        match self {
+            Self::Masq => "NAT",
+            Self::Route => "DR",
+            Self::Tunnel => "TUN",
+        }
+    }
+}
+
+impl fmt::Display for Forwarding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.keepalived_name())
+    }
+}
+
+/// The proxy's settings of one service, beyond what IPVS knows.
+#[derive(Debug, Clone)]
+pub struct ServiceOptions {
+    /// How long a connect to a real server may take before the next one is tried.
+    pub connect_timeout: Duration,
+    /// Where connections go when no real server can take them (`sorry_server`).
+    pub sorry_server: Option<Arc<Dest>>,
+    /// A PROXY protocol header sent to real servers first, carrying the client's
+    /// address that the full proxy otherwise hides.
+    pub proxy_protocol: Option<ProxyProtocol>,
+    /// The forwarding method requested by the configuration.
+    pub forwarding: Forwarding,
+}
+
+impl Default for ServiceOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            sorry_server: None,
+            proxy_protocol: None,
+            forwarding: Forwarding::default(),
+        }
+    }
+}
+
+/// keepalived's checkers default to a 5 s connect timeout; the proxy uses the same.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One virtual service, shared by every worker of the data plane.
+///
+/// Scheduling state lives in the balancer's [`Service`] (behind a read-write lock:
+/// picks read, `ipvsadm -a/-e/-d` edits write) and [`ConnTable`] (behind a mutex,
+/// taken once per connection event, never per byte). Lock order is table, then
+/// service; nothing takes them the other way round.
+#[derive(Debug)]
+pub struct VirtualService {
+    protocol: Protocol,
+    vip: SocketAddr,
+    service: RwLock<Service>,
+    conns: Mutex<ConnTable>,
+    options: ArcSwap<ServiceOptions>,
+    epoch: Instant,
+    /// Seconds since `epoch` of the last "no real server" warning, so an outage
+    /// logs once a second, not once per refused client.
+    last_unavailable_warning: AtomicU64,
+}
+
+/// What a new connection was bound to.
+#[derive(Debug, Clone)]
+pub(crate) struct Binding {
+    /// The connection table entry, or `None` for the sorry server.
+    pub key: Option<ConnKey>,
+    pub dest: Arc<Dest>,
+    /// Where to connect: the destination's address, or for port-zero services its
+    /// address with the port the client asked for.
+    pub target: SocketAddr,
+}
+
+impl VirtualService {
+    /// Wraps a balancer service for the data plane.
+    ///
+    /// Firewall-mark services are refused: marks are set by netfilter rules on packets,
+    /// which a userspace proxy never sees. They need the kernel data path.
+    pub fn new(
+        service: Service,
+        settings: ConnSettings,
+        options: ServiceOptions,
+    ) -> Result<Self, ProxyError> {
+        let (protocol, vip) = match service.addr() {
+            ServiceAddr::Addr(protocol @ (Protocol::Tcp | Protocol::Udp), vip) => (protocol, vip),
+            ServiceAddr::Addr(Protocol::Ip, vip) => {
+                return Err(ProxyError::UnsupportedProtocol { vip });
+            }
+            ServiceAddr::Fwmark(mark) => return Err(ProxyError::Fwmark { mark }),
+        };
+        Ok(Self {
+            protocol,
+            vip,
+            service: RwLock::new(service),
+            conns: Mutex::new(ConnTable::new(settings)),
+            options: ArcSwap::from_pointee(options),
+            epoch: Instant::now(),
+            last_unavailable_warning: AtomicU64::new(u64::MAX),
+        })
+    }
+
+    /// TCP or UDP.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// The virtual address and port.
+    pub fn vip(&self) -> SocketAddr {
+        self.vip
+    }
+
+    /// Time since this service started, the clock of its connection table.
+    pub fn now(&self) -> Duration {
+        Instant::now().saturating_duration_since(self.epoch)
+    }
+
+    /// Reads the balancer's service (destinations, scheduler, persistence, stats).
+    pub fn read<R>(&self, f: impl FnOnce(&Service) -> R) -> R {
+        f(&self.service.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Edits the balancer's service (`ipvsadm -E/-a/-e/-d`, health checks). Existing
+    /// connections keep their destinations.
+    pub fn edit<R>(&self, f: impl FnOnce(&mut Service) -> R) -> R {
+        f(&mut self.service.write().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The proxy options in force.
+    pub fn options(&self) -> Arc<ServiceOptions> {
+        self.options.load_full()
+    }
+
+    /// Replaces the proxy options; connections already made keep theirs.
+    pub fn set_options(&self, options: ServiceOptions) {
+        self.options.store(Arc::new(options));
+    }
+
+    /// Connection-table settings (timeouts, active states).
+    pub fn conn_settings(&self) -> ConnSettings {
+        *self.table().settings()
+    }
+
+    /// `ipvsadm --set`: new timeouts apply to entries from their next state change.
+    pub fn set_conn_settings(&self, settings: ConnSettings) {
+        self.table().set_settings(settings);
+    }
+
+    /// Every connection and template, as `ipvsadm -Lnc` lists them.
+    pub fn conn_entries(&self) -> Vec<ConnEntry> {
+        let now = self.now();
+        self.table().entries(now)
+    }
+
+    /// Connections in the table (closed ones linger in TIME_WAIT, as in IPVS).
+    pub fn conn_count(&self) -> usize {
+        self.table().len()
+    }
+
+    /// Housekeeping, called about once a second: expires idle entries (so counters
+    /// drop without traffic) and runs the rate estimators.
+    pub fn tick(&self) {
+        let now = self.now();
+        self.table().expire(now);
+        self.read(|svc| {
+            svc.stats().estimate(now);
+            for dest in svc.pool.dests() {
+                dest.stats().estimate(now);
+            }
+        });
+        if let Some(sorry) = &self.options().sorry_server {
+            sorry.stats().estimate(now);
+        }
+    }
+
+    fn table(&self) -> MutexGuard<'_, ConnTable> {
+        self.conns.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Schedules a new connection.
+    pub(crate) fn schedule(&self, flow: &Flow) -> Option<Binding> {
+        let now = self.now();
+        let mut table = self.table();
+        let service = self.service.read().unwrap_or_else(PoisonError::into_inner);
+        let key = table.connect(&service, self.protocol, flow, now)?;
+        binding(&table, key)
+    }
+
+    /// Binds connection `key` elsewhere after its destination failed.
+    pub(crate) fn reschedule(&self, key: &ConnKey, tried: &[SocketAddr]) -> Option<Binding> {
+        let now = self.now();
+        let mut table = self.table();
+        let service = self.service.read().unwrap_or_else(PoisonError::into_inner);
+        let key = table.reschedule(&service, key, tried, now)?;
+        binding(&table, key)
+    }
+
+    /// The sorry server, bound like a destination (counted, but not in the table:
+    /// keepalived only enters it into IPVS while it is in use).
+    pub(crate) fn sorry_binding(&self) -> Option<Binding> {
+        let dest = self.options().sorry_server.clone()?;
+        Some(Binding {
+            key: None,
+            target: dest.addr(),
+            dest,
+        })
+    }
+
+    /// A TCP segment with `flags` went through connection `key` in `dir`: moves the
+    /// entry through IPVS's state table.
+    pub(crate) fn tcp_event(&self, key: &ConnKey, dir: Direction, flags: TcpFlags) {
+        let now = self.now();
+        self.table().packet(key, dir, flags, 0, now);
+    }
+
+    /// The proxy's connection to the real server is up: the entry is ESTABLISHED.
+    pub(crate) fn established(&self, key: &ConnKey) {
+        let now = self.now();
+        self.table().set_tcp_state(key, TcpState::Established, now);
+    }
+
+    /// A UDP datagram of `bytes` went through flow `key` in `dir`: counts it and keeps
+    /// the entry alive for the UDP timeout. Returns false when the entry is gone.
+    pub(crate) fn udp_datagram(&self, key: &ConnKey, dir: Direction, bytes: usize) -> bool {
+        let now = self.now();
+        let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
+        self.table()
+            .packet(key, dir, TcpFlags::default(), bytes, now)
+            .is_some()
+    }
+
+    /// Logs that no real server could take a connection, at most once a second.
+    pub(crate) fn warn_unavailable(&self, client: SocketAddr) {
+        let second = self.now().as_secs();
+        if self
+            .last_unavailable_warning
+            .swap(second, Ordering::Relaxed)
+            != second
+        {
+            tracing::warn!(
+                service = %self.vip,
+                %client,
+                "no real server can take the connection; closing it"
+            );
+        }
+    }
+}
+
+fn binding(table: &ConnTable, key: ConnKey) -> Option<Binding> {
+    let conn = table.get(&key)?;
+    Some(Binding {
+        key: Some(key),
+        dest: Arc::clone(conn.dest()),
+        target: conn.dest_addr(),
+    })
+}

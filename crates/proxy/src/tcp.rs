@@ -1,0 +1,174 @@
+//! TCP services: accepting clients, choosing and connecting a real server (moving on
+//! to the next when one refuses or times out), and relaying.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use keeplb_balancer::{ConnKey, Direction, Flow, Stats, TcpFlags, TcpState};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+use crate::proxy_protocol::Transport;
+use crate::relay::{self, RelayEnd, RelayObserver};
+use crate::service::{Binding, ServiceOptions, VirtualService};
+
+/// Pause after a failed accept (descriptors exhausted, say) so the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Accepts clients of `svc` on `listener` until the task is aborted (the service was
+/// removed: connections already made go on and drain).
+pub(crate) async fn accept_loop(listener: TcpListener, svc: Arc<VirtualService>) {
+    let wildcard = svc.vip().ip().is_unspecified();
+    loop {
+        match listener.accept().await {
+            Ok((client, peer)) => {
+                // Without a wildcard address the VIP is known; asking the kernel would
+                // cost a system call per connection.
+                let vip = if wildcard {
+                    client.local_addr().unwrap_or(svc.vip())
+                } else {
+                    svc.vip()
+                };
+                tokio::spawn(serve(Arc::clone(&svc), client, Flow::new(peer, vip)));
+            }
+            Err(e) => {
+                tracing::warn!(service = %svc.vip(), "accept failed: {e}");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
+}
+
+/// One client connection, from scheduling to the end of the relay.
+async fn serve(svc: Arc<VirtualService>, client: TcpStream, flow: Flow) {
+    let _ = client.set_nodelay(true);
+    let options = svc.options();
+    let Some((server, binding)) = connect_upstream(&svc, &flow, &options).await else {
+        svc.warn_unavailable(flow.client);
+        relay::reset_on_close(&client);
+        return;
+    };
+    // The sorry server has no table entry; a guard counts its connection instead.
+    let mut sorry_guard = binding.key.is_none().then(|| binding.dest.connect());
+    if let Some(guard) = &mut sorry_guard {
+        guard.established();
+    }
+    if let Some(key) = &binding.key {
+        svc.established(key);
+    }
+    if let Some(version) = options.proxy_protocol {
+        let header = version.header(Transport::Stream, flow.client, flow.vip);
+        if let Err(e) = relay::write_all(&server, &header).await {
+            tracing::debug!(real_server = %binding.target, "PROXY header not sent: {e}");
+            close_failed(&svc, binding.key.as_ref(), &client, &server);
+            return;
+        }
+    }
+    let tally = Tally {
+        svc: &svc,
+        binding: &binding,
+        service_stats: svc.read(|s| Arc::clone(s.stats())),
+    };
+    let idle_timeout = svc.conn_settings().timeouts.tcp(TcpState::Established);
+    match relay::relay(&client, &server, &tally, idle_timeout).await {
+        RelayEnd::Closed => {}
+        RelayEnd::Idle => {
+            tracing::debug!(client = %flow.client, "idle for {idle_timeout:?}; closing");
+            close_failed(&svc, binding.key.as_ref(), &client, &server);
+        }
+        RelayEnd::Failed(e) => {
+            tracing::debug!(client = %flow.client, real_server = %binding.target, "relay ended: {e}");
+            close_failed(&svc, binding.key.as_ref(), &client, &server);
+        }
+    }
+}
+
+/// Connects to the scheduler's choice, then to the next ones while connects fail,
+/// then to the sorry server. `None` when nothing answered.
+async fn connect_upstream(
+    svc: &VirtualService,
+    flow: &Flow,
+    options: &ServiceOptions,
+) -> Option<(TcpStream, Binding)> {
+    let mut tried = Vec::new();
+    let mut next = svc.schedule(flow);
+    while let Some(binding) = next {
+        match connect(binding.target, options.connect_timeout).await {
+            Ok(stream) => return Some((stream, binding)),
+            Err(e) => {
+                tracing::debug!(
+                    service = %svc.vip(),
+                    real_server = %binding.target,
+                    "connect failed: {e}; trying the next real server"
+                );
+                tried.push(binding.dest.addr());
+                next = binding.key.and_then(|key| svc.reschedule(&key, &tried));
+            }
+        }
+    }
+    let sorry = svc.sorry_binding()?;
+    match connect(sorry.target, options.connect_timeout).await {
+        Ok(stream) => Some((stream, sorry)),
+        Err(e) => {
+            tracing::debug!(sorry_server = %sorry.target, "connect failed: {e}");
+            None
+        }
+    }
+}
+
+async fn connect(target: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+    let socket = if target.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    let stream = tokio::time::timeout(timeout, socket.connect(target))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Ends a connection that did not close in order: both sides get a reset and the
+/// entry goes to CLOSE, as a reset would put it in IPVS.
+fn close_failed(
+    svc: &VirtualService,
+    key: Option<&ConnKey>,
+    client: &TcpStream,
+    server: &TcpStream,
+) {
+    relay::reset_on_close(client);
+    relay::reset_on_close(server);
+    if let Some(key) = key {
+        svc.tcp_event(key, Direction::Input, TcpFlags::RST);
+    }
+}
+
+/// Feeds the relay's progress to the statistics and the connection table.
+struct Tally<'a> {
+    svc: &'a VirtualService,
+    binding: &'a Binding,
+    service_stats: Arc<Stats>,
+}
+
+impl RelayObserver for Tally<'_> {
+    fn moved(&self, dir: Direction, bytes: usize) {
+        // IPVS counts packets; a proxy sees reads, and counts each as one packet.
+        let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
+        let dest = self.binding.dest.stats();
+        if dir == Direction::Output {
+            dest.count_out(bytes);
+            self.service_stats.count_out(bytes);
+        } else {
+            dest.count_in(bytes);
+            self.service_stats.count_in(bytes);
+        }
+    }
+
+    fn half_closed(&self, dir: Direction) {
+        if let Some(key) = &self.binding.key {
+            self.svc.tcp_event(key, dir, TcpFlags::FIN_ACK);
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! Loopback fixtures: real servers that say who they are, and services in front of them.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use keeplb_balancer::{
+    ConnSettings, Dest, Persistence, Pool, Protocol, SchedFlags, Service, ServiceAddr, from_name,
+};
+use keeplb_proxy::{DataPlane, ServiceOptions, VirtualService};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+
+/// Every awaited event of these tests must happen within this.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A loopback address no other test of this run uses, so services never collide.
+pub fn unique_vip(port: u16) -> SocketAddr {
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed) + std::process::id() % 200 * 256;
+    let [_, b, c, d] = n.to_be_bytes();
+    SocketAddr::from((Ipv4Addr::new(127, b.max(1), c, d.max(1)), port))
+}
+
+/// A TCP real server: sends `NAME\n` on connect, then echoes until the client
+/// half-closes, then closes.
+pub async fn tcp_server(name: &str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let greeting = format!("{name}\n");
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let greeting = greeting.clone();
+            tokio::spawn(async move {
+                let _ = stream.write_all(greeting.as_bytes()).await;
+                let (mut r, mut w) = stream.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// A UDP real server answering every datagram with `NAME:` and the datagram.
+pub async fn udp_server(name: &str) -> SocketAddr {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let name = name.to_owned();
+    tokio::spawn(async move {
+        let mut buf = vec![0; 65_535];
+        loop {
+            let Ok((len, from)) = socket.recv_from(&mut buf).await else {
+                return;
+            };
+            let reply = [name.as_bytes(), b":", &buf[..len]].concat();
+            let _ = socket.send_to(&reply, from).await;
+        }
+    });
+    addr
+}
+
+/// A free loopback port that refuses connections (nothing listens on it).
+pub fn closed_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// Builds a service; destinations are added in the given order (IPVS puts each new
+/// one first, so rr starts from the last).
+pub fn service(
+    proto: Protocol,
+    vip: SocketAddr,
+    scheduler: &str,
+    dests: &[(SocketAddr, u32)],
+    persistence: Option<Persistence>,
+    options: ServiceOptions,
+) -> Arc<VirtualService> {
+    let mut pool = Pool::new(from_name(scheduler, SchedFlags::EMPTY).unwrap());
+    for &(addr, weight) in dests {
+        pool.add(Arc::new(Dest::new(addr, weight).unwrap()))
+            .unwrap();
+    }
+    let mut svc = Service::new(ServiceAddr::Addr(proto, vip), pool);
+    svc.set_persistence(persistence);
+    Arc::new(VirtualService::new(svc, ConnSettings::default(), options).unwrap())
+}
+
+pub fn data_plane(workers: usize) -> DataPlane {
+    DataPlane::start(NonZeroUsize::new(workers).unwrap()).unwrap()
+}
+
+/// Connects to `vip` (retrying while the workers start listening) and reads the
+/// real server's name.
+pub async fn who(vip: SocketAddr) -> (String, BufReader<TcpStream>) {
+    let stream = connect(vip).await;
+    let mut reader = BufReader::new(stream);
+    let mut name = String::new();
+    tokio::time::timeout(PATIENCE, reader.read_line(&mut name))
+        .await
+        .expect("greeting in time")
+        .expect("greeting");
+    (name.trim_end().to_owned(), reader)
+}
+
+pub async fn connect(vip: SocketAddr) -> TcpStream {
+    tokio::time::timeout(PATIENCE, TcpStream::connect(vip))
+        .await
+        .expect("connect in time")
+        .expect("connect")
+}
+
+/// The names of `n` successive connections' real servers, each closed in order.
+pub async fn spread(vip: SocketAddr, n: usize) -> Vec<String> {
+    let mut names = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (name, mut stream) = who(vip).await;
+        stream.get_mut().shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        tokio::time::timeout(PATIENCE, stream.read_to_end(&mut rest))
+            .await
+            .expect("close in time")
+            .unwrap();
+        names.push(name);
+    }
+    names
+}
+
+/// Polls `condition` until it holds, failing the test after [`PATIENCE`].
+pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -1,0 +1,392 @@
+//! TCP services end to end on loopback: scheduling as IPVS does it, failover to the
+//! next real server, half-close, bulk transfer, counters and connection states.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use keeplb_balancer::{ConnSettings, Dest, Persistence, Protocol, TcpState};
+use keeplb_proxy::{ProxyProtocol, ServiceOptions};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+fn counts(names: &[String]) -> HashMap<&str, usize> {
+    let mut counts = HashMap::new();
+    for name in names {
+        *counts.entry(name.as_str()).or_default() += 1;
+    }
+    counts
+}
+
+#[tokio::test]
+async fn rr_across_two_workers_follows_the_kernel_order() {
+    let (a, b, c) = (
+        tcp_server("a").await,
+        tcp_server("b").await,
+        tcp_server("c").await,
+    );
+    let vip = unique_vip(80);
+    let plane = data_plane(2);
+    let svc = service(
+        Protocol::Tcp,
+        vip,
+        "rr",
+        &[(a, 1), (b, 1), (c, 1)],
+        None,
+        ServiceOptions::default(),
+    );
+    plane.add(svc).unwrap();
+    // IPVS lists the last added first, and rr starts at the head.
+    assert_eq!(spread(vip, 6).await, ["c", "b", "a", "c", "b", "a"]);
+}
+
+#[tokio::test]
+async fn wrr_hands_out_the_weights_over_a_cycle() {
+    let (a, b, c) = (
+        tcp_server("a").await,
+        tcp_server("b").await,
+        tcp_server("c").await,
+    );
+    let vip = unique_vip(80);
+    let plane = data_plane(1);
+    plane
+        .add(service(
+            Protocol::Tcp,
+            vip,
+            "wrr",
+            &[(a, 3), (b, 2), (c, 1)],
+            None,
+            ServiceOptions::default(),
+        ))
+        .unwrap();
+    let names = spread(vip, 12).await;
+    assert_eq!(
+        counts(&names),
+        HashMap::from([("a", 6), ("b", 4), ("c", 2)])
+    );
+}
+
+#[tokio::test]
+async fn a_refusing_real_server_costs_the_client_nothing() {
+    let live = tcp_server("live").await;
+    let dead = closed_port();
+    let vip = unique_vip(80);
+    let plane = data_plane(1);
+    let svc = service(
+        Protocol::Tcp,
+        vip,
+        "rr",
+        &[(live, 1), (dead, 1)],
+        None,
+        ServiceOptions::default(),
+    );
+    plane.add(Arc::clone(&svc)).unwrap();
+    assert_eq!(spread(vip, 6).await, vec!["live"; 6]);
+    // Every failed attempt was released: nothing counts on the dead server.
+    svc.read(|s| {
+        let dead = s.pool.get(dead).unwrap();
+        assert_eq!((dead.active_conns(), dead.inactive_conns()), (0, 0));
+    });
+}
+
+#[tokio::test]
+async fn the_sorry_server_takes_what_nobody_else_can() {
+    let sorry = tcp_server("sorry").await;
+    let vip = unique_vip(80);
+    let plane = data_plane(1);
+    let options = ServiceOptions {
+        sorry_server: Some(Arc::new(Dest::new(sorry, 1).unwrap())),
+        ..ServiceOptions::default()
+    };
+    plane
+        .add(service(
+            Protocol::Tcp,
+            vip,
+            "wlc",
+            &[(closed_port(), 1), (tcp_server("quiesced").await, 0)],
+            None,
+            options,
+        ))
+        .unwrap();
+    assert_eq!(spread(vip, 2).await, ["sorry", "sorry"]);
+}
+
+#[tokio::test]
+async fn without_any_server_the_client_is_reset() {
+    let vip = unique_vip(80);
+    let plane = data_plane(1);
+    plane
+        .add(service(
+            Protocol::Tcp,
+            vip,
+            "rr",
+            &[(closed_port(), 1)],
+            None,
+            ServiceOptions::default(),
+        ))
+        .unwrap();
+    let mut stream = connect(vip).await;
+    let mut buf = [0; 1];
+    let read = tokio::time::timeout(PATIENCE, stream.read(&mut buf))
+        .await
+        .expect("closed in time");
+    assert_eq!(
+        read.expect_err("a reset, not an orderly close").kind(),
+        std::io::ErrorKind::ConnectionReset
+    );
+}
+
+#[tokio::test]
+async fn half_close_lets_the_server_answer_after_the_client_finished() {
+    let vip = unique_vip(80);
+    let plane = data_plane(1);
+    plane
+        .add(service(
+            Protocol::Tcp,
+            vip,
+            "rr",
+            &[(tcp_server("echo").await, 1)],
+            None,
+            ServiceOptions::default(),
+        ))
+        .unwrap();
+    let (name, mut stream) = who(vip).await;
+    assert_eq!(name, "echo");
+    stream.get_mut().write_all(b"last words").await.unwrap();
+    stream.get_mut().shutdown().await.unwrap();
+    let mut echoed = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut echoed))
+        .await
+        .expect("in time")
+        .unwrap();
+    assert_eq!(echoed, b"last words");
+}
+
+#[tokio::test]
+async fn bulk_data_arrives_byte_identical_both_ways() {
+    const SIZE: usize = 48 << 20;
+    let vip = unique_vip(80);
+    let plane = data_plane(1);
+    let svc = service(
+        Protocol::Tcp,
+        vip,
+        "rr",
+        &[(tcp_server("echo").await, 1)],
+        None,
+        ServiceOptions::default(),
+    );
+    plane.add(Arc::clone(&svc)).unwrap();
+    let (_, stream) = who(vip).await;
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    // A pattern no shifted or repeated chunk can reproduce.
+    let data: Vec<u8> = (0..SIZE as u64)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let sent = data.clone();
+    let send = tokio::spawn(async move {
+        writer.write_all(&sent).await.unwrap();
+        writer.shutdown().await.unwrap();
+    });
+    let mut echoed = Vec::with_capacity(SIZE);
+    tokio::time::timeout(Duration::from_secs(60), reader.read_to_end(&mut echoed))
+        .await
+        .expect("in time")
+        .unwrap();
+    send.await.unwrap();
+    assert_eq!(echoed.len(), SIZE);
+    assert!(echoed == data, "bytes differ");
+    let counters = svc.read(|s| s.stats().counters());
+    assert_eq!(counters.in_bytes, SIZE as u64);
+    assert_eq!(counters.out_bytes, SIZE as u64 + "echo\n".len() as u64);
+}
+
+#[tokio::test]
+async fn counters_and_states_follow_the_connection_as_ipvs_counts_them() {
+    let server = tcp_server("a").await;
+    let vip = unique_vip(80);
+    let plane = data_plane(1);
+    let svc = service(
+        Protocol::Tcp,
+        vip,
+        "rr",
+        &[(server, 1)],
+        None,
+        ServiceOptions::default(),
+    );
+    plane.add(Arc::clone(&svc)).unwrap();
+    let (_, mut stream) = who(vip).await;
+    let dest = svc.read(|s| Arc::clone(s.pool.get(server).unwrap()));
+    assert_eq!((dest.active_conns(), dest.inactive_conns()), (1, 0));
+    let entries = svc.conn_entries();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].state, "ESTABLISHED");
+    assert_eq!(entries[0].destination, server);
+    stream.get_mut().shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest).await.unwrap();
+    eventually("closed connection counted inactive", || {
+        dest.inactive_conns() == 1
+    })
+    .await;
+    assert_eq!(dest.active_conns(), 0);
+    let entries = svc.conn_entries();
+    assert_eq!(entries[0].state, TcpState::TimeWait.name());
+    assert_eq!(svc.read(|s| s.stats().counters().conns), 1);
+}
+
+#[tokio::test]
+async fn persistence_holds_a_client_then_expires() {
+    let (a, b) = (tcp_server("a").await, tcp_server("b").await);
+    let vip = unique_vip(80);
+    let plane = data_plane(1);
+    let svc = service(
+        Protocol::Tcp,
+        vip,
+        "rr",
+        &[(a, 1), (b, 1)],
+        Some(Persistence::new(Duration::from_secs(1))),
+        ServiceOptions::default(),
+    );
+    // Closed connections leave at once, so only the template's own timeout counts.
+    let mut settings = ConnSettings::default();
+    settings
+        .timeouts
+        .set_tcp(TcpState::TimeWait, Duration::ZERO);
+    svc.set_conn_settings(settings);
+    plane.add(Arc::clone(&svc)).unwrap();
+    let first = spread(vip, 4).await;
+    assert!(first.iter().all(|n| *n == first[0]), "{first:?}");
+    eventually("template expired", || {
+        svc.tick();
+        svc.conn_entries().is_empty()
+    })
+    .await;
+    let second = spread(vip, 1).await;
+    assert_ne!(
+        second[0], first[0],
+        "rr moved on after the template expired"
+    );
+}
+
+#[tokio::test]
+async fn weight_zero_quiesces_without_cutting_existing_connections() {
+    let (a, b) = (tcp_server("a").await, tcp_server("b").await);
+    let vip = unique_vip(80);
+    let plane = data_plane(1);
+    let svc = service(
+        Protocol::Tcp,
+        vip,
+        "rr",
+        &[(a, 1), (b, 1)],
+        None,
+        ServiceOptions::default(),
+    );
+    plane.add(Arc::clone(&svc)).unwrap();
+    let (name, mut kept) = who(vip).await;
+    assert_eq!(name, "b");
+    svc.edit(|s| s.pool.set_weight(b, 0)).unwrap();
+    assert_eq!(spread(vip, 3).await, ["a", "a", "a"]);
+    kept.get_mut().write_all(b"still here").await.unwrap();
+    kept.get_mut().shutdown().await.unwrap();
+    let mut echoed = Vec::new();
+    kept.read_to_end(&mut echoed).await.unwrap();
+    assert_eq!(echoed, b"still here");
+}
+
+#[tokio::test]
+async fn a_removed_service_drains() {
+    let vip = unique_vip(80);
+    let plane = data_plane(2);
+    plane
+        .add(service(
+            Protocol::Tcp,
+            vip,
+            "rr",
+            &[(tcp_server("a").await, 1)],
+            None,
+            ServiceOptions::default(),
+        ))
+        .unwrap();
+    let (_, mut kept) = who(vip).await;
+    assert!(plane.remove(Protocol::Tcp, vip).is_some());
+    eventually("listeners closed", || {
+        std::net::TcpStream::connect(vip).is_err()
+    })
+    .await;
+    kept.get_mut().write_all(b"drain").await.unwrap();
+    kept.get_mut().shutdown().await.unwrap();
+    let mut echoed = Vec::new();
+    kept.read_to_end(&mut echoed).await.unwrap();
+    assert_eq!(echoed, b"drain");
+}
+
+#[tokio::test]
+async fn proxy_protocol_v1_tells_the_real_server_who_the_client_is() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = listener.local_addr().unwrap();
+    let vip = unique_vip(8080);
+    let plane = data_plane(1);
+    let options = ServiceOptions {
+        proxy_protocol: Some(ProxyProtocol::V1),
+        ..ServiceOptions::default()
+    };
+    plane
+        .add(service(
+            Protocol::Tcp,
+            vip,
+            "rr",
+            &[(server, 1)],
+            None,
+            options,
+        ))
+        .unwrap();
+    let client = connect(vip).await;
+    let (accepted, _) = tokio::time::timeout(PATIENCE, listener.accept())
+        .await
+        .expect("in time")
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(accepted).read_line(&mut line).await.unwrap();
+    let me = client.local_addr().unwrap();
+    assert_eq!(
+        line,
+        format!(
+            "PROXY TCP4 {} {} {} {}\r\n",
+            me.ip(),
+            vip.ip(),
+            me.port(),
+            vip.port()
+        )
+    );
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_closed_after_the_established_timeout() {
+    let vip = unique_vip(80);
+    let plane = data_plane(1);
+    let svc = service(
+        Protocol::Tcp,
+        vip,
+        "rr",
+        &[(tcp_server("a").await, 1)],
+        None,
+        ServiceOptions::default(),
+    );
+    let mut settings = ConnSettings::default();
+    settings
+        .timeouts
+        .set_tcp(TcpState::Established, Duration::from_millis(300));
+    svc.set_conn_settings(settings);
+    plane.add(svc).unwrap();
+    let (_, mut stream) = who(vip).await;
+    let mut buf = [0; 1];
+    let started = tokio::time::Instant::now();
+    let read = tokio::time::timeout(PATIENCE, stream.read(&mut buf))
+        .await
+        .expect("closed in time");
+    assert!(read.is_err() || read.is_ok_and(|n| n == 0));
+    assert!(started.elapsed() >= Duration::from_millis(250));
+}
