@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use keeplb_config::{LoadOptions, Loaded};
 
-use crate::{CheckArgs, ConfigArgs};
+use std::num::NonZeroUsize;
+
+use crate::{CheckArgs, ConfigArgs, RunArgs};
 
 /// Exit status of `check-config` for an invalid configuration.
 const EXIT_INVALID: u8 = 1;
@@ -81,14 +83,12 @@ pub fn dump_config(args: &ConfigArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn run(args: &ConfigArgs) -> anyhow::Result<ExitCode> {
-    let loaded = load(args, &args.file)?;
+pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let file = &args.config.file;
+    let loaded = load(&args.config, file)?;
     print_diagnostics(&loaded);
     if !loaded.is_valid() {
-        eprintln!(
-            "{}: configuration is invalid; not starting",
-            args.file.display()
-        );
+        eprintln!("{}: configuration is invalid; not starting", file.display());
         return Ok(ExitCode::from(EXIT_INVALID));
     }
     let config = &loaded.config;
@@ -98,21 +98,12 @@ pub fn run(args: &ConfigArgs) -> anyhow::Result<ExitCode> {
         .flat_map(|vs| &vs.real_server)
         .map(|rs| rs.checkers.len())
         .sum();
-    for (what, count, part) in [
-        (
-            "virtual_server",
-            config.virtual_server.len(),
-            "load-balancing data plane",
-        ),
-        ("real_server checker", checkers, "health checks"),
-    ] {
-        if count > 0 {
-            eprintln!(
-                "keeplb: {count} {what}(s) not served yet: the {part} is not built into this keeplb"
-            );
-        }
+    if checkers > 0 {
+        eprintln!(
+            "keeplb: {checkers} real_server checker(s) not run yet: health checks are not built into this keeplb; real servers stay in service"
+        );
     }
-    if config.vrrp_instance.is_empty() {
+    if config.vrrp_instance.is_empty() && config.virtual_server.is_empty() {
         eprintln!("keeplb: nothing this build can serve; exiting");
         return Ok(ExitCode::SUCCESS);
     }
@@ -123,10 +114,31 @@ pub fn run(args: &ConfigArgs) -> anyhow::Result<ExitCode> {
         )
         .with_writer(std::io::stderr)
         .init();
+    let workers = args
+        .workers
+        .or_else(|| std::thread::available_parallelism().ok())
+        .unwrap_or(NonZeroUsize::MIN);
+    let data_plane = crate::lvs_run::start(config, workers)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(crate::vrrp_run::run(config))?;
+    if config.vrrp_instance.is_empty() {
+        runtime.block_on(wait_for_termination())?;
+    } else {
+        runtime.block_on(crate::vrrp_run::run(config))?;
+    }
+    drop(data_plane);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Waits for SIGTERM or SIGINT.
+async fn wait_for_termination() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+    }
+    Ok(())
 }

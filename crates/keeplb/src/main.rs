@@ -3,6 +3,7 @@
 
 mod config_cmd;
 mod demo;
+mod lvs_run;
 mod vrrp_run;
 
 use std::path::PathBuf;
@@ -27,7 +28,7 @@ enum Command {
     /// Print the resolved configuration as JSON with keepalived's keyword names.
     DumpConfig(ConfigArgs),
     /// Load the configuration and run what it describes in the foreground.
-    Run(ConfigArgs),
+    Run(RunArgs),
     /// Show a VRRP failover in network namespaces on this machine (needs root and iproute2).
     Demo(DemoArgs),
 }
@@ -40,6 +41,15 @@ pub struct ConfigArgs {
     /// Configuration id selecting `@id` lines (keepalived's -i; default: short host name).
     #[arg(short = 'i', long = "config-id", value_name = "ID")]
     config_id: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Data-plane worker threads serving the virtual servers (default: one per core).
+    #[arg(long, value_name = "N")]
+    workers: Option<std::num::NonZeroUsize>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -12,6 +12,7 @@ use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use keeplb_balancer::{ConnGuard, ConnKey, Direction, Flow};
 use tokio::net::UdpSocket;
@@ -21,6 +22,9 @@ use crate::service::VirtualService;
 
 /// Largest UDP payload over IPv4 or IPv6 without jumbograms.
 const MAX_DATAGRAM: usize = 65_535;
+
+/// How long a datagram may wait for room in a socket before it is dropped.
+const SEND_PATIENCE: Duration = Duration::from_millis(10);
 
 thread_local! {
     /// Replies are read into one buffer per worker thread, so a flow owns no buffer
@@ -49,7 +53,7 @@ impl UdpFlow {
     }
 
     fn last(&self) -> Instant {
-        self.started + std::time::Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+        self.started + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
     }
 }
 
@@ -86,7 +90,17 @@ pub(crate) async fn serve(socket: UdpSocket, svc: Arc<VirtualService>) {
             },
         };
         flow.touch();
-        if let Err(e) = flow.upstream.try_send(&buf[..len]) {
+        // A new socket's writability is only known after the first event: wait for
+        // it rather than drop. A full buffer later on drops, as a network would.
+        let sent = match flow.upstream.try_send(&buf[..len]) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                tokio::time::timeout(SEND_PATIENCE, flow.upstream.send(&buf[..len]))
+                    .await
+                    .unwrap_or(Err(e))
+            }
+            other => other,
+        };
+        if let Err(e) = sent {
             tracing::debug!(%client, "datagram to the real server dropped: {e}");
         }
     }
@@ -171,7 +185,14 @@ async fn relay_replies(
                 if ready.is_err() {
                     break;
                 }
-                REPLY_BUFFER.with_borrow_mut(|buf| forward_replies(&svc, &listener, client, &flow, buf));
+                let blocked = REPLY_BUFFER
+                    .with_borrow_mut(|buf| forward_replies(&svc, &listener, client, &flow, buf));
+                if let Some(reply) = blocked {
+                    let sent = tokio::time::timeout(SEND_PATIENCE, listener.send_to(&reply, client)).await;
+                    if !matches!(sent, Ok(Ok(_))) {
+                        tracing::debug!(%client, "reply dropped: no room");
+                    }
+                }
             }
             () = tokio::time::sleep_until(flow.last() + timeout) => {
                 if flow.last() + timeout <= Instant::now() {
@@ -186,29 +207,34 @@ async fn relay_replies(
     }
 }
 
-/// Sends every reply waiting on `flow`'s socket to `client`.
+/// Sends every reply waiting on `flow`'s socket to `client`. Returns a reply that
+/// found no room in the service's socket, for the caller to wait with.
 fn forward_replies(
     svc: &VirtualService,
     listener: &UdpSocket,
     client: SocketAddr,
     flow: &UdpFlow,
     buf: &mut [u8],
-) {
+) -> Option<Vec<u8>> {
     loop {
         match flow.upstream.try_recv(buf) {
             Ok(len) => {
                 counted(svc, flow, Direction::Output, len);
                 flow.touch();
-                if let Err(e) = listener.try_send_to(&buf[..len], client) {
-                    tracing::debug!(%client, "reply dropped: {e}");
+                match listener.try_send_to(&buf[..len], client) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        return Some(buf[..len].to_vec());
+                    }
+                    Err(e) => tracing::debug!(%client, "reply dropped: {e}"),
+                    Ok(_) => {}
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
             // An ICMP error from the real server (port unreachable): the next datagram
             // may fare better; health checks decide about the server.
             Err(e) => {
                 tracing::debug!(%client, "real server: {e}");
-                return;
+                return None;
             }
         }
     }

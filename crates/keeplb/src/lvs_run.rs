@@ -1,0 +1,259 @@
+//! The configuration's `virtual_server` blocks, served by the userspace data plane.
+//!
+//! keepalived turns each `virtual_server` into IPVS commands; keeplb turns it into the
+//! same balancer state (scheduler, real servers in IPVS's list order, persistence,
+//! thresholds) and serves it with the proxy. A `virtual_server group` becomes one
+//! service per address of the group, as keepalived makes one IPVS service per entry.
+//! Firewall-mark services need the kernel path: each is reported and skipped, and the
+//! rest are served.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use keeplb_balancer::{
+    ConnSettings, Dest, Granularity, Persistence, Pool, Protocol, SchedFlags, SchedulerKind,
+    Service, ServiceAddr, Thresholds,
+};
+use keeplb_config::model;
+use keeplb_proxy::{DataPlane, Forwarding, ServiceOptions, VirtualService};
+
+/// Group ranges wider than this are refused rather than expanded.
+const MAX_GROUP_RANGE: u128 = 65_536;
+
+/// Starts the data plane with every virtual server of `config` that can be served.
+/// `None` when the configuration has none.
+pub fn start(config: &model::Config, workers: NonZeroUsize) -> anyhow::Result<Option<DataPlane>> {
+    if config.virtual_server.is_empty() {
+        return Ok(None);
+    }
+    let plane = DataPlane::start(workers).context("starting the data plane")?;
+    let settings = conn_settings(&config.global_defs);
+    for vs in &config.virtual_server {
+        let name = describe(&vs.key);
+        let addresses = match addresses(vs, config) {
+            Ok(addresses) => addresses,
+            Err(e) => {
+                tracing::error!("virtual_server {name}: {e:#}");
+                continue;
+            }
+        };
+        for vip in addresses {
+            let served = service(vs, vip)
+                .and_then(|(service, options)| Ok(VirtualService::new(service, settings, options)?))
+                .and_then(|svc| Ok(plane.add(Arc::new(svc))?));
+            if let Err(e) = served {
+                tracing::error!("virtual_server {name} ({vip}): not served: {e:#}");
+            }
+        }
+    }
+    Ok(Some(plane))
+}
+
+/// The scheduler keepalived's `lb_algo` names.
+pub fn scheduler_kind(algo: model::LbAlgo) -> SchedulerKind {
+    // Both enums list IPVS's names; the name is the one thing they share.
+    algo.name().parse().unwrap_or_default()
+}
+
+/// The forwarding method of keepalived's `lb_kind` / `lvs_method`.
+pub fn forwarding(kind: model::LbKind) -> Forwarding {
+    match kind {
+        model::LbKind::Nat => Forwarding::Masq,
+        model::LbKind::Dr => Forwarding::Route,
+        model::LbKind::Tun => Forwarding::Tunnel,
+    }
+}
+
+fn describe(key: &model::VirtualServerKey) -> String {
+    match key {
+        model::VirtualServerKey::Address { ip, port } => SocketAddr::new(*ip, *port).to_string(),
+        model::VirtualServerKey::Fwmark { fwmark } => format!("fwmark {fwmark}"),
+        model::VirtualServerKey::Group { group } => format!("group {group}"),
+    }
+}
+
+/// The addresses a virtual server serves.
+fn addresses(vs: &model::VirtualServer, config: &model::Config) -> anyhow::Result<Vec<SocketAddr>> {
+    let group = match &vs.key {
+        model::VirtualServerKey::Address { ip, port } => {
+            return Ok(vec![SocketAddr::new(*ip, *port)]);
+        }
+        model::VirtualServerKey::Fwmark { fwmark } => {
+            bail!(keeplb_proxy::ProxyError::Fwmark { mark: *fwmark })
+        }
+        model::VirtualServerKey::Group { group } => group,
+    };
+    let Some(group) = config
+        .virtual_server_group
+        .iter()
+        .find(|g| &g.name == group)
+    else {
+        bail!("virtual_server_group {group} is not defined");
+    };
+    let mut addresses = Vec::new();
+    for entry in &group.entries {
+        match entry {
+            model::GroupEntry::Range { ip, last, port } => {
+                addresses.extend(range(*ip, *last)?.map(|ip| SocketAddr::new(ip, *port)));
+            }
+            model::GroupEntry::Fwmark { fwmark } => tracing::error!(
+                "virtual_server_group {}: {}",
+                group.name,
+                keeplb_proxy::ProxyError::Fwmark { mark: *fwmark }
+            ),
+        }
+    }
+    Ok(addresses)
+}
+
+/// Every address from `first` to `last`, inclusive.
+fn range(first: IpAddr, last: IpAddr) -> anyhow::Result<impl Iterator<Item = IpAddr>> {
+    let (start, end, v4) = match (first, last) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => (u128::from(a.to_bits()), u128::from(b.to_bits()), true),
+        (IpAddr::V6(a), IpAddr::V6(b)) => (a.to_bits(), b.to_bits(), false),
+        _ => bail!("range {first}-{last} mixes address families"),
+    };
+    if end < start || end - start >= MAX_GROUP_RANGE {
+        bail!("range {first}-{last} is empty or too wide");
+    }
+    Ok((start..=end).map(move |bits| match u32::try_from(bits) {
+        Ok(v4_bits) if v4 => IpAddr::V4(Ipv4Addr::from_bits(v4_bits)),
+        _ => IpAddr::V6(std::net::Ipv6Addr::from_bits(bits)),
+    }))
+}
+
+/// The balancer service and proxy options of `vs` on `vip`.
+fn service(
+    vs: &model::VirtualServer,
+    vip: SocketAddr,
+) -> anyhow::Result<(Service, ServiceOptions)> {
+    let protocol = match vs.protocol {
+        model::Protocol::Tcp => Protocol::Tcp,
+        model::Protocol::Udp => Protocol::Udp,
+        model::Protocol::Sctp => bail!("SCTP services need the kernel data path"),
+    };
+    let kind = scheduler_kind(vs.lb_algo);
+    let mut flags = SchedFlags::EMPTY;
+    for flag in &vs.lb_flags {
+        if flag == "ops" {
+            tracing::warn!(
+                "virtual_server {vip}: one-packet scheduling (ops) is not available in the userspace proxy; each client address is one flow"
+            );
+            continue;
+        }
+        // keepalived sets the generic bit whatever the scheduler; so does keeplb.
+        flags |= [kind, SchedulerKind::Sh, SchedulerKind::Mh]
+            .into_iter()
+            .find_map(|k| SchedFlags::parse(flag, k).ok())
+            .with_context(|| format!("unknown scheduler flag {flag}"))?;
+    }
+    let mut pool = Pool::new(kind.build(flags));
+    // keepalived adds real servers in the order written; IPVS puts each at the head.
+    for rs in &vs.real_server {
+        let port = if rs.port == 0 { vip.port() } else { rs.port };
+        let dest =
+            Dest::new(SocketAddr::new(rs.ip, port), rs.weight)?.with_thresholds(Thresholds {
+                upper: rs.uthreshold,
+                lower: rs.lthreshold,
+            });
+        pool.add(Arc::new(dest))?;
+    }
+    let mut service = Service::new(ServiceAddr::Addr(protocol, vip), pool);
+    if let Some(timeout) = vs.persistence_timeout {
+        let mut persistence = Persistence::new(Duration::from_secs(timeout.into()));
+        if let Some(granularity) = &vs.persistence_granularity {
+            persistence = persistence.with_granularity(granularity_of(granularity)?);
+        }
+        service.set_persistence(Some(persistence));
+    }
+    let sorry_server = match &vs.sorry_server {
+        Some(sorry) => {
+            let addr = SocketAddr::new(sorry.ip, sorry.port.unwrap_or(vip.port()));
+            Some(Arc::new(Dest::new(addr, 1)?))
+        }
+        None => None,
+    };
+    let options = ServiceOptions {
+        sorry_server,
+        forwarding: forwarding(vs.lb_kind),
+        ..ServiceOptions::default()
+    };
+    Ok((service, options))
+}
+
+/// `persistence_granularity`: a netmask for IPv4, a prefix length for IPv6.
+fn granularity_of(text: &str) -> anyhow::Result<Granularity> {
+    if let Ok(mask) = text.parse::<Ipv4Addr>() {
+        return Ok(Granularity::v4_netmask(mask));
+    }
+    let prefix = text
+        .trim_start_matches('/')
+        .parse::<u8>()
+        .with_context(|| format!("invalid persistence_granularity {text}"))?;
+    Ok(Granularity::v6_prefix(prefix))
+}
+
+/// Connection timeouts, with `lvs_timeouts tcp T tcpfin T udp T` from global_defs.
+fn conn_settings(global: &model::GlobalDefs) -> ConnSettings {
+    let mut settings = ConnSettings::default();
+    let Some(values) = global.other.get("lvs_timeouts") else {
+        return settings;
+    };
+    let words: Vec<&str> = values.iter().flat_map(|v| v.split_whitespace()).collect();
+    let mut timeouts = [Duration::ZERO; 3];
+    for pair in words.chunks(2) {
+        let [name, value] = pair else { break };
+        let slot = match *name {
+            "tcp" => 0,
+            "tcpfin" => 1,
+            "udp" => 2,
+            _ => continue,
+        };
+        if let Ok(seconds) = value.parse::<u64>() {
+            timeouts[slot] = Duration::from_secs(seconds);
+        }
+    }
+    let [tcp, tcp_fin, udp] = timeouts;
+    settings.timeouts.set_ipvsadm(tcp, tcp_fin, udp);
+    settings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_lb_algo_maps_to_the_scheduler_of_the_same_name() {
+        for (name, algo) in model::LbAlgo::ALL {
+            assert_eq!(scheduler_kind(algo).name(), name);
+        }
+    }
+
+    #[test]
+    fn group_ranges_expand_inclusively_and_refuse_nonsense() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let v4: Vec<_> = range(ip("10.0.0.254"), ip("10.0.1.1")).unwrap().collect();
+        assert_eq!(
+            v4,
+            ["10.0.0.254", "10.0.0.255", "10.0.1.0", "10.0.1.1"].map(ip)
+        );
+        let v6: Vec<_> = range(ip("2001:db8::1"), ip("2001:db8::2"))
+            .unwrap()
+            .collect();
+        assert_eq!(v6, ["2001:db8::1", "2001:db8::2"].map(ip));
+        assert!(range(ip("10.0.0.2"), ip("10.0.0.1")).is_err());
+        assert!(range(ip("10.0.0.1"), ip("2001:db8::1")).is_err());
+        assert!(range(ip("::"), ip("::1:0:0")).is_err());
+    }
+
+    #[test]
+    fn granularity_is_a_netmask_or_a_prefix() {
+        let v4 = granularity_of("255.255.255.0").unwrap();
+        assert_eq!(v4.netmask(), Ipv4Addr::new(255, 255, 255, 0));
+        assert_eq!(granularity_of("/64").unwrap().prefix(), 64);
+        assert!(granularity_of("wide").is_err());
+    }
+}

@@ -1,0 +1,59 @@
+//! UDP services on loopback: per-client flows, replies from the VIP, counters.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use keeplb_balancer::Protocol;
+use keeplb_proxy::ServiceOptions;
+use tokio::net::UdpSocket;
+
+async fn ask(socket: &UdpSocket, vip: std::net::SocketAddr, question: &str) -> String {
+    socket.send_to(question.as_bytes(), vip).await.unwrap();
+    let mut buf = [0; 1500];
+    let (len, from) = tokio::time::timeout(PATIENCE, socket.recv_from(&mut buf))
+        .await
+        .expect("answer in time")
+        .unwrap();
+    assert_eq!(from, vip, "the reply comes from the VIP");
+    String::from_utf8_lossy(&buf[..len]).into_owned()
+}
+
+#[tokio::test]
+async fn each_client_is_one_flow_on_one_real_server() {
+    let (a, b) = (udp_server("a").await, udp_server("b").await);
+    let vip = unique_vip(53);
+    let plane = data_plane(1);
+    let svc = service(
+        Protocol::Udp,
+        vip,
+        "rr",
+        &[(a, 1), (b, 1)],
+        None,
+        ServiceOptions::default(),
+    );
+    plane.add(Arc::clone(&svc)).unwrap();
+    let first = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for i in 0..3 {
+        assert_eq!(ask(&first, vip, &format!("q{i}")).await, format!("b:q{i}"));
+    }
+    let second = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    assert_eq!(ask(&second, vip, "x").await, "a:x");
+    let counters = svc.read(|s| s.stats().counters());
+    assert_eq!(
+        (counters.conns, counters.in_pkts, counters.out_pkts),
+        (2, 4, 4)
+    );
+    let entries = svc.conn_entries();
+    assert_eq!(entries.len(), 2);
+    assert!(entries.iter().all(|e| e.state == "UDP"));
+    svc.read(|s| {
+        let b = s.pool.get(b).unwrap();
+        assert_eq!(
+            (b.active_conns(), b.inactive_conns()),
+            (0, 1),
+            "UDP is inactive"
+        );
+    });
+}
