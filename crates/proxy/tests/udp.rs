@@ -10,12 +10,12 @@ use keeplb_proxy::ServiceOptions;
 use tokio::net::UdpSocket;
 
 async fn ask(socket: &UdpSocket, vip: std::net::SocketAddr, question: &str) -> String {
-    socket.send_to(question.as_bytes(), vip).await.unwrap();
+    socket.send_to(question.as_bytes(), vip).await.expect("send");
     let mut buf = [0; 1500];
     let (len, from) = tokio::time::timeout(PATIENCE, socket.recv_from(&mut buf))
         .await
         .expect("answer in time")
-        .unwrap();
+        .expect("receive");
     assert_eq!(from, vip, "the reply comes from the VIP");
     String::from_utf8_lossy(&buf[..len]).into_owned()
 }
