@@ -1,0 +1,3 @@
+fn main() {
+    eprintln!("see README.md: ./run.sh for throughput, `cargo run --release --bin idle` for memory");
+}
