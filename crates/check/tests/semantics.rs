@@ -1,0 +1,999 @@
+//! keepalived's checker semantics, driven through the pure core with paused time: probes
+//! "take" simulated time and answer what the test's server says at that moment.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use keeplb_check::{Action, Health, Outcome, Probe, Reason, ScriptEvent};
+use tokio::time::Instant;
+
+/// What a simulated real server answers: how long the probe takes, and its outcome.
+type Answer = (Duration, Outcome);
+
+/// Runs the core against simulated servers; records every action with its time.
+struct Sim {
+    health: Health,
+    t0: Instant,
+    /// (completion time, probe, outcome) of probes in flight.
+    in_flight: Vec<(Instant, Probe, Outcome)>,
+    actions: Vec<(Duration, Action)>,
+}
+
+impl Sim {
+    fn start(text: &str) -> Sim {
+        let mut health = Health::new(&common::load(text));
+        let t0 = Instant::now();
+        let actions = health
+            .start(t0, |_| Duration::ZERO)
+            .into_iter()
+            .map(|a| (Duration::ZERO, a))
+            .collect();
+        Sim {
+            health,
+            t0,
+            in_flight: Vec::new(),
+            actions,
+        }
+    }
+
+    fn at(&self, secs: f64) -> Instant {
+        self.t0 + Duration::from_secs_f64(secs)
+    }
+
+    /// Advances paused time to `until` (seconds from start), answering probes with
+    /// `server(probe, start time in seconds)`.
+    async fn run_until(&mut self, until: f64, mut server: impl FnMut(Probe, f64) -> Answer) {
+        let end = self.at(until);
+        for _ in 0..100_000 {
+            let next_completion = self.in_flight.iter().map(|(t, _, _)| *t).min();
+            let next = match (self.health.next_due(), next_completion) {
+                (Some(a), Some(b)) => a.min(b),
+                (a, b) => match a.or(b) {
+                    Some(t) => t,
+                    None => break,
+                },
+            };
+            if next > end {
+                break;
+            }
+            tokio::time::advance(next.saturating_duration_since(Instant::now())).await;
+            let now = Instant::now();
+            assert_eq!(now, next, "paused clock lands exactly on the event");
+            // Results first, then new probes (a probe finishing and one starting at the
+            // same instant: the finished one is scheduled before).
+            let mut done = Vec::new();
+            self.in_flight.retain(|(t, p, o)| {
+                if *t <= now {
+                    done.push((*p, o.clone()));
+                    false
+                } else {
+                    true
+                }
+            });
+            for (probe, outcome) in done {
+                let acts = self.health.on_outcome(now, probe, outcome);
+                let elapsed = now - self.t0;
+                self.actions.extend(acts.into_iter().map(|a| (elapsed, a)));
+            }
+            for probe in self.health.take_due(now) {
+                let (takes, outcome) = server(probe, (now - self.t0).as_secs_f64());
+                self.in_flight.push((now + takes, probe, outcome));
+            }
+        }
+        tokio::time::advance(end.saturating_duration_since(Instant::now())).await;
+    }
+
+    /// Pool changes with their time in milliseconds.
+    fn pool_changes(&self) -> Vec<(u128, Action)> {
+        self.actions
+            .iter()
+            .filter(|(_, a)| a.is_pool_change())
+            .map(|(t, a)| (t.as_millis(), a.clone()))
+            .collect()
+    }
+
+    fn logs(&self) -> Vec<(u128, String)> {
+        self.actions
+            .iter()
+            .filter_map(|(t, a)| match a {
+                Action::Log { message, .. } => Some((t.as_millis(), message.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn scripts(&self) -> Vec<(u128, String, ScriptEvent, Option<Duration>)> {
+        self.actions
+            .iter()
+            .filter_map(|(t, a)| match a {
+                Action::RunScript {
+                    script,
+                    event,
+                    timeout,
+                } => Some((
+                    t.as_millis(),
+                    script.script.clone(),
+                    event.clone(),
+                    *timeout,
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The notify FIFO lines with their time in milliseconds.
+    fn fifo_lines(&self) -> Vec<(u128, String)> {
+        self.actions
+            .iter()
+            .filter_map(|(t, a)| match a {
+                Action::NotifyFifo { line } => Some((t.as_millis(), line.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// When `message` was logged, in milliseconds.
+    fn logged(&self, message: &str) -> Vec<u128> {
+        self.logs()
+            .into_iter()
+            .filter(|(_, m)| m == message)
+            .map(|(t, _)| t)
+            .collect()
+    }
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("address")
+}
+
+const UP: Answer = (Duration::ZERO, Outcome::Up);
+
+fn timeout(connect_timeout: f64) -> Answer {
+    (
+        Duration::from_secs_f64(connect_timeout),
+        Outcome::Down(Reason::ConnectTimeout),
+    )
+}
+
+const TCP_ONE: &str = r#"
+virtual_server 10.0.0.1 80 {
+    protocol TCP
+    delay_loop 10
+    real_server 192.168.0.1 80 {
+        weight 3
+        TCP_CHECK {
+            connect_timeout 3
+            retry 2
+            delay_before_retry 2
+            warmup 0
+        }
+    }
+}
+"#;
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_server_leaves_after_retry_plus_one_timeouts() {
+    let mut sim = Sim::start(TCP_ONE);
+    // Up until 30 s, then every probe times out.
+    sim.run_until(100.0, |_, t| if t < 30.0 { UP } else { timeout(3.0) })
+        .await;
+    // Probes at 1, 11, 21 pass; the one at 31 times out at 34, retries start at 36 and
+    // 41 and time out at 39 and 44: down at 31 + 3×3 + 2×2 = 44.
+    assert_eq!(
+        sim.pool_changes(),
+        vec![
+            (
+                0,
+                Action::AddDest {
+                    vs: 0,
+                    dest: addr("192.168.0.1:80"),
+                    weight: 3
+                }
+            ),
+            (
+                44000,
+                Action::RemoveDest {
+                    vs: 0,
+                    dest: addr("192.168.0.1:80")
+                }
+            ),
+        ]
+    );
+    assert_eq!(
+        sim.logged("TCP_CHECK on service [192.168.0.1]:tcp:80 failed after 2 retries."),
+        vec![44000]
+    );
+    assert_eq!(
+        sim.logged("Removing service [192.168.0.1]:tcp:80 from VS [10.0.0.1]:tcp:80"),
+        vec![44000]
+    );
+    // Quorum 1 is lost with the only server.
+    assert_eq!(
+        sim.logged("Lost quorum 1-0=1 > 0 for VS [10.0.0.1]:tcp:80"),
+        vec![44000]
+    );
+    // Down, it is probed every delay_loop (from each probe's end), not every retry delay.
+    assert!(!sim.health.real_servers(0)[0].alive);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_that_recovers_within_the_retries_changes_nothing() {
+    let mut sim = Sim::start(TCP_ONE);
+    // One timeout at 31 (ends 34), the retry at 36 passes.
+    sim.run_until(100.0, |_, t| {
+        if (30.0..35.0).contains(&t) {
+            timeout(3.0)
+        } else {
+            UP
+        }
+    })
+    .await;
+    assert_eq!(sim.pool_changes().len(), 1, "{:?}", sim.pool_changes());
+    assert!(sim.health.real_servers(0)[0].alive);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_first_failure_takes_a_server_down_at_once_and_recovery_needs_one_success() {
+    let mut sim = Sim::start(TCP_ONE);
+    // Refused from the start, answering again from 50 s.
+    sim.run_until(100.0, |_, t| {
+        if t < 50.0 {
+            (Duration::from_millis(1), Outcome::Down(Reason::Refused))
+        } else {
+            UP
+        }
+    })
+    .await;
+    let changes: Vec<(u128, bool)> = sim
+        .pool_changes()
+        .into_iter()
+        .map(|(t, a)| (t, matches!(a, Action::AddDest { weight: 3, .. })))
+        .collect();
+    // Down at the first probe's result (1.001 s: no retries at startup), back at the
+    // first probe from 50 s (probes every 10 s after each 1 ms refusal: 51.005).
+    assert_eq!(changes, vec![(0, true), (1001, false), (51005, true)]);
+    assert_eq!(
+        sim.logged("TCP_CHECK on service [192.168.0.1]:tcp:80 failed."),
+        vec![1001]
+    );
+    assert_eq!(
+        sim.logged("TCP connection to [192.168.0.1]:tcp:80 success."),
+        vec![51005]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn alpha_starts_down_and_adds_at_the_first_success() {
+    let mut sim = Sim::start(
+        r#"
+virtual_server 10.0.0.1 80 {
+    protocol TCP
+    delay_loop 5
+    alpha
+    real_server 192.168.0.1 80 {
+        notify_down /bin/down
+        TCP_CHECK {
+            warmup 0
+        }
+    }
+    real_server 192.168.0.2 80 {
+        notify_down /bin/down2
+        TCP_CHECK {
+            warmup 0
+        }
+    }
+}
+"#,
+    );
+    assert!(sim.pool_changes().is_empty(), "{:?}", sim.pool_changes());
+    sim.run_until(20.0, |p, _| {
+        if p.id.rs == 0 {
+            UP
+        } else {
+            (
+                Duration::from_secs(5),
+                Outcome::Down(Reason::ConnectTimeout),
+            )
+        }
+    })
+    .await;
+    assert_eq!(
+        sim.pool_changes(),
+        vec![(
+            1000,
+            Action::AddDest {
+                vs: 0,
+                dest: addr("192.168.0.1:80"),
+                weight: 1
+            }
+        )]
+    );
+    // The failing alpha server was already down: notify_down runs once, at its first
+    // result, and no pool change happens.
+    assert_eq!(
+        sim.scripts(),
+        vec![(
+            6000,
+            "/bin/down2".to_owned(),
+            ScriptEvent::RealServerDown {
+                vs: 0,
+                dest: addr("192.168.0.2:80")
+            },
+            None
+        )]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn inhibit_on_failure_keeps_the_server_at_weight_zero() {
+    let mut sim = Sim::start(
+        r#"
+virtual_server 10.0.0.1 80 {
+    protocol TCP
+    delay_loop 5
+    inhibit_on_failure
+    real_server 192.168.0.1 80 {
+        weight 7
+        TCP_CHECK {
+            retry 0
+            warmup 0
+        }
+    }
+}
+"#,
+    );
+    sim.run_until(30.0, |_, t| {
+        if (10.0..20.0).contains(&t) {
+            (Duration::ZERO, Outcome::Down(Reason::Refused))
+        } else {
+            (Duration::ZERO, Outcome::Up)
+        }
+    })
+    .await;
+    let dest = addr("192.168.0.1:80");
+    assert_eq!(
+        sim.pool_changes(),
+        vec![
+            (
+                0,
+                Action::AddDest {
+                    vs: 0,
+                    dest,
+                    weight: 7
+                }
+            ),
+            (
+                11000,
+                Action::SetWeight {
+                    vs: 0,
+                    dest,
+                    weight: 0
+                }
+            ),
+            (
+                21000,
+                Action::SetWeight {
+                    vs: 0,
+                    dest,
+                    weight: 7
+                }
+            ),
+        ]
+    );
+    assert_eq!(
+        sim.logged("Disabling service [192.168.0.1]:tcp:80 of VS [10.0.0.1]:tcp:80"),
+        vec![11000]
+    );
+    assert_eq!(
+        sim.logged("Enabling service [192.168.0.1]:tcp:80 of VS [10.0.0.1]:tcp:80"),
+        vec![21000]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_with_several_checkers_is_up_only_when_all_are() {
+    let mut sim = Sim::start(
+        r#"
+virtual_server 10.0.0.1 80 {
+    protocol TCP
+    delay_loop 5
+    real_server 192.168.0.1 80 {
+        TCP_CHECK {
+            retry 0
+            warmup 0
+        }
+        TCP_CHECK {
+            connect_port 8080
+            retry 0
+            warmup 0
+        }
+    }
+}
+"#,
+    );
+    // Checker 0 fails 10–20 s, checker 1 fails 15–30 s.
+    sim.run_until(40.0, |p, t| {
+        let failing = match p.id.checker {
+            0 => (10.0..20.0).contains(&t),
+            _ => (15.0..30.0).contains(&t),
+        };
+        if failing {
+            (Duration::ZERO, Outcome::Down(Reason::Refused))
+        } else {
+            (Duration::ZERO, Outcome::Up)
+        }
+    })
+    .await;
+    let times: Vec<(u128, bool)> = sim
+        .pool_changes()
+        .into_iter()
+        .map(|(t, a)| (t, matches!(a, Action::AddDest { .. })))
+        .collect();
+    assert_eq!(times, vec![(0, true), (11000, false), (31000, true)]);
+}
+
+const QUORUM: &str = r#"
+virtual_server 10.0.0.1 80 {
+    protocol TCP
+    delay_loop 5
+    quorum 3
+    hysteresis 1
+    quorum_up /bin/qup
+    quorum_down /bin/qdown
+    sorry_server 192.168.9.9 8080
+    real_server 192.168.0.1 80 {
+        TCP_CHECK {
+            retry 0
+            warmup 0
+        }
+    }
+    real_server 192.168.0.2 80 {
+        TCP_CHECK {
+            retry 0
+            warmup 0
+        }
+    }
+    real_server 192.168.0.3 80 {
+        TCP_CHECK {
+            retry 0
+            warmup 0
+        }
+    }
+    real_server 192.168.0.4 80 {
+        TCP_CHECK {
+            retry 0
+            warmup 0
+        }
+    }
+}
+"#;
+
+#[tokio::test(start_paused = true)]
+async fn quorum_with_hysteresis_switches_to_the_sorry_server_and_back() {
+    let mut sim = Sim::start(QUORUM);
+    // Servers fail one by one (rs i fails from 10 + 10 i), all come back in turn from
+    // 100 (rs i back from 100 + 10 i).
+    sim.run_until(200.0, |p, t| {
+        let i = p.id.rs as f64;
+        if t >= 10.0 + 10.0 * i && t < 100.0 + 10.0 * i {
+            (Duration::ZERO, Outcome::Down(Reason::Refused))
+        } else {
+            (Duration::ZERO, Outcome::Up)
+        }
+    })
+    .await;
+    // Gained at start with 4 >= 3+1; kept with 3 and 2 (>= 3-1); lost at 1 < 2.
+    assert_eq!(
+        sim.logged("Gained quorum 3+1=4 <= 4 for VS [10.0.0.1]:tcp:80"),
+        vec![0, 131000]
+    );
+    assert_eq!(
+        sim.logged("Lost quorum 3-1=2 > 1 for VS [10.0.0.1]:tcp:80"),
+        vec![31000]
+    );
+    assert_eq!(
+        sim.logged("Adding sorry server [192.168.9.9]:tcp:8080 to VS [10.0.0.1]:tcp:80"),
+        vec![31000]
+    );
+    assert_eq!(
+        sim.logged("Removing sorry server [192.168.9.9]:tcp:8080 from VS [10.0.0.1]:tcp:80"),
+        vec![131000]
+    );
+    let sorry = addr("192.168.9.9:8080");
+    let at = |t: u128| -> Vec<Action> {
+        sim.pool_changes()
+            .into_iter()
+            .filter(|(when, _)| *when == t)
+            .map(|(_, a)| a)
+            .collect()
+    };
+    // Losing quorum: the third server leaves, the last live one is pulled, the sorry
+    // server goes in.
+    assert_eq!(
+        at(31000),
+        vec![
+            Action::RemoveDest {
+                vs: 0,
+                dest: addr("192.168.0.3:80")
+            },
+            Action::RemoveDest {
+                vs: 0,
+                dest: addr("192.168.0.4:80")
+            },
+            Action::AddDest {
+                vs: 0,
+                dest: sorry,
+                weight: 1
+            },
+        ]
+    );
+    // Servers coming back under the sorry server stay out of the pool (101, 111, 121:
+    // weight 2 and 3 < 3+1) until quorum is regained at 131.
+    assert!(at(101000).is_empty() && at(111000).is_empty() && at(121000).is_empty());
+    assert_eq!(
+        at(131000),
+        vec![
+            Action::RemoveDest { vs: 0, dest: sorry },
+            Action::AddDest {
+                vs: 0,
+                dest: addr("192.168.0.1:80"),
+                weight: 1
+            },
+            Action::AddDest {
+                vs: 0,
+                dest: addr("192.168.0.2:80"),
+                weight: 1
+            },
+            Action::AddDest {
+                vs: 0,
+                dest: addr("192.168.0.3:80"),
+                weight: 1
+            },
+            Action::AddDest {
+                vs: 0,
+                dest: addr("192.168.0.4:80"),
+                weight: 1
+            },
+        ]
+    );
+    // The FIFO hears each server and the virtual server, as keepalived writes them.
+    let fifo = sim.fifo_lines();
+    assert!(fifo.contains(&(
+        11000,
+        "RS [192.168.0.1]:tcp:80 [10.0.0.1]:tcp:80 DOWN\n".to_owned()
+    )));
+    assert!(fifo.contains(&(31000, "VS [10.0.0.1]:tcp:80 DOWN\n".to_owned())));
+    assert!(fifo.contains(&(131000, "VS [10.0.0.1]:tcp:80 UP\n".to_owned())));
+    let quorum_scripts: Vec<(u128, String)> = sim
+        .scripts()
+        .into_iter()
+        .map(|(t, s, _, _)| (t, s))
+        .collect();
+    assert_eq!(
+        quorum_scripts,
+        vec![
+            (0, "/bin/qup".to_owned()),
+            (31000, "/bin/qdown".to_owned()),
+            (131000, "/bin/qup".to_owned()),
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn sorry_server_inhibit_waits_at_weight_zero_and_omega_runs_quorum_down_at_stop() {
+    let mut sim = Sim::start(
+        r#"
+virtual_server 10.0.0.1 80 {
+    protocol TCP
+    delay_loop 5
+    omega
+    quorum_down /bin/qdown
+    sorry_server 192.168.9.9 8080
+    sorry_server_inhibit
+    real_server 192.168.0.1 80 {
+        notify_down /bin/rsdown
+        TCP_CHECK {
+            retry 0
+            warmup 0
+        }
+    }
+}
+"#,
+    );
+    let sorry = addr("192.168.9.9:8080");
+    let rs = addr("192.168.0.1:80");
+    sim.run_until(20.0, |_, t| {
+        if t < 10.0 {
+            (Duration::ZERO, Outcome::Up)
+        } else {
+            (Duration::ZERO, Outcome::Down(Reason::HttpStatus(503)))
+        }
+    })
+    .await;
+    let changes: Vec<Action> = sim.pool_changes().into_iter().map(|(_, a)| a).collect();
+    assert_eq!(
+        changes,
+        vec![
+            Action::AddDest {
+                vs: 0,
+                dest: rs,
+                weight: 1
+            },
+            Action::AddDest {
+                vs: 0,
+                dest: sorry,
+                weight: 0
+            },
+            Action::RemoveDest { vs: 0, dest: rs },
+            Action::SetWeight {
+                vs: 0,
+                dest: sorry,
+                weight: 1
+            },
+        ]
+    );
+    let stop = sim.health.stop();
+    assert_eq!(
+        stop.iter()
+            .filter(|a| a.is_pool_change())
+            .cloned()
+            .collect::<Vec<_>>(),
+        vec![Action::RemoveDest { vs: 0, dest: sorry }]
+    );
+    let scripts: Vec<(String, Option<Duration>)> = stop
+        .iter()
+        .filter_map(|a| match a {
+            Action::RunScript {
+                script, timeout, ..
+            } => Some((script.script.clone(), *timeout)),
+            _ => None,
+        })
+        .collect();
+    // The real server was already down: only quorum_down, with a one-second limit.
+    assert_eq!(
+        scripts,
+        vec![("/bin/qdown".to_owned(), Some(Duration::from_secs(1)))]
+    );
+    assert_eq!(sim.health.next_due(), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn misc_dynamic_turns_exit_codes_into_weights() {
+    let mut sim = Sim::start(
+        r#"
+virtual_server 10.0.0.1 80 {
+    protocol TCP
+    delay_loop 5
+    real_server 192.168.0.1 80 {
+        weight 10
+        MISC_CHECK {
+            misc_path "/bin/weigh"
+            misc_dynamic
+            warmup 0
+        }
+    }
+}
+"#,
+    );
+    // Exit 0 (weight unchanged), then 7 (weight 5), then 2 (weight 0, still alive),
+    // then 1 (down), then 12 (up with weight 10).
+    let script = [0, 7, 2, 1, 12];
+    sim.run_until(30.0, |_, t| {
+        let round = ((t - 1.0) / 5.0).round() as usize;
+        (
+            Duration::from_millis(100),
+            Outcome::Exited(script[round.min(script.len() - 1)]),
+        )
+    })
+    .await;
+    let dest = addr("192.168.0.1:80");
+    let changes: Vec<(u128, Action)> = sim.pool_changes();
+    assert_eq!(
+        changes,
+        vec![
+            (
+                0,
+                Action::AddDest {
+                    vs: 0,
+                    dest,
+                    weight: 10
+                }
+            ),
+            (
+                6100,
+                Action::SetWeight {
+                    vs: 0,
+                    dest,
+                    weight: 5
+                }
+            ),
+            (
+                11100,
+                Action::SetWeight {
+                    vs: 0,
+                    dest,
+                    weight: 0
+                }
+            ),
+            (16100, Action::RemoveDest { vs: 0, dest }),
+            (
+                21100,
+                Action::AddDest {
+                    vs: 0,
+                    dest,
+                    weight: 10
+                }
+            ),
+        ]
+    );
+    // MISC_CHECK counts its delay from the script's start: rounds stay 5 s apart.
+    assert_eq!(
+        sim.logged(
+            "Misc check for [[192.168.0.1]:tcp:80 VS [10.0.0.1]:tcp:80] by [/bin/weigh] failed with retry disabled (exited with status 1)."
+        ),
+        vec![16100]
+    );
+    assert_eq!(
+        sim.logged("Changing weight from 10 to 5 for active service [192.168.0.1]:tcp:80 of VS [10.0.0.1]:tcp:80"),
+        vec![6100]
+    );
+    // Weight 0 counts nothing towards quorum 1.
+    assert_eq!(
+        sim.logged("Lost quorum 1-0=1 > 0 for VS [10.0.0.1]:tcp:80"),
+        vec![11100]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn http_recovery_needs_the_failed_url_and_then_every_url() {
+    let mut sim = Sim::start(
+        r#"
+virtual_server 10.0.0.1 80 {
+    protocol TCP
+    delay_loop 10
+    real_server 192.168.0.1 80 {
+        HTTP_GET {
+            url {
+                path /a
+            }
+            url {
+                path /b
+                digest 0123456789abcdef0123456789abcdef
+            }
+            retry 1
+            delay_before_retry 2
+            warmup 0
+        }
+    }
+}
+"#,
+    );
+    // /b fails between 30 and 60 s.
+    let mut fetched = Vec::new();
+    sim.run_until(120.0, |p, t| {
+        fetched.push(((t * 1000.0).round() as u64, p.url));
+        if p.url == 1 && (30.0..60.0).contains(&t) {
+            (
+                Duration::ZERO,
+                Outcome::Down(Reason::DigestMismatch {
+                    got: "ffffffffffffffffffffffffffffffff".into(),
+                }),
+            )
+        } else {
+            (Duration::ZERO, Outcome::Up)
+        }
+    })
+    .await;
+    // One url per delay_loop: /a at 1, /b at 11 (up), /a 21, /b 31 fails, retried at 33
+    // (fails: down, after 1 retry), then /b every 10 s (max(delay_before_retry,
+    // delay_loop)): 43, 53 fail, 63 passes, then /a 73 and /b 83: back up at 83.
+    assert_eq!(
+        &fetched[..10],
+        &[
+            (1000, 0),
+            (11000, 1),
+            (21000, 0),
+            (31000, 1),
+            (33000, 1),
+            (43000, 1),
+            (53000, 1),
+            (63000, 1),
+            (73000, 0),
+            (83000, 1)
+        ]
+    );
+    assert_eq!(
+        sim.logged("HTTP_CHECK on service [192.168.0.1]:tcp:80 failed after 1 retries."),
+        vec![33000]
+    );
+    assert_eq!(
+        sim.logged("MD5 digest success to [192.168.0.1]:tcp:80 url(/b)"),
+        vec![63000, 83000]
+    );
+    assert_eq!(
+        // keepalived also says so for the first full round at startup.
+        sim.logged("Remote Web server [192.168.0.1]:tcp:80 succeed on service."),
+        vec![11000, 83000]
+    );
+    let changes: Vec<u128> = sim.pool_changes().into_iter().map(|(t, _)| t).collect();
+    assert_eq!(changes, vec![0, 33000, 83000]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn warmup_spreads_first_probes_and_defaults_to_delay_loop() {
+    let config = common::load(
+        r#"
+virtual_server 10.0.0.1 80 {
+    protocol TCP
+    delay_loop 8
+    real_server 192.168.0.1 80 {
+        TCP_CHECK {
+        }
+        TCP_CHECK {
+            warmup 2
+        }
+    }
+}
+"#,
+    );
+    let mut health = Health::new(&config);
+    let t0 = Instant::now();
+    let mut asked = BTreeMap::new();
+    let mut n = 0;
+    health.start(t0, |w| {
+        n += 1;
+        asked.insert(n, w);
+        w / 2
+    });
+    assert_eq!(asked[&1], Duration::from_secs(8));
+    assert_eq!(asked[&2], Duration::from_secs(2));
+    let id = |checker| keeplb_check::CheckerId {
+        vs: 0,
+        rs: 0,
+        checker,
+    };
+    assert_eq!(health.due(id(0)), Some(t0 + Duration::from_secs(5)));
+    assert_eq!(health.due(id(1)), Some(t0 + Duration::from_secs(2)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn file_check_weights_and_faults_follow_the_file() {
+    let config = common::load(
+        r#"
+track_file ready {
+    file /run/keeplb-test-ready
+    weight 0
+}
+track_file load {
+    file /run/keeplb-test-load
+}
+virtual_server 10.0.0.1 80 {
+    protocol TCP
+    real_server 192.168.0.1 80 {
+        weight 10
+        FILE_CHECK {
+            track_file load
+            weight -2
+        }
+    }
+    real_server 192.168.0.2 80 {
+        FILE_CHECK {
+            track_file ready
+        }
+    }
+}
+"#,
+    );
+    let mut health = Health::new(&config);
+    let weighted = keeplb_check::CheckerId {
+        vs: 0,
+        rs: 0,
+        checker: 0,
+    };
+    let fault_only = keeplb_check::CheckerId {
+        vs: 0,
+        rs: 1,
+        checker: 0,
+    };
+    // The files read before start: load 1 (10 − 2 = 8), ready 1 (non-zero: fault).
+    health.set_initial_file_value(weighted, 1);
+    health.set_initial_file_value(fault_only, 1);
+    let start: Vec<Action> = health
+        .start(Instant::now(), |_| Duration::ZERO)
+        .into_iter()
+        .filter(Action::is_pool_change)
+        .collect();
+    let (rs1, rs2) = (addr("192.168.0.1:80"), addr("192.168.0.2:80"));
+    assert_eq!(
+        start,
+        vec![Action::AddDest {
+            vs: 0,
+            dest: rs1,
+            weight: 8
+        }]
+    );
+    assert_eq!(health.next_due(), None, "files are not probed");
+    let set_weight = |weight| Action::SetWeight {
+        vs: 0,
+        dest: rs1,
+        weight,
+    };
+    let steps = [
+        (weighted, 3, set_weight(4)),
+        // Far below zero is weight 0, not a fault: the server stays, unweighted.
+        (weighted, 100, set_weight(0)),
+        (
+            fault_only,
+            0,
+            Action::AddDest {
+                vs: 0,
+                dest: rs2,
+                weight: 1,
+            },
+        ),
+        (fault_only, 7, Action::RemoveDest { vs: 0, dest: rs2 }),
+    ];
+    for (id, value, expected) in steps {
+        let changes: Vec<Action> = health
+            .on_file_value(id, value)
+            .into_iter()
+            .filter(Action::is_pool_change)
+            .collect();
+        assert_eq!(changes, vec![expected], "value {value}");
+    }
+    assert!(health.real_servers(0)[0].alive);
+}
+
+#[tokio::test(start_paused = true)]
+async fn ha_suspend_holds_checks_until_the_address_is_here() {
+    let mut sim = Sim::start(
+        r#"
+virtual_server 10.0.0.1 80 {
+    protocol TCP
+    delay_loop 5
+    ha_suspend
+    real_server 192.168.0.1 80 {
+        TCP_CHECK {
+            retry 0
+            warmup 0
+        }
+    }
+}
+"#,
+    );
+    assert_eq!(
+        sim.logged(
+            "Deactivating healthchecker for service [192.168.0.1]:tcp:80 for VS [10.0.0.1]:tcp:80"
+        ),
+        vec![0]
+    );
+    let mut probed = Vec::new();
+    sim.run_until(20.0, |_, t| {
+        probed.push(t);
+        (Duration::ZERO, Outcome::Down(Reason::Refused))
+    })
+    .await;
+    assert!(probed.is_empty(), "suspended checks ran at {probed:?}");
+    assert!(sim.health.real_servers(0)[0].in_pool);
+    let resumed = sim.health.set_address_present(0, true);
+    assert_eq!(
+        resumed,
+        vec![Action::Log {
+            message:
+                "Activating healthchecker for service [192.168.0.1]:tcp:80 for VS [10.0.0.1]:tcp:80"
+                    .into(),
+            reason: None
+        }]
+    );
+    sim.run_until(30.0, |_, t| {
+        probed.push(t);
+        (Duration::ZERO, Outcome::Down(Reason::Refused))
+    })
+    .await;
+    // The next round after resuming (every 5 s from 1 s: 21 s) probes and removes.
+    assert_eq!(probed, vec![21.0, 26.0]);
+    assert!(!sim.health.real_servers(0)[0].in_pool);
+}

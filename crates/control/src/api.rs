@@ -1,0 +1,494 @@
+//! The control API: versioned JSON requests and responses, one object per line on the
+//! control socket.
+//!
+//! ```json
+//! {"version":1,"request":"adm","command":{"command":"add_service","service":{…}}}
+//! {"version":1,"response":"done"}
+//! {"version":1,"response":"error","error":{"kind":"kernel","error":"no_such_service","operation":"add_dest","message":"Service not defined"}}
+//! ```
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::adm::AdmBackend;
+use crate::command::AdmCommand;
+use crate::error::{KernelError, Operation};
+use crate::snapshot::Snapshot;
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// A request to the daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// Protocol version, [`PROTOCOL_VERSION`].
+    pub version: u32,
+    /// What is asked.
+    #[serde(flatten)]
+    pub body: RequestBody,
+}
+
+/// What a request asks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "request", rename_all = "snake_case")]
+pub enum RequestBody {
+    /// Apply one table-changing ipvsadm command.
+    Adm {
+        /// The command.
+        command: AdmCommand,
+    },
+    /// The current table, for listings.
+    Snapshot,
+    /// The state of the cluster (`keeplb status`).
+    Status,
+    /// Re-read the configuration and apply the difference (`keeplb reload`).
+    Reload,
+}
+
+impl Request {
+    /// A request of the current version.
+    pub fn new(body: RequestBody) -> Request {
+        Request {
+            version: PROTOCOL_VERSION,
+            body,
+        }
+    }
+}
+
+/// A response from the daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    /// Protocol version, [`PROTOCOL_VERSION`].
+    pub version: u32,
+    /// The answer.
+    #[serde(flatten)]
+    pub body: ResponseBody,
+}
+
+impl Response {
+    /// A response of the current version.
+    pub fn new(body: ResponseBody) -> Response {
+        Response {
+            version: PROTOCOL_VERSION,
+            body,
+        }
+    }
+
+    /// The error response for a failed table operation.
+    pub fn kernel_error(error: KernelError, operation: Operation) -> Response {
+        Response::new(ResponseBody::Error {
+            error: ApiError::Kernel {
+                error,
+                operation,
+                message: error.message(operation),
+            },
+        })
+    }
+}
+
+/// What a response says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "response", rename_all = "snake_case")]
+pub enum ResponseBody {
+    /// The command was applied.
+    Done,
+    /// The table.
+    Snapshot {
+        /// Its content.
+        snapshot: Snapshot,
+    },
+    /// The cluster's state.
+    Status {
+        /// Its content.
+        status: StatusReport,
+    },
+    /// The new configuration is running.
+    Reloaded,
+    /// The request failed.
+    Error {
+        /// Why.
+        error: ApiError,
+    },
+}
+
+/// Why a request failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ApiError {
+    /// The table refused the operation; `message` is what ipvsadm prints.
+    #[error("{message}")]
+    Kernel {
+        /// The error.
+        error: KernelError,
+        /// The operation that failed.
+        operation: Operation,
+        /// ipvsadm's message for it.
+        message: String,
+    },
+    /// The new configuration is invalid; the daemon keeps running the old one.
+    #[error("configuration rejected: {}", diagnostics.join("; "))]
+    ConfigRejected {
+        /// Diagnostics with file:line.
+        diagnostics: Vec<String>,
+    },
+    /// The request could not be read.
+    #[error("bad request: {message}")]
+    BadRequest {
+        /// Why.
+        message: String,
+    },
+    /// The request's protocol version is not spoken here.
+    #[error("unsupported protocol version {requested} (this daemon speaks {supported})")]
+    UnsupportedVersion {
+        /// Version asked for.
+        requested: u32,
+        /// Version spoken.
+        supported: u32,
+    },
+}
+
+/// The state of the cluster at a glance (`keeplb status`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// Every VRRP instance.
+    #[serde(default)]
+    pub vrrp_instances: Vec<VrrpInstanceStatus>,
+    /// Every virtual service with its real servers.
+    #[serde(default)]
+    pub services: Vec<ServiceStatus>,
+}
+
+/// One VRRP instance's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VrrpInstanceStatus {
+    /// `vrrp_instance` name.
+    pub name: String,
+    /// `INIT`, `BACKUP`, `MASTER`, `FAULT`.
+    pub state: String,
+    /// Configured priority.
+    pub priority: u8,
+    /// Priority after tracking adjustments.
+    pub effective_priority: u8,
+    /// Address of the current master, when known.
+    #[serde(default)]
+    pub master: Option<IpAddr>,
+    /// Virtual addresses.
+    #[serde(default)]
+    pub virtual_addresses: Vec<String>,
+    /// Last transition, when there was one.
+    #[serde(default)]
+    pub last_transition: Option<Transition>,
+}
+
+/// A VRRP state change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transition {
+    /// Milliseconds since the Unix epoch.
+    pub at_unix_ms: u64,
+    /// State left.
+    pub from: String,
+    /// State entered.
+    pub to: String,
+    /// Why (e.g. "master down timer expired", "higher priority advert").
+    pub cause: String,
+}
+
+/// A virtual service's health view.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    /// The service as listings show it.
+    #[serde(flatten)]
+    pub service: crate::model::ServiceConfig,
+    /// Its real servers.
+    #[serde(default)]
+    pub real_servers: Vec<RealServerStatus>,
+}
+
+/// A real server's health view.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RealServerStatus {
+    /// Address.
+    pub address: IpAddr,
+    /// Port.
+    pub port: u16,
+    /// Passing its checks (or unchecked).
+    pub healthy: bool,
+    /// Configured weight.
+    pub weight: u32,
+    /// Weight in effect (0 while unhealthy or draining).
+    pub effective_weight: u32,
+    /// ActiveConn.
+    pub active_conns: u32,
+    /// InActConn.
+    pub inactive_conns: u32,
+}
+
+/// Reads one request line, or the error response to send back instead.
+pub fn decode_request(line: &str) -> Result<Request, Response> {
+    let bad = |message: String| {
+        Response::new(ResponseBody::Error {
+            error: ApiError::BadRequest { message },
+        })
+    };
+    let value: serde_json::Value = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
+    let version = value.get("version").and_then(serde_json::Value::as_u64);
+    match version {
+        Some(v) if v == u64::from(PROTOCOL_VERSION) => {}
+        Some(v) => {
+            return Err(Response::new(ResponseBody::Error {
+                error: ApiError::UnsupportedVersion {
+                    requested: u32::try_from(v).unwrap_or(u32::MAX),
+                    supported: PROTOCOL_VERSION,
+                },
+            }));
+        }
+        None => return Err(bad("missing \"version\"".to_owned())),
+    }
+    serde_json::from_value(value).map_err(|e| bad(e.to_string()))
+}
+
+/// Sends requests somewhere and returns the responses (the control socket client).
+pub trait Transport {
+    /// One request, one response.
+    fn call(&mut self, request: &Request) -> Result<Response, ApiError>;
+}
+
+/// An [`AdmBackend`] that asks the daemon through a [`Transport`]: `keeplb adm` is
+/// `adm::run(…, &mut ApiBackend(transport), …)`.
+#[derive(Debug)]
+pub struct ApiBackend<T>(pub T);
+
+/// What the client makes of a failed exchange: the table operation failed with a kernel
+/// error when the daemon said so, else with EINVAL (ipvsadm's "Invalid operation…").
+fn as_kernel_error(error: &ApiError) -> KernelError {
+    match error {
+        ApiError::Kernel { error, .. } => *error,
+        _ => KernelError::InvalidArgument,
+    }
+}
+
+impl<T: Transport> AdmBackend for ApiBackend<T> {
+    fn apply(&mut self, command: &AdmCommand) -> Result<(), KernelError> {
+        let request = Request::new(RequestBody::Adm {
+            command: command.clone(),
+        });
+        match self.0.call(&request).map(|r| r.body) {
+            Ok(ResponseBody::Done) => Ok(()),
+            Ok(ResponseBody::Error { error }) | Err(error) => Err(as_kernel_error(&error)),
+            Ok(_) => Err(KernelError::InvalidArgument),
+        }
+    }
+
+    fn snapshot(&mut self) -> Result<Snapshot, KernelError> {
+        match self
+            .0
+            .call(&Request::new(RequestBody::Snapshot))
+            .map(|r| r.body)
+        {
+            Ok(ResponseBody::Snapshot { snapshot }) => Ok(snapshot),
+            Ok(ResponseBody::Error { error }) | Err(error) => Err(as_kernel_error(&error)),
+            Ok(_) => Err(KernelError::InvalidArgument),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{ListFormat, ListTarget};
+    use crate::model::{
+        DestConfig, ForwardMethod, Netmask, Protocol, SchedFlags, ServiceConfig, ServiceKey, Tunnel,
+    };
+    use crate::snapshot::{DestEntry, ServiceEntry, Stats};
+
+    fn service() -> ServiceConfig {
+        ServiceConfig {
+            key: ServiceKey::Addr {
+                protocol: Protocol::Tcp,
+                address: "192.168.11.123".parse().unwrap(),
+                port: 80,
+            },
+            scheduler: "rr".into(),
+            sched_flags: SchedFlags::default(),
+            persistent: Some(300),
+            netmask: Netmask::V4("255.255.255.0".parse().unwrap()),
+            one_packet: false,
+            persistence_engine: None,
+        }
+    }
+
+    fn dest() -> DestConfig {
+        DestConfig {
+            address: "192.168.11.34".parse().unwrap(),
+            port: 80,
+            forward: ForwardMethod::Route,
+            weight: 1,
+            upper_threshold: 0,
+            lower_threshold: 0,
+            tunnel: Tunnel::default(),
+        }
+    }
+
+    fn round_trip<T>(value: &T) -> String
+    where
+        T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+    {
+        let json = serde_json::to_string(value).unwrap();
+        let back: T = serde_json::from_str(&json).unwrap();
+        assert_eq!(&back, value, "{json}");
+        json
+    }
+
+    #[test]
+    fn requests_round_trip() {
+        let key = service().key;
+        for command in [
+            AdmCommand::AddService { service: service() },
+            AdmCommand::EditService { service: service() },
+            AdmCommand::DeleteService { service: key },
+            AdmCommand::Flush,
+            AdmCommand::Zero { service: None },
+            AdmCommand::AddDest {
+                service: key,
+                dest: dest(),
+            },
+            AdmCommand::DeleteDest {
+                service: key,
+                address: dest().address,
+                port: 80,
+            },
+            AdmCommand::List {
+                target: ListTarget::Service { service: key },
+                format: ListFormat {
+                    numeric: true,
+                    ..ListFormat::default()
+                },
+            },
+        ] {
+            round_trip(&Request::new(RequestBody::Adm { command }));
+        }
+        for body in [
+            RequestBody::Snapshot,
+            RequestBody::Status,
+            RequestBody::Reload,
+        ] {
+            round_trip(&Request::new(body));
+        }
+    }
+
+    #[test]
+    fn request_json_is_flat_and_readable() {
+        let json = round_trip(&Request::new(RequestBody::Adm {
+            command: AdmCommand::DeleteService {
+                service: service().key,
+            },
+        }));
+        assert_eq!(
+            json,
+            r#"{"version":1,"request":"adm","command":{"command":"delete_service","service":{"kind":"addr","protocol":"tcp","address":"192.168.11.123","port":80}}}"#
+        );
+        let json = round_trip(&service());
+        assert!(json.contains(r#""netmask":"255.255.255.0""#), "{json}");
+    }
+
+    #[test]
+    fn responses_round_trip() {
+        let snapshot = Snapshot {
+            services: vec![ServiceEntry {
+                config: service(),
+                stats: Stats {
+                    conns: u64::MAX,
+                    ..Stats::default()
+                },
+                dests: vec![DestEntry {
+                    config: dest(),
+                    active_conns: 1,
+                    inactive_conns: 2,
+                    persistent_conns: 3,
+                    stats: Stats::default(),
+                }],
+            }],
+            ..Snapshot::default()
+        };
+        round_trip(&Response::new(ResponseBody::Snapshot { snapshot }));
+        round_trip(&Response::new(ResponseBody::Done));
+        round_trip(&Response::new(ResponseBody::Reloaded));
+        round_trip(&Response::new(ResponseBody::Status {
+            status: StatusReport::default(),
+        }));
+        round_trip(&Response::new(ResponseBody::Error {
+            error: ApiError::ConfigRejected {
+                diagnostics: vec!["keepalived.conf:3:1: error".into()],
+            },
+        }));
+        let json = round_trip(&Response::kernel_error(
+            KernelError::NoSuchService,
+            Operation::AddDest,
+        ));
+        assert!(
+            json.contains(r#""message":"Service not defined""#),
+            "{json}"
+        );
+    }
+
+    #[test]
+    fn decode_refuses_other_versions_and_garbage() {
+        let ok = decode_request(r#"{"version":1,"request":"snapshot"}"#).unwrap();
+        assert_eq!(ok.body, RequestBody::Snapshot);
+        let Err(response) = decode_request(r#"{"version":2,"request":"snapshot"}"#) else {
+            panic!("version 2 accepted")
+        };
+        assert_eq!(
+            response.body,
+            ResponseBody::Error {
+                error: ApiError::UnsupportedVersion {
+                    requested: 2,
+                    supported: 1
+                }
+            }
+        );
+        for bad in [
+            "",
+            "{",
+            r#"{"request":"snapshot"}"#,
+            r#"{"version":1,"request":"bogus"}"#,
+        ] {
+            let Err(response) = decode_request(bad) else {
+                panic!("{bad} accepted")
+            };
+            assert!(
+                matches!(
+                    response.body,
+                    ResponseBody::Error {
+                        error: ApiError::BadRequest { .. }
+                    }
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    struct Scripted(Vec<Response>);
+
+    impl Transport for Scripted {
+        fn call(&mut self, _request: &Request) -> Result<Response, ApiError> {
+            Ok(self.0.remove(0))
+        }
+    }
+
+    #[test]
+    fn api_backend_turns_responses_into_table_results() {
+        let mut backend = ApiBackend(Scripted(vec![
+            Response::new(ResponseBody::Done),
+            Response::kernel_error(KernelError::Exists, Operation::AddDest),
+            Response::new(ResponseBody::Snapshot {
+                snapshot: Snapshot::default(),
+            }),
+        ]));
+        let command = AdmCommand::Flush;
+        assert_eq!(backend.apply(&command), Ok(()));
+        assert_eq!(backend.apply(&command), Err(KernelError::Exists));
+        assert_eq!(backend.snapshot(), Ok(Snapshot::default()));
+    }
+}
