@@ -92,17 +92,6 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(EXIT_INVALID));
     }
     let config = &loaded.config;
-    let checkers: usize = config
-        .virtual_server
-        .iter()
-        .flat_map(|vs| &vs.real_server)
-        .map(|rs| rs.checkers.len())
-        .sum();
-    if checkers > 0 {
-        eprintln!(
-            "keeplb: {checkers} real_server checker(s) not run yet: health checks are not built into this keeplb; real servers stay in service"
-        );
-    }
     if config.vrrp_instance.is_empty() && config.virtual_server.is_empty() {
         eprintln!("keeplb: nothing this build can serve; exiting");
         return Ok(ExitCode::SUCCESS);
@@ -118,18 +107,49 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         .workers
         .or_else(|| std::thread::available_parallelism().ok())
         .unwrap_or(NonZeroUsize::MIN);
-    let data_plane = crate::lvs_run::start(config, workers)?;
+    raise_descriptor_limit();
+    let director = crate::lvs_run::Director::start(config, workers)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    if config.vrrp_instance.is_empty() {
-        runtime.block_on(wait_for_termination())?;
-    } else {
-        runtime.block_on(crate::vrrp_run::run(config))?;
-    }
-    drop(data_plane);
+    runtime.block_on(async {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let checks = async {
+            if let Some(director) = &director {
+                let mut stopped = stopped.clone();
+                let shutdown = async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                };
+                director.run_checks(config, shutdown).await;
+            }
+        };
+        let main = async {
+            let result = if config.vrrp_instance.is_empty() {
+                wait_for_termination().await
+            } else {
+                crate::vrrp_run::run(config).await
+            };
+            let _ = stop.send(true);
+            result
+        };
+        let ((), result) = tokio::join!(checks, main);
+        result
+    })?;
+    drop(director);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Lifts the soft limit on open descriptors to the hard limit: every proxied
+/// connection holds two, and the usual soft limit (1024) is far too low.
+fn raise_descriptor_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        tracing::warn!("cannot raise the open-file limit from {soft} to {hard}: {e}");
+    }
 }
 
 /// Waits for SIGTERM or SIGINT.

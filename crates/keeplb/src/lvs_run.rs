@@ -17,39 +17,141 @@ use keeplb_balancer::{
     ConnSettings, Dest, Granularity, Persistence, Pool, Protocol, SchedFlags, SchedulerKind,
     Service, ServiceAddr, Thresholds,
 };
+use keeplb_check::{Action, Checks, RunOptions};
 use keeplb_config::model;
 use keeplb_proxy::{DataPlane, Forwarding, ServiceOptions, VirtualService};
 
 /// Group ranges wider than this are refused rather than expanded.
 const MAX_GROUP_RANGE: u128 = 65_536;
 
-/// Starts the data plane with every virtual server of `config` that can be served.
-/// `None` when the configuration has none.
-pub fn start(config: &model::Config, workers: NonZeroUsize) -> anyhow::Result<Option<DataPlane>> {
-    if config.virtual_server.is_empty() {
-        return Ok(None);
-    }
-    let plane = DataPlane::start(workers).context("starting the data plane")?;
-    let settings = conn_settings(&config.global_defs);
-    for vs in &config.virtual_server {
-        let name = describe(&vs.key);
-        let addresses = match addresses(vs, config) {
-            Ok(addresses) => addresses,
-            Err(e) => {
+/// Checks in flight at most; each holds a descriptor or a process.
+const MAX_CHECKS_IN_FLIGHT: usize = 4096;
+
+/// The served virtual servers: the data plane and, per `virtual_server` block of the
+/// configuration (in order), the services it became.
+#[derive(Debug)]
+pub struct Director {
+    /// Held for its workers: dropping it closes every listener and connection.
+    _plane: DataPlane,
+    /// Indexed like `config.virtual_server`; a group gives several services, a service
+    /// that could not start none.
+    by_block: Vec<Vec<Arc<VirtualService>>>,
+    /// Thresholds of each block's real servers, applied when checks add them.
+    thresholds: Vec<Vec<(SocketAddr, Thresholds)>>,
+}
+
+impl Director {
+    /// Starts the data plane with every virtual server of `config` that can be served,
+    /// each with no real server yet: the health checks add them ([`Director::run_checks`]),
+    /// as keepalived's checkers fill IPVS. `None` when the configuration has none.
+    pub fn start(config: &model::Config, workers: NonZeroUsize) -> anyhow::Result<Option<Self>> {
+        if config.virtual_server.is_empty() {
+            return Ok(None);
+        }
+        let plane = DataPlane::start(workers).context("starting the data plane")?;
+        let settings = conn_settings(&config.global_defs);
+        let mut by_block = Vec::with_capacity(config.virtual_server.len());
+        for vs in &config.virtual_server {
+            let name = describe(&vs.key);
+            let addresses = addresses(vs, config).unwrap_or_else(|e| {
                 tracing::error!("virtual_server {name}: {e:#}");
-                continue;
+                Vec::new()
+            });
+            let mut services = Vec::new();
+            for vip in addresses {
+                let served = service(vs, vip)
+                    .and_then(|(service, options)| {
+                        Ok(Arc::new(VirtualService::new(service, settings, options)?))
+                    })
+                    .and_then(|svc| {
+                        plane.add(Arc::clone(&svc))?;
+                        Ok(svc)
+                    });
+                match served {
+                    Ok(svc) => services.push(svc),
+                    Err(e) => tracing::error!("virtual_server {name} ({vip}): not served: {e:#}"),
+                }
+            }
+            by_block.push(services);
+        }
+        let thresholds = config
+            .virtual_server
+            .iter()
+            .map(|vs| {
+                vs.real_server
+                    .iter()
+                    .map(|rs| {
+                        let thresholds = Thresholds {
+                            upper: rs.uthreshold,
+                            lower: rs.lthreshold,
+                        };
+                        (SocketAddr::new(rs.ip, rs.port), thresholds)
+                    })
+                    .collect()
+            })
+            .collect();
+        Ok(Some(Self {
+            _plane: plane,
+            by_block,
+            thresholds,
+        }))
+    }
+
+    /// Runs the health checks of `config` until `shutdown`, applying every pool change
+    /// they decide; at shutdown they empty the pools (and run `omega` scripts).
+    pub async fn run_checks(
+        &self,
+        config: &model::Config,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        let (checks, problems) = Checks::new(
+            config,
+            RunOptions {
+                max_in_flight: MAX_CHECKS_IN_FLIGHT,
+                ..RunOptions::default()
+            },
+        );
+        for problem in problems {
+            tracing::warn!("{problem}");
+        }
+        let (actions, mut pending) = tokio::sync::mpsc::unbounded_channel();
+        let apply = async {
+            while let Some(action) = pending.recv().await {
+                self.apply(&action);
             }
         };
-        for vip in addresses {
-            let served = service(vs, vip)
-                .and_then(|(service, options)| Ok(VirtualService::new(service, settings, options)?))
-                .and_then(|svc| Ok(plane.add(Arc::new(svc))?));
-            if let Err(e) = served {
-                tracing::error!("virtual_server {name} ({vip}): not served: {e:#}");
+        // The checks end first; the channel then closes and the last changes apply.
+        tokio::join!(checks.run(actions, shutdown), apply);
+    }
+
+    /// Applies one pool change to every service of its block.
+    fn apply(&self, action: &Action) {
+        let (vs, dest) = match action {
+            Action::AddDest { vs, dest, .. }
+            | Action::RemoveDest { vs, dest }
+            | Action::SetWeight { vs, dest, .. } => (*vs, *dest),
+            _ => return,
+        };
+        let thresholds = self
+            .thresholds
+            .get(vs)
+            .and_then(|t| t.iter().find(|(addr, _)| *addr == dest))
+            .map_or(Thresholds::NONE, |(_, t)| *t);
+        for svc in self.by_block.get(vs).into_iter().flatten() {
+            let result = svc.edit(|service| match *action {
+                Action::AddDest { weight, .. } => {
+                    let added = Dest::new(dest, weight)?.with_thresholds(thresholds);
+                    service.pool.add(Arc::new(added))
+                }
+                Action::RemoveDest { .. } => service.pool.remove(dest).map(drop),
+                Action::SetWeight { weight, .. } => service.pool.set_weight(dest, weight),
+                _ => Ok(()),
+            });
+            if let Err(e) = result {
+                tracing::error!("{} {}: {e}", svc.protocol(), svc.vip());
             }
         }
     }
-    Ok(Some(plane))
 }
 
 /// The scheduler keepalived's `lb_algo` names.
@@ -125,7 +227,7 @@ fn range(first: IpAddr, last: IpAddr) -> anyhow::Result<impl Iterator<Item = IpA
     }))
 }
 
-/// The balancer service and proxy options of `vs` on `vip`.
+/// The balancer service (with no real server yet) and proxy options of `vs` on `vip`.
 fn service(
     vs: &model::VirtualServer,
     vip: SocketAddr,
@@ -150,17 +252,7 @@ fn service(
             .find_map(|k| SchedFlags::parse(flag, k).ok())
             .with_context(|| format!("unknown scheduler flag {flag}"))?;
     }
-    let mut pool = Pool::new(kind.build(flags));
-    // keepalived adds real servers in the order written; IPVS puts each at the head.
-    for rs in &vs.real_server {
-        let port = if rs.port == 0 { vip.port() } else { rs.port };
-        let dest =
-            Dest::new(SocketAddr::new(rs.ip, port), rs.weight)?.with_thresholds(Thresholds {
-                upper: rs.uthreshold,
-                lower: rs.lthreshold,
-            });
-        pool.add(Arc::new(dest))?;
-    }
+    let pool = Pool::new(kind.build(flags));
     let mut service = Service::new(ServiceAddr::Addr(protocol, vip), pool);
     if let Some(timeout) = vs.persistence_timeout {
         let mut persistence = Persistence::new(Duration::from_secs(timeout.into()));
