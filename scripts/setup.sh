@@ -7,6 +7,10 @@ need=()
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 [ -x /usr/sbin/keepalived ] || command -v keepalived >/dev/null 2>&1 || need+=(keepalived)
 command -v cc >/dev/null 2>&1 || need+=(gcc)
+# Health-check tests: nginx serves HTTP and HTTPS real servers, openssl makes their
+# certificate (and plays a TLS server in the SSL_GET probe tests).
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
