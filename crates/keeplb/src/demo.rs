@@ -1,7 +1,11 @@
 //! `keeplb demo`: two directors running `keeplb run` on one LAN (network namespaces on this
-//! machine) share a VIP; a client pings it; the master is SIGKILLed and the client's outage
-//! is measured. Needs root and iproute2 only; nothing leaves the namespaces it creates.
+//! machine) share a VIP and balance a service on it over two real servers; a client sends
+//! requests; the master is SIGKILLed and the client's outage is measured. Needs root and
+//! iproute2 only; nothing leaves the namespaces it creates.
 
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -10,15 +14,69 @@ use anyhow::{Context, bail};
 use keeplb_testlab::{Host, Lab, Process, wait_until};
 
 const VIP: &str = "10.63.0.100";
+const SERVICE_PORT: u16 = 80;
+const REAL_SERVERS: [(&str, &str); 2] = [("rs1", "10.63.0.21"), ("rs2", "10.63.0.22")];
 const PROBE_INTERVAL: Duration = Duration::from_millis(20);
 const PROBE_TIMEOUT: Duration = Duration::from_millis(50);
 /// Bounds of the client's probe loop, whatever happens.
 const MAX_PROBE_TIME: Duration = Duration::from_secs(30);
 
 fn config(priority: u8, state: &str, advert_int: &str, version: u8) -> String {
+    let real_servers: String = REAL_SERVERS
+        .iter()
+        .map(|(_, ip)| {
+            format!(
+                "    real_server {ip} {SERVICE_PORT} {{\n        TCP_CHECK {{\n            connect_timeout 1\n        }}\n    }}\n"
+            )
+        })
+        .collect();
     format!(
-        "vrrp_instance VI_1 {{\n    state {state}\n    interface eth0\n    virtual_router_id 63\n    priority {priority}\n    version {version}\n    advert_int {advert_int}\n    virtual_ipaddress {{\n        {VIP}/24\n    }}\n}}\n"
+        "vrrp_instance VI_1 {{\n    state {state}\n    interface eth0\n    virtual_router_id 63\n    priority {priority}\n    version {version}\n    advert_int {advert_int}\n    virtual_ipaddress {{\n        {VIP}/24\n    }}\n}}\n\n\
+         virtual_server {VIP} {SERVICE_PORT} {{\n    delay_loop 2\n    lb_algo rr\n    lb_kind NAT\n    protocol TCP\n{real_servers}}}\n"
     )
+}
+
+/// A real server in `host`: answers every connection with its name.
+fn serve_name(host: &Host, name: &'static str, ip: &str) -> anyhow::Result<()> {
+    let addr = SocketAddr::new(ip.parse()?, SERVICE_PORT);
+    let listener = host.in_netns(|| TcpListener::bind(addr))??;
+    std::thread::spawn(move || {
+        // Lives as long as the demo; each answer is one short write.
+        for mut stream in listener.incoming().flatten() {
+            let _ = stream.write_all(format!("{name}\n").as_bytes());
+        }
+    });
+    Ok(())
+}
+
+/// One request from the client to the service: which real server answered.
+fn request(client: &Host) -> Option<String> {
+    let vip = SocketAddr::new(VIP.parse().ok()?, SERVICE_PORT);
+    client
+        .in_netns(|| -> std::io::Result<String> {
+            let stream = TcpStream::connect_timeout(&vip, PROBE_TIMEOUT)?;
+            stream.set_read_timeout(Some(PROBE_TIMEOUT))?;
+            let mut name = String::new();
+            BufReader::new(stream).read_line(&mut name)?;
+            Ok(name.trim_end().to_owned())
+        })
+        .ok()?
+        .ok()
+        .filter(|name| !name.is_empty())
+}
+
+fn spread(probes: &[Probe]) -> String {
+    let mut counts = BTreeMap::new();
+    for (_, answer) in probes {
+        if let Some(name) = answer {
+            *counts.entry(name.as_str()).or_insert(0) += 1;
+        }
+    }
+    counts
+        .iter()
+        .map(|(name, n)| format!("{name}: {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn step(text: &str) {
@@ -35,8 +93,8 @@ fn neighbour(host: &Host) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-/// One probe result: when, and whether the VIP answered.
-type Probe = (Instant, bool);
+/// One request: when, and which real server answered (none: it failed).
+type Probe = (Instant, Option<String>);
 
 pub fn run(advert_int: &str, version: u8) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("locating the keeplb binary")?;
@@ -52,9 +110,14 @@ pub fn run(advert_int: &str, version: u8) -> anyhow::Result<()> {
     let dir1_cable = dir1.attach(&lan, "eth0", &["10.63.0.1/24"])?;
     dir2.attach(&lan, "eth0", &["10.63.0.2/24"])?;
     client.attach(&lan, "eth0", &["10.63.0.10/24"])?;
+    for (name, ip) in REAL_SERVERS {
+        let host = lab.host(name)?;
+        host.attach(&lan, "eth0", &[&format!("{ip}/24")])?;
+        serve_name(&host, name, ip)?;
+    }
 
     step(&format!(
-        "two directors run keeplb with an unmodified keepalived.conf (VRRPv{version}, advert_int {advert_int})"
+        "two directors run keeplb with an unmodified keepalived.conf (VRRPv{version}, advert_int {advert_int}; a virtual server on the VIP over rs1 and rs2)"
     ));
     let master_conf = config(150, "MASTER", advert_int, version);
     println!("{master_conf}");
@@ -79,12 +142,18 @@ pub fn run(advert_int: &str, version: u8) -> anyhow::Result<()> {
     .context("dir1 never became master")?;
     step("the VIP is on the master");
     println!("dir1: {}\ndir2: {}", addresses(&dir1)?, addresses(&dir2)?);
-    if !client.ping(VIP, Duration::from_secs(2))? {
-        bail!("the client cannot reach the VIP");
-    }
-    println!("client -> {VIP}: reachable; {}", neighbour(&client)?);
+    wait_until(Duration::from_secs(15), PROBE_INTERVAL, || {
+        request(&client).is_some()
+    })
+    .context("the client never reached the service on the VIP")?;
+    println!(
+        "client -> {VIP}:{SERVICE_PORT}: answered; {}",
+        neighbour(&client)?
+    );
 
-    step("the client pings the VIP every 20 ms; dir1 dies (keeplb SIGKILLed, cable pulled)");
+    step(
+        "the client sends a request to the VIP every 20 ms; dir1 dies (keeplb SIGKILLed, cable pulled)",
+    );
     let killed = Arc::new(AtomicBool::new(false));
     let prober = {
         let client = client.clone();
@@ -96,8 +165,9 @@ pub fn run(advert_int: &str, version: u8) -> anyhow::Result<()> {
             // Bounded: stops once the VIP has answered 10 times after the kill, or at the
             // time limit.
             while answered_since_kill < 10 && started.elapsed() < MAX_PROBE_TIME {
-                let ok = client.ping(VIP, PROBE_TIMEOUT).unwrap_or(false);
-                probes.push((Instant::now(), ok));
+                let answer = request(&client);
+                let ok = answer.is_some();
+                probes.push((Instant::now(), answer));
                 if killed.load(Ordering::Relaxed) {
                     answered_since_kill = if ok { answered_since_kill + 1 } else { 0 };
                 }
@@ -116,7 +186,11 @@ pub fn run(advert_int: &str, version: u8) -> anyhow::Result<()> {
         .map_err(|_| anyhow::anyhow!("the probe thread panicked"))?;
 
     let outage = outage_after(&probes, killed_at);
+    let (before, after): (Vec<Probe>, Vec<Probe>) =
+        probes.iter().cloned().partition(|(at, _)| *at < killed_at);
     step("result");
+    println!("requests answered before the failure: {}", spread(&before));
+    println!("requests answered after it, by dir2: {}", spread(&after));
     println!("dir2: {}", addresses(&dir2)?);
     println!(
         "client's ARP entry for the VIP now: {}",
@@ -126,7 +200,7 @@ pub fn run(advert_int: &str, version: u8) -> anyhow::Result<()> {
         bail!("the client never reached the VIP again");
     };
     println!(
-        "the client could not reach {VIP} for {} ms after the master died ({} probes; VRRPv{version} Master_Down at priority 100 is {} ms)",
+        "the client could not reach {VIP} for {} ms after the master died ({} requests; VRRPv{version} Master_Down at priority 100 is {} ms)",
         outage.as_millis(),
         probes.len(),
         master_down_ms(advert_int, version)
@@ -150,8 +224,8 @@ fn outage_after(probes: &[Probe], killed_at: Instant) -> Option<Duration> {
     probes
         .iter()
         .filter(|(at, _)| *at >= killed_at)
-        .skip_while(|(_, ok)| *ok)
-        .find(|(_, ok)| *ok)
+        .skip_while(|(_, answer)| answer.is_some())
+        .find(|(_, answer)| answer.is_some())
         .map(|(at, _)| at.duration_since(killed_at))
 }
 
@@ -163,12 +237,13 @@ mod tests {
     fn outage_runs_from_the_kill_to_the_first_answer_after_a_failure() {
         let t0 = Instant::now();
         let at = |ms| t0 + Duration::from_millis(ms);
+        let ok = || Some("rs1".to_owned());
         let probes = [
-            (at(0), true),
-            (at(100), true),
-            (at(200), false),
-            (at(300), false),
-            (at(400), true),
+            (at(0), ok()),
+            (at(100), ok()),
+            (at(200), None),
+            (at(300), None),
+            (at(400), ok()),
         ];
         assert_eq!(
             outage_after(&probes, at(150)),
