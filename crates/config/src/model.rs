@@ -443,6 +443,9 @@ pub struct VirtualServer {
     pub omega: bool,
     pub virtualhost: Option<String>,
     pub ha_suspend: bool,
+    /// keeplb extension: PROXY protocol version (1 or 2) sent to real servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<u8>,
     pub real_server: Vec<RealServer>,
     #[serde(default, skip_serializing_if = "OtherKeywords::is_empty")]
     pub other: OtherKeywords,

@@ -569,3 +569,23 @@ fn routes_and_rules_are_checked_like_keepalived() {
         ]
     );
 }
+
+#[test]
+fn proxy_protocol_is_a_keeplb_extension_that_keepalived_would_reject() {
+    let loaded = load(&format!(
+        "{SERVICE_HEAD}  proxy_protocol v2\n  real_server 10.0.0.1 80 {{\n  }}\n}}\n"
+    ));
+    assert_eq!(loaded.config.virtual_server[0].proxy_protocol, Some(2));
+    assert_eq!(
+        problems(&loaded),
+        ["keeplb-extension@/etc/keepalived/keepalived.conf:5:3"]
+    );
+    let loaded = load(&format!(
+        "{SERVICE_HEAD}  proxy_protocol v3\n  real_server 10.0.0.1 80 {{\n  }}\n}}\n"
+    ));
+    assert_eq!(loaded.config.virtual_server[0].proxy_protocol, None);
+    assert_eq!(
+        problems(&loaded),
+        ["invalid-value@/etc/keepalived/keepalived.conf:5:18"]
+    );
+}

@@ -240,6 +240,7 @@ pub fn virtual_server(cx: &mut Cx, node: &Node) -> Option<VirtualServer> {
         omega: false,
         virtualhost: None,
         ha_suspend: false,
+        proxy_protocol: None,
         real_server: Vec::new(),
         other: Default::default(),
     };
@@ -413,6 +414,34 @@ pub fn virtual_server(cx: &mut Cx, node: &Node) -> Option<VirtualServer> {
             "sh-port" | "sh-fallback" | "mh-port" | "mh-fallback" | "ops" | "hashed" | "flag-1"
             | "flag-2" | "flag-3" => vs.lb_flags.push(child.name().to_owned()),
             "real_server" => real_server_nodes.push(child),
+            // keeplb's own: the userspace proxy can tell real servers who the client is.
+            "proxy_protocol" => {
+                let Some(token) = cx.arg(child) else { continue };
+                match token.text.to_ascii_lowercase().as_str() {
+                    "v1" | "1" => vs.proxy_protocol = Some(1),
+                    "v2" | "2" => vs.proxy_protocol = Some(2),
+                    other => {
+                        cx.error(
+                            Diagnostic::error(
+                                "invalid-value",
+                                format!("unknown PROXY protocol version `{other}`"),
+                            )
+                            .at(token.span, "expected v1 or v2"),
+                        );
+                        continue;
+                    }
+                }
+                cx.error(
+                    Diagnostic::warning(
+                        "keeplb-extension",
+                        "`proxy_protocol` is a keeplb extension",
+                    )
+                    .at(
+                        child.keyword.span,
+                        "keeplb sends a PROXY protocol header to the real servers; keepalived reports an unknown keyword",
+                    ),
+                );
+            }
             "nat_mask" => cx.error(
                 Diagnostic::warning(
                     "obsolete-keyword",
