@@ -60,6 +60,8 @@ struct Dest {
     alive: bool,
     effective_weight: i64,
     num_failed_checkers: u32,
+    /// The weight it had in the live pool when taken over on reload.
+    adopted_weight: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -295,6 +297,7 @@ impl Health {
                             alive: false,
                             effective_weight: i64::from(rs.weight),
                             num_failed_checkers: 0,
+                            adopted_weight: None,
                         };
                         let mut checkers = checkers;
                         for slot in &mut checkers {
@@ -321,6 +324,7 @@ impl Health {
                         alive: false,
                         effective_weight: 1,
                         num_failed_checkers: 0,
+                        adopted_weight: None,
                     }
                 });
                 VsHealth {
@@ -342,6 +346,42 @@ impl Health {
         Health {
             virtual_servers,
             queue: BinaryHeap::new(),
+        }
+    }
+
+    /// On reload, before [`Health::start`]: takes over the destinations already in
+    /// virtual server `vs`'s live pool (address, weight), so that restarting the checks
+    /// with the new configuration neither removes nor re-adds a server that stays.
+    /// A server in the pool with a weight above zero starts alive with every checker up
+    /// (keepalived migrates checker state across a reload the same way); one at weight
+    /// 0 counts as listed and starts as a fresh server would. `start` then edits a
+    /// weight the new configuration changed. The sorry server is taken over likewise.
+    pub fn adopt_pool(&mut self, vs: VsIndex, pool: &[(SocketAddr, u32)]) {
+        let Some(v) = self.virtual_servers.get_mut(vs) else {
+            return;
+        };
+        let in_pool = |addr: SocketAddr| pool.iter().find(|(a, _)| *a == addr).map(|(_, w)| *w);
+        for rs in &mut v.real_servers {
+            let Some(weight) = in_pool(rs.dest.addr) else {
+                continue;
+            };
+            rs.dest.set = true;
+            rs.dest.adopted_weight = Some(weight);
+            if weight > 0 {
+                rs.dest.alive = true;
+                rs.dest.num_failed_checkers = 0;
+                for slot in &mut rs.checkers {
+                    slot.machine.is_up = true;
+                    slot.machine.has_run = true;
+                }
+            }
+        }
+        if let Some(sorry) = &mut v.sorry
+            && let Some(weight) = in_pool(sorry.addr)
+        {
+            sorry.set = true;
+            sorry.alive = weight > 0;
+            sorry.adopted_weight = Some(weight);
         }
     }
 
@@ -384,6 +424,13 @@ impl Health {
                     if dest.num_failed_checkers == 0 {
                         dest.alive = true;
                     }
+                } else if dest.alive
+                    && dest
+                        .adopted_weight
+                        .is_some_and(|w| w != real_weight(dest.effective_weight))
+                {
+                    // Taken over on reload with the old configuration's weight.
+                    dest.cmd(vs_index, Cmd::Edit, &mut out);
                 }
             }
             self.update_quorum_state(vs_index, true, &mut out);

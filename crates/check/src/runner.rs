@@ -56,6 +56,15 @@ pub struct Checks {
     control_rx: mpsc::UnboundedReceiver<Control>,
 }
 
+/// How running checks stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// The daemon exits: every destination leaves its pool, `omega` scripts run.
+    Exit,
+    /// A new configuration takes over: the pools stay as they are.
+    Reload,
+}
+
 /// What the rest of keeplb tells running checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Control {
@@ -133,9 +142,29 @@ impl Checks {
     /// the order to apply them. Logs and notify scripts are handled here. At shutdown,
     /// every destination is removed (and `omega` scripts run); returns the final state.
     pub async fn run(
-        mut self,
+        self,
         pool: mpsc::UnboundedSender<Action>,
         shutdown: impl Future<Output = ()>,
+    ) -> Health {
+        self.run_until(pool, async {
+            shutdown.await;
+            Stop::Exit
+        })
+        .await
+    }
+
+    /// Before running, on reload: see [`Health::adopt_pool`].
+    pub fn adopt_pool(&mut self, vs: VsIndex, pool: &[(std::net::SocketAddr, u32)]) {
+        self.health.adopt_pool(vs, pool);
+    }
+
+    /// Like [`Checks::run`], until `stop` says how to stop: [`Stop::Exit`] empties the
+    /// pools as `run` does; [`Stop::Reload`] only stops probing and leaves the pools as
+    /// they are, for the next configuration's checks to take over.
+    pub async fn run_until(
+        mut self,
+        pool: mpsc::UnboundedSender<Action>,
+        stop: impl Future<Output = Stop>,
     ) -> Health {
         let mut scripts = JoinSet::new();
         let mut jitter = Jitter::new();
@@ -144,14 +173,14 @@ impl Checks {
         let limit = Arc::new(Semaphore::new(self.options.max_in_flight.max(1)));
         let mut running: JoinSet<(Probe, Outcome)> = JoinSet::new();
         let mut in_flight: HashMap<tokio::task::Id, Probe> = HashMap::new();
-        tokio::pin!(shutdown);
+        tokio::pin!(stop);
         let mut file_poll = tokio::time::interval(FILE_POLL);
         file_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
+        let stopping = loop {
             let next = self.health.next_due();
             tokio::select! {
                 biased;
-                () = &mut shutdown => break,
+                how = &mut stop => break how,
                 Some(control) = self.control_rx.recv() => {
                     let actions = match control {
                         Control::AddressPresent { vs, present } => {
@@ -194,11 +223,13 @@ impl Checks {
                     }
                 }
             }
-        }
+        };
         // Dropping the probes kills their sockets and scripts' process groups.
         running.shutdown().await;
-        let actions = self.health.stop();
-        self.dispatch(actions, &pool, &mut scripts);
+        if stopping == Stop::Exit {
+            let actions = self.health.stop();
+            self.dispatch(actions, &pool, &mut scripts);
+        }
         // Shutdown scripts have one second each; notify scripts still running are killed.
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
             while scripts.join_next().await.is_some() {}

@@ -997,3 +997,44 @@ virtual_server 10.0.0.1 80 {
     assert_eq!(probed, vec![21.0, 26.0]);
     assert!(!sim.health.real_servers(0)[0].in_pool);
 }
+
+/// Reload: servers already in the live pool are taken over, not removed and re-added;
+/// a changed weight is edited; a new server is added; an `alpha` server that was
+/// serving keeps serving.
+#[tokio::test(start_paused = true)]
+async fn a_reload_takes_over_the_live_pool() {
+    let config = common::load(
+        "virtual_server 10.0.0.100 80 {\n  delay_loop 5\n  lb_algo rr\n  protocol TCP\n\
+         real_server 10.0.0.1 80 {\n    weight 2\n    TCP_CHECK {\n    }\n  }\n\
+         real_server 10.0.0.2 80 {\n    weight 1\n    TCP_CHECK {\n    }\n  }\n\
+         real_server 10.0.0.3 80 {\n    weight 1\n    TCP_CHECK {\n      alpha\n    }\n  }\n}\n",
+    );
+    let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+    let mut health = Health::new(&config);
+    health.adopt_pool(0, &[(addr("10.0.0.1:80"), 3), (addr("10.0.0.3:80"), 1)]);
+    let pool_changes: Vec<Action> = health
+        .start(Instant::now(), |_| Duration::ZERO)
+        .into_iter()
+        .filter(|a| {
+            matches!(
+                a,
+                Action::AddDest { .. } | Action::RemoveDest { .. } | Action::SetWeight { .. }
+            )
+        })
+        .collect();
+    assert_eq!(
+        pool_changes,
+        [
+            Action::SetWeight {
+                vs: 0,
+                dest: addr("10.0.0.1:80"),
+                weight: 2
+            },
+            Action::AddDest {
+                vs: 0,
+                dest: addr("10.0.0.2:80"),
+                weight: 1
+            },
+        ]
+    );
+}
