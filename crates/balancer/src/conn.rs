@@ -597,7 +597,7 @@ impl ConnTable {
             }
             self.remove_conn(&key);
         }
-        self.schedule(svc, key, flow, now, &[])
+        self.schedule(svc, key, flow, now, &[], Counting::Both)
     }
 
     /// The connection `key` could not be used (a proxy's connect to its destination
@@ -629,7 +629,7 @@ impl ConnTable {
             self.template_index.remove(&template.key);
         }
         let flow = Flow::new(key.client, key.vip);
-        self.schedule(svc, *key, &flow, now, tried)
+        self.schedule(svc, *key, &flow, now, tried, Counting::DestOnly)
     }
 
     /// Schedules a new entry `key` for `flow`, avoiding the destinations in `avoid`,
@@ -641,6 +641,7 @@ impl ConnTable {
         flow: &Flow,
         now: Duration,
         avoid: &[SocketAddr],
+        counting: Counting,
     ) -> Option<ConnKey> {
         let state = match key.proto {
             Protocol::Tcp => ProtoState::Tcp(TcpState::None.next(Direction::Input, TcpFlags::SYN)),
@@ -669,7 +670,9 @@ impl ConnTable {
             dest.on_established();
         }
         dest.stats().count_conn();
-        svc.stats().count_conn();
+        if counting == Counting::Both {
+            svc.stats().count_conn();
+        }
         let expires = now + self.settings.timeouts.of(state);
         self.conns.insert(
             key,
@@ -733,6 +736,28 @@ impl ConnTable {
                 true
             }
             _ => false,
+        }
+    }
+
+    /// Removes connection `key` at once, releasing its destination and template (a
+    /// flow the data plane could not open after all). Returns false for an unknown key.
+    pub fn remove(&mut self, key: &ConnKey) -> bool {
+        let known = self.conns.contains_key(key);
+        self.remove_conn(key);
+        known
+    }
+
+    /// Connection `key` is alive (a proxy moved data on it): re-arms its timer with
+    /// the timeout of its current state, as every packet does in IPVS, without
+    /// counting anything. Returns false for an unknown key.
+    pub fn touch(&mut self, key: &ConnKey, now: Duration) -> bool {
+        self.expire(now);
+        match self.conns.get(key).map(|c| c.state) {
+            Some(state) => {
+                self.transition(key, state, now);
+                true
+            }
+            None => false,
         }
     }
 
@@ -960,6 +985,14 @@ impl ConnTable {
     }
 }
 
+/// Which statistics a newly scheduled entry counts a connection in: a rescheduled one
+/// is the same client connection to the service, so only its new destination counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Counting {
+    Both,
+    DestOnly,
+}
+
 /// The scheduler's choice for `flow`, or, when that is a destination to avoid, the
 /// next available one after it in list order (wrapping) that is not.
 fn pick_avoiding(
@@ -1055,6 +1088,26 @@ mod tests {
     }
 
     #[test]
+    fn touch_keeps_a_busy_connection_alive_past_its_state_timeout() {
+        let svc = service(None);
+        let mut t = ConnTable::default();
+        let key = t
+            .connect(&svc, Protocol::Tcp, &flow("192.0.2.1:1000"), secs(0))
+            .expect("key");
+        assert!(t.set_tcp_state(&key, TcpState::Established, secs(0)));
+        assert!(t.touch(&key, secs(800)));
+        t.expire(secs(1000));
+        assert!(
+            t.get(&key).is_some(),
+            "900 s after the last touch, not the first"
+        );
+        assert_eq!(counts(&svc, "10.0.0.1:80"), (1, 0, 0));
+        t.expire(secs(1701));
+        assert!(t.get(&key).is_none());
+        assert!(!t.touch(&key, secs(1702)));
+    }
+
+    #[test]
     fn reschedule_avoids_tried_destinations_and_gives_up_when_all_are() {
         let svc = service(None);
         let mut t = ConnTable::default();
@@ -1069,6 +1122,7 @@ mod tests {
         assert_ne!(first, second);
         assert_eq!(counts(&svc, &first.to_string()), (0, 0, 0));
         assert_eq!(counts(&svc, &second.to_string()), (1, 0, 0));
+        assert_eq!(svc.stats().counters().conns, 1, "one client connection");
         assert_eq!(t.reschedule(&svc, &key, &[first, second], secs(0)), None);
         assert!(t.is_empty());
         assert_eq!(counts(&svc, &second.to_string()), (0, 0, 0));

@@ -23,6 +23,7 @@
 //!   half-close, idle timeout, splice for bulk), `udp` (per-client flows),
 //!   [`ProxyProtocol`] headers.
 
+mod activity;
 mod dataplane;
 mod error;
 mod listener;

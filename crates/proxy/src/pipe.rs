@@ -36,13 +36,15 @@ impl Pipe {
             return Ok(pipe);
         }
         let (read, write) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
-        let capacity = PIPE_CAPACITY
-            .try_into()
+        // The kernel may refuse the size (pipe-max-size, or a user over
+        // pipe-user-pages-soft gets one page): ask what the pipe really holds.
+        if let Ok(size) = PIPE_CAPACITY.try_into() {
+            let _ = fcntl(&write, FcntlArg::F_SETPIPE_SZ(size));
+        }
+        let capacity = fcntl(&write, FcntlArg::F_GETPIPE_SZ)
             .ok()
-            .and_then(|size| fcntl(&write, FcntlArg::F_SETPIPE_SZ(size)).ok())
             .and_then(|size| usize::try_from(size).ok())
-            // The kernel refused the size (pipe-max-size): keep its default.
-            .unwrap_or(64 * 1024);
+            .unwrap_or(4096);
         Ok(Self {
             read,
             write,

@@ -17,15 +17,14 @@
 use std::cell::RefCell;
 use std::io;
 use std::net::Shutdown;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use keeplb_balancer::Direction;
 use socket2::SockRef;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
-use tokio::time::Instant;
 
+use crate::activity::LastActivity;
 use crate::pipe::{self, Pipe};
 
 /// Size of the per-thread scratch buffer, and so of the largest copied read; a read
@@ -64,7 +63,7 @@ pub(crate) async fn relay(
     observer: &impl RelayObserver,
     idle_timeout: Duration,
 ) -> RelayEnd {
-    let activity = Activity::new();
+    let activity = LastActivity::new();
     let both = async {
         tokio::try_join!(
             pump(client, server, Direction::Input, observer, &activity),
@@ -99,55 +98,29 @@ pub(crate) fn reset_on_close(stream: &TcpStream) {
     let _ = SockRef::from(stream).set_linger(Some(Duration::ZERO));
 }
 
-/// When data last moved, shared by the two pumps and the idle timer.
-struct Activity {
-    start: Instant,
-    last_ms: AtomicU64,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Self {
-            start: Instant::now(),
-            last_ms: AtomicU64::new(0),
-        }
-    }
-
-    fn touch(&self) {
-        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Ordering::Relaxed);
-    }
-
-    fn last(&self) -> Instant {
-        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
-    }
-
-    /// Completes once nothing has moved for `timeout`. The timer is re-armed only
-    /// when it fires, not on every transfer.
-    async fn idle_for(&self, timeout: Duration) {
-        loop {
-            let deadline = self.last() + timeout;
-            tokio::time::sleep_until(deadline).await;
-            if self.last() + timeout <= Instant::now() {
-                return;
-            }
-        }
-    }
-}
-
 /// One direction: from `from` to `to` until `from` closes, then half-close `to`.
 async fn pump(
     from: &TcpStream,
     to: &TcpStream,
     dir: Direction,
     observer: &impl RelayObserver,
-    activity: &Activity,
+    activity: &LastActivity,
 ) -> io::Result<()> {
     let mut bulk: Option<Pipe> = None;
     let result = async {
         loop {
             let moved = match bulk.as_mut() {
-                Some(pipe) => splice_once(from, to, pipe).await?,
+                Some(pipe) => {
+                    let moved = splice_once(from, to, pipe).await?;
+                    if moved < SCRATCH_SIZE {
+                        // The burst is over: give the pipe back (two descriptors and
+                        // its pages) until the next one.
+                        if let Some(pipe) = bulk.take() {
+                            pipe::recycle(pipe);
+                        }
+                    }
+                    moved
+                }
                 None => {
                     let (moved, filled) = copy_once(from, to).await?;
                     if filled {
@@ -185,16 +158,13 @@ async fn copy_once(from: &TcpStream, to: &TcpStream) -> io::Result<(usize, bool)
     let (read, filled) = loop {
         from.readable().await?;
         let step = SCRATCH.with_borrow_mut(|buf| -> io::Result<Option<(usize, bool)>> {
-            let read = match from.try_read(buf) {
+            let read = match read_draining(from, buf) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
                 Err(e) => return Err(e),
             };
             if read == 0 {
                 return Ok(Some((0, false)));
-            }
-            if read < buf.len() {
-                mark_drained(from);
             }
             let written = match to.try_write(&buf[..read]) {
                 Ok(n) => n,
@@ -212,14 +182,28 @@ async fn copy_once(from: &TcpStream, to: &TcpStream) -> io::Result<(usize, bool)
     Ok((read, filled))
 }
 
-/// A stream socket that returned less than was asked has nothing more right now:
-/// forget its read readiness so the next read waits for the next event, instead of
-/// costing a system call that returns `EAGAIN`. Tokio keeps the read-closed flag,
-/// so an end of stream that arrived with the data is not missed.
-fn mark_drained(stream: &TcpStream) {
-    let _ = stream.try_io(Interest::READABLE, || {
-        Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock))
+/// Reads from a stream socket; a read shorter than `buf` means the socket has nothing
+/// more right now, so its read readiness is cleared and the next read waits for the
+/// next event instead of costing a system call that returns `EAGAIN`.
+///
+/// The read runs inside `try_io` so that readiness is cleared against the readiness
+/// event seen *before* the read: an event arriving meanwhile (on any thread) survives.
+/// Tokio keeps the read-closed flag, so an end of stream that came with the data is
+/// not missed.
+fn read_draining(from: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    let mut short_read = None;
+    let result = from.try_io(Interest::READABLE, || {
+        let n = from.try_read(buf)?;
+        if n == 0 || n == buf.len() {
+            return Ok(n);
+        }
+        short_read = Some(n);
+        Err(io::Error::from(io::ErrorKind::WouldBlock))
     });
+    match (result, short_read) {
+        (_, Some(n)) => Ok(n),
+        (result, None) => result,
+    }
 }
 
 /// Splices one pipe-load from `from` to `to`. Returns the bytes moved, 0 at end of

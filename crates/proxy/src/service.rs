@@ -1,6 +1,7 @@
 //! A virtual service as the data plane serves it: the balancer's [`Service`] and
 //! [`ConnTable`] behind locks shared by every worker, plus the proxy's own options.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,8 +10,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use keeplb_balancer::{
-    ConnEntry, ConnKey, ConnSettings, ConnTable, Dest, Direction, Flow, Protocol, Service,
-    ServiceAddr, TcpFlags, TcpState,
+    ConnEntry, ConnKey, ConnSettings, ConnTable, Dest, Direction, Flow, Protocol, SchedFlags,
+    Service, ServiceAddr, TcpFlags, TcpState,
 };
 use tokio::time::Instant;
 
@@ -71,6 +72,12 @@ pub struct ServiceOptions {
     pub proxy_protocol: Option<ProxyProtocol>,
     /// The forwarding method requested by the configuration.
     pub forwarding: Forwarding,
+    /// Real servers whose forwarding method differs from `forwarding` (ipvsadm sets
+    /// it per real server with `-a`/`-e … -g|-m|-i`); kept for listings.
+    pub dest_forwarding: HashMap<SocketAddr, Forwarding>,
+    /// The scheduler flags the service's scheduler was built with (`-b`, `lb_flags`);
+    /// the scheduler does not report them back, listings need them.
+    pub sched_flags: SchedFlags,
 }
 
 impl Default for ServiceOptions {
@@ -80,7 +87,19 @@ impl Default for ServiceOptions {
             sorry_server: None,
             proxy_protocol: None,
             forwarding: Forwarding::default(),
+            dest_forwarding: HashMap::new(),
+            sched_flags: SchedFlags::EMPTY,
         }
+    }
+}
+
+impl ServiceOptions {
+    /// The forwarding method requested for real server `dest`.
+    pub fn forwarding_of(&self, dest: SocketAddr) -> Forwarding {
+        self.dest_forwarding
+            .get(&dest)
+            .copied()
+            .unwrap_or(self.forwarding)
     }
 }
 
@@ -181,6 +200,15 @@ impl VirtualService {
         self.options.store(Arc::new(options));
     }
 
+    /// Changes some proxy options (`ipvsadm -E -b`, `-a … -m`); the others stay.
+    pub fn edit_options(&self, edit: impl Fn(&mut ServiceOptions)) {
+        self.options.rcu(|current| {
+            let mut options = ServiceOptions::clone(current);
+            edit(&mut options);
+            options
+        });
+    }
+
     /// Connection-table settings (timeouts, active states).
     pub fn conn_settings(&self) -> ConnSettings {
         *self.table().settings()
@@ -256,6 +284,18 @@ impl VirtualService {
     pub(crate) fn tcp_event(&self, key: &ConnKey, dir: Direction, flags: TcpFlags) {
         let now = self.now();
         self.table().packet(key, dir, flags, 0, now);
+    }
+
+    /// Data moved on connection `key`: its entry lives on for its state's timeout, as
+    /// every packet keeps an IPVS entry alive.
+    pub(crate) fn refresh(&self, key: &ConnKey) {
+        let now = self.now();
+        self.table().touch(key, now);
+    }
+
+    /// Forgets connection `key` at once (a UDP flow that could not be opened).
+    pub(crate) fn forget(&self, key: &ConnKey) {
+        self.table().remove(key);
     }
 
     /// The proxy's connection to the real server is up: the entry is ESTABLISHED.

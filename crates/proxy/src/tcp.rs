@@ -4,6 +4,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use keeplb_balancer::{ConnKey, Direction, Flow, Stats, TcpFlags, TcpState};
@@ -69,6 +70,7 @@ async fn serve(svc: Arc<VirtualService>, client: TcpStream, flow: Flow) {
         svc: &svc,
         binding: &binding,
         service_stats: svc.read(|s| Arc::clone(s.stats())),
+        refreshed_at: AtomicU64::new(svc.now().as_secs()),
     };
     let idle_timeout = svc.conn_settings().timeouts.tcp(TcpState::Established);
     match relay::relay(&client, &server, &tally, idle_timeout).await {
@@ -96,7 +98,7 @@ async fn connect_upstream(
     while let Some(binding) = next {
         match connect(binding.target, options.connect_timeout).await {
             Ok(stream) => return Some((stream, binding)),
-            Err(e) => {
+            Err(e) if real_server_failed(&e) => {
                 tracing::debug!(
                     service = %svc.vip(),
                     real_server = %binding.target,
@@ -104,6 +106,15 @@ async fn connect_upstream(
                 );
                 tried.push(binding.dest.addr());
                 next = binding.key.and_then(|key| svc.reschedule(&key, &tried));
+            }
+            Err(e) => {
+                // Our own failure (descriptors, ports): no other real server would do
+                // better, and this one must not lose its persistent clients for it.
+                tracing::warn!(service = %svc.vip(), "cannot connect to a real server: {e}");
+                if let Some(key) = &binding.key {
+                    svc.forget(key);
+                }
+                return None;
             }
         }
     }
@@ -115,6 +126,20 @@ async fn connect_upstream(
             None
         }
     }
+}
+
+/// Whether a connect error says the real server (or the path to it) is down, so the
+/// next one should be tried.
+fn real_server_failed(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::TimedOut
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::HostUnreachable
+            | io::ErrorKind::NetworkUnreachable
+    )
 }
 
 async fn connect(target: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
@@ -150,6 +175,9 @@ struct Tally<'a> {
     svc: &'a VirtualService,
     binding: &'a Binding,
     service_stats: Arc<Stats>,
+    /// Second (of the service's clock) the table entry was last refreshed: traffic
+    /// keeps it alive, at most one lock per second and connection.
+    refreshed_at: AtomicU64,
 }
 
 impl RelayObserver for Tally<'_> {
@@ -163,6 +191,12 @@ impl RelayObserver for Tally<'_> {
         } else {
             dest.count_in(bytes);
             self.service_stats.count_in(bytes);
+        }
+        if let Some(key) = &self.binding.key {
+            let second = self.svc.now().as_secs();
+            if self.refreshed_at.swap(second, Ordering::Relaxed) != second {
+                self.svc.refresh(key);
+            }
         }
     }
 

@@ -4,24 +4,30 @@
 //!
 //! Replies are sent from the service's own socket, so the client sees them come from
 //! the VIP. Datagrams are never queued: when a socket's buffer is full the datagram is
-//! dropped, as the network would drop it.
+//! dropped, as the network would drop it. Each worker holds at most [`MAX_FLOWS`]
+//! flows per service (each costs a socket); beyond that, new clients' datagrams are
+//! dropped until flows expire. Removing the service ends its flows with it, so no
+//! socket of it lingers in the port's `SO_REUSEPORT` group.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use keeplb_balancer::{ConnGuard, ConnKey, Direction, Flow};
 use tokio::net::UdpSocket;
-use tokio::time::Instant;
+use tokio::task::JoinSet;
 
+use crate::activity::LastActivity;
 use crate::service::VirtualService;
 
 /// Largest UDP payload over IPv4 or IPv6 without jumbograms.
 const MAX_DATAGRAM: usize = 65_535;
+
+/// Flows per service and worker at most.
+pub(crate) const MAX_FLOWS: usize = 16_384;
 
 /// How long a datagram may wait for room in a socket before it is dropped.
 const SEND_PATIENCE: Duration = Duration::from_millis(10);
@@ -40,30 +46,24 @@ struct UdpFlow {
     /// The connection table entry; `None` on the sorry server.
     key: Option<ConnKey>,
     upstream: UdpSocket,
-    started: Instant,
-    last_ms: AtomicU64,
+    activity: LastActivity,
     /// Counts a sorry-server flow on its destination.
     _sorry: Option<ConnGuard>,
-}
-
-impl UdpFlow {
-    fn touch(&self) {
-        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Ordering::Relaxed);
-    }
-
-    fn last(&self) -> Instant {
-        self.started + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
-    }
 }
 
 /// Receives the clients' datagrams of `svc` on `socket` until the task is aborted.
 pub(crate) async fn serve(socket: UdpSocket, svc: Arc<VirtualService>) {
     let socket = Arc::new(socket);
     let flows: Flows = Arc::default();
+    // Owned here, so aborting this task (the service removed) ends every flow too.
+    let mut replies = JoinSet::new();
     let mut buf = vec![0; MAX_DATAGRAM];
     loop {
-        let (len, client) = match socket.recv_from(&mut buf).await {
+        let received = tokio::select! {
+            received = socket.recv_from(&mut buf) => received,
+            Some(_) = replies.join_next() => continue,
+        };
+        let (len, client) = match received {
             Ok(received) => received,
             Err(e) => {
                 tracing::debug!(service = %svc.vip(), "receive failed: {e}");
@@ -78,7 +78,7 @@ pub(crate) async fn serve(socket: UdpSocket, svc: Arc<VirtualService>) {
         // A flow whose table entry expired (or was flushed) is scheduled afresh.
         let flow = match existing {
             Some(flow) if counted(&svc, &flow, Direction::Input, len) => flow,
-            _ => match open_flow(&svc, &socket, &flows, client).await {
+            _ => match open_flow(&svc, &socket, &flows, &mut replies, client).await {
                 Some(flow) => {
                     counted(&svc, &flow, Direction::Input, len);
                     flow
@@ -89,7 +89,7 @@ pub(crate) async fn serve(socket: UdpSocket, svc: Arc<VirtualService>) {
                 }
             },
         };
-        flow.touch();
+        flow.activity.touch();
         // A new socket's writability is only known after the first event: wait for
         // it rather than drop. A full buffer later on drops, as a network would.
         let sent = match flow.upstream.try_send(&buf[..len]) {
@@ -120,8 +120,13 @@ async fn open_flow(
     svc: &Arc<VirtualService>,
     listener: &Arc<UdpSocket>,
     flows: &Flows,
+    replies: &mut JoinSet<()>,
     client: SocketAddr,
 ) -> Option<Arc<UdpFlow>> {
+    if flows.lock().unwrap_or_else(PoisonError::into_inner).len() >= MAX_FLOWS {
+        tracing::debug!(service = %svc.vip(), %client, "flow table full; datagram dropped");
+        return None;
+    }
     let (binding, sorry) = match svc.schedule(&Flow::new(client, svc.vip())) {
         Some(binding) => (binding, None),
         None => {
@@ -133,22 +138,24 @@ async fn open_flow(
     let upstream = match connected_socket(binding.target).await {
         Ok(socket) => socket,
         Err(e) => {
-            tracing::warn!(real_server = %binding.target, "cannot open a UDP flow: {e}");
+            tracing::debug!(real_server = %binding.target, "cannot open a UDP flow: {e}");
+            if let Some(key) = &binding.key {
+                svc.forget(key);
+            }
             return None;
         }
     };
     let flow = Arc::new(UdpFlow {
         key: binding.key,
         upstream,
-        started: Instant::now(),
-        last_ms: AtomicU64::new(0),
+        activity: LastActivity::new(),
         _sorry: sorry,
     });
     flows
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .insert(client, Arc::clone(&flow));
-    tokio::spawn(relay_replies(
+    replies.spawn(relay_replies(
         Arc::clone(svc),
         Arc::clone(listener),
         Arc::clone(flows),
@@ -194,11 +201,7 @@ async fn relay_replies(
                     }
                 }
             }
-            () = tokio::time::sleep_until(flow.last() + timeout) => {
-                if flow.last() + timeout <= Instant::now() {
-                    break;
-                }
-            }
+            () = flow.activity.idle_for(timeout) => break,
         }
     }
     let mut flows = flows.lock().unwrap_or_else(PoisonError::into_inner);
@@ -220,7 +223,7 @@ fn forward_replies(
         match flow.upstream.try_recv(buf) {
             Ok(len) => {
                 counted(svc, flow, Direction::Output, len);
-                flow.touch();
+                flow.activity.touch();
                 match listener.try_send_to(&buf[..len], client) {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         return Some(buf[..len].to_vec());

@@ -227,13 +227,14 @@ async fn counters_and_states_follow_the_connection_as_ipvs_counts_them() {
     stream.get_mut().shutdown().await.unwrap();
     let mut rest = Vec::new();
     stream.read_to_end(&mut rest).await.unwrap();
-    eventually("closed connection counted inactive", || {
-        dest.inactive_conns() == 1
+    // Both FINs passed: IPVS's table puts the entry in TIME_WAIT, an inactive state.
+    eventually("the entry reaches TIME_WAIT", || {
+        svc.conn_entries()
+            .first()
+            .is_some_and(|e| e.state == TcpState::TimeWait.name())
     })
     .await;
-    assert_eq!(dest.active_conns(), 0);
-    let entries = svc.conn_entries();
-    assert_eq!(entries[0].state, TcpState::TimeWait.name());
+    assert_eq!((dest.active_conns(), dest.inactive_conns()), (0, 1));
     assert_eq!(svc.read(|s| s.stats().counters().conns), 1);
 }
 
@@ -389,4 +390,43 @@ async fn an_idle_connection_is_closed_after_the_established_timeout() {
         .expect("closed in time");
     assert!(read.is_err() || read.is_ok_and(|n| n == 0));
     assert!(started.elapsed() >= Duration::from_millis(250));
+}
+
+#[tokio::test]
+async fn traffic_keeps_a_connection_in_the_table_past_its_state_timeout() {
+    let server = tcp_server("a").await;
+    let vip = unique_vip(80);
+    let plane = data_plane(1);
+    let svc = service(
+        Protocol::Tcp,
+        vip,
+        "rr",
+        &[(server, 1)],
+        None,
+        ServiceOptions::default(),
+    );
+    let mut settings = ConnSettings::default();
+    settings
+        .timeouts
+        .set_tcp(TcpState::Established, Duration::from_secs(2));
+    svc.set_conn_settings(settings);
+    plane.add(Arc::clone(&svc)).unwrap();
+    let (_, mut stream) = who(vip).await;
+    // Bounded: 25 round trips 200 ms apart, 2.5 times the ESTABLISHED timeout (the
+    // proxy refreshes the entry at most once a second).
+    for i in 0..25u8 {
+        stream.get_mut().write_all(&[i]).await.unwrap();
+        let mut echoed = [0; 1];
+        stream.read_exact(&mut echoed).await.unwrap();
+        assert_eq!(echoed[0], i);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        svc.tick();
+    }
+    let dest = svc.read(|s| Arc::clone(s.pool.get(server).unwrap()));
+    assert_eq!(
+        dest.active_conns(),
+        1,
+        "still counted while it carries data"
+    );
+    assert_eq!(svc.conn_entries()[0].state, "ESTABLISHED");
 }

@@ -10,7 +10,10 @@ use keeplb_proxy::ServiceOptions;
 use tokio::net::UdpSocket;
 
 async fn ask(socket: &UdpSocket, vip: std::net::SocketAddr, question: &str) -> String {
-    socket.send_to(question.as_bytes(), vip).await.expect("send");
+    socket
+        .send_to(question.as_bytes(), vip)
+        .await
+        .expect("send");
     let mut buf = [0; 1500];
     let (len, from) = tokio::time::timeout(PATIENCE, socket.recv_from(&mut buf))
         .await
