@@ -60,7 +60,7 @@ struct Dest {
     alive: bool,
     effective_weight: i64,
     num_failed_checkers: u32,
-    /// The weight it had in the live pool when taken over on reload.
+    /// The weight it had in the pool under the previous configuration (reload).
     adopted_weight: Option<u32>,
 }
 
@@ -349,39 +349,64 @@ impl Health {
         }
     }
 
-    /// On reload, before [`Health::start`]: takes over the destinations already in
-    /// virtual server `vs`'s live pool (address, weight), so that restarting the checks
-    /// with the new configuration neither removes nor re-adds a server that stays.
-    /// A server in the pool with a weight above zero starts alive with every checker up
-    /// (keepalived migrates checker state across a reload the same way); one at weight
-    /// 0 counts as listed and starts as a fresh server would. `start` then edits a
-    /// weight the new configuration changed. The sorry server is taken over likewise.
-    pub fn adopt_pool(&mut self, vs: VsIndex, pool: &[(SocketAddr, u32)]) {
-        let Some(v) = self.virtual_servers.get_mut(vs) else {
-            return;
-        };
-        let in_pool = |addr: SocketAddr| pool.iter().find(|(a, _)| *a == addr).map(|(_, w)| *w);
-        for rs in &mut v.real_servers {
-            let Some(weight) = in_pool(rs.dest.addr) else {
+    /// On reload, before [`Health::start`]: carries over what the previous
+    /// configuration's checks knew, as keepalived's `migrate_checkers` does. Virtual
+    /// servers match by name, real servers by address, checkers by position and kind.
+    /// A matched checker keeps its up/down state and progress (a healthy server is not
+    /// taken down by one failure because the new checks start "initially"); a matched
+    /// real server keeps being in the pool or not, so `start` neither re-adds a dead
+    /// one nor removes and re-adds a live one, and edits a weight the new
+    /// configuration changed; quorum and the sorry server keep their state.
+    /// FILE_CHECKs are not carried over: their state comes from the file.
+    ///
+    /// Real servers the new configuration dropped are the caller's to remove from the
+    /// pools (keepalived's `clear_diff_rs`).
+    pub fn inherit(&mut self, old: &Health) {
+        for vs in &mut self.virtual_servers {
+            let Some(old_vs) = old.virtual_servers.iter().find(|o| o.name == vs.name) else {
                 continue;
             };
-            rs.dest.set = true;
-            rs.dest.adopted_weight = Some(weight);
-            if weight > 0 {
-                rs.dest.alive = true;
-                rs.dest.num_failed_checkers = 0;
-                for slot in &mut rs.checkers {
-                    slot.machine.is_up = true;
-                    slot.machine.has_run = true;
+            vs.quorum_state_up = old_vs.quorum_state_up;
+            if let (Some(sorry), Some(old_sorry)) = (&mut vs.sorry, &old_vs.sorry)
+                && sorry.addr == old_sorry.addr
+            {
+                sorry.set = old_sorry.set;
+                sorry.alive = old_sorry.alive;
+            }
+            for rs in &mut vs.real_servers {
+                let Some(old_rs) = old_vs
+                    .real_servers
+                    .iter()
+                    .find(|o| o.dest.addr == rs.dest.addr)
+                else {
+                    continue;
+                };
+                for (slot, old_slot) in rs.checkers.iter_mut().zip(&old_rs.checkers) {
+                    let new = &mut slot.machine;
+                    let old = &old_slot.machine;
+                    if matches!(new.flavor, Flavor::File(_))
+                        || std::mem::discriminant(&new.flavor)
+                            != std::mem::discriminant(&old.flavor)
+                    {
+                        continue;
+                    }
+                    new.is_up = old.is_up;
+                    new.has_run = old.has_run;
+                    new.retry_it = if old.retry_it >= new.retry {
+                        new.retry.saturating_sub(1)
+                    } else {
+                        old.retry_it
+                    };
+                }
+                rs.dest.num_failed_checkers =
+                    u32::try_from(rs.checkers.iter().filter(|s| !s.machine.is_up).count())
+                        .unwrap_or(u32::MAX);
+                rs.dest.set = old_rs.dest.set;
+                rs.dest.alive = old_rs.dest.alive;
+                if old_rs.dest.set {
+                    rs.dest.adopted_weight = Some(real_weight(old_rs.dest.effective_weight));
                 }
             }
-        }
-        if let Some(sorry) = &mut v.sorry
-            && let Some(weight) = in_pool(sorry.addr)
-        {
-            sorry.set = true;
-            sorry.alive = weight > 0;
-            sorry.adopted_weight = Some(weight);
         }
     }
 

@@ -153,9 +153,10 @@ impl Checks {
         .await
     }
 
-    /// Before running, on reload: see [`Health::adopt_pool`].
-    pub fn adopt_pool(&mut self, vs: VsIndex, pool: &[(std::net::SocketAddr, u32)]) {
-        self.health.adopt_pool(vs, pool);
+    /// Before running, on reload: carries over the previous checks' state (the
+    /// [`Health`] their `run_until` returned); see [`Health::inherit`].
+    pub fn inherit(&mut self, previous: &Health) {
+        self.health.inherit(previous);
     }
 
     /// Like [`Checks::run`], until `stop` says how to stop: [`Stop::Exit`] empties the
@@ -181,6 +182,8 @@ impl Checks {
             tokio::select! {
                 biased;
                 how = &mut stop => break how,
+                // Reap finished notify scripts as they end, so the set stays small.
+                Some(_) = scripts.join_next(), if !scripts.is_empty() => {}
                 Some(control) = self.control_rx.recv() => {
                     let actions = match control {
                         Control::AddressPresent { vs, present } => {
@@ -226,10 +229,14 @@ impl Checks {
         };
         // Dropping the probes kills their sockets and scripts' process groups.
         running.shutdown().await;
-        if stopping == Stop::Exit {
-            let actions = self.health.stop();
-            self.dispatch(actions, &pool, &mut scripts);
+        if stopping == Stop::Reload {
+            // Notify scripts of the old configuration run on to their end, as in
+            // keepalived.
+            scripts.detach_all();
+            return self.health;
         }
+        let actions = self.health.stop();
+        self.dispatch(actions, &pool, &mut scripts);
         // Shutdown scripts have one second each; notify scripts still running are killed.
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
             while scripts.join_next().await.is_some() {}

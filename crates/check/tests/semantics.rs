@@ -998,23 +998,47 @@ virtual_server 10.0.0.1 80 {
     assert!(!sim.health.real_servers(0)[0].in_pool);
 }
 
-/// Reload: servers already in the live pool are taken over, not removed and re-added;
-/// a changed weight is edited; a new server is added; an `alpha` server that was
-/// serving keeps serving.
+/// Reload: the new checks carry over the old ones' state. A live server is neither
+/// removed nor re-added (a changed weight is edited), a dead one stays out, a new one
+/// is added, and quorum is not "gained" again.
 #[tokio::test(start_paused = true)]
-async fn a_reload_takes_over_the_live_pool() {
-    let config = common::load(
-        "virtual_server 10.0.0.100 80 {\n  delay_loop 5\n  lb_algo rr\n  protocol TCP\n\
-         real_server 10.0.0.1 80 {\n    weight 2\n    TCP_CHECK {\n    }\n  }\n\
-         real_server 10.0.0.2 80 {\n    weight 1\n    TCP_CHECK {\n    }\n  }\n\
-         real_server 10.0.0.3 80 {\n    weight 1\n    TCP_CHECK {\n      alpha\n    }\n  }\n}\n",
+async fn a_reload_carries_over_the_previous_state() {
+    let head = "virtual_server 10.0.0.100 80 {\n  delay_loop 5\n  lb_algo rr\n  protocol TCP\n  quorum 2\n";
+    let rs = |ip: &str, weight: u32| {
+        format!(
+            "  real_server {ip} 80 {{\n    weight {weight}\n    TCP_CHECK {{\n      retry 2\n    }}\n  }}\n"
+        )
+    };
+    let old_text = format!("{head}{}{}}}\n", rs("10.0.0.1", 2), rs("10.0.0.2", 1));
+    let mut old = Sim::start(&old_text);
+    let dead: SocketAddr = "10.0.0.2:80".parse().unwrap();
+    old.run_until(60.0, |probe, _| {
+        if probe.id.rs == 1 {
+            (Duration::ZERO, Outcome::Down(Reason::Refused))
+        } else {
+            UP
+        }
+    })
+    .await;
+    assert!(
+        old.pool_changes()
+            .iter()
+            .any(|(_, a)| *a == Action::RemoveDest { vs: 0, dest: dead }),
+        "the dead server left the pool"
     );
+
+    let new_text = format!(
+        "{head}{}{}{}}}\n",
+        rs("10.0.0.1", 3),
+        rs("10.0.0.2", 1),
+        rs("10.0.0.3", 1)
+    );
+    let mut health = Health::new(&common::load(&new_text));
+    health.inherit(&old.health);
+    let actions = health.start(Instant::now(), |_| Duration::ZERO);
     let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
-    let mut health = Health::new(&config);
-    health.adopt_pool(0, &[(addr("10.0.0.1:80"), 3), (addr("10.0.0.3:80"), 1)]);
-    let pool_changes: Vec<Action> = health
-        .start(Instant::now(), |_| Duration::ZERO)
-        .into_iter()
+    let pool_changes: Vec<&Action> = actions
+        .iter()
         .filter(|a| {
             matches!(
                 a,
@@ -1025,16 +1049,22 @@ async fn a_reload_takes_over_the_live_pool() {
     assert_eq!(
         pool_changes,
         [
-            Action::SetWeight {
+            &Action::SetWeight {
                 vs: 0,
                 dest: addr("10.0.0.1:80"),
-                weight: 2
+                weight: 3
             },
-            Action::AddDest {
+            &Action::AddDest {
                 vs: 0,
-                dest: addr("10.0.0.2:80"),
+                dest: addr("10.0.0.3:80"),
                 weight: 1
             },
         ]
+    );
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::Log { message, .. } if message.contains("quorum"))),
+        "quorum carried over: {actions:?}"
     );
 }
