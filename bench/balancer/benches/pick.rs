@@ -77,7 +77,20 @@ fn pick(c: &mut Criterion) {
         group.finish();
     }
     let d = Arc::new(Dest::new(SocketAddr::from(([10, 0, 0, 1], 80)), 1).expect("weight"));
-    c.bench_function("dest/connect-establish-close", |b| {
+    connect_establish_close(c, "dest/connect-establish-close", &d);
+    // The same three events on destinations of a wlc service: at 10,000 an index
+    // observes them and each event recomputes it from the destination's leaf to the root;
+    // at 10 (below `INDEX_MIN_DESTS`) the list is scanned and events cost what they did.
+    for n in [10usize, 10_000] {
+        let dests = dests(n);
+        let _wlc = scheduler(SchedulerKind::Wlc, &dests);
+        let name = format!("dest/connect-establish-close/wlc-{n}");
+        connect_establish_close(c, &name, &dests[n / 2]);
+    }
+}
+
+fn connect_establish_close(c: &mut Criterion, name: &str, d: &Arc<Dest>) {
+    c.bench_function(name, |b| {
         b.iter(|| {
             let mut conn = d.connect();
             conn.established();

@@ -5,9 +5,10 @@
 //! ip_vs_conn.c) and the state accounting of the TCP state machine (a connection counts
 //! as *active* only while ESTABLISHED).
 
+use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::error::DestError;
 use crate::stats::Stats;
@@ -144,6 +145,8 @@ fn pack_load(load: Load, thresholds: Thresholds) -> u64 {
 #[derive(Debug)]
 pub struct Dest {
     addr: SocketAddr,
+    /// Like `conns`, accessed sequentially consistently: the least-connection index
+    /// reasons about one order of all counter, weight and tree accesses.
     weight: AtomicU32,
     /// Latest non-zero weight; mh builds its table from it so that quiescing a server
     /// (weight 0) does not reshuffle everybody else's clients.
@@ -153,6 +156,7 @@ pub struct Dest {
     /// Persistence templates bound here (`persistconns`); not part of the load.
     persist_conns: AtomicU32,
     stats: Stats,
+    observers: Observers,
 }
 
 impl Dest {
@@ -169,6 +173,7 @@ impl Dest {
             conns: AtomicU64::new(0),
             persist_conns: AtomicU32::new(0),
             stats: Stats::new(),
+            observers: Observers::default(),
         })
     }
 
@@ -186,7 +191,7 @@ impl Dest {
 
     /// Current weight; 0 means quiesced.
     pub fn weight(&self) -> u32 {
-        self.weight.load(Ordering::Relaxed)
+        self.weight.load(Ordering::SeqCst)
     }
 
     /// The latest non-zero weight (or the initial weight if it was never non-zero).
@@ -201,7 +206,7 @@ impl Dest {
         if weight != 0 {
             self.last_weight.store(weight, Ordering::Relaxed);
         }
-        self.weight.store(weight, Ordering::Relaxed);
+        self.weight.store(weight, Ordering::SeqCst);
         Ok(())
     }
 
@@ -209,7 +214,7 @@ impl Dest {
     /// [`crate::Pool`]'s rollback).
     pub(crate) fn restore_weights(&self, weight: u32, last_weight: u32) {
         self.last_weight.store(last_weight, Ordering::Relaxed);
-        self.weight.store(weight, Ordering::Relaxed);
+        self.weight.store(weight, Ordering::SeqCst);
     }
 
     /// The current connection thresholds.
@@ -227,7 +232,7 @@ impl Dest {
 
     /// Counters and overloaded flag, read together.
     pub fn load(&self) -> Load {
-        unpack_load(self.conns.load(Ordering::Relaxed))
+        unpack_load(self.conns.load(Ordering::SeqCst))
     }
 
     /// ESTABLISHED connections.
@@ -343,14 +348,17 @@ impl Dest {
         }
     }
 
-    /// Applies `change` to the counters and re-evaluates the overloaded flag, atomically.
-    /// A change that would underflow or overflow a counter is a bug in the caller; it is
-    /// ignored (and asserted in debug builds) rather than corrupting the other counter.
+    /// Applies `change` to the counters and re-evaluates the overloaded flag, atomically,
+    /// then tells the observers. A change that would underflow or overflow a counter is a
+    /// bug in the caller; it is ignored (and asserted in debug builds) rather than
+    /// corrupting the other counter.
+    ///
+    /// Sequentially consistent, together with the observers' flag: see [`Observers`].
     fn modify_conns(&self, change: impl Fn(Load) -> Option<Load>) {
         let thresholds = self.thresholds();
         let result = self
             .conns
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |bits| {
                 change(unpack_load(bits)).map(|load| pack_load(load, thresholds))
             });
         debug_assert!(
@@ -358,6 +366,107 @@ impl Dest {
             "connection counter of {} out of range",
             self.addr
         );
+        if let Ok(bits) = result
+            && self.observers.any.load(Ordering::SeqCst)
+        {
+            let before = unpack_load(bits);
+            // `change` is pure: this is the value just stored.
+            let after = change(before).map(|load| unpack_load(pack_load(load, thresholds)));
+            if let Some(after) = after {
+                self.observers.notify(before, after);
+            }
+        }
+    }
+
+    /// Registers `observer`, to which this destination is the one at `position`, to hear
+    /// of every later change of the counters or the overloaded flag (crate-private, for
+    /// the least-connection index). Replaces an earlier registration of the same
+    /// observer.
+    ///
+    /// An observer that reads the counters after this returns sees every change it is
+    /// not told about.
+    pub(crate) fn attach(&self, observer: Arc<dyn LoadObserver>, position: usize) {
+        let mut list = self.observers.write();
+        list.retain(|o| !o.is(observer.as_ref()));
+        list.push(Registration { observer, position });
+        self.observers.any.store(true, Ordering::SeqCst);
+    }
+
+    /// Unregisters `observer`; harmless if it was not registered.
+    pub(crate) fn detach(&self, observer: &dyn LoadObserver) {
+        let mut list = self.observers.write();
+        list.retain(|o| !o.is(observer));
+        self.observers.any.store(!list.is_empty(), Ordering::SeqCst);
+    }
+
+    /// How many observers are registered (for tests of attachment bookkeeping).
+    #[cfg(test)]
+    pub(crate) fn observer_count(&self) -> usize {
+        self.observers.write().len()
+    }
+}
+
+/// Derived state over destinations' loads (the least-connection index), which must hear
+/// of every change of a destination's counters or overloaded flag.
+pub(crate) trait LoadObserver: Send + Sync {
+    /// The counters or the overloaded flag of the destination registered at `position`
+    /// changed from `before` to `after`. Called from whichever thread made the change,
+    /// after it was made (the destination may have changed again since).
+    fn load_changed(&self, position: usize, before: Load, after: Load);
+}
+
+/// One observer of a destination and the destination's position in it.
+struct Registration {
+    observer: Arc<dyn LoadObserver>,
+    position: usize,
+}
+
+impl Registration {
+    fn is(&self, observer: &dyn LoadObserver) -> bool {
+        std::ptr::addr_eq(Arc::as_ptr(&self.observer), observer)
+    }
+}
+
+/// The observers of one destination.
+///
+/// Why no change goes unseen by a new observer: a counter change is a sequentially
+/// consistent read-modify-write of `conns` followed by a sequentially consistent load of
+/// `any`; [`Dest::attach`] stores `any` after registering, and the observer then reads
+/// `conns`. In the single order of these operations, either the load of `any` comes
+/// after the store (the change is reported) or the change comes before the observer's
+/// read (the observer sees it). When `any` was already set, the lock orders them
+/// instead: a change whose thread read the list before the registration happens before
+/// the registration, so before the observer's read. A destination nobody observes pays
+/// one load per change.
+#[derive(Default)]
+struct Observers {
+    any: AtomicBool,
+    list: RwLock<Vec<Registration>>,
+}
+
+impl Observers {
+    /// Tells every observer; the caller checked `any` (after its change).
+    fn notify(&self, before: Load, after: Load) {
+        // Reading the list cannot be poisoned (only writers poison), and a writer that
+        // panicked left a list of whole registrations.
+        let list = self.list.read().unwrap_or_else(PoisonError::into_inner);
+        for registration in list.iter() {
+            registration
+                .observer
+                .load_changed(registration.position, before, after);
+        }
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Registration>> {
+        self.list.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl fmt::Debug for Observers {
+    /// Only the count: an observer refers back to its destinations.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = self.list.read().map_or(0, |list| list.len());
+        write!(f, "{count} observer(s)")
     }
 }
 

@@ -151,12 +151,46 @@ pub enum ApiError {
 /// The state of the cluster at a glance (`keeplb status`).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct StatusReport {
-    /// Every VRRP instance.
+    /// Every VRRP instance. Not filled yet: the daemon answers with an empty list until
+    /// the VRRP side reports its instances here.
     #[serde(default)]
     pub vrrp_instances: Vec<VrrpInstanceStatus>,
     /// Every virtual service with its real servers.
     #[serde(default)]
     pub services: Vec<ServiceStatus>,
+}
+
+impl StatusReport {
+    /// The services part of a status, read from the table. Health checks take failing
+    /// real servers out of the table (or set their weight to 0 with
+    /// `inhibit_on_failure`), so every real server listed is healthy; its effective
+    /// weight is 0 while quiesced.
+    pub fn services_from(snapshot: &Snapshot) -> Vec<ServiceStatus> {
+        snapshot
+            .services
+            .iter()
+            .map(|service| ServiceStatus {
+                service: service.config.clone(),
+                stats: service.stats,
+                real_servers: service
+                    .dests
+                    .iter()
+                    .map(|dest| RealServerStatus {
+                        address: dest.config.address,
+                        port: dest.config.port,
+                        healthy: true,
+                        weight: dest.config.weight,
+                        effective_weight: dest.config.weight,
+                        active_conns: dest.active_conns,
+                        inactive_conns: dest.inactive_conns,
+                        persistent_conns: dest.persistent_conns,
+                        forward: dest.config.forward,
+                        stats: dest.stats,
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
 }
 
 /// One VRRP instance's state.
@@ -200,6 +234,9 @@ pub struct ServiceStatus {
     /// The service as listings show it.
     #[serde(flatten)]
     pub service: crate::model::ServiceConfig,
+    /// Its counters and rates.
+    #[serde(default)]
+    pub stats: crate::snapshot::Stats,
     /// Its real servers.
     #[serde(default)]
     pub real_servers: Vec<RealServerStatus>,
@@ -222,6 +259,14 @@ pub struct RealServerStatus {
     pub active_conns: u32,
     /// InActConn.
     pub inactive_conns: u32,
+    /// PersistConn.
+    #[serde(default)]
+    pub persistent_conns: u32,
+    /// Forwarding method asked for.
+    pub forward: crate::model::ForwardMethod,
+    /// Counters and rates.
+    #[serde(default)]
+    pub stats: crate::snapshot::Stats,
 }
 
 /// Reads one request line, or the error response to send back instead.

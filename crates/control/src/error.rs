@@ -74,9 +74,57 @@ pub enum KernelError {
     /// EAFNOSUPPORT.
     #[error("address family not supported")]
     AddressFamilyNotSupported,
+    /// EOPNOTSUPP from keeplb's userspace data plane: the kernel would accept the
+    /// command, but a proxy cannot serve what it asks for.
+    #[error("needs kernel IPVS: {0:?}")]
+    NeedsKernel(Unsupported),
     /// Any other errno.
     #[error("errno {0}")]
     Errno(i32),
+}
+
+/// What the userspace data plane cannot serve, unlike kernel IPVS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unsupported {
+    /// `-f`: marks are set on packets by netfilter, which a proxy never sees.
+    Fwmark,
+    /// `--sctp-service`.
+    Sctp,
+    /// Port 0: a service on every port of an address.
+    AllPorts,
+    /// `-o`: one-packet scheduling.
+    OnePacket,
+    /// `--pe`: persistence engines.
+    PersistenceEngine,
+    /// `--start-daemon`: connection synchronisation.
+    SyncDaemon,
+}
+
+impl Unsupported {
+    /// The message keeplb prints instead of ipvsadm's (which has none for this case).
+    pub fn message(self) -> &'static str {
+        match self {
+            Unsupported::Fwmark => {
+                "Firewall-mark services need kernel IPVS: keeplb's userspace proxy never sees packet marks"
+            }
+            Unsupported::Sctp => {
+                "SCTP services need kernel IPVS: keeplb's userspace proxy serves TCP and UDP"
+            }
+            Unsupported::AllPorts => {
+                "Port-zero services need kernel IPVS: keeplb's userspace proxy listens on one port per service"
+            }
+            Unsupported::OnePacket => {
+                "One-packet scheduling needs kernel IPVS: keeplb's userspace proxy schedules each client flow once"
+            }
+            Unsupported::PersistenceEngine => {
+                "Persistence engines need kernel IPVS: keeplb's userspace proxy has none"
+            }
+            Unsupported::SyncDaemon => {
+                "Connection synchronisation needs kernel IPVS: keeplb's userspace proxy has no sync daemon"
+            }
+        }
+    }
 }
 
 impl KernelError {
@@ -91,6 +139,7 @@ impl KernelError {
             KernelError::NoMemory => 12,
             KernelError::NotSupported => 95,
             KernelError::AddressFamilyNotSupported => 97,
+            KernelError::NeedsKernel(_) => 95,
             KernelError::Errno(errno) => errno,
         }
     }
@@ -114,6 +163,9 @@ impl KernelError {
 
     /// What ipvsadm prints (without the newline) when `operation` fails with this error.
     pub fn message(self, operation: Operation) -> String {
+        if let KernelError::NeedsKernel(what) = self {
+            return what.message().to_owned();
+        }
         let errno = self.errno();
         let specific = SPECIFIC
             .iter()
@@ -231,6 +283,19 @@ mod tests {
             KernelError::Errno(200).message(Operation::AddDest),
             "Unknown error 200"
         );
+    }
+
+    #[test]
+    fn userspace_refusals_say_why() {
+        let e = KernelError::NeedsKernel(Unsupported::Fwmark);
+        assert_eq!(e.errno(), 95);
+        assert!(
+            e.message(Operation::AddService)
+                .starts_with("Firewall-mark services need kernel IPVS"),
+            "{}",
+            e.message(Operation::AddService)
+        );
+        assert_eq!(KernelError::from_errno(95), KernelError::NotSupported);
     }
 
     #[test]

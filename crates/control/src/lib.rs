@@ -30,3 +30,5 @@ pub use adm::{AdmBackend, AdmOutput, run};
 pub use command::{AdmCommand, ListFormat, ListTarget};
 pub use error::{KernelError, Operation};
 pub use snapshot::Snapshot;
+pub mod http;
+pub mod metrics;

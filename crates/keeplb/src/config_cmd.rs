@@ -7,6 +7,7 @@ use anyhow::Context;
 use keeplb_config::{LoadOptions, Loaded};
 
 use std::num::NonZeroUsize;
+use std::sync::Arc;
 
 use crate::{CheckArgs, ConfigArgs, RunArgs};
 
@@ -22,7 +23,7 @@ fn default_config_id() -> String {
         .unwrap_or_default()
 }
 
-fn load(args: &ConfigArgs, file: &std::path::Path) -> anyhow::Result<Loaded> {
+pub(crate) fn load(args: &ConfigArgs, file: &std::path::Path) -> anyhow::Result<Loaded> {
     let options = LoadOptions {
         config_id: args.config_id.clone().unwrap_or_else(default_config_id),
     };
@@ -30,10 +31,24 @@ fn load(args: &ConfigArgs, file: &std::path::Path) -> anyhow::Result<Loaded> {
 }
 
 fn print_diagnostics(loaded: &Loaded) {
-    let mut stderr = std::io::stderr().lock();
-    for diagnostic in loaded.diagnostics.iter() {
-        let _ = write!(stderr, "{}", diagnostic.render(&loaded.sources));
-        let _ = writeln!(stderr);
+    let _ = std::io::stderr()
+        .lock()
+        .write_all(render_diagnostics(loaded).as_bytes());
+}
+
+/// Every diagnostic of `loaded`, rendered with its snippet, one after the other.
+pub(crate) fn render_diagnostics(loaded: &Loaded) -> String {
+    loaded
+        .diagnostics
+        .iter()
+        .map(|d| format!("{}\n", d.render(&loaded.sources)))
+        .collect()
+}
+
+/// Tells systemd (`Type=notify`) how the daemon is doing; nothing outside systemd.
+pub(crate) fn notify_systemd(state: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(state) {
+        tracing::debug!("sd_notify: {e}");
     }
 }
 
@@ -91,11 +106,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         eprintln!("{}: configuration is invalid; not starting", file.display());
         return Ok(ExitCode::from(EXIT_INVALID));
     }
-    let config = &loaded.config;
-    if config.vrrp_instance.is_empty() && config.virtual_server.is_empty() {
-        eprintln!("keeplb: nothing this build can serve; exiting");
-        return Ok(ExitCode::SUCCESS);
-    }
+    let config = Arc::new(loaded.config);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -108,32 +119,44 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         .or_else(|| std::thread::available_parallelism().ok())
         .unwrap_or(NonZeroUsize::MIN);
     raise_descriptor_limit();
-    let director = crate::lvs_run::Director::start(config, workers)?;
+    let director = crate::lvs_run::Director::start(&config, workers)?;
+    let settings = crate::lvs_run::conn_settings(&config.global_defs);
+    let table = crate::control_run::LiveTable::new(director.plane(), settings);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async {
+        let control = crate::control_run::bind(&args.control)?;
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let checks = async {
-            if let Some(director) = &director {
-                let mut stopped = stopped.clone();
-                let shutdown = async move {
-                    let _ = stopped.wait_for(|stop| *stop).await;
-                };
-                director.run_checks(config, shutdown).await;
-            }
+        let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
         };
+        let (to_director, reloads) = tokio::sync::mpsc::unbounded_channel();
+        let (reloader, requests) = crate::reload::channel();
+        let virtual_servers =
+            director.serve(Arc::clone(&config), reloads, until_stopped(stopped.clone()));
+        let control =
+            crate::control_run::serve(control, table, reloader, until_stopped(stopped.clone()));
+        let reload = crate::reload::serve(
+            args.config.clone(),
+            Arc::clone(&config),
+            requests,
+            to_director,
+            until_stopped(stopped.clone()),
+        );
         let main = async {
+            notify_systemd(&[sd_notify::NotifyState::Ready]);
             let result = if config.vrrp_instance.is_empty() {
                 wait_for_termination().await
             } else {
-                crate::vrrp_run::run(config).await
+                crate::vrrp_run::run(&config).await
             };
+            notify_systemd(&[sd_notify::NotifyState::Stopping]);
             let _ = stop.send(true);
             result
         };
-        let ((), result) = tokio::join!(checks, main);
+        let ((), (), (), result) = tokio::join!(virtual_servers, control, reload, main);
         result
     })?;
     drop(director);

@@ -7,9 +7,11 @@
 //! Firewall-mark services need the kernel path: each is reported and skipped, and the
 //! rest are served.
 
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroUsize;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -17,9 +19,12 @@ use keeplb_balancer::{
     ConnSettings, Dest, Granularity, Persistence, Pool, Protocol, SchedFlags, SchedulerKind,
     Service, ServiceAddr, Thresholds,
 };
-use keeplb_check::{Action, Checks, RunOptions};
+use keeplb_check::{Action, Checks, Control, Health, RunOptions, Stop};
 use keeplb_config::model;
-use keeplb_proxy::{DataPlane, Forwarding, ServiceOptions, VirtualService};
+use keeplb_proxy::{
+    DataPlane, Forwarding, ProxyProtocol, ServiceId, ServiceOptions, VirtualService,
+};
+use tokio::sync::mpsc;
 
 /// Group ranges wider than this are refused rather than expanded.
 const MAX_GROUP_RANGE: u128 = 65_536;
@@ -27,57 +32,87 @@ const MAX_GROUP_RANGE: u128 = 65_536;
 /// Checks in flight at most; each holds a descriptor or a process.
 const MAX_CHECKS_IN_FLIGHT: usize = 4096;
 
-/// The served virtual servers: the data plane and, per `virtual_server` block of the
-/// configuration (in order), the services it became.
+/// How often `ha_suspend` virtual servers' addresses are looked for on this host.
+const ADDRESS_POLL: Duration = Duration::from_secs(1);
+
+/// The served virtual servers: the data plane, and which of its services each
+/// `virtual_server` block of the configuration became.
 #[derive(Debug)]
 pub struct Director {
-    /// Held for its workers: dropping it closes every listener and connection.
-    _plane: DataPlane,
+    /// Shared with the control socket; dropping the last holder closes every listener
+    /// and connection.
+    plane: Arc<DataPlane>,
+    layout: RwLock<Layout>,
+    /// Real servers that left a pool. One that comes back gets the same destination
+    /// again, with its connections' counters and its persistent clients, as IPVS takes
+    /// a destination back from its trash.
+    trash: Mutex<HashMap<(ServiceId, SocketAddr), Arc<Dest>>>,
+}
+
+/// What the configuration in force made of the data plane.
+#[derive(Debug, Default)]
+struct Layout {
     /// Indexed like `config.virtual_server`; a group gives several services, a service
     /// that could not start none.
     by_block: Vec<Vec<Arc<VirtualService>>>,
     /// Thresholds of each block's real servers, applied when checks add them.
     thresholds: Vec<Vec<(SocketAddr, Thresholds)>>,
+    /// Services the configuration made (those added with `keeplb adm` are left alone
+    /// by reloads, as keepalived leaves services it did not create).
+    owned: HashSet<ServiceId>,
 }
 
 impl Director {
     /// Starts the data plane with every virtual server of `config` that can be served,
-    /// each with no real server yet: the health checks add them ([`Director::run_checks`]),
-    /// as keepalived's checkers fill IPVS. `None` when the configuration has none.
-    pub fn start(config: &model::Config, workers: NonZeroUsize) -> anyhow::Result<Option<Self>> {
-        if config.virtual_server.is_empty() {
-            return Ok(None);
-        }
-        let plane = DataPlane::start(workers).context("starting the data plane")?;
+    /// each with no real server yet: the health checks add them ([`Director::serve`]),
+    /// as keepalived's checkers fill IPVS. With no virtual server the data plane still
+    /// runs, for `keeplb adm -A`.
+    pub fn start(config: &model::Config, workers: NonZeroUsize) -> anyhow::Result<Self> {
+        let director = Self {
+            plane: Arc::new(DataPlane::start(workers).context("starting the data plane")?),
+            layout: RwLock::default(),
+            trash: Mutex::default(),
+        };
+        director.reconcile(config);
+        Ok(director)
+    }
+
+    /// The data plane, for the control socket.
+    pub fn plane(&self) -> Arc<DataPlane> {
+        Arc::clone(&self.plane)
+    }
+
+    /// Makes the served services those of `config`. A service that stays keeps its
+    /// listeners, connections, persistence templates and real servers; its scheduler,
+    /// persistence, timeouts and options change in place, and real servers the new
+    /// configuration dropped leave its pool. New services start listening; services
+    /// the configuration no longer has stop accepting and drain.
+    pub fn reconcile(&self, config: &model::Config) {
         let settings = conn_settings(&config.global_defs);
-        let mut by_block = Vec::with_capacity(config.virtual_server.len());
+        let mut layout = Layout::default();
         for vs in &config.virtual_server {
             let name = describe(&vs.key);
             let addresses = addresses(vs, config).unwrap_or_else(|e| {
                 tracing::error!("virtual_server {name}: {e:#}");
                 Vec::new()
             });
+            let configured: Vec<SocketAddr> = vs
+                .real_server
+                .iter()
+                .map(|rs| SocketAddr::new(rs.ip, rs.port))
+                .collect();
             let mut services = Vec::new();
             for vip in addresses {
-                let served = service(vs, vip)
-                    .and_then(|(service, options)| {
-                        Ok(Arc::new(VirtualService::new(service, settings, options)?))
-                    })
-                    .and_then(|svc| {
-                        plane.add(Arc::clone(&svc))?;
-                        Ok(svc)
-                    });
-                match served {
-                    Ok(svc) => services.push(svc),
+                match self.serve_block_address(vs, vip, settings, &configured) {
+                    Ok(svc) => {
+                        layout.owned.insert((svc.protocol(), svc.vip()));
+                        services.push(svc);
+                    }
                     Err(e) => tracing::error!("virtual_server {name} ({vip}): not served: {e:#}"),
                 }
             }
-            by_block.push(services);
-        }
-        let thresholds = config
-            .virtual_server
-            .iter()
-            .map(|vs| {
+            layout.by_block.push(services);
+            layout.thresholds.push(
                 vs.real_server
                     .iter()
                     .map(|rs| {
@@ -87,41 +122,133 @@ impl Director {
                         };
                         (SocketAddr::new(rs.ip, rs.port), thresholds)
                     })
-                    .collect()
-            })
-            .collect();
-        Ok(Some(Self {
-            _plane: plane,
-            by_block,
-            thresholds,
-        }))
+                    .collect(),
+            );
+        }
+        let mut current = self.layout.write().unwrap_or_else(PoisonError::into_inner);
+        for gone in current.owned.difference(&layout.owned) {
+            if self.plane.remove(gone.0, gone.1).is_some() {
+                tracing::info!(
+                    "{} {}: removed from the configuration; draining",
+                    gone.0,
+                    gone.1
+                );
+            }
+        }
+        *current = layout;
     }
 
-    /// Runs the health checks of `config` until `shutdown`, applying every pool change
-    /// they decide; at shutdown they empty the pools (and run `omega` scripts).
-    pub async fn run_checks(
+    /// The service of block `vs` on `vip`: the running one, brought to the block's
+    /// settings, or a new one.
+    fn serve_block_address(
         &self,
-        config: &model::Config,
-        shutdown: impl std::future::Future<Output = ()>,
-    ) {
-        let (checks, problems) = Checks::new(
-            config,
-            RunOptions {
-                max_in_flight: MAX_CHECKS_IN_FLIGHT,
-                ..RunOptions::default()
-            },
-        );
-        for problem in problems {
-            tracing::warn!("{problem}");
-        }
-        let (actions, mut pending) = tokio::sync::mpsc::unbounded_channel();
-        let apply = async {
-            while let Some(action) = pending.recv().await {
-                self.apply(&action);
-            }
+        vs: &model::VirtualServer,
+        vip: SocketAddr,
+        settings: ConnSettings,
+        configured: &[SocketAddr],
+    ) -> anyhow::Result<Arc<VirtualService>> {
+        let (service, options) = service(vs, vip)?;
+        let protocol = match service.addr() {
+            ServiceAddr::Addr(protocol, _) => protocol,
+            ServiceAddr::Fwmark(mark) => bail!(keeplb_proxy::ProxyError::Fwmark { mark }),
         };
-        // The checks end first; the channel then closes and the last changes apply.
-        tokio::join!(checks.run(actions, shutdown), apply);
+        let Some(running) = self.plane.get(protocol, vip) else {
+            let svc = Arc::new(VirtualService::new(service, settings, options)?);
+            self.plane.add(Arc::clone(&svc))?;
+            return Ok(svc);
+        };
+        let sorry = options.sorry_server.as_ref().map(|d| d.addr());
+        let removed = running.edit(|live| -> anyhow::Result<Vec<Arc<Dest>>> {
+            let (kind, flags) = (scheduler_kind(vs.lb_algo), options.sched_flags);
+            if live.pool.scheduler().kind() != kind || running.options().sched_flags != flags {
+                live.pool.set_scheduler(kind.build(flags))?;
+            }
+            live.set_persistence(service.persistence());
+            let dropped: Vec<SocketAddr> = live
+                .pool
+                .dests()
+                .iter()
+                .map(|d| d.addr())
+                .filter(|a| !configured.contains(a) && Some(*a) != sorry)
+                .collect();
+            let mut removed = Vec::new();
+            for addr in dropped {
+                removed.push(live.pool.remove(addr)?);
+            }
+            Ok(removed)
+        })?;
+        self.throw_away(&running, removed);
+        if running.conn_settings() != settings {
+            running.set_conn_settings(settings);
+        }
+        running.set_options(options);
+        Ok(running)
+    }
+
+    fn throw_away(&self, svc: &VirtualService, dests: Vec<Arc<Dest>>) {
+        let mut trash = self.trash.lock().unwrap_or_else(PoisonError::into_inner);
+        for dest in dests {
+            trash.insert(((svc.protocol(), svc.vip()), dest.addr()), dest);
+        }
+    }
+
+    /// Runs the health checks until `stopped` resolves, applying every pool change
+    /// they decide. Each configuration `reloads` delivers is reconciled, and the new
+    /// checks carry over the old ones' state. At the end they empty the pools (and run
+    /// `omega` scripts).
+    pub async fn serve(
+        &self,
+        config: Arc<model::Config>,
+        mut reloads: mpsc::UnboundedReceiver<Arc<model::Config>>,
+        stopped: impl Future<Output = ()>,
+    ) {
+        tokio::pin!(stopped);
+        let mut config = config;
+        let mut previous: Option<Health> = None;
+        loop {
+            let (mut checks, problems) = Checks::new(
+                &config,
+                RunOptions {
+                    max_in_flight: MAX_CHECKS_IN_FLIGHT,
+                    ..RunOptions::default()
+                },
+            );
+            for problem in problems {
+                tracing::warn!("{problem}");
+            }
+            if let Some(previous) = &previous {
+                checks.inherit(previous);
+            }
+            let controller = checks.controller();
+            let mut next_config = None;
+            let stop = async {
+                tokio::select! {
+                    () = &mut stopped => Stop::Exit,
+                    Some(new) = reloads.recv() => {
+                        next_config = Some(new);
+                        Stop::Reload
+                    }
+                }
+            };
+            let (actions, mut pending) = mpsc::unbounded_channel();
+            let apply = async {
+                while let Some(action) = pending.recv().await {
+                    self.apply(&action);
+                }
+            };
+            let presence = report_addresses(&config, &controller);
+            // The checks end first; the channel then closes and the last changes apply.
+            let health = tokio::select! {
+                (health, ()) = async { tokio::join!(checks.run_until(actions, stop), apply) } => health,
+                () = presence => unreachable!("the address poll never ends"),
+            };
+            let Some(new) = next_config else {
+                return;
+            };
+            self.reconcile(&new);
+            config = new;
+            previous = Some(health);
+        }
     }
 
     /// Applies one pool change to every service of its block.
@@ -132,18 +259,41 @@ impl Director {
             | Action::SetWeight { vs, dest, .. } => (*vs, *dest),
             _ => return,
         };
-        let thresholds = self
+        let layout = self.layout.read().unwrap_or_else(PoisonError::into_inner);
+        let thresholds = layout
             .thresholds
             .get(vs)
             .and_then(|t| t.iter().find(|(addr, _)| *addr == dest))
             .map_or(Thresholds::NONE, |(_, t)| *t);
-        for svc in self.by_block.get(vs).into_iter().flatten() {
+        for svc in layout.by_block.get(vs).into_iter().flatten() {
+            let id = (svc.protocol(), svc.vip());
             let result = svc.edit(|service| match *action {
                 Action::AddDest { weight, .. } => {
-                    let added = Dest::new(dest, weight)?.with_thresholds(thresholds);
-                    service.pool.add(Arc::new(added))
+                    let trashed = self
+                        .trash
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .remove(&(id, dest));
+                    match trashed {
+                        Some(back) => {
+                            service.pool.add(back)?;
+                            service.pool.set_weight(dest, weight)?;
+                            service.pool.set_thresholds(dest, thresholds)
+                        }
+                        None => {
+                            let added = Dest::new(dest, weight)?.with_thresholds(thresholds);
+                            service.pool.add(Arc::new(added))
+                        }
+                    }
                 }
-                Action::RemoveDest { .. } => service.pool.remove(dest).map(drop),
+                Action::RemoveDest { .. } => {
+                    let removed = service.pool.remove(dest)?;
+                    self.trash
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert((id, dest), removed);
+                    Ok(())
+                }
                 Action::SetWeight { weight, .. } => service.pool.set_weight(dest, weight),
                 _ => Ok(()),
             });
@@ -152,6 +302,51 @@ impl Director {
             }
         }
     }
+}
+
+/// Tells the checks of `ha_suspend` virtual servers whether their address is on this
+/// host, now and whenever that changes (polled: VRRP moves addresses in and out).
+async fn report_addresses(config: &model::Config, checks: &mpsc::UnboundedSender<Control>) {
+    let watched: Vec<(usize, IpAddr)> = config
+        .virtual_server
+        .iter()
+        .enumerate()
+        .filter(|(_, vs)| vs.ha_suspend)
+        .filter_map(|(index, vs)| match vs.key {
+            model::VirtualServerKey::Address { ip, .. } => Some((index, ip)),
+            _ => None,
+        })
+        .collect();
+    let mut known: HashMap<usize, bool> = HashMap::new();
+    let mut poll = tokio::time::interval(ADDRESS_POLL);
+    loop {
+        poll.tick().await;
+        if watched.is_empty() {
+            continue;
+        }
+        let local = local_addresses();
+        for &(vs, ip) in &watched {
+            let present = local.contains(&ip);
+            if known.insert(vs, present) != Some(present) {
+                let _ = checks.send(Control::AddressPresent { vs, present });
+            }
+        }
+    }
+}
+
+/// Every address configured on this host's interfaces.
+fn local_addresses() -> HashSet<IpAddr> {
+    let Ok(addresses) = nix::ifaddrs::getifaddrs() else {
+        return HashSet::new();
+    };
+    addresses
+        .filter_map(|a| a.address)
+        .filter_map(|a| {
+            a.as_sockaddr_in()
+                .map(|v4| IpAddr::V4(v4.ip()))
+                .or_else(|| a.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
+        })
+        .collect()
 }
 
 /// The scheduler keepalived's `lb_algo` names.
@@ -268,9 +463,16 @@ fn service(
         }
         None => None,
     };
+    let proxy_protocol = match vs.proxy_protocol {
+        Some(1) => Some(ProxyProtocol::V1),
+        Some(_) => Some(ProxyProtocol::V2),
+        None => None,
+    };
     let options = ServiceOptions {
         sorry_server,
+        proxy_protocol,
         forwarding: forwarding(vs.lb_kind),
+        sched_flags: flags,
         ..ServiceOptions::default()
     };
     Ok((service, options))
@@ -289,7 +491,7 @@ fn granularity_of(text: &str) -> anyhow::Result<Granularity> {
 }
 
 /// Connection timeouts, with `lvs_timeouts tcp T tcpfin T udp T` from global_defs.
-fn conn_settings(global: &model::GlobalDefs) -> ConnSettings {
+pub fn conn_settings(global: &model::GlobalDefs) -> ConnSettings {
     let mut settings = ConnSettings::default();
     let Some(values) = global.other.get("lvs_timeouts") else {
         return settings;

@@ -1,9 +1,14 @@
 //! keeplb: one binary for VRRP failover, IPVS-style load balancing and health checks,
 //! driven by an unmodified keepalived.conf.
 
+mod adm_cmd;
 mod config_cmd;
+mod control_run;
 mod demo;
+mod genhash_cmd;
 mod lvs_run;
+mod reload;
+mod status_cmd;
 mod vrrp_run;
 
 use std::path::PathBuf;
@@ -13,6 +18,9 @@ use clap::{Args, Parser, Subcommand};
 
 /// keepalived's default configuration path.
 const DEFAULT_CONFIG: &str = "/etc/keepalived/keepalived.conf";
+
+/// Where `keeplb run` serves its control socket unless told otherwise.
+const DEFAULT_CONTROL_PATH: &str = keeplb_control::socket::DEFAULT_CONTROL_PATH;
 
 #[derive(Parser, Debug)]
 #[command(name = "keeplb", version, about = "High-availability load balancer that runs keepalived.conf", long_about = None)]
@@ -31,6 +39,48 @@ enum Command {
     Run(RunArgs),
     /// Show a VRRP failover in network namespaces on this machine (needs root and iproute2).
     Demo(DemoArgs),
+    /// Administer the running daemon's virtual services with ipvsadm's command line
+    /// (`keeplb adm -Ln`, `keeplb adm -A -t VIP:PORT -s rr`, …).
+    Adm(AdmArgs),
+    /// Show every virtual service with its real servers, weights and counters.
+    Status(StatusArgs),
+    /// Print the MD5 digest of a URL for HTTP_GET/SSL_GET, as keepalived's genhash
+    /// (-s ADDR -p PORT -u URL [-S] [-I] [-V VHOST] [-P 1.0|1.0c|1.1] [-t SECS] [-m MARK] [-v]).
+    Genhash(ForeignArgs),
+}
+
+/// The words of a foreign command line (ipvsadm's, genhash's), passed on untouched:
+/// their own `-h` included.
+#[derive(Args, Debug, Clone)]
+#[command(disable_help_flag = true)]
+pub struct ForeignArgs {
+    /// The tool's arguments, as it takes them (`-h` lists them).
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "ARGS"
+    )]
+    args: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+#[command(disable_help_flag = true)]
+pub struct AdmArgs {
+    /// Control socket of the daemon (before ipvsadm's arguments).
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_CONTROL_PATH)]
+    control: PathBuf,
+    #[command(flatten)]
+    ipvsadm: ForeignArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct StatusArgs {
+    /// Control socket of the daemon.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_CONTROL_PATH)]
+    control: PathBuf,
+    /// Print the daemon's JSON status instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -50,6 +100,9 @@ pub struct RunArgs {
     /// Data-plane worker threads serving the virtual servers (default: one per core).
     #[arg(long, value_name = "N")]
     workers: Option<std::num::NonZeroUsize>,
+    /// Control socket serving `keeplb adm` and `keeplb status` (created mode 0600).
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_CONTROL_PATH)]
+    control: PathBuf,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -83,6 +136,9 @@ fn main() -> ExitCode {
         Command::Demo(args) => {
             demo::run(&args.advert_int, args.vrrp_version).map(|()| ExitCode::SUCCESS)
         }
+        Command::Adm(args) => adm_cmd::run(&args.control, &args.ipvsadm.args),
+        Command::Status(args) => status_cmd::run(&args.control, args.json),
+        Command::Genhash(args) => genhash_cmd::run(&args.args),
     };
     match result {
         Ok(code) => code,

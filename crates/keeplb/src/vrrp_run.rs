@@ -1,13 +1,17 @@
 //! `keeplb run`'s VRRP part: each `vrrp_instance` of the configuration becomes a VRRP
 //! engine (`keeplb_vrrp`) on its interface, until SIGTERM or SIGINT makes the masters
 //! resign. Each instance also gets its tracking (`track_script`, `track_file`,
-//! `track_interface`: script checkers and pollers shared by the instances, one
-//! [`Tracker`] per instance feeding the driver) and its notifications (`notify_*`,
-//! `notify`, `notify_fifo` / `vrrp_notify_fifo`, one [`Notifier`] per instance).
-//! Each `vrrp_sync_group` gets a coordinator watching its members' states: FAULT spreads
-//! to the whole group (forced through the members' tracking), a master going to BACKUP
-//! takes the others with it ([`keeplb_vrrp::Event::SyncBackup`]), and the group's
-//! notify scripts (`GROUP name STATE 0`) follow the group's state.
+//! `track_interface`, its own and its sync group's: script checkers and pollers shared by
+//! the instances, one [`Tracker`] per instance feeding the driver) and its notifications
+//! (`notify_*`, `notify`, `notify_fifo` / `vrrp_notify_fifo` with their
+//! `*_notify_fifo_script`, and the FIFO's priority lines with `notify_priority_changes`;
+//! one [`Notifier`] per instance). Gratuitous ARPs / NAs are paced per interface
+//! (`vrrp_garp_interval`, `vrrp_gna_interval`).
+//! Each `vrrp_sync_group` gets a coordinator ([`SyncGroup`]) over its members' reports:
+//! FAULT spreads to the whole group (forced through the members' tracking), a master
+//! going to BACKUP takes the others with it, a member becomes MASTER only when every
+//! member can (keepalived's `vrrp_sync_can_goto_master`), and the group's notify scripts
+//! (`GROUP name STATE 0`) follow the group's state.
 //! With `enable_script_security`, a script a non-root user could change is refused at
 //! startup with an error naming the file; the instance runs without it.
 
@@ -21,15 +25,19 @@ use anyhow::{Context, bail};
 use keeplb_config::model::{self, AuthType, GlobalDefs, Script, VrrpInstance};
 use keeplb_vrrp::io::run_interface_tracker;
 use keeplb_vrrp::notify::{
-    FifoWriter, Notifier, NotifyConfig, NotifyKind, NotifyScripts, check_script_security,
+    FifoScript, FifoWriter, Notifier, NotifyConfig, NotifyKind, NotifyScripts,
+    check_script_security,
 };
+use keeplb_vrrp::pace::AnnounceIntervals;
+use keeplb_vrrp::sync::{SyncCommand, SyncGroup};
 use keeplb_vrrp::track::{
     self, ScriptCommand, ScriptSpec, TrackInput, Tracker, TrackingUpdate, Weight, init_track_file,
     read_track_file,
 };
 use keeplb_vrrp::{
     AdverInterval, Auth, AuthPassword, ChecksumForm, DriverOptions, GarpConfig, InitialState,
-    InstanceConfig, State, Transport, UnicastPeer, Version, VipBroadcast, VipOptions,
+    InstanceConfig, InterfacePaces, MemberReport, Notification, State, SyncLink, SyncRequest,
+    Transport, UnicastPeer, Version, VipBroadcast, VipOptions,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -112,24 +120,38 @@ pub fn instance_config(
                     .any(|p| p.min_ttl.is_some() || p.max_ttl.is_some()),
         }
     };
+    // keepalived: unset lower_prio values come from the global (not the instance's)
+    // master values; strict mode sends no lower-priority bursts.
+    let strict = instance.strict_mode || global.vrrp_strict;
+    let lower_prio = |own: Option<u32>, global_default: u32| {
+        if strict {
+            0
+        } else {
+            own.unwrap_or(global_default)
+        }
+    };
     config.garp = GarpConfig {
         master_delay: Duration::from_secs(u64::from(instance.garp_master_delay)),
         master_repeat: instance.garp_master_repeat,
         master_refresh: Duration::from_secs(u64::from(instance.garp_master_refresh)),
         master_refresh_repeat: instance.garp_master_refresh_repeat,
-        lower_prio_delay: Duration::from_secs(u64::from(
-            instance
-                .garp_lower_prio_delay
-                .unwrap_or(instance.garp_master_delay),
-        )),
-        lower_prio_repeat: instance
-            .garp_lower_prio_repeat
-            .unwrap_or(instance.garp_master_repeat),
+        lower_prio_delay: Duration::from_secs(u64::from(lower_prio(
+            instance.garp_lower_prio_delay,
+            global.vrrp_garp_master_delay,
+        ))),
+        lower_prio_repeat: lower_prio(
+            instance.garp_lower_prio_repeat,
+            global.vrrp_garp_master_repeat,
+        ),
     };
     config
         .validate()
         .with_context(|| format!("vrrp_instance {}", instance.name))?;
     let mut options = DriverOptions::new(interface);
+    options.announce_intervals = AnnounceIntervals {
+        arp: Duration::from_secs_f64(global.vrrp_garp_interval.max(0.0)),
+        na: Duration::from_secs_f64(global.vrrp_gna_interval.max(0.0)),
+    };
     options.vips = instance
         .virtual_ipaddress
         .iter()
@@ -169,6 +191,8 @@ fn vip_options(vip: &model::VirtualIp) -> VipOptions {
 const TRACK_POLL: Duration = Duration::from_millis(200);
 /// The time limit of each notify script.
 const NOTIFY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a notify FIFO script may take to end after SIGTERM before it is killed.
+const FIFO_SCRIPT_GRACE: Duration = Duration::from_secs(1);
 
 /// A script line of the configuration as it will run: parsed, as `user` (else
 /// `script_user`), and checked with `enable_script_security`.
@@ -247,10 +271,132 @@ struct Subscribers {
     interfaces: HashMap<String, Vec<mpsc::UnboundedSender<TrackInput>>>,
 }
 
-/// One instance's [`Tracker`] from its `track_*` references (a reference's weight
-/// overrides the tracked object's own), subscribing `input` to what it tracks.
+/// What one instance tracks, by kind: each object's name and the weight in force.
+#[derive(Default)]
+struct TrackedObjects {
+    scripts: Vec<(String, Weight)>,
+    files: Vec<(String, Weight)>,
+    interfaces: Vec<(String, Weight)>,
+}
+
+/// Adds `refs` (of `owner`, an instance or group) to `list` with the weights they resolve
+/// to (`default` gives a named object's own weight, `None` for an unknown name). An
+/// object already there (tracked by the instance and by its group) keeps weight 0 if it
+/// has it, and otherwise takes the group's weight, as keepalived.
+fn add_refs(
+    list: &mut Vec<(String, Weight)>,
+    refs: &[model::TrackRef],
+    zero_weights: bool,
+    what: &str,
+    owner: &str,
+    default: &dyn Fn(&str) -> Option<Weight>,
+) {
+    for r in refs {
+        let Some(own) = default(&r.name) else {
+            tracing::error!("{owner}: {what} {} is not defined", r.name);
+            continue;
+        };
+        let mut weight = r.weight.map_or(own, |w| Weight::new(w, r.reverse));
+        if zero_weights {
+            weight = Weight::new(0, false);
+        }
+        match list.iter_mut().find(|(name, _)| *name == r.name) {
+            Some((_, existing)) => {
+                tracing::warn!(
+                    "{owner}: {what} {} is configured on a member and its sync group",
+                    r.name
+                );
+                if !existing.is_fault_only() {
+                    *existing = weight;
+                }
+            }
+            None => list.push((r.name.clone(), weight)),
+        }
+    }
+}
+
+/// Everything `instance` tracks: its own `track_*` references (a reference's weight
+/// overrides the tracked object's own), then its sync group's, which apply to every
+/// member (with weight 0 when a member of the group is the address owner).
+fn tracked_objects(
+    instance: &VrrpInstance,
+    group: Option<&model::VrrpSyncGroup>,
+    config: &model::Config,
+) -> TrackedObjects {
+    let script_weight = |name: &str| {
+        config
+            .vrrp_script
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| Weight::new(s.weight, s.weight_reverse))
+    };
+    let file_weight = |name: &str| {
+        config
+            .track_file
+            .iter()
+            .find(|f| f.name == name)
+            .map(|f| Weight::new(f.weight, f.weight_reverse))
+    };
+    let interface_weight = |_: &str| Some(Weight::new(0, false));
+    let mut objects = TrackedObjects::default();
+    let mut add = |refs: [&[model::TrackRef]; 3], zero: bool, owner: &str| {
+        add_refs(
+            &mut objects.scripts,
+            refs[0],
+            zero,
+            "track_script",
+            owner,
+            &script_weight,
+        );
+        add_refs(
+            &mut objects.files,
+            refs[1],
+            zero,
+            "track_file",
+            owner,
+            &file_weight,
+        );
+        let what = "track_interface";
+        add_refs(
+            &mut objects.interfaces,
+            refs[2],
+            zero,
+            what,
+            owner,
+            &interface_weight,
+        );
+    };
+    add(
+        [
+            &instance.track_script,
+            &instance.track_file,
+            &instance.track_interface,
+        ],
+        false,
+        &format!("vrrp_instance {}", instance.name),
+    );
+    if let Some(group) = group {
+        let has_owner = config
+            .vrrp_instance
+            .iter()
+            .any(|i| i.priority == 255 && group.group.contains(&i.name));
+        add(
+            [
+                &group.track_script,
+                &group.track_file,
+                &group.track_interface,
+            ],
+            has_owner,
+            &format!("vrrp_sync_group {}", group.name),
+        );
+    }
+    objects
+}
+
+/// One instance's [`Tracker`] over `objects`, subscribing `input` to each of them.
 fn tracker(
     instance: &VrrpInstance,
+    objects: TrackedObjects,
     config: &model::Config,
     specs: &HashMap<String, ScriptSpec>,
     input: &mpsc::UnboundedSender<TrackInput>,
@@ -258,68 +404,46 @@ fn tracker(
 ) -> Tracker {
     let name = &instance.name;
     let mut tracker = Tracker::new(instance.priority);
-    for r in &instance.track_script {
-        let Some(script) = config.vrrp_script.iter().find(|s| s.name == r.name) else {
-            tracing::error!(
-                "vrrp_instance {name}: track_script {} is not a vrrp_script",
-                r.name
-            );
+    for (script, weight) in objects.scripts {
+        let Some(spec) = specs.get(&script) else {
+            tracing::warn!("vrrp_instance {name}: not tracking disabled vrrp_script {script}");
             continue;
         };
-        let Some(spec) = specs.get(&r.name) else {
-            tracing::warn!(
-                "vrrp_instance {name}: not tracking disabled vrrp_script {}",
-                r.name
-            );
-            continue;
-        };
-        let weight = r
-            .weight
-            .map_or(Weight::new(script.weight, script.weight_reverse), |w| {
-                Weight::new(w, r.reverse)
-            });
-        tracker.track_script(&r.name, weight, spec.initial_status());
+        tracker.track_script(&script, weight, spec.initial_status());
         subscribers
             .scripts
-            .entry(r.name.clone())
+            .entry(script)
             .or_default()
             .push(input.clone());
     }
-    for r in &instance.track_file {
-        let Some(file) = config.track_file.iter().find(|f| f.name == r.name) else {
-            tracing::error!(
-                "vrrp_instance {name}: track_file {} is not a track_file",
-                r.name
-            );
+    for (file, weight) in objects.files {
+        let Some(path) = config.track_file.iter().find(|f| f.name == file) else {
             continue;
         };
-        let weight = r
-            .weight
-            .map_or(Weight::new(file.weight, file.weight_reverse), |w| {
-                Weight::new(w, r.reverse)
-            });
-        let value = read_track_file(Path::new(&file.file));
-        tracker.track_file(&r.name, weight, value);
+        let value = read_track_file(Path::new(&path.file));
+        tracker.track_file(&file, weight, value);
         subscribers
             .files
-            .entry(r.name.clone())
+            .entry(file)
             .or_default()
             .push(input.clone());
     }
-    for r in &instance.track_interface {
-        tracker.track_interface(&r.name, Weight::new(r.weight.unwrap_or(0), r.reverse));
+    for (interface, weight) in objects.interfaces {
+        tracker.track_interface(&interface, weight);
         subscribers
             .interfaces
-            .entry(r.name.clone())
+            .entry(interface)
             .or_default()
             .push(input.clone());
     }
     tracker
 }
 
-/// The notify FIFOs (`notify_fifo`, `vrrp_notify_fifo`), each opened once.
-fn notify_fifos(global: &GlobalDefs) -> Vec<Arc<FifoWriter>> {
+/// The notify FIFOs (`notify_fifo`, `vrrp_notify_fifo`), each opened once, and their
+/// `notify_fifo_script` / `vrrp_notify_fifo_script`s, started with the FIFO's path.
+fn notify_fifos(global: &GlobalDefs) -> (Vec<Arc<FifoWriter>>, Vec<FifoScript>) {
     let mut fifos: Vec<Arc<FifoWriter>> = Vec::new();
+    let mut scripts = Vec::new();
     for fifo in [&global.notify_fifo, &global.vrrp_notify_fifo]
         .into_iter()
         .flatten()
@@ -329,10 +453,68 @@ fn notify_fifos(global: &GlobalDefs) -> Vec<Arc<FifoWriter>> {
         }
         match FifoWriter::open(&fifo.path) {
             Ok(w) => fifos.push(Arc::new(w)),
-            Err(e) => tracing::error!("notify fifo {}: {e}", fifo.path),
+            Err(e) => {
+                tracing::error!("notify fifo {}: {e}", fifo.path);
+                continue;
+            }
+        }
+        let Some(script) = &fifo.script else { continue };
+        let user = script.user.as_deref();
+        match script_command(&script.script, user, script.group.as_deref(), global) {
+            Ok(cmd) => match FifoScript::spawn(&cmd, Path::new(&fifo.path)) {
+                Ok(script) => scripts.push(script),
+                Err(e) => tracing::error!("notify fifo {} script {cmd}: {e}", fifo.path),
+            },
+            Err(e) => tracing::error!("notify fifo {} script disabled: {e:#}", fifo.path),
         }
     }
-    fifos
+    (fifos, scripts)
+}
+
+/// keepalived's `notify_priority_changes` for `instance`: its own keyword, else its sync
+/// group's, else the global `vrrp_notify_priority_changes`; a bare keyword means true.
+fn notify_priority_changes(
+    instance: &VrrpInstance,
+    group: Option<&model::VrrpSyncGroup>,
+    global: &GlobalDefs,
+) -> bool {
+    let flag = |other: &model::OtherKeywords, keyword: &str| {
+        other.get(keyword).map(|words| {
+            words
+                .first()
+                .is_none_or(|w| matches!(w.to_ascii_lowercase().as_str(), "true" | "yes" | "on"))
+        })
+    };
+    flag(&instance.other, "notify_priority_changes")
+        .or_else(|| group.and_then(|g| flag(&g.other, "notify_priority_changes")))
+        .or_else(|| flag(&global.other, "vrrp_notify_priority_changes"))
+        .unwrap_or(false)
+}
+
+/// Passes one instance's notifications to its notifier until its driver is gone.
+async fn notify_instance(
+    notifier: Notifier,
+    mut notifications: mpsc::UnboundedReceiver<Notification>,
+    priority_changes: bool,
+) {
+    while let Some(notification) = notifications.recv().await {
+        match notification {
+            Notification::State { state, priority } => notifier.state_changed(state, priority),
+            Notification::Priority { state, priority } if priority_changes => {
+                let event = if state == State::Master {
+                    "MASTER_PRIORITY"
+                } else {
+                    "BACKUP_PRIORITY"
+                };
+                notifier.fifo_event(event, priority);
+            }
+            Notification::Priority { .. } => {}
+            Notification::MasterRxLowerPriority { priority } => {
+                notifier.fifo_event("MASTER_RX_LOWER_PRI", priority);
+            }
+        }
+    }
+    notifier.close().await;
 }
 
 /// Runs every instance until SIGTERM/SIGINT, then lets them resign and waits for them
@@ -344,7 +526,7 @@ pub async fn run(config: &model::Config) -> anyhow::Result<()> {
     let mut engines = tokio::task::JoinSet::new();
     let mut notifiers = tokio::task::JoinSet::new();
     let specs = script_specs(config);
-    let fifos = notify_fifos(global);
+    let (fifos, fifo_scripts) = notify_fifos(global);
     let mut subscribers = Subscribers::default();
     for file in &config.track_file {
         if let Some(init) = &file.init_file
@@ -353,30 +535,49 @@ pub async fn run(config: &model::Config) -> anyhow::Result<()> {
             tracing::error!("track_file {}: init_file {}: {e}", file.name, file.file);
         }
     }
-    let mut groups = sync_groups(config);
-    for instance in &config.vrrp_instance {
-        let (engine, mut options) = match instance_config(instance, global) {
-            Ok(engine) => engine,
+    let configured: Vec<_> = config
+        .vrrp_instance
+        .iter()
+        .filter_map(|instance| match instance_config(instance, global) {
+            Ok(engine) => Some((instance, engine)),
             Err(e) => {
                 tracing::error!("not running vrrp_instance {}: {e:#}", instance.name);
-                continue;
+                None
             }
-        };
+        })
+        .collect();
+    let running: Vec<&str> = configured.iter().map(|(i, _)| i.name.as_str()).collect();
+    let mut groups = sync_groups(config, &running);
+    // One pacing state per interface for all instances (vrrp_garp_interval).
+    let paces = InterfacePaces::default();
+    for (instance, (mut engine, mut options)) in configured {
         let name = instance.name.clone();
+        options.paces = paces.clone();
+        let group = groups.iter_mut().find(|g| g.names(&name));
+        let group_config = group.as_ref().map(|g| g.config.clone());
+        let group_config = group_config.as_ref();
 
         // Tracking: objects -> inputs -> run_tracker -> updates -> the driver's watch.
         let (input_tx, input_rx) = mpsc::unbounded_channel();
-        let tracker = tracker(instance, config, &specs, &input_tx, &mut subscribers);
+        let objects = tracked_objects(instance, group_config, config);
+        let tracker = tracker(
+            instance,
+            objects,
+            config,
+            &specs,
+            &input_tx,
+            &mut subscribers,
+        );
         drop(input_tx);
         // A sync group member's tracking also carries the FAULT its group forces on it.
         let (watch_tx, watch_rx) = watch::channel(tracker.current());
         let (update_tx, update_rx) = mpsc::unbounded_channel();
         tokio::spawn(track::run_tracker(tracker, input_rx, update_tx));
-        let membership = groups.iter_mut().find_map(|g| g.join(&name));
-        if let Some(m) = membership {
-            options.state = Some(m.state);
-            options.sync_backup = Some(m.sync_backup);
-            tokio::spawn(forward_tracking(update_rx, Some(m.forced), watch_tx));
+        if let Some(group) = group {
+            let (link, forced) = group.join(&name);
+            engine.sync_group = true;
+            options.sync = Some(link);
+            tokio::spawn(forward_tracking(update_rx, Some(forced), watch_tx));
         } else {
             tokio::spawn(forward_tracking(update_rx, None, watch_tx));
         }
@@ -391,7 +592,7 @@ pub async fn run(config: &model::Config) -> anyhow::Result<()> {
             notify: model_script(&instance.notify, global, "notify", &name),
         };
         if scripts.iter().next().is_some() || !fifos.is_empty() {
-            let (notify_tx, mut notify_rx) = mpsc::unbounded_channel();
+            let (notify_tx, notify_rx) = mpsc::unbounded_channel();
             options.notify = Some(notify_tx);
             let notifier = Notifier::spawn(NotifyConfig {
                 kind: NotifyKind::Instance,
@@ -400,12 +601,8 @@ pub async fn run(config: &model::Config) -> anyhow::Result<()> {
                 timeout: NOTIFY_TIMEOUT,
                 fifos: fifos.clone(),
             });
-            notifiers.spawn(async move {
-                while let Some((state, priority)) = notify_rx.recv().await {
-                    notifier.state_changed(state, priority);
-                }
-                notifier.close().await;
-            });
+            let priority_changes = notify_priority_changes(instance, group_config, global);
+            notifiers.spawn(notify_instance(notifier, notify_rx, priority_changes));
         }
 
         let stopped = stopped.clone();
@@ -419,9 +616,7 @@ pub async fn run(config: &model::Config) -> anyhow::Result<()> {
     }
     spawn_trackers(config, specs, subscribers);
     for group in groups {
-        if let Some(coordinator) = group.start(config, &fifos) {
-            notifiers.spawn(coordinator);
-        }
+        notifiers.spawn(group.start(config, &fifos));
     }
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
@@ -429,6 +624,11 @@ pub async fn run(config: &model::Config) -> anyhow::Result<()> {
         _ = terminate.recv() => tracing::info!("SIGTERM: resigning"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: resigning"),
         Some(joined) = engines.join_next() => report(joined),
+    }
+    // keepalived terminates its scripts first, the notify FIFO scripts included (they
+    // do not see the STOP lines).
+    for script in fifo_scripts {
+        script.stop(FIFO_SCRIPT_GRACE).await;
     }
     let _ = stop.send(true);
     while let Some(joined) = engines.join_next().await {
@@ -441,6 +641,8 @@ pub async fn run(config: &model::Config) -> anyhow::Result<()> {
             tracing::error!("a notify task failed: {e}");
         }
     }
+    // The last writer closes each FIFO and removes those keeplb created.
+    drop(fifos);
     Ok(())
 }
 
@@ -516,31 +718,25 @@ async fn forward_tracking(
     }
 }
 
-/// A `vrrp_sync_group` being set up: its members that run, each with the sender of its
-/// state and the switch forcing it into FAULT.
-struct SyncGroup {
+/// A `vrrp_sync_group` being set up, with two or more members that run: the channels of
+/// the members that joined.
+struct GroupSetup {
     config: model::VrrpSyncGroup,
-    members: Vec<Member>,
+    members: Vec<MemberChannels>,
 }
 
-struct Member {
+/// The coordinator's side of one member: its reports, the switch forcing it into FAULT
+/// (through its tracking), and its requests.
+struct MemberChannels {
     name: String,
-    state: watch::Receiver<State>,
+    reports: mpsc::UnboundedReceiver<MemberReport>,
     forced: watch::Sender<bool>,
-    sync_backup: watch::Sender<u64>,
+    requests: mpsc::UnboundedSender<SyncRequest>,
 }
 
-/// A member's side of its group: where its driver reports its states, and how the group
-/// forces FAULT on it (through its tracking) and asks it to leave MASTER.
-struct Membership {
-    state: watch::Sender<State>,
-    forced: watch::Receiver<bool>,
-    sync_backup: watch::Receiver<u64>,
-}
-
-/// The sync groups, as keepalived takes them: an instance belongs to the first group
-/// naming it.
-fn sync_groups(config: &model::Config) -> Vec<SyncGroup> {
+/// The sync groups to run, as keepalived takes them: an instance belongs to the first
+/// group naming it; a group with fewer than two members that run is not synchronised.
+fn sync_groups(config: &model::Config, running: &[&str]) -> Vec<GroupSetup> {
     let mut taken: Vec<&str> = Vec::new();
     let mut groups = Vec::new();
     for group in &config.vrrp_sync_group {
@@ -562,7 +758,18 @@ fn sync_groups(config: &model::Config) -> Vec<SyncGroup> {
                 taken.push(&config.vrrp_instance[i].name);
             }
         }
-        groups.push(SyncGroup {
+        let members = group
+            .group
+            .iter()
+            .filter(|n| running.contains(&n.as_str()))
+            .count();
+        if members < 2 {
+            tracing::warn!(
+                "vrrp_sync_group {this} has only {members} running instance(s); not synchronising"
+            );
+            continue;
+        }
+        groups.push(GroupSetup {
             config: group,
             members: Vec::new(),
         });
@@ -578,43 +785,38 @@ fn group_name_of<'a>(config: &'a model::Config, instance: &str) -> &'a str {
         .map_or("?", |g| g.name.as_str())
 }
 
-impl SyncGroup {
-    /// Makes `instance` a member if the group names it.
-    fn join(&mut self, instance: &str) -> Option<Membership> {
-        if !self.config.group.iter().any(|n| n == instance) {
-            return None;
-        }
-        let (state_tx, state) = watch::channel(State::Initialize);
-        let (forced, forced_rx) = watch::channel(false);
-        let (sync_backup, sync_backup_rx) = watch::channel(0);
-        self.members.push(Member {
-            name: instance.to_owned(),
-            state,
-            forced,
-            sync_backup,
-        });
-        Some(Membership {
-            state: state_tx,
-            forced: forced_rx,
-            sync_backup: sync_backup_rx,
-        })
+impl GroupSetup {
+    /// Whether the group names `instance`.
+    fn names(&self, instance: &str) -> bool {
+        self.config.group.iter().any(|n| n == instance)
     }
 
-    /// The group's coordinator, to run until every member has stopped; `None` when fewer
-    /// than two members run (keepalived removes such a group).
+    /// Makes `instance` a member: its driver's link to the group, and the switch of the
+    /// FAULT the group forces on it.
+    fn join(&mut self, instance: &str) -> (SyncLink, watch::Receiver<bool>) {
+        let (reports_tx, reports) = mpsc::unbounded_channel();
+        let (forced, forced_rx) = watch::channel(false);
+        let (requests, requests_rx) = mpsc::unbounded_channel();
+        self.members.push(MemberChannels {
+            name: instance.to_owned(),
+            reports,
+            forced,
+            requests,
+        });
+        let link = SyncLink {
+            reports: reports_tx,
+            requests: requests_rx,
+        };
+        (link, forced_rx)
+    }
+
+    /// The group's coordinator, to run until every member has stopped.
     fn start(
         self,
         config: &model::Config,
         fifos: &[Arc<FifoWriter>],
-    ) -> Option<impl Future<Output = ()> + Send + 'static> {
+    ) -> impl Future<Output = ()> + Send + 'static {
         let name = self.config.name.clone();
-        if self.members.len() < 2 {
-            tracing::warn!(
-                "vrrp_sync_group {name} has only {} running instance(s); not synchronising",
-                self.members.len()
-            );
-            return None;
-        }
         let global = &config.global_defs;
         let g = &self.config;
         let what = format!("vrrp_sync_group {name}");
@@ -634,107 +836,185 @@ impl SyncGroup {
                 fifos: fifos.to_vec(),
             })
         });
-        Some(coordinate(name, self.members, notifier))
+        let group = SyncGroup::new(name, self.members.iter().map(|m| m.name.clone()));
+        coordinate(group, self.members, notifier)
     }
 }
 
-/// What the members' states make of the group: FAULT if one is in FAULT, MASTER when
-/// all are, BACKUP when all run and one is BACKUP, stopped when all are; `None` in
-/// between (the group keeps its state).
-fn group_state(states: &[State]) -> Option<State> {
-    if states.contains(&State::Fault) {
-        Some(State::Fault)
-    } else if states.iter().all(|&s| s == State::Master) {
-        Some(State::Master)
-    } else if states
-        .iter()
-        .all(|&s| matches!(s, State::Master | State::Backup))
-    {
-        Some(State::Backup)
-    } else if states.iter().all(|&s| s == State::Initialize) {
-        Some(State::Initialize)
-    } else {
-        None
-    }
-}
-
-/// Which members the group forces into FAULT: all but the ones in FAULT on their own,
-/// if there is one (`states`, `forced` and `pending` by member; a member whose forced
-/// FAULT was just lifted is `pending` until it reports its state again).
-fn members_to_force(states: &[State], forced: &[bool], pending: &[bool]) -> Vec<bool> {
-    let own_fault: Vec<bool> = (0..states.len())
-        .map(|i| states[i] == State::Fault && !forced[i] && !pending[i])
-        .collect();
-    let any = own_fault.contains(&true);
-    own_fault.iter().map(|&own| any && !own).collect()
-}
-
-/// Keeps a sync group's members together, as keepalived's `vrrp_sync.c`: a member in
-/// FAULT puts the others in FAULT until it recovers; a master going to BACKUP takes the
-/// other masters with it; group notifications follow the group's state. Ends when every member's driver is gone.
-async fn coordinate(name: String, members: Vec<Member>, notifier: Option<Notifier>) {
+/// Runs a sync group's [`SyncGroup`] over its members' channels: their reports in, the
+/// forced FAULTs, requests and group notifications out. Ends when every member's driver
+/// is gone.
+async fn coordinate(
+    mut group: SyncGroup,
+    members: Vec<MemberChannels>,
+    notifier: Option<Notifier>,
+) {
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut forcers = Vec::new();
+    let mut outputs = Vec::new();
     for (i, member) in members.into_iter().enumerate() {
-        let mut state = member.state;
+        let mut reports = member.reports;
         let tx = tx.clone();
         tokio::spawn(async move {
-            while state.changed().await.is_ok() {
-                let s = *state.borrow_and_update();
-                if tx.send((i, s)).is_err() {
+            while let Some(report) = reports.recv().await {
+                if tx.send((i, report)).is_err() {
                     return;
                 }
             }
         });
-        forcers.push((member.name, member.forced, member.sync_backup));
+        outputs.push((member.forced, member.requests));
     }
     drop(tx);
-    let n = forcers.len();
-    let mut states = vec![State::Initialize; n];
-    let mut forced = vec![false; n];
-    let mut pending = vec![false; n];
-    let mut current = State::Initialize;
-    while let Some((i, state)) = rx.recv().await {
-        let previous = std::mem::replace(&mut states[i], state);
-        pending[i] = false;
-        if previous == State::Master && state == State::Backup {
-            // keepalived's vrrp_sync_backup: the other masters follow it to BACKUP.
-            for (j, (member, _, sync_backup)) in forcers.iter().enumerate() {
-                if j != i && states[j] == State::Master {
-                    tracing::info!("vrrp_sync_group {name}: {member} follows to BACKUP");
-                    sync_backup.send_modify(|n| *n += 1);
+    while let Some((i, report)) = rx.recv().await {
+        for command in group.report(i, report.state, report.wants_master) {
+            match command {
+                SyncCommand::ForceFault { member, fault } => {
+                    let _ = outputs[member].0.send(fault);
                 }
-            }
-        }
-        let stopping = states.contains(&State::Initialize);
-        let force = if stopping {
-            vec![false; n]
-        } else {
-            members_to_force(&states, &forced, &pending)
-        };
-        for (j, (member, tx, _)) in forcers.iter().enumerate() {
-            if force[j] != forced[j] {
-                if force[j] {
-                    tracing::info!("vrrp_sync_group {name}: forcing {member} to FAULT");
-                } else {
-                    tracing::info!("vrrp_sync_group {name}: {member} leaves the group FAULT");
-                    pending[j] = true;
+                SyncCommand::Backup { member } => {
+                    let _ = outputs[member].1.send(SyncRequest::Backup);
                 }
-                forced[j] = force[j];
-                let _ = tx.send(force[j]);
-            }
-        }
-        if let Some(to) = group_state(&states)
-            && to != current
-        {
-            tracing::info!("vrrp_sync_group {name}: {current} -> {to}");
-            current = to;
-            if let Some(notifier) = &notifier {
-                notifier.state_changed(to, 0);
+                SyncCommand::Master { member } => {
+                    let _ = outputs[member].1.send(SyncRequest::Master);
+                }
+                SyncCommand::GroupState(to) => {
+                    if let Some(notifier) = &notifier {
+                        notifier.state_changed(to, 0);
+                    }
+                }
             }
         }
     }
     if let Some(notifier) = notifier {
         notifier.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use keeplb_config::{LoadOptions, MemoryLoader, env::AssumeValid, load_with};
+
+    use super::*;
+
+    fn load(text: &str) -> model::Config {
+        let main = "/etc/keepalived/keepalived.conf";
+        let loaded = load_with(
+            &MemoryLoader::new().with(main, text),
+            &AssumeValid,
+            Path::new(main),
+            &LoadOptions {
+                config_id: "node1".to_owned(),
+            },
+        )
+        .expect("loads");
+        assert!(loaded.is_valid(), "{:?}", loaded.diagnostics);
+        loaded.config
+    }
+
+    const SCRIPTS: &str = "vrrp_script chk { script /bin/true\n weight -20 }\nvrrp_script other { script /bin/true\n weight 0 }\ntrack_file tf { file /nonexistent\n weight 7 }\n";
+
+    fn instance(name: &str, priority: u8, body: &str) -> String {
+        format!(
+            "vrrp_instance {name} {{\n interface eth0\n virtual_router_id {priority}\n priority {priority}\n virtual_ipaddress {{ 10.0.0.{priority} }}\n{body}}}\n"
+        )
+    }
+
+    fn objects(text: &str, member: &str) -> TrackedObjects {
+        let config = load(text);
+        let instance = config
+            .vrrp_instance
+            .iter()
+            .find(|i| i.name == member)
+            .expect("instance");
+        let group = config
+            .vrrp_sync_group
+            .iter()
+            .find(|g| g.group.iter().any(|n| n == member));
+        tracked_objects(instance, group, &config)
+    }
+
+    #[test]
+    fn a_groups_tracking_applies_to_every_member_with_its_weights() {
+        let text = format!(
+            "{SCRIPTS}{}{}vrrp_sync_group G {{\n group {{ VI_1 VI_2 }}\n track_script {{ chk\n other }}\n track_file {{ tf weight 3 reverse }}\n track_interface {{ eth1 weight 10 }}\n}}\n",
+            instance("VI_1", 100, " track_script { other }\n"),
+            instance("VI_2", 101, ""),
+        );
+        let chk = ("chk".to_owned(), Weight::new(-20, false));
+        let other = ("other".to_owned(), Weight::new(0, false));
+        // VI_1 tracks `other` itself (weight 0, which the group's reference keeps).
+        for (member, scripts) in [("VI_1", [&other, &chk]), ("VI_2", [&chk, &other])] {
+            let o = objects(&text, member);
+            assert_eq!(o.scripts, scripts.map(Clone::clone), "{member}");
+            assert_eq!(o.files, [("tf".to_owned(), Weight::new(3, true))]);
+            assert_eq!(o.interfaces, [("eth1".to_owned(), Weight::new(10, false))]);
+        }
+    }
+
+    #[test]
+    fn announcement_settings_follow_keepalived() {
+        let text = format!(
+            "global_defs {{\n vrrp_garp_interval 0.25\n vrrp_gna_interval 0.5\n vrrp_garp_master_delay 7\n vrrp_garp_master_repeat 2\n}}\n{}{}",
+            instance("VI_1", 100, " garp_master_delay 3\n garp_master_repeat 4\n"),
+            instance(
+                "VI_2",
+                101,
+                " garp_lower_prio_delay 1\n garp_lower_prio_repeat 9\n"
+            ),
+        );
+        let config = load(&text);
+        let global = &config.global_defs;
+        let (one, options) = instance_config(&config.vrrp_instance[0], global).expect("runs");
+        assert_eq!(
+            options.announce_intervals,
+            AnnounceIntervals {
+                arp: Duration::from_millis(250),
+                na: Duration::from_millis(500),
+            }
+        );
+        // Unset lower_prio values come from the global master values, not the instance's.
+        let g = one.garp;
+        assert_eq!(
+            (g.master_delay, g.master_repeat),
+            (Duration::from_secs(3), 4)
+        );
+        assert_eq!(
+            (g.lower_prio_delay, g.lower_prio_repeat),
+            (Duration::from_secs(7), 2)
+        );
+        let (two, _) = instance_config(&config.vrrp_instance[1], global).expect("runs");
+        let g = two.garp;
+        assert_eq!(
+            (g.lower_prio_delay, g.lower_prio_repeat),
+            (Duration::from_secs(1), 9)
+        );
+    }
+
+    #[test]
+    fn an_owner_in_the_group_zeroes_the_groups_weights() {
+        let text = format!(
+            "{SCRIPTS}{}{}vrrp_sync_group G {{\n group {{ VI_1 VI_2 }}\n track_script {{ chk }}\n track_file {{ tf }}\n track_interface {{ eth1 weight 10 }}\n}}\n",
+            instance("VI_1", 255, ""),
+            instance("VI_2", 100, ""),
+        );
+        let o = objects(&text, "VI_2");
+        let zero = Weight::new(0, false);
+        assert_eq!(o.scripts, [("chk".to_owned(), zero)]);
+        assert_eq!(o.files, [("tf".to_owned(), zero)]);
+        assert_eq!(o.interfaces, [("eth1".to_owned(), zero)]);
+    }
+
+    #[test]
+    fn outside_a_group_only_the_instances_own_tracking_counts() {
+        let text = format!(
+            "{SCRIPTS}{}vrrp_sync_group G {{\n group {{ VI_2 VI_3 }}\n track_script {{ chk }}\n}}\n{}{}",
+            instance("VI_1", 100, " track_script { chk weight 5 }\n"),
+            instance("VI_2", 101, ""),
+            instance("VI_3", 102, ""),
+        );
+        let o = objects(&text, "VI_1");
+        assert_eq!(o.scripts, [("chk".to_owned(), Weight::new(5, false))]);
+        assert!(o.files.is_empty() && o.interfaces.is_empty());
     }
 }

@@ -8,7 +8,7 @@ use common::*;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -183,10 +183,6 @@ impl Site {
         }
         counts
     }
-}
-
-fn sa(ip: &str, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.parse().expect("ip"), port)
 }
 
 fn set_health(root: &Path, body: &str) {

@@ -7,10 +7,8 @@ mod common;
 use common::*;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::io::{BufReader, Read, Write};
+use std::net::{Shutdown, TcpStream, UdpSocket};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -114,88 +112,6 @@ impl Site {
             })
             .collect()
     }
-}
-
-fn sa(ip: &str, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.parse().expect("ip"), port)
-}
-
-fn read_name(stream: &mut BufReader<TcpStream>) -> String {
-    let mut name = String::new();
-    stream.read_line(&mut name).expect("greeting");
-    name.trim_end().to_owned()
-}
-
-fn counts(names: &[String]) -> HashMap<&str, usize> {
-    let mut counts = HashMap::new();
-    for name in names {
-        *counts.entry(name.as_str()).or_default() += 1;
-    }
-    counts
-}
-
-/// A real server: greets each connection with its name, echoes what it receives until
-/// the client half-closes, then closes. Stops listening when dropped or `kill`ed.
-struct NameServer {
-    running: Arc<AtomicBool>,
-    addr: SocketAddr,
-}
-
-impl NameServer {
-    fn start(host: &Host, name: &str, addr: SocketAddr) -> Self {
-        let listener = host
-            .in_netns(|| TcpListener::bind(addr))
-            .expect("netns")
-            .expect("bind real server");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let running = Arc::new(AtomicBool::new(true));
-        let greeting = format!("{name}\n");
-        let alive = Arc::clone(&running);
-        thread::spawn(move || {
-            // Polls so that `kill` closes the listener promptly; bounded by the flag.
-            while alive.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        let greeting = greeting.clone();
-                        thread::spawn(move || echo(stream, &greeting));
-                    }
-                    Err(_) => thread::sleep(Duration::from_millis(5)),
-                }
-            }
-        });
-        Self { running, addr }
-    }
-
-    /// Stops accepting and closes the listening socket: connects are refused.
-    fn kill(&self, from: &Host) {
-        self.running.store(false, Ordering::Relaxed);
-        let addr = self.addr;
-        wait_until_refused(from, addr);
-    }
-}
-
-impl Drop for NameServer {
-    fn drop(&mut self) {
-        self.running.store(false, Ordering::Relaxed);
-    }
-}
-
-fn wait_until_refused(from: &Host, addr: SocketAddr) {
-    keeplb_testlab::wait_until(TIMEOUT, POLL, || {
-        from.in_netns(|| TcpStream::connect_timeout(&addr, TIMEOUT).is_err())
-            .expect("netns")
-    })
-    .expect("real server stopped");
-}
-
-fn echo(mut stream: TcpStream, greeting: &str) {
-    stream.set_nonblocking(false).expect("blocking");
-    if stream.write_all(greeting.as_bytes()).is_err() {
-        return;
-    }
-    let mut reader = stream.try_clone().expect("clone");
-    let _ = std::io::copy(&mut reader, &mut stream);
-    let _ = stream.shutdown(Shutdown::Write);
 }
 
 #[test]

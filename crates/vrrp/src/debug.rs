@@ -83,6 +83,8 @@ pub(crate) enum Debug<'a> {
         state: State,
     },
     NoSourceAddress,
+    /// A sync-group member's Master_Down timer expired, but not every member wants Master.
+    HeldBySyncGroup,
 }
 
 impl Debug<'_> {
@@ -186,6 +188,13 @@ impl Debug<'_> {
             }
             Debug::EventIgnored { event, state } => {
                 debug!(instance, vrid, event, %state, "event has no effect in this state");
+            }
+            Debug::HeldBySyncGroup => {
+                info!(
+                    instance,
+                    vrid,
+                    "would become master; waiting in backup until every member of its sync group can"
+                );
             }
             Debug::NoSourceAddress => {
                 warn!(

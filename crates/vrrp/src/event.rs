@@ -48,6 +48,9 @@ pub enum Event {
     /// leaves for Backup with it (keepalived's `vrrp_sync_backup`); ignored in any other
     /// state.
     SyncBackup,
+    /// Every member of the instance's `vrrp_sync_group` wants Master (keepalived's
+    /// `vrrp_sync_master`): a backup becomes Master; ignored in any other state.
+    SyncMaster,
 }
 
 /// A received datagram, as the I/O layer read it.
@@ -169,7 +172,7 @@ pub enum Cause {
     TrackingFault,
     /// [`Event::ClearFault`].
     TrackingRecovered,
-    /// [`Event::SyncBackup`]: another member of the sync group went to BACKUP.
+    /// [`Event::SyncBackup`] / [`Event::SyncMaster`]: the sync group moved the member.
     SyncGroup,
     /// The interface has no address to send from and none is configured (keepalived:
     /// "entering FAULT state (src address not configured)").
@@ -375,4 +378,14 @@ pub enum Action {
         from: IpAddr,
         priority: u8,
     },
+    /// The effective priority changed (tracking), not for the address owner:
+    /// keepalived's `MASTER_PRIORITY` / `BACKUP_PRIORITY` notify-FIFO events.
+    EffectivePriorityChanged {
+        from: u8,
+        to: u8,
+    },
+    /// A sync-group member ([`crate::InstanceConfig::sync_group`]) now waits in Backup for
+    /// its group to let it become Master (true), or no longer does (false: it accepted a
+    /// master's advertisement, or left Backup). The group coordinator needs every change.
+    WantsMaster(bool),
 }

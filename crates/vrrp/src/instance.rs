@@ -164,7 +164,8 @@ impl Default for GarpConfig {
 /// | `transport` | `unicast_peer` non-empty: `Unicast { peers (min_ttl/max_ttl or 0/255), ttl: unicast_ttl, check_src: check_unicast_src or vrrp_check_unicast_src or any min/max_ttl }`; else `Multicast { group: mcast_dst_ip or vrrp_mcast_group4/6 }` |
 /// | `address_check` | `skip_check_adv_addr`: `SkipFromMaster` |
 /// | `down_timer_adverts` | `down_timer_adverts` / `vrrp_down_timer_adverts` (3) |
-/// | `garp` | `garp_master_delay/_repeat/_refresh/_refresh_repeat`; `garp_lower_prio_delay/_repeat`, unset: the master values |
+/// | `garp` | `garp_master_delay/_repeat/_refresh/_refresh_repeat`; `garp_lower_prio_delay/_repeat`, unset: the global `vrrp_garp_master_delay/_repeat` (0 in strict mode) |
+/// | `sync_group` | member of a `vrrp_sync_group` with two or more running members |
 ///
 /// Tracking (`track_script`, `track_interface`, `track_file`) stays in the I/O layer: it
 /// sends [`Event::PriorityChanged`] with `priority` plus the weights in force, and
@@ -219,6 +220,13 @@ pub struct InstanceConfig {
     /// Master_Down_Interval.
     pub down_timer_adverts: u8,
     pub garp: GarpConfig,
+    /// Member of a running `vrrp_sync_group`: as keepalived's `vrrp_sync_can_goto_master`,
+    /// a backup whose Master_Down timer expires does not become Master on its own. It
+    /// waits in Backup wanting Master ([`Action::WantsMaster`]`(true)`, the timer re-armed
+    /// for another Master_Down_Interval) until its group, seeing every member want Master,
+    /// sends [`Event::SyncMaster`]; an advertisement it accepts from a master ends the
+    /// wish. The group coordinator is [`crate::sync::SyncGroup`].
+    pub sync_group: bool,
 }
 
 impl InstanceConfig {
@@ -251,6 +259,7 @@ impl InstanceConfig {
             address_check: AddressCheck::Drop,
             down_timer_adverts: 3,
             garp: GarpConfig::default(),
+            sync_group: false,
         }
     }
 
@@ -437,6 +446,9 @@ pub struct Instance {
     /// When a running preempt delay ends (keepalived's `preempt_time`).
     preempt_until: Option<Instant>,
     master: Option<MasterInfo>,
+    /// A sync-group member held in Backup although it would be Master (keepalived's
+    /// `wantstate` MASTER while in BACKUP).
+    wants_master: bool,
     timers: [Option<Instant>; TimerKind::ALL.len()],
     stats: Stats,
 }
@@ -458,6 +470,7 @@ impl Instance {
             send_checksum_form: config.checksum_form,
             preempt_until: None,
             master: None,
+            wants_master: false,
             timers: [None; TimerKind::ALL.len()],
             stats: Stats::default(),
             config,
@@ -484,6 +497,12 @@ impl Instance {
 
     pub fn master_adver_int(&self) -> AdverInterval {
         self.master_adver_int
+    }
+
+    /// Whether this sync-group member is held in Backup waiting for its group to let it
+    /// become Master ([`InstanceConfig::sync_group`]).
+    pub fn wants_master(&self) -> bool {
+        self.wants_master
     }
 
     /// The router last heard as master, while Backup.
@@ -555,6 +574,16 @@ impl Instance {
                     self.leave_master(Cause::SyncGroup, now, &mut out);
                 }
             }
+            Event::SyncMaster => {
+                if self.state == State::Backup && self.fault_cause().is_none() {
+                    self.become_master(Cause::SyncGroup, now, &mut out);
+                } else {
+                    self.log(Debug::EventIgnored {
+                        event: "sync master",
+                        state: self.state,
+                    });
+                }
+            }
         }
         out
     }
@@ -596,9 +625,14 @@ impl Instance {
                 self.log(Debug::NoSourceAddress);
             }
             self.set_state(State::Fault, cause, out);
-        } else if self.is_owner() && self.config.initial_state == InitialState::Master {
+        } else if self.is_owner()
+            && self.config.initial_state == InitialState::Master
+            && !self.config.sync_group
+        {
             // RFC 5798 6.4.1: the owner goes straight to Master (keepalived: 1 µs in
-            // Backup, without notifying it).
+            // Backup, without notifying it). In a sync group it waits like `state
+            // MASTER` below and then asks its group (keepalived lets it go at once only
+            // when every member is an owner; keeplb waits one interval then too).
             self.become_master(Cause::Startup, now, out);
         } else {
             let wait = if self.config.initial_state == InitialState::Master {
@@ -660,6 +694,10 @@ impl Instance {
             to: new,
         });
         let old_down = self.master_down_interval();
+        out.push(Action::EffectivePriorityChanged {
+            from: self.effective_priority,
+            to: new,
+        });
         self.effective_priority = new;
         // keepalived moves a running Master_Down deadline by the change in Skew_Time, so
         // a backup that gained priority takes over sooner (and one that lost it later).
@@ -687,6 +725,19 @@ impl Instance {
             }
         }
         match (kind, self.state) {
+            (TimerKind::MasterDown, State::Backup) if self.config.sync_group => {
+                // keepalived's vrrp_sync_can_goto_master: wait, and look again after
+                // another Master_Down_Interval, until the group lets us go.
+                if !self.wants_master {
+                    self.log(Debug::HeldBySyncGroup);
+                }
+                self.set_wants_master(true, out);
+                self.arm(
+                    TimerKind::MasterDown,
+                    now + self.master_down_interval(),
+                    out,
+                );
+            }
             (TimerKind::MasterDown, State::Backup) => {
                 self.become_master(Cause::MasterDown, now, out)
             }
@@ -914,6 +965,9 @@ impl Instance {
                 now + self.master_down_interval(),
                 out,
             );
+            // keepalived: a member held back by its group no longer wants Master once it
+            // accepts a master's advertisement.
+            self.set_wants_master(false, out);
             if !delay.is_zero() {
                 if advert.priority >= ours {
                     if self.preempt_until.take().is_some() {
@@ -1111,19 +1165,26 @@ impl Instance {
                 repeat: 1,
             });
         }
-        if self.is_owner() && self.config.initial_state == InitialState::Master {
+        let owner_master = self.is_owner() && self.config.initial_state == InitialState::Master;
+        if owner_master && !self.config.sync_group {
             self.become_master(cause, now, out);
         } else {
-            self.arm(
-                TimerKind::MasterDown,
-                now + self.master_down_interval(),
-                out,
-            );
+            // keepalived's try_up_instance: an owner in a sync group waits one interval
+            // and its skew, then asks its group like any member.
+            let wait = if owner_master {
+                self.master_adver_int.as_duration() + self.skew_time()
+            } else {
+                self.master_down_interval()
+            };
+            self.arm(TimerKind::MasterDown, now + wait, out);
             self.set_state(State::Backup, cause, out);
         }
     }
 
     fn set_state(&mut self, to: State, cause: Cause, out: &mut Vec<Action>) {
+        if to != State::Backup {
+            self.set_wants_master(false, out);
+        }
         let from = self.state;
         self.state = to;
         self.log(Debug::StateChange { from, to, cause });
@@ -1131,6 +1192,13 @@ impl Instance {
     }
 
     // ===== output helpers =====
+
+    fn set_wants_master(&mut self, wants: bool, out: &mut Vec<Action>) {
+        if self.wants_master != wants {
+            self.wants_master = wants;
+            out.push(Action::WantsMaster(wants));
+        }
+    }
 
     fn send_advert(&mut self, priority: u8, out: &mut Vec<Action>) {
         let Some(src) = self.source_address() else {

@@ -27,8 +27,14 @@
 //!   `tokio::time::Instant` and returns [`Action`]s (send advert, add/remove addresses,
 //!   announce, arm/cancel timers as absolute deadlines, state changed, count a drop).
 //!   [`event`] holds that vocabulary; `debug` every log line it writes.
+//! - [`sync`]: the `vrrp_sync_group` coordinator (members fault, leave and take MASTER
+//!   together; keepalived's `vrrp_sync_can_goto_master`), also sans-I/O.
+//! - [`pace`]: the per-interface pacing of announcements (`vrrp_garp_interval`,
+//!   `vrrp_gna_interval`).
+//! - [`track`] and [`notify`]: tracked objects and their weights; notify scripts, FIFOs
+//!   and the FIFO's script.
 //! - [`io`]: the tokio driver around one [`Instance`] ([`run_instance`]): sockets,
-//!   netlink, timers. Proven against real keepalived in network namespaces
+//!   rtnetlink, timers. Proven against real keepalived in network namespaces
 //!   (`tests/netns_*.rs`).
 //!
 //! # Interoperability facts this crate relies on (observed on the wire from keepalived 2.2.7)
@@ -50,7 +56,9 @@ pub mod instance;
 pub mod io;
 pub mod ip;
 pub mod notify;
+pub mod pace;
 pub mod packet;
+pub mod sync;
 pub mod track;
 
 pub use event::{
@@ -61,7 +69,10 @@ pub use instance::{
     Stats, Transport, UnicastPeer,
 };
 
-pub use io::{DriverOptions, IoError, VipBroadcast, VipOptions, run_instance, run_instance_with};
+pub use io::{
+    DriverOptions, InterfacePaces, IoError, MemberReport, Notification, SyncLink, SyncRequest,
+    VipBroadcast, VipOptions, run_instance, run_instance_with,
+};
 pub use packet::{
     AdverInterval, Advertisement, Auth, AuthPassword, ChecksumForm, DecodeContext, DecodeError,
     EncodeContext, EncodeError, Family, Version,

@@ -11,7 +11,8 @@
 //!   timeout (its process group is killed). The FIFO line is written when the transition
 //!   is queued, so FIFO readers never wait on scripts.
 //! - [`FifoWriter`]: `notify_fifo` / `vrrp_notify_fifo`, one line per event in keepalived's
-//!   format ([`fifo_line`]): `INSTANCE "VI_1" MASTER 100`.
+//!   format ([`fifo_line`]): `INSTANCE "VI_1" MASTER 100`; [`FifoScript`]: its
+//!   `notify_fifo_script`, started once with the FIFO's path.
 //! - [`check_script_security`]: `enable_script_security`: refuses a script that a non-root
 //!   user could modify, naming the file or directory at fault (keepalived just disables
 //!   such scripts with a terse log line, issues #742, #842, #1372).
@@ -24,14 +25,18 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::event::{Action, State};
-use crate::track::{ScriptCommand, run_command};
+use crate::track::{ScriptCommand, run_command, spawn_in_group};
 
 /// keepalived's name for a state in notifications: INIT as a target means STOP.
 pub const fn notify_state_name(state: State) -> &'static str {
@@ -90,25 +95,40 @@ pub fn notify_args(kind: NotifyKind, name: &str, state: State, priority: u8) -> 
 pub struct FifoWriter {
     path: PathBuf,
     file: Mutex<File>,
+    /// We made the FIFO, so it goes when we do (keepalived unlinks the FIFOs it created).
+    created: bool,
 }
 
 impl FifoWriter {
-    /// Opens `path`, creating the FIFO (mode 0600) when it does not exist. An existing
-    /// regular file is appended to (handy for tests and for logging).
+    /// Opens `path`, creating the FIFO (mode 0644, as keepalived) when it does not exist;
+    /// a FIFO created here is removed when the writer is dropped. An existing regular
+    /// file is appended to (handy for tests and for logging).
     pub fn open(path: impl Into<PathBuf>) -> io::Result<Self> {
         let path = path.into();
+        let mut created = false;
         if !path.exists() {
-            nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o644))
                 .map_err(io::Error::from)?;
+            created = true;
         }
-        let file = std::fs::OpenOptions::new()
+        let opened = std::fs::OpenOptions::new()
             .read(true)
             .append(true)
-            .custom_flags(nix::libc::O_NONBLOCK)
-            .open(&path)?;
+            .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOFOLLOW)
+            .open(&path);
+        let file = match opened {
+            Ok(file) => file,
+            Err(error) => {
+                if created {
+                    let _ = std::fs::remove_file(&path);
+                }
+                return Err(error);
+            }
+        };
         Ok(Self {
             path,
             file: Mutex::new(file),
+            created,
         })
     }
 
@@ -195,6 +215,75 @@ impl NotifyScripts {
             out.push(n.with_args(notify_args(kind, name, state, priority)));
         }
         out
+    }
+}
+
+impl Drop for FifoWriter {
+    fn drop(&mut self) {
+        // Unlinked before the descriptor closes, as keepalived, so that a reader that
+        // reopens the FIFO on EOF cannot reopen this one.
+        if self.created {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// A `notify_fifo_script` / `vrrp_notify_fifo_script`: keepalived starts it once with
+/// the FIFO's path as its last argument, with no time limit, and lets it run (a reader
+/// of the FIFO); it is not restarted when it ends. At shutdown keepalived sends SIGTERM
+/// to it first, before the instances resign ([`FifoScript::stop`]).
+#[derive(Debug)]
+pub struct FifoScript {
+    command: String,
+    pgid: Pid,
+    reaped: Arc<AtomicBool>,
+    wait: JoinHandle<()>,
+}
+
+impl FifoScript {
+    /// Starts `cmd` with `fifo` appended (needs a tokio runtime).
+    pub fn spawn(cmd: &ScriptCommand, fifo: &Path) -> io::Result<Self> {
+        let cmd = cmd.with_args([fifo.display().to_string()]);
+        let (mut child, pid) = spawn_in_group(&cmd)?;
+        let command = cmd.to_string();
+        let reaped = Arc::new(AtomicBool::new(false));
+        let done = Arc::clone(&reaped);
+        let logged = command.clone();
+        let wait = tokio::task::spawn_blocking(move || {
+            let status = child.wait();
+            done.store(true, Ordering::SeqCst);
+            match status {
+                Ok(status) => {
+                    let outcome = crate::track::RunOutcome::from_status(status);
+                    tracing::info!(command = %logged, %outcome, "notify fifo script terminated");
+                }
+                Err(error) => {
+                    tracing::warn!(command = %logged, %error, "waiting for notify fifo script")
+                }
+            }
+        });
+        Ok(FifoScript {
+            command,
+            pgid: Pid::from_raw(pid),
+            reaped,
+            wait,
+        })
+    }
+
+    /// SIGTERM to the script's process group, as keepalived's shutdown does; SIGKILL if
+    /// it is still there after `grace`.
+    pub async fn stop(self, grace: Duration) {
+        let mut wait = self.wait;
+        if !self.reaped.load(Ordering::SeqCst) {
+            let _ = killpg(self.pgid, Signal::SIGTERM);
+        }
+        if tokio::time::timeout(grace, &mut wait).await.is_err() {
+            tracing::warn!(command = %self.command, "notify fifo script ignores SIGTERM; killing it");
+            if !self.reaped.load(Ordering::SeqCst) {
+                let _ = killpg(self.pgid, Signal::SIGKILL);
+            }
+            let _ = wait.await;
+        }
     }
 }
 

@@ -556,7 +556,7 @@ impl RunOutcome {
         matches!(self, RunOutcome::Exited(0))
     }
 
-    fn from_status(status: ExitStatus) -> Self {
+    pub(crate) fn from_status(status: ExitStatus) -> Self {
         match (status.code(), status.signal()) {
             (Some(c), _) => RunOutcome::Exited(c),
             (None, Some(s)) => RunOutcome::Signalled(s),
@@ -596,13 +596,9 @@ impl Drop for GroupGuard {
     }
 }
 
-/// Runs `cmd` once in its own process group (stdin/stdout/stderr to /dev/null, as its
-/// uid/gid if set) and waits at most `timeout`; on timeout, or if this future is dropped,
-/// the whole group is killed with SIGKILL. Err only when the program cannot be started.
-///
-/// The wait happens on tokio's blocking pool, which keeps a paused test clock from
-/// jumping ahead while the process runs.
-pub async fn run_command(cmd: &ScriptCommand, timeout: Duration) -> io::Result<RunOutcome> {
+/// Starts `cmd` as the leader of a new process group (stdin/stdout/stderr to /dev/null,
+/// as its uid/gid if set); returns the child and its pid (= the group's id).
+pub(crate) fn spawn_in_group(cmd: &ScriptCommand) -> io::Result<(std::process::Child, i32)> {
     let (program, args) = cmd
         .argv
         .split_first()
@@ -620,8 +616,19 @@ pub async fn run_command(cmd: &ScriptCommand, timeout: Duration) -> io::Result<R
     if let Some(uid) = cmd.uid {
         command.uid(uid);
     }
-    let mut child = command.spawn()?;
+    let child = command.spawn()?;
     let pid = i32::try_from(child.id()).map_err(|_| io::Error::other("child pid out of range"))?;
+    Ok((child, pid))
+}
+
+/// Runs `cmd` once in its own process group (stdin/stdout/stderr to /dev/null, as its
+/// uid/gid if set) and waits at most `timeout`; on timeout, or if this future is dropped,
+/// the whole group is killed with SIGKILL. Err only when the program cannot be started.
+///
+/// The wait happens on tokio's blocking pool, which keeps a paused test clock from
+/// jumping ahead while the process runs.
+pub async fn run_command(cmd: &ScriptCommand, timeout: Duration) -> io::Result<RunOutcome> {
+    let (mut child, pid) = spawn_in_group(cmd)?;
     let reaped = Arc::new(AtomicBool::new(false));
     let guard = GroupGuard {
         pgid: Pid::from_raw(pid),

@@ -1,10 +1,14 @@
 //! lc, wlc, sed and nq: the server with the least (weighted) load.
 //!
 //! They differ only in the cost they minimise ([`Cost`]); the selection rule is shared.
-//! Stateless, so [`Scheduler::pick`] takes no lock, and exact across worker threads
-//! because every worker reads the same atomic counters.
+//! [`Scheduler::pick`] takes no lock, and is exact across worker threads because every
+//! worker reads the same atomic counters.
 //!
-//! Cost: a linear scan of the destination list per connection, as in the kernel.
+//! Cost: the kernel scans the whole list per connection. Here, from
+//! [`INDEX_MIN_DESTS`] destinations on, a tournament tree kept up to date by the
+//! destinations' counter changes (see the private `load_index` module) names the same
+//! destination the scan would, in constant time per pick and `log2(n)` comparisons per
+//! connection event. Smaller lists are scanned, which is cheaper than keeping the tree.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,22 +16,72 @@ use std::time::Duration;
 use crate::dest::Dest;
 use crate::error::SchedulerError;
 use crate::flow::Flow;
+use crate::scheduler::load_index::{LoadIndex, MAX_INDEXED};
 use crate::scheduler::select::least_cost;
 use crate::scheduler::{Scheduler, SchedulerKind};
 
 pub use crate::scheduler::select::Cost;
 
+/// From this many destinations on, [`LeastConn::new`] keeps an index instead of
+/// scanning: a scan of 32 costs about as much as one pick should (under 100 ns), and
+/// below that the index's work on every connection event would not pay for itself.
+pub const INDEX_MIN_DESTS: usize = 32;
+
 /// Least-connection family scheduler (ip_vs_lc.c, ip_vs_wlc.c, ip_vs_sed.c, ip_vs_nq.c).
-#[derive(Debug, Clone)]
+///
+/// The index registers itself with the destinations of the list given to
+/// [`Scheduler::update`] and unregisters when replaced or dropped. A destination reports
+/// each counter change to every index registered with it, so destinations shared by
+/// several schedulers (rather than owned by one [`crate::Pool`]) stay exact but make
+/// each change cost more.
+#[derive(Debug)]
 pub struct LeastConn {
     cost: Cost,
+    index_min_dests: usize,
+    index: Option<Arc<LoadIndex>>,
 }
 
 impl LeastConn {
     /// `Cost::Overhead` is lc, `WeightedOverhead` wlc, `ExpectedDelay` sed and
-    /// `NeverQueue` nq.
+    /// `NeverQueue` nq. Indexes lists of [`INDEX_MIN_DESTS`] or more.
     pub fn new(cost: Cost) -> Self {
-        Self { cost }
+        Self::with_index_min_dests(cost, INDEX_MIN_DESTS)
+    }
+
+    /// Like [`LeastConn::new`], indexing lists of `min_dests` destinations or more
+    /// (0: always; `usize::MAX`: never, the kernel's scan on every pick).
+    pub fn with_index_min_dests(cost: Cost, min_dests: usize) -> Self {
+        Self {
+            cost,
+            index_min_dests: min_dests,
+            index: None,
+        }
+    }
+
+    /// Whether the current list is indexed rather than scanned.
+    pub fn is_indexed(&self) -> bool {
+        self.index.is_some()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn index(&self) -> Option<&LoadIndex> {
+        self.index.as_deref()
+    }
+}
+
+impl Clone for LeastConn {
+    /// The clone has no index until its first [`Scheduler::update`]; until then it scans.
+    fn clone(&self) -> Self {
+        Self::with_index_min_dests(self.cost, self.index_min_dests)
+    }
+}
+
+impl Drop for LeastConn {
+    fn drop(&mut self) {
+        // The destinations hold the index alive (and report to it) until told otherwise.
+        if let Some(index) = self.index.take() {
+            index.detach();
+        }
     }
 }
 
@@ -41,11 +95,32 @@ impl Scheduler for LeastConn {
         }
     }
 
-    fn update(&mut self, _dests: &[Arc<Dest>]) -> Result<(), SchedulerError> {
+    /// Builds a new index over the list (the old one's positions no longer match it).
+    /// Destinations in both lists report to both indexes for a moment, so no change is
+    /// missed in between.
+    fn update(&mut self, dests: &[Arc<Dest>]) -> Result<(), SchedulerError> {
+        let wanted = dests.len() >= self.index_min_dests && dests.len() <= MAX_INDEXED;
+        let index = wanted.then(|| LoadIndex::attach(self.cost, dests));
+        if let Some(old) = std::mem::replace(&mut self.index, index) {
+            old.detach();
+        }
         Ok(())
     }
 
+    /// Takes the index's answer when it is a destination that can take the connection
+    /// now, and its "none available" as it is. Otherwise (a pick racing the change that
+    /// made the answer unusable, or a list that is not the one last given to `update`)
+    /// it scans, as the kernel always does.
     fn pick(&self, dests: &[Arc<Dest>], _flow: &Flow, _now: Duration) -> Option<usize> {
+        if let Some(index) = &self.index
+            && index.len() == dests.len()
+        {
+            match index.best() {
+                None => return None,
+                Some(i) if index.holds(i, &dests[i]) && dests[i].available() => return Some(i),
+                Some(_) => {}
+            }
+        }
         least_cost(dests.iter().enumerate(), self.cost)
     }
 }

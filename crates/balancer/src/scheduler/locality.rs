@@ -70,6 +70,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 trait Entry {
     fn addr(&self) -> IpAddr;
     fn last_use(&self) -> Duration;
+    fn set_last_use(&mut self, now: Duration);
 }
 
 /// The kernel's locality table: buckets, entry count and collection state.
@@ -108,6 +109,15 @@ impl<E: Entry> Table<E> {
     fn insert(&mut self, entry: E) {
         self.buckets[Self::bucket(entry.addr())].push(entry);
         self.entries += 1;
+    }
+
+    /// The entry for `addr`, marked used at `now`, after the collection passes due by
+    /// `now`: how every pick starts.
+    fn use_entry(&mut self, addr: IpAddr, now: Duration, expiration: Duration) -> Option<&mut E> {
+        self.collect_garbage(now, expiration);
+        let entry = self.get_mut(addr)?;
+        entry.set_last_use(now);
+        Some(entry)
     }
 
     fn entries_mut(&mut self) -> impl Iterator<Item = &mut E> {
@@ -162,6 +172,51 @@ impl<E: Entry> Table<E> {
     }
 }
 
+/// Declares a locality scheduler: its table of `$entry`, its expiration and the
+/// constructors and accessors lblc and lblcr share. `$expiration_doc` documents
+/// `with_expiration`, where the two differ.
+macro_rules! locality_scheduler {
+    ($(#[$doc:meta])* $name:ident($entry:ty), $(#[$expiration_doc:meta])*) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub struct $name {
+            table: Mutex<Table<$entry>>,
+            expiration: Duration,
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl $name {
+            /// A scheduler with the kernel's default expiration of 24 hours.
+            pub fn new() -> Self {
+                Self::with_expiration(DEFAULT_EXPIRATION)
+            }
+
+            $(#[$expiration_doc])*
+            pub fn with_expiration(expiration: Duration) -> Self {
+                Self {
+                    table: Mutex::new(Table::new()),
+                    expiration,
+                }
+            }
+
+            /// Number of destination addresses remembered.
+            pub fn len(&self) -> usize {
+                lock(&self.table).entries
+            }
+
+            /// Whether no destination address is remembered.
+            pub fn is_empty(&self) -> bool {
+                self.len() == 0
+            }
+        }
+    };
+}
+
 /// lblc's entry: destination address → one server.
 #[derive(Debug)]
 struct LblcEntry {
@@ -180,46 +235,18 @@ impl Entry for LblcEntry {
     fn last_use(&self) -> Duration {
         self.last_use
     }
-}
 
-/// Locality-based least connection (`lblc`).
-#[derive(Debug)]
-pub struct Lblc {
-    table: Mutex<Table<LblcEntry>>,
-    expiration: Duration,
-}
-
-impl Default for Lblc {
-    fn default() -> Self {
-        Self::new()
+    fn set_last_use(&mut self, now: Duration) {
+        self.last_use = now;
     }
 }
 
-impl Lblc {
-    /// A scheduler with the kernel's default expiration of 24 hours.
-    pub fn new() -> Self {
-        Self::with_expiration(DEFAULT_EXPIRATION)
-    }
-
+locality_scheduler!(
+    /// Locality-based least connection (`lblc`).
+    Lblc(LblcEntry),
     /// A scheduler whose full expiration pass drops entries idle for `expiration`
     /// (the `net.ipv4.vs.lblc_expiration` sysctl).
-    pub fn with_expiration(expiration: Duration) -> Self {
-        Self {
-            table: Mutex::new(Table::new()),
-            expiration,
-        }
-    }
-
-    /// Number of destination addresses remembered.
-    pub fn len(&self) -> usize {
-        lock(&self.table).entries
-    }
-
-    /// Whether no destination address is remembered.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
+);
 
 impl Scheduler for Lblc {
     fn kind(&self) -> SchedulerKind {
@@ -246,15 +273,12 @@ impl Scheduler for Lblc {
         let key = table_key(flow);
         {
             let mut table = lock(&self.table);
-            table.collect_garbage(now, self.expiration);
-            if let Some(entry) = table.get_mut(key) {
-                entry.last_use = now;
-                if let Some(i) = entry.index
-                    && dests.get(i).is_some_and(|d| d.available())
-                    && !busy(dests, i)
-                {
-                    return Some(i);
-                }
+            if let Some(entry) = table.use_entry(key, now, self.expiration)
+                && let Some(i) = entry.index
+                && dests.get(i).is_some_and(|d| d.available())
+                && !busy(dests, i)
+            {
+                return Some(i);
             }
         }
         // Scan without holding the lock, as the kernel does.
@@ -303,6 +327,10 @@ impl Entry for LblcrEntry {
     fn last_use(&self) -> Duration {
         self.last_use
     }
+
+    fn set_last_use(&mut self, now: Duration) {
+        self.last_use = now;
+    }
 }
 
 impl LblcrEntry {
@@ -337,44 +365,14 @@ impl LblcrEntry {
     }
 }
 
-/// Locality-based least connection with replication (`lblcr`).
-#[derive(Debug)]
-pub struct Lblcr {
-    table: Mutex<Table<LblcrEntry>>,
-    expiration: Duration,
-}
-
-impl Default for Lblcr {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Lblcr {
-    /// A scheduler with the kernel's default expiration of 24 hours.
-    pub fn new() -> Self {
-        Self::with_expiration(DEFAULT_EXPIRATION)
-    }
-
+locality_scheduler!(
+    /// Locality-based least connection with replication (`lblcr`).
+    Lblcr(LblcrEntry),
     /// A scheduler whose sets shrink, and whose entries expire, after `expiration`
     /// without change or use (the `net.ipv4.vs.lblcr_expiration` sysctl).
-    pub fn with_expiration(expiration: Duration) -> Self {
-        Self {
-            table: Mutex::new(Table::new()),
-            expiration,
-        }
-    }
+);
 
-    /// Number of destination addresses remembered.
-    pub fn len(&self) -> usize {
-        lock(&self.table).entries
-    }
-
-    /// Whether no destination address is remembered.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
+impl Lblcr {
     /// The servers remembered for destination address `addr`, newest first.
     pub fn server_set(&self, addr: IpAddr) -> Vec<SocketAddr> {
         lock(&self.table)
@@ -409,9 +407,7 @@ impl Scheduler for Lblcr {
         let key = table_key(flow);
         {
             let mut table = lock(&self.table);
-            table.collect_garbage(now, self.expiration);
-            if let Some(entry) = table.get_mut(key) {
-                entry.last_use = now;
+            if let Some(entry) = table.use_entry(key, now, self.expiration) {
                 let least = entry.least_loaded(dests);
                 // A set that has not changed for the expiration time loses its most
                 // loaded member, so sets grown during a burst shrink back.

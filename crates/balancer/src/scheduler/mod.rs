@@ -29,6 +29,7 @@ use crate::flow::Flow;
 pub mod failover;
 pub mod hashing;
 pub mod least_conn;
+mod load_index;
 pub mod locality;
 pub mod maglev;
 pub mod round_robin;

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::dest::Dest;
+use crate::dest::{Dest, Load};
 
 /// What a least-connection style scheduler minimises.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -20,42 +20,83 @@ pub enum Cost {
     NeverQueue,
 }
 
+/// A destination able to take a connection, as a least-cost comparison sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Candidate {
+    /// The numerator of the cost; the denominator is `weight` (except for lc).
+    cost: u64,
+    weight: u32,
+}
+
+impl Cost {
+    /// What `dest` offers to this comparison now, or `None` when it cannot take a
+    /// connection (weight 0 or overloaded).
+    ///
+    /// nq's idle servers cost 0: the first of them then wins over every busy server
+    /// (whose sed cost is at least 1) and over every later idle one, which is the
+    /// kernel's "first idle server" rule expressed as a minimum.
+    pub(crate) fn candidate(self, dest: &Dest) -> Option<Candidate> {
+        let weight = dest.weight();
+        let load = dest.load();
+        if weight == 0 || load.overloaded {
+            return None;
+        }
+        let cost = match self {
+            Self::Overhead | Self::WeightedOverhead => load.overhead(),
+            Self::NeverQueue if load.active == 0 => 0,
+            Self::ExpectedDelay | Self::NeverQueue => u64::from(load.active) + 1,
+        };
+        Some(Candidate { cost, weight })
+    }
+
+    /// Whether a destination's candidate can differ between loads `a` and `b` (its
+    /// weight being the same).
+    pub(crate) fn distinguishes(self, a: Load, b: Load) -> bool {
+        a.overloaded != b.overloaded
+            || match self {
+                Self::Overhead | Self::WeightedOverhead => a.overhead() != b.overhead(),
+                Self::ExpectedDelay | Self::NeverQueue => a.active != b.active,
+            }
+    }
+
+    /// Whether `a` costs strictly less than `b`.
+    ///
+    /// Ratios are compared by cross-multiplying, `cost_a * weight_b` against
+    /// `cost_b * weight_a`, in 128 bits so that no counter or weight can overflow. This
+    /// is the kernel's comparison, and like the kernel's it is exact, which is what makes
+    /// tie breaking reproducible.
+    pub(crate) fn prefers(self, a: Candidate, b: Candidate) -> bool {
+        match self {
+            Self::Overhead => a.cost < b.cost,
+            Self::WeightedOverhead | Self::ExpectedDelay | Self::NeverQueue => {
+                u128::from(a.cost) * u128::from(b.weight)
+                    < u128::from(b.cost) * u128::from(a.weight)
+            }
+        }
+    }
+}
+
 /// The candidate minimising `cost`, among those with weight above zero that are not
-/// overloaded; the first in iteration order wins ties.
-///
-/// Ratios are compared by cross-multiplying, `cost_a * weight_b` against
-/// `cost_b * weight_a`, in 128 bits so that no counter or weight can overflow. This is
-/// the kernel's comparison, and like the kernel's it is exact, which is what makes tie
-/// breaking reproducible.
+/// overloaded; the first in iteration order wins ties. This is the kernel's linear scan,
+/// and the reference the least-connection index is tested against.
 pub(crate) fn least_cost<'a>(
     candidates: impl IntoIterator<Item = (usize, &'a Arc<Dest>)>,
     cost: Cost,
 ) -> Option<usize> {
-    // (index, cost, weight) of the best so far.
-    let mut best: Option<(usize, u64, u32)> = None;
+    let mut best: Option<(usize, Candidate)> = None;
     for (i, dest) in candidates {
-        let weight = dest.weight();
-        let load = dest.load();
-        if weight == 0 || load.overloaded {
+        let Some(candidate) = cost.candidate(dest) else {
             continue;
+        };
+        if cost == Cost::NeverQueue && candidate.cost == 0 {
+            // Nothing can beat an idle server; the kernel stops here too.
+            return Some(i);
         }
-        let c = match cost {
-            Cost::Overhead | Cost::WeightedOverhead => load.overhead(),
-            Cost::NeverQueue if load.active == 0 => return Some(i),
-            Cost::ExpectedDelay | Cost::NeverQueue => u64::from(load.active) + 1,
-        };
-        let better = match best {
-            None => true,
-            Some((_, best_cost, _)) if cost == Cost::Overhead => c < best_cost,
-            Some((_, best_cost, best_weight)) => {
-                u128::from(best_cost) * u128::from(weight) > u128::from(c) * u128::from(best_weight)
-            }
-        };
-        if better {
-            best = Some((i, c, weight));
+        if best.is_none_or(|(_, best)| cost.prefers(candidate, best)) {
+            best = Some((i, candidate));
         }
     }
-    best.map(|(i, _, _)| i)
+    best.map(|(i, _)| i)
 }
 
 /// Indices of destinations with weight above zero, heaviest first, list order among

@@ -3,8 +3,14 @@
 
 #![allow(dead_code)] // Each test binary uses its own subset.
 
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use keeplb_testlab::{Host, Process, Signal, wait_until};
@@ -51,4 +57,86 @@ pub fn stop(process: &Process) {
         .expect("wait")
         .expect("exits after SIGTERM");
     assert!(status.success(), "{}", process.output_so_far());
+}
+
+pub fn sa(ip: &str, port: u16) -> SocketAddr {
+    SocketAddr::new(ip.parse().expect("ip"), port)
+}
+
+pub fn read_name(stream: &mut BufReader<TcpStream>) -> String {
+    let mut name = String::new();
+    stream.read_line(&mut name).expect("greeting");
+    name.trim_end().to_owned()
+}
+
+pub fn counts(names: &[String]) -> HashMap<&str, usize> {
+    let mut counts = HashMap::new();
+    for name in names {
+        *counts.entry(name.as_str()).or_default() += 1;
+    }
+    counts
+}
+
+/// A real server: greets each connection with its name, echoes what it receives until
+/// the client half-closes, then closes. Stops listening when dropped or `kill`ed.
+pub struct NameServer {
+    running: Arc<AtomicBool>,
+    addr: SocketAddr,
+}
+
+impl NameServer {
+    pub fn start(host: &Host, name: &str, addr: SocketAddr) -> Self {
+        let listener = host
+            .in_netns(|| TcpListener::bind(addr))
+            .expect("netns")
+            .expect("bind real server");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let running = Arc::new(AtomicBool::new(true));
+        let greeting = format!("{name}\n");
+        let alive = Arc::clone(&running);
+        thread::spawn(move || {
+            // Polls so that `kill` closes the listener promptly; bounded by the flag.
+            while alive.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let greeting = greeting.clone();
+                        thread::spawn(move || echo(stream, &greeting));
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Self { running, addr }
+    }
+
+    /// Stops accepting and closes the listening socket: connects are refused.
+    pub fn kill(&self, from: &Host) {
+        self.running.store(false, Ordering::Relaxed);
+        let addr = self.addr;
+        wait_until_refused(from, addr);
+    }
+}
+
+impl Drop for NameServer {
+    fn drop(&mut self) {
+        self.running.store(false, Ordering::Relaxed);
+    }
+}
+
+pub fn wait_until_refused(from: &Host, addr: SocketAddr) {
+    keeplb_testlab::wait_until(TIMEOUT, POLL, || {
+        from.in_netns(|| TcpStream::connect_timeout(&addr, TIMEOUT).is_err())
+            .expect("netns")
+    })
+    .expect("real server stopped");
+}
+
+pub fn echo(mut stream: TcpStream, greeting: &str) {
+    stream.set_nonblocking(false).expect("blocking");
+    if stream.write_all(greeting.as_bytes()).is_err() {
+        return;
+    }
+    let mut reader = stream.try_clone().expect("clone");
+    let _ = std::io::copy(&mut reader, &mut stream);
+    let _ = stream.shutdown(Shutdown::Write);
 }

@@ -11,8 +11,11 @@
 //! through `AF_PACKET`.
 //!
 //! Nothing in the loop waits on anything but the socket, the timers, the tracking channel
-//! ([`DriverOptions::tracking`]) and the shutdown signal; netlink requests and frame sends
-//! are non-blocking local syscalls, and scripts (tracking and notify) run in other tasks.
+//! ([`DriverOptions::tracking`]), its sync group's requests ([`DriverOptions::sync`]) and
+//! the shutdown signal, and the netlink requests it makes (answered by the local kernel
+//! at once, each bounded by [`netlink::REQUEST_TIMEOUT`]); frame sends are non-blocking
+//! syscalls, and scripts (tracking and notify) run in other tasks. Gratuitous ARPs / NAs
+//! are paced per interface ([`DriverOptions::announce_intervals`], [`crate::pace`]).
 //!
 //! Both families: IPv4 (VRRPv2 and VRRPv3) and IPv6 (VRRPv3), multicast and unicast. The
 //! source of IPv6 advertisements is the interface's link-local address.
@@ -27,8 +30,10 @@
 pub mod netlink;
 mod socket;
 
+use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -40,6 +45,7 @@ use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep_until};
 use crate::announce::{MacAddr, UnsolicitedNa, gratuitous_arp};
 use crate::event::{Action, Event, OutgoingAdvert, Received, State, TimerKind};
 use crate::instance::{ConfigError, Instance, InstanceConfig, Stats, Transport};
+use crate::pace::{AnnounceIntervals, AnnounceQueue, InterfacePace};
 use crate::packet::Family;
 use crate::track::{TrackInput, TrackingUpdate};
 
@@ -167,8 +173,58 @@ impl VipOptions {
     }
 }
 
+/// What a sync-group member's driver tells its group: sent on every state change, every
+/// change of [`Action::WantsMaster`], and after every tracking update (so that the group
+/// sees a member it released from FAULT confirm its state).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemberReport {
+    pub state: State,
+    pub wants_master: bool,
+}
+
+/// What the driver tells its notifier, in order (keepalived's notify events).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Notification {
+    /// The instance entered `state`; `priority` is its effective priority.
+    State { state: State, priority: u8 },
+    /// The effective priority changed to `priority` while in `state` (the FIFO's
+    /// `MASTER_PRIORITY` / `BACKUP_PRIORITY` lines, with `notify_priority_changes`).
+    Priority { state: State, priority: u8 },
+    /// The master received a lower-priority advertisement (`MASTER_RX_LOWER_PRI`).
+    MasterRxLowerPriority { priority: u8 },
+}
+
+/// A `vrrp_sync_group`'s request to a member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncRequest {
+    /// [`Event::SyncBackup`].
+    Backup,
+    /// [`Event::SyncMaster`].
+    Master,
+}
+
+/// Every interface's [`InterfacePace`] by name, shared (cloned) by the drivers of one
+/// process, as keepalived keeps one `garp_delay` per interface for all its instances.
+#[derive(Clone, Debug, Default)]
+pub struct InterfacePaces(Arc<Mutex<HashMap<String, InterfacePace>>>);
+
+impl InterfacePaces {
+    /// Runs `f` on `interface`'s pace. The lock is held only for `f`, which must not block.
+    fn with<T>(&self, interface: &str, f: impl FnOnce(&mut InterfacePace) -> T) -> T {
+        let mut paces = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        f(paces.entry(interface.to_owned()).or_default())
+    }
+}
+
+/// A sync-group member's two channels to its group's coordinator.
+#[derive(Debug)]
+pub struct SyncLink {
+    pub reports: mpsc::UnboundedSender<MemberReport>,
+    pub requests: mpsc::UnboundedReceiver<SyncRequest>,
+}
+
 /// How the driver runs one instance, beyond the protocol configuration.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct DriverOptions {
     /// The `interface` of the `vrrp_instance`.
     pub interface: String,
@@ -185,13 +241,17 @@ pub struct DriverOptions {
     /// [`Event::ForceFault`] / [`Event::ClearFault`] ([`TrackingUpdate::events_since`]).
     /// Scripts run in their own tasks: the driver only reads this channel.
     pub tracking: Option<watch::Receiver<TrackingUpdate>>,
-    /// A `vrrp_sync_group`'s requests that this instance leave MASTER for BACKUP: each
-    /// new value is one [`Event::SyncBackup`].
-    pub sync_backup: Option<watch::Receiver<u64>>,
-    /// Gets `(new state, effective priority)` on every [`Action::StateChanged`], in
-    /// order (for a [`crate::notify::Notifier`]); the last one is
-    /// [`State::Initialize`] (keepalived's STOP) when the instance shuts down.
-    pub notify: Option<mpsc::UnboundedSender<(State, u8)>>,
+    /// The link to the instance's `vrrp_sync_group` coordinator, for a member
+    /// ([`InstanceConfig::sync_group`]).
+    pub sync: Option<SyncLink>,
+    /// `vrrp_garp_interval` / `vrrp_gna_interval` (zero: announcements are not paced).
+    pub announce_intervals: AnnounceIntervals,
+    /// The pacing state of each interface, shared by the instances of one process.
+    pub paces: InterfacePaces,
+    /// Gets every [`Notification`], in order (for a [`crate::notify::Notifier`]); the
+    /// last one is the state [`State::Initialize`] (keepalived's STOP) when the instance
+    /// shuts down.
+    pub notify: Option<mpsc::UnboundedSender<Notification>>,
 }
 
 impl DriverOptions {
@@ -201,7 +261,9 @@ impl DriverOptions {
             vips: Vec::new(),
             state: None,
             tracking: None,
-            sync_backup: None,
+            sync: None,
+            announce_intervals: AnnounceIntervals::default(),
+            paces: InterfacePaces::default(),
             notify: None,
         }
     }
@@ -225,18 +287,23 @@ pub async fn run_instance_with(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<Stats, IoError> {
     let mut tracking = options.tracking.clone();
-    let mut sync_backup = options.sync_backup.clone();
+    let mut options = options;
+    let (group_tx, mut sync_requests) = match options.sync.take() {
+        Some(SyncLink { reports, requests }) => (Some(reports), Some(requests)),
+        None => (None, None),
+    };
     let mut driver = Driver::new(config, options)?;
+    driver.group_tx = group_tx;
     let mut tracked: Option<TrackingUpdate> = None;
     if let Some(rx) = &mut tracking {
         let update = *rx.borrow_and_update();
-        driver.apply_tracking(&update, tracked.as_ref());
+        driver.apply_tracking(&update, tracked.as_ref()).await;
         tracked = Some(update);
     }
     // Tells the instance whether the interface is there (InterfaceDown before Startup
     // starts it in FAULT) and its primary address.
-    driver.refresh_link();
-    driver.handle(Event::Startup);
+    driver.refresh_link().await;
+    driver.handle(Event::Startup).await;
 
     let stop = async move {
         // A dropped sender means nobody can stop us any more: stop now.
@@ -254,7 +321,7 @@ pub async fn run_instance_with(
             received = recv(driver.port.as_ref().map(|p| &p.sock), &mut buf) => match received {
                 Ok(Some(rx)) => {
                     if crate::event::peek_vrid(&rx.payload) == Some(driver.instance.config().vrid) {
-                        driver.handle(Event::AdvertReceived(rx));
+                        driver.handle(Event::AdvertReceived(rx)).await;
                     }
                 }
                 Ok(None) => {}
@@ -267,38 +334,40 @@ pub async fn run_instance_with(
                 for kind in TimerKind::ALL {
                     if driver.timers[kind.index()].is_some_and(|at| at <= now) {
                         driver.timers[kind.index()] = None;
-                        driver.handle(Event::TimerExpired(kind));
+                        driver.handle(Event::TimerExpired(kind)).await;
                     }
                 }
             }
-            _ = link_poll.tick() => driver.refresh_link(),
+            () = sleep_until(driver.announce_at.unwrap_or_else(Instant::now)), if driver.announce_at.is_some() => {
+                driver.announce_due();
+            }
+            _ = link_poll.tick() => driver.refresh_link().await,
             changed = tracking_changed(tracking.as_mut()) => {
                 if changed {
                     if let Some(rx) = &mut tracking {
                         let update = *rx.borrow_and_update();
-                        driver.apply_tracking(&update, tracked.as_ref());
+                        driver.apply_tracking(&update, tracked.as_ref()).await;
                         tracked = Some(update);
                         // Confirms the state once tracking is applied, changed or not
                         // (a sync group waits for this after lifting a forced FAULT).
                         if let Some(tx) = &driver.state_tx {
                             tx.send_replace(driver.instance.state());
                         }
+                        driver.report_to_group();
                     }
                 } else {
                     // Tracking is gone: keep the last update in force.
                     tracking = None;
                 }
             }
-            changed = sync_backup_requested(sync_backup.as_mut()) => {
-                if changed {
-                    driver.handle(Event::SyncBackup);
-                } else {
-                    sync_backup = None;
-                }
-            }
+            request = sync_requested(sync_requests.as_mut()) => match request {
+                Some(SyncRequest::Backup) => driver.handle(Event::SyncBackup).await,
+                Some(SyncRequest::Master) => driver.handle(Event::SyncMaster).await,
+                None => sync_requests = None,
+            },
         }
     }
-    driver.handle(Event::Shutdown);
+    driver.handle(Event::Shutdown).await;
     Ok(driver.instance.stats().clone())
 }
 
@@ -311,15 +380,12 @@ async fn tracking_changed(rx: Option<&mut watch::Receiver<TrackingUpdate>>) -> b
     }
 }
 
-/// Waits for a sync group's next request to leave MASTER: true when there is one, false
-/// when the group is gone; never, outside a group.
-async fn sync_backup_requested(rx: Option<&mut watch::Receiver<u64>>) -> bool {
+/// The sync group's next request; `None` when the group is gone; never, outside a group.
+async fn sync_requested(
+    rx: Option<&mut mpsc::UnboundedReceiver<SyncRequest>>,
+) -> Option<SyncRequest> {
     match rx {
-        Some(rx) => {
-            let changed = rx.changed().await.is_ok();
-            rx.borrow_and_update();
-            changed
-        }
+        Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }
 }
@@ -419,7 +485,12 @@ struct Driver {
     vips: Vec<VipOptions>,
     timers: [Option<Instant>; TimerKind::ALL.len()],
     state_tx: Option<watch::Sender<State>>,
-    notify_tx: Option<mpsc::UnboundedSender<(State, u8)>>,
+    notify_tx: Option<mpsc::UnboundedSender<Notification>>,
+    group_tx: Option<mpsc::UnboundedSender<MemberReport>>,
+    /// Announcements waiting for the interface's pacing, and when to look again.
+    announce: AnnounceQueue,
+    announce_at: Option<Instant>,
+    paces: InterfacePaces,
 }
 
 impl Driver {
@@ -452,8 +523,65 @@ impl Driver {
             timers: [None; TimerKind::ALL.len()],
             state_tx: options.state,
             notify_tx: options.notify,
+            group_tx: None,
+            announce: AnnounceQueue::new(options.announce_intervals),
+            announce_at: None,
+            paces: options.paces,
             instance,
         })
+    }
+
+    /// Sends one gratuitous ARP (IPv4) or unsolicited NA (IPv6) per address, in order.
+    fn announce(&self, addresses: &[IpAddr]) {
+        let Some(port) = &self.port else { return };
+        for addr in addresses {
+            let result = match addr {
+                IpAddr::V4(a) => port.packet.send(&gratuitous_arp(port.mac, *a)),
+                IpAddr::V6(a) => port.packet.send(
+                    &UnsolicitedNa {
+                        src_mac: port.mac,
+                        src_ip: *a,
+                        target: *a,
+                        router: false,
+                    }
+                    .frame(),
+                ),
+            };
+            if let Err(error) = result {
+                tracing::warn!(
+                    instance = %self.instance.config().name, %addr, %error,
+                    "sending announcement"
+                );
+            }
+        }
+    }
+
+    /// Sends the queued announcements the interface's pacing now allows.
+    fn announce_due(&mut self) {
+        let now = Instant::now();
+        let paces = self.paces.clone();
+        let send = paces.with(&self.interface, |pace| {
+            let send = self.announce.due(now, pace);
+            self.announce_at = self.announce.next_wake(pace);
+            send
+        });
+        self.announce(&send);
+    }
+
+    fn notify(&self, notification: Notification) {
+        if let Some(tx) = &self.notify_tx {
+            let _ = tx.send(notification);
+        }
+    }
+
+    /// Tells the sync group (if any) the instance's state and wish.
+    fn report_to_group(&self) {
+        if let Some(tx) = &self.group_tx {
+            let _ = tx.send(MemberReport {
+                state: self.instance.state(),
+                wants_master: self.instance.wants_master(),
+            });
+        }
     }
 
     fn note_link_problem(&mut self, problem: String) {
@@ -467,7 +595,7 @@ impl Driver {
     }
 
     /// Looks at the interface and tells the instance what changed.
-    fn refresh_link(&mut self) {
+    async fn refresh_link(&mut self) {
         let info = match probe_link(&self.interface) {
             Ok(info) => info,
             Err(errno) => {
@@ -479,10 +607,10 @@ impl Driver {
         if self.port.as_ref().map(|p| p.ifindex) != ifindex {
             if self.port.take().is_some() {
                 // The interface went away (or was replaced by another of the same name).
-                self.link_down();
+                self.link_down().await;
             }
             if let Some(info) = &info {
-                match self.open_port(info) {
+                match self.open_port(info).await {
                     Ok(port) => self.port = Some(port),
                     Err(error) => self.note_link_problem(error.to_string()),
                 }
@@ -492,15 +620,15 @@ impl Driver {
             if self.port.is_none() && ifindex.is_none() {
                 self.note_link_problem("interface does not exist".to_owned());
             }
-            self.link_down();
+            self.link_down().await;
             return;
         };
         if !info.up {
             self.note_link_problem("interface is down or has no carrier".to_owned());
-            self.link_down();
+            self.link_down().await;
             return;
         }
-        let primary = match self.netlink.addresses(info.ifindex) {
+        let primary = match self.netlink.addresses(info.ifindex).await {
             Ok(present) => self.pick_primary(&present),
             Err(error) => {
                 self.note_link_problem(format!("listing addresses: {error}"));
@@ -516,14 +644,14 @@ impl Driver {
             }
             self.link_up = true;
             self.primary = primary;
-            self.handle(Event::InterfaceUp { primary });
+            self.handle(Event::InterfaceUp { primary }).await;
         }
     }
 
-    fn link_down(&mut self) {
+    async fn link_down(&mut self) {
         if self.link_up {
             self.link_up = false;
-            self.handle(Event::InterfaceDown);
+            self.handle(Event::InterfaceDown).await;
         }
     }
 
@@ -552,11 +680,11 @@ impl Driver {
     /// Opens the sockets of a (re)appeared interface, first removing virtual addresses
     /// left on it (by a previous run that did not shut down cleanly: a backup must not
     /// hold them). The instance is not master here: it was told the interface was gone.
-    fn open_port(&mut self, info: &LinkInfo) -> Result<Port, IoError> {
+    async fn open_port(&mut self, info: &LinkInfo) -> Result<Port, IoError> {
         let config = self.instance.config();
         let interface = &self.interface;
         let ifindex = info.ifindex;
-        let present = self.netlink.addresses(ifindex)?;
+        let present = self.netlink.addresses(ifindex).await?;
         for stale in present.iter().filter(|a| {
             self.vips
                 .iter()
@@ -567,14 +695,15 @@ impl Driver {
                 "removing stale virtual address"
             );
             self.netlink
-                .del_address(ifindex, stale.addr, stale.prefix_len)?;
+                .del_address(ifindex, stale.addr, stale.prefix_len)
+                .await?;
         }
         // Addresses on other interfaces (`dev IF`) left by a previous run.
         for vip in self.vips.iter().filter(|v| v.dev.is_some()) {
             let Some(dev_index) = vip_dev_index(vip) else {
                 continue;
             };
-            let Ok(present) = self.netlink.addresses(dev_index) else {
+            let Ok(present) = self.netlink.addresses(dev_index).await else {
                 continue;
             };
             if let Some(stale) = present.iter().find(|a| a.addr == vip.address) {
@@ -583,7 +712,8 @@ impl Driver {
                     "removing stale virtual address"
                 );
                 self.netlink
-                    .del_address(dev_index, stale.addr, stale.prefix_len)?;
+                    .del_address(dev_index, stale.addr, stale.prefix_len)
+                    .await?;
             }
         }
         let mac = info.link.addr().ok_or_else(|| IoError::NoLinkAddress {
@@ -639,7 +769,7 @@ impl Driver {
     }
 
     /// Feeds the instance what changed in tracking since `previous`.
-    fn apply_tracking(&mut self, update: &TrackingUpdate, previous: Option<&TrackingUpdate>) {
+    async fn apply_tracking(&mut self, update: &TrackingUpdate, previous: Option<&TrackingUpdate>) {
         let events = update.events_since(previous);
         if !events.is_empty() {
             tracing::info!(
@@ -649,18 +779,18 @@ impl Driver {
             );
         }
         for event in events {
-            self.handle(event);
+            self.handle(event).await;
         }
     }
 
-    fn handle(&mut self, event: Event) {
+    async fn handle(&mut self, event: Event) {
         let actions = self.instance.handle(event, Instant::now());
         for action in actions {
-            self.execute(action);
+            self.execute(action).await;
         }
     }
 
-    fn execute(&mut self, action: Action) {
+    async fn execute(&mut self, action: Action) {
         let name = self.instance.config().name.clone();
         match action {
             Action::SendAdvert(out) => self.send_advert(&out),
@@ -688,6 +818,7 @@ impl Driver {
                     match self
                         .netlink
                         .add_address_with(ifindex, addr, vip.prefix, &attrs)
+                        .await
                     {
                         Ok(()) => {
                             tracing::debug!(instance = %name, %addr, prefix = vip.prefix, "added")
@@ -699,6 +830,9 @@ impl Driver {
                 }
             }
             Action::RemoveVips => {
+                // keepalived sends queued announcements only while master.
+                self.announce.clear();
+                self.announce_at = None;
                 // Without a port the interface is gone, and its addresses with it (but
                 // not those on other interfaces, `dev IF`).
                 let port_index = self.port.as_ref().map(|p| p.ifindex);
@@ -709,32 +843,20 @@ impl Driver {
                     };
                     let Some(ifindex) = ifindex else { continue };
                     let addr = vip.address;
-                    if let Err(error) = self.netlink.del_address(ifindex, addr, vip.prefix) {
+                    if let Err(error) = self.netlink.del_address(ifindex, addr, vip.prefix).await {
                         tracing::error!(instance = %name, %addr, %error, "removing VIP");
                     }
                 }
             }
             Action::SendGratuitous { addresses, repeat } => {
-                let Some(port) = &self.port else { return };
-                for _ in 0..repeat {
-                    for addr in &addresses {
-                        let result = match addr {
-                            IpAddr::V4(a) => port.packet.send(&gratuitous_arp(port.mac, *a)),
-                            IpAddr::V6(a) => port.packet.send(
-                                &UnsolicitedNa {
-                                    src_mac: port.mac,
-                                    src_ip: *a,
-                                    target: *a,
-                                    router: false,
-                                }
-                                .frame(),
-                            ),
-                        };
-                        if let Err(error) = result {
-                            tracing::warn!(instance = %name, %addr, %error, "sending announcement");
-                        }
-                    }
-                }
+                let now = Instant::now();
+                let paces = self.paces.clone();
+                let send = paces.with(&self.interface, |pace| {
+                    let send = self.announce.burst(&addresses, repeat, now, pace);
+                    self.announce_at = self.announce.next_wake(pace);
+                    send
+                });
+                self.announce(&send);
             }
             Action::ArmTimer { kind, at } => self.timers[kind.index()] = Some(at),
             Action::CancelTimer(kind) => self.timers[kind.index()] = None,
@@ -746,9 +868,11 @@ impl Driver {
                 if let Some(tx) = &self.state_tx {
                     tx.send_replace(to);
                 }
-                if let Some(tx) = &self.notify_tx {
-                    let _ = tx.send((to, self.instance.effective_priority()));
-                }
+                self.notify(Notification::State {
+                    state: to,
+                    priority: self.instance.effective_priority(),
+                });
+                self.report_to_group();
             }
             Action::CountDrop(reason) => {
                 if reason.is_misconfiguration() {
@@ -757,8 +881,16 @@ impl Driver {
                     tracing::debug!(instance = %name, %reason, "advertisement dropped");
                 }
             }
+            Action::WantsMaster(_) => self.report_to_group(),
+            Action::EffectivePriorityChanged { to, .. } => self.notify(Notification::Priority {
+                state: self.instance.state(),
+                priority: to,
+            }),
             Action::MasterReceivedLowerPriority { from, priority } => {
                 tracing::debug!(instance = %name, %from, priority, "lower-priority advertisement");
+                self.notify(Notification::MasterRxLowerPriority {
+                    priority: self.instance.effective_priority(),
+                });
             }
         }
     }

@@ -1,60 +1,68 @@
 //! The few rtnetlink requests the VRRP driver needs: list, add and delete interface
-//! addresses. Hand-written over a plain `NETLINK_ROUTE` socket (the messages are a fixed
-//! 16-byte header, an 8-byte `ifaddrmsg` and a few attributes), so no netlink crate
-//! family enters the build and nothing forks `ip`.
+//! addresses, over the `rtnetlink` crate. Its family (`netlink-packet-route`,
+//! `netlink-packet-core`, `netlink-proto`) breaks its API often, so it is used only here,
+//! through `rtnetlink`'s re-exports, behind this small interface.
 //!
-//! Requests are synchronous: each one is a local syscall pair answered by the kernel at
-//! once, and a receive timeout guards against a kernel that never answers.
+//! The connection task runs on the runtime of the thread that opened it, and its socket
+//! lives in that thread's network namespace. Every request is bounded by
+//! [`REQUEST_TIMEOUT`], guarding against a kernel that never answers.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
+use futures_util::TryStreamExt;
 use nix::errno::Errno;
-use nix::sys::socket::{
-    AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, bind, recv, sendto,
-    setsockopt, socket, sockopt,
+use rtnetlink::packet_route::AddressFamily;
+use rtnetlink::packet_route::address::{
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
 };
-use nix::sys::time::TimeVal;
+use tokio::task::JoinHandle;
 
-const NLMSG_HDR_LEN: usize = 16;
-const IFADDRMSG_LEN: usize = 8;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const RTM_NEWADDR: u16 = 20;
-const RTM_DELADDR: u16 = 21;
-const RTM_GETADDR: u16 = 22;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
-const NLM_F_DUMP: u16 = 0x300;
-const NLM_F_REPLACE: u16 = 0x100;
-const NLM_F_CREATE: u16 = 0x400;
-const IFA_ADDRESS: u16 = 1;
-const IFA_LOCAL: u16 = 2;
-const IFA_LABEL: u16 = 3;
-const IFA_BROADCAST: u16 = 4;
-const IFA_FLAGS: u16 = 8;
 /// Address flag: a secondary IPv4 address (another one of its subnet came first).
 pub const IFA_F_SECONDARY: u32 = 0x01;
 /// Address flag: skip duplicate address detection (IPv6 VIPs must be usable at once).
 pub const IFA_F_NODAD: u32 = 0x02;
 /// Address flag: no prefix route for the address's subnet (`noprefixroute`).
 pub const IFA_F_NOPREFIXROUTE: u32 = 0x200;
-const AF_INET: u8 = 2;
-const AF_INET6: u8 = 10;
+
+/// How long the kernel may take to answer one request.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A netlink failure.
 #[derive(Debug, thiserror::Error)]
 pub enum NetlinkError {
-    #[error("netlink {op}: {errno}")]
-    Sys { op: &'static str, errno: Errno },
+    #[error("netlink {op}: {source}")]
+    Io {
+        op: &'static str,
+        source: std::io::Error,
+    },
     #[error("netlink {op}: the kernel answered {errno}")]
     Kernel { op: &'static str, errno: Errno },
-    #[error("netlink {op}: malformed answer ({what})")]
-    Malformed {
-        op: &'static str,
-        what: &'static str,
-    },
+    #[error("netlink {op}: {detail}")]
+    Failed { op: &'static str, detail: String },
+    #[error("netlink {op}: no answer within {REQUEST_TIMEOUT:?}")]
+    Timeout { op: &'static str },
+}
+
+impl NetlinkError {
+    fn from_rtnetlink(op: &'static str, error: rtnetlink::Error) -> Self {
+        match error {
+            rtnetlink::Error::NetlinkError(message) => match message.code {
+                Some(code) => NetlinkError::Kernel {
+                    op,
+                    errno: Errno::from_raw(-code.get()),
+                },
+                None => NetlinkError::Failed {
+                    op,
+                    detail: "unexpected acknowledgement".to_owned(),
+                },
+            },
+            other => NetlinkError::Failed {
+                op,
+                detail: other.to_string(),
+            },
+        }
+    }
 }
 
 /// One address of an interface, from an `RTM_GETADDR` dump.
@@ -85,66 +93,49 @@ pub struct AddrAttrs {
     pub label: Option<String>,
 }
 
-/// A `NETLINK_ROUTE` socket in the network namespace of the thread that opened it.
+/// An rtnetlink connection in the network namespace of the thread that opened it.
 #[derive(Debug)]
 pub struct Netlink {
-    fd: OwnedFd,
-    seq: u32,
+    handle: rtnetlink::Handle,
+    connection: JoinHandle<()>,
+}
+
+impl Drop for Netlink {
+    fn drop(&mut self) {
+        self.connection.abort();
+    }
 }
 
 impl Netlink {
+    /// Opens the socket and spawns its connection task (needs a tokio runtime).
     pub fn open() -> Result<Self, NetlinkError> {
-        let sys = |op| move |errno| NetlinkError::Sys { op, errno };
-        let fd = socket(
-            AddressFamily::Netlink,
-            SockType::Raw,
-            SockFlag::SOCK_CLOEXEC,
-            SockProtocol::NetlinkRoute,
-        )
-        .map_err(sys("socket"))?;
-        bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0)).map_err(sys("bind"))?;
-        let timeout = TimeVal::new(
-            i64::try_from(Duration::from_secs(2).as_secs()).unwrap_or(2),
-            0,
-        );
-        setsockopt(&fd, sockopt::ReceiveTimeout, &timeout).map_err(sys("SO_RCVTIMEO"))?;
-        Ok(Netlink { fd, seq: 0 })
+        let (connection, handle, _) =
+            rtnetlink::new_connection().map_err(|source| NetlinkError::Io {
+                op: "socket",
+                source,
+            })?;
+        let connection = tokio::spawn(connection);
+        Ok(Netlink { handle, connection })
     }
 
     /// Every address on interface `ifindex` (both families).
-    pub fn addresses(&mut self, ifindex: u32) -> Result<Vec<InterfaceAddr>, NetlinkError> {
+    pub async fn addresses(&self, ifindex: u32) -> Result<Vec<InterfaceAddr>, NetlinkError> {
         const OP: &str = "dump addresses";
-        let body = ifaddrmsg(0, 0, 0, 0);
-        let seq = self.send(RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP, &body, OP)?;
-        let mut out = Vec::new();
-        loop {
-            let buf = self.recv(OP)?;
-            let mut done = false;
-            for msg in messages(&buf, OP)? {
-                if msg.seq != seq {
-                    continue;
-                }
-                match msg.kind {
-                    NLMSG_DONE => done = true,
-                    NLMSG_ERROR => check_ack(msg.body, OP)?,
-                    RTM_NEWADDR => {
-                        if let Some(a) = parse_ifaddr(msg.body, ifindex) {
-                            out.push(a);
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            if done {
-                return Ok(out);
-            }
-        }
+        let dump = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(ifindex)
+            .execute()
+            .try_filter_map(|message| async move { Ok(interface_addr(&message)) })
+            .try_collect::<Vec<_>>();
+        bounded(OP, dump).await
     }
 
     /// Adds `addr/prefix_len` to `ifindex` (replacing it if present), with `flags`
     /// (e.g. [`IFA_F_NODAD`]).
-    pub fn add_address(
-        &mut self,
+    pub async fn add_address(
+        &self,
         ifindex: u32,
         addr: IpAddr,
         prefix_len: u8,
@@ -155,35 +146,39 @@ impl Netlink {
             ..AddrAttrs::default()
         };
         self.add_address_with(ifindex, addr, prefix_len, &attrs)
+            .await
     }
 
     /// Adds `addr/prefix_len` to `ifindex` (replacing it if present) with a scope,
     /// broadcast address, label and flags, as `ip addr add … brd … scope … label …`.
-    pub fn add_address_with(
-        &mut self,
+    pub async fn add_address_with(
+        &self,
         ifindex: u32,
         addr: IpAddr,
         prefix_len: u8,
         attrs: &AddrAttrs,
     ) -> Result<(), NetlinkError> {
-        let body = addr_request_with(ifindex, addr, prefix_len, attrs);
-        self.transact(
-            RTM_NEWADDR,
-            NLM_F_CREATE | NLM_F_REPLACE,
-            &body,
-            "add address",
-        )
+        let mut request = self
+            .handle
+            .address()
+            .add(ifindex, addr, prefix_len)
+            .replace();
+        set_attrs(request.message_mut(), addr, attrs);
+        bounded("add address", request.execute()).await
     }
 
     /// Deletes `addr/prefix_len` from `ifindex`; an address already gone is not an error.
-    pub fn del_address(
-        &mut self,
+    pub async fn del_address(
+        &self,
         ifindex: u32,
         addr: IpAddr,
         prefix_len: u8,
     ) -> Result<(), NetlinkError> {
-        let body = addr_request(ifindex, addr, prefix_len, 0);
-        match self.transact(RTM_DELADDR, 0, &body, "delete address") {
+        let request = self
+            .handle
+            .address()
+            .del(address_message(ifindex, addr, prefix_len));
+        match bounded("delete address", request.execute()).await {
             Err(NetlinkError::Kernel {
                 errno: Errno::EADDRNOTAVAIL | Errno::ENOENT | Errno::ENODEV,
                 ..
@@ -191,204 +186,77 @@ impl Netlink {
             other => other,
         }
     }
+}
 
-    fn transact(
-        &mut self,
-        kind: u16,
-        flags: u16,
-        body: &[u8],
-        op: &'static str,
-    ) -> Result<(), NetlinkError> {
-        let seq = self.send(kind, flags | NLM_F_REQUEST | NLM_F_ACK, body, op)?;
-        loop {
-            let buf = self.recv(op)?;
-            for msg in messages(&buf, op)? {
-                if msg.seq == seq && msg.kind == NLMSG_ERROR {
-                    return check_ack(msg.body, op);
-                }
-            }
-        }
-    }
-
-    fn send(
-        &mut self,
-        kind: u16,
-        flags: u16,
-        body: &[u8],
-        op: &'static str,
-    ) -> Result<u32, NetlinkError> {
-        self.seq = self.seq.wrapping_add(1);
-        let len = NLMSG_HDR_LEN + body.len();
-        let mut msg = Vec::with_capacity(len);
-        msg.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_ne_bytes());
-        msg.extend_from_slice(&kind.to_ne_bytes());
-        msg.extend_from_slice(&flags.to_ne_bytes());
-        msg.extend_from_slice(&self.seq.to_ne_bytes());
-        msg.extend_from_slice(&0u32.to_ne_bytes());
-        msg.extend_from_slice(body);
-        sendto(
-            self.fd.as_raw_fd(),
-            &msg,
-            &NetlinkAddr::new(0, 0),
-            MsgFlags::empty(),
-        )
-        .map_err(|errno| NetlinkError::Sys { op, errno })?;
-        Ok(self.seq)
-    }
-
-    fn recv(&mut self, op: &'static str) -> Result<Vec<u8>, NetlinkError> {
-        let mut buf = vec![0; 32 * 1024];
-        let n = loop {
-            match recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::empty()) {
-                Err(Errno::EINTR) => continue,
-                other => break other.map_err(|errno| NetlinkError::Sys { op, errno })?,
-            }
-        };
-        buf.truncate(n);
-        Ok(buf)
+/// Runs one request with [`REQUEST_TIMEOUT`].
+async fn bounded<T>(
+    op: &'static str,
+    request: impl Future<Output = Result<T, rtnetlink::Error>>,
+) -> Result<T, NetlinkError> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
+        Ok(result) => result.map_err(|e| NetlinkError::from_rtnetlink(op, e)),
+        Err(_) => Err(NetlinkError::Timeout { op }),
     }
 }
 
-struct Message<'a> {
-    kind: u16,
-    seq: u32,
-    body: &'a [u8],
-}
-
-fn u16_at(buf: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_ne_bytes(buf.get(at..at + 2)?.try_into().ok()?))
-}
-
-fn u32_at(buf: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(buf.get(at..at + 4)?.try_into().ok()?))
-}
-
-const fn align4(n: usize) -> usize {
-    (n + 3) & !3
-}
-
-fn messages<'a>(mut buf: &'a [u8], op: &'static str) -> Result<Vec<Message<'a>>, NetlinkError> {
-    let malformed = |what| NetlinkError::Malformed { op, what };
-    let mut out = Vec::new();
-    while buf.len() >= NLMSG_HDR_LEN {
-        let len = u32_at(buf, 0).ok_or(malformed("header"))? as usize;
-        if len < NLMSG_HDR_LEN || len > buf.len() {
-            return Err(malformed("message length"));
-        }
-        out.push(Message {
-            kind: u16_at(buf, 4).ok_or(malformed("header"))?,
-            seq: u32_at(buf, 8).ok_or(malformed("header"))?,
-            body: &buf[NLMSG_HDR_LEN..len],
-        });
-        buf = buf.get(align4(len)..).unwrap_or_default();
-    }
-    Ok(out)
-}
-
-fn check_ack(body: &[u8], op: &'static str) -> Result<(), NetlinkError> {
-    let code = u32_at(body, 0).ok_or(NetlinkError::Malformed {
-        op,
-        what: "error message",
-    })? as i32;
-    if code == 0 {
-        Ok(())
-    } else {
-        Err(NetlinkError::Kernel {
-            op,
-            errno: Errno::from_raw(-code),
-        })
-    }
-}
-
-fn ifaddrmsg(family: u8, prefix_len: u8, flags: u8, ifindex: u32) -> Vec<u8> {
-    let mut b = vec![family, prefix_len, flags, 0];
-    b.extend_from_slice(&ifindex.to_ne_bytes());
-    b
-}
-
-fn push_attr(buf: &mut Vec<u8>, kind: u16, data: &[u8]) {
-    let len = 4 + data.len();
-    buf.extend_from_slice(&u16::try_from(len).unwrap_or(u16::MAX).to_ne_bytes());
-    buf.extend_from_slice(&kind.to_ne_bytes());
-    buf.extend_from_slice(data);
-    buf.resize(align4(buf.len()), 0);
-}
-
-fn addr_request(ifindex: u32, addr: IpAddr, prefix_len: u8, flags: u32) -> Vec<u8> {
-    let attrs = AddrAttrs {
-        flags,
-        ..AddrAttrs::default()
+/// The message naming `addr/prefix_len` on `ifindex` (IFA_LOCAL and IFA_ADDRESS), with
+/// nothing else.
+fn address_message(ifindex: u32, addr: IpAddr, prefix_len: u8) -> AddressMessage {
+    let mut message = AddressMessage::default();
+    message.header.family = match addr {
+        IpAddr::V4(_) => AddressFamily::Inet,
+        IpAddr::V6(_) => AddressFamily::Inet6,
     };
-    addr_request_with(ifindex, addr, prefix_len, &attrs)
+    message.header.prefix_len = prefix_len;
+    message.header.index = ifindex;
+    message.attributes = vec![
+        AddressAttribute::Local(addr),
+        AddressAttribute::Address(addr),
+    ];
+    message
 }
 
-fn addr_request_with(ifindex: u32, addr: IpAddr, prefix_len: u8, attrs: &AddrAttrs) -> Vec<u8> {
-    let (family, octets): (u8, Vec<u8>) = match addr {
-        IpAddr::V4(a) => (AF_INET, a.octets().to_vec()),
-        IpAddr::V6(a) => (AF_INET6, a.octets().to_vec()),
-    };
-    let flags = attrs.flags;
+/// Makes an `RTM_NEWADDR` message say exactly `attrs`: rtnetlink's builder adds a
+/// derived broadcast address on its own, which keepalived does not (only `brd`).
+fn set_attrs(message: &mut AddressMessage, addr: IpAddr, attrs: &AddrAttrs) {
+    let ifindex = message.header.index;
+    let prefix_len = message.header.prefix_len;
+    *message = address_message(ifindex, addr, prefix_len);
+    message.header.scope = AddressScope::from(attrs.scope);
     // The legacy 8-bit flags field holds the low bits; IFA_FLAGS carries all of them.
-    let mut b = ifaddrmsg(family, prefix_len, (flags & 0xff) as u8, ifindex);
-    b[3] = attrs.scope;
-    push_attr(&mut b, IFA_LOCAL, &octets);
-    push_attr(&mut b, IFA_ADDRESS, &octets);
-    if let (Some(brd), IpAddr::V4(_)) = (attrs.broadcast, addr) {
-        push_attr(&mut b, IFA_BROADCAST, &brd.octets());
-    }
-    if let (Some(label), IpAddr::V4(_)) = (&attrs.label, addr) {
-        let mut data = label.as_bytes().to_vec();
-        data.push(0);
-        push_attr(&mut b, IFA_LABEL, &data);
-    }
-    if flags != 0 {
-        push_attr(&mut b, IFA_FLAGS, &flags.to_ne_bytes());
-    }
-    b
-}
-
-fn parse_ip(family: u8, data: &[u8]) -> Option<IpAddr> {
-    match family {
-        AF_INET => {
-            let o: [u8; 4] = data.try_into().ok()?;
-            Some(IpAddr::V4(Ipv4Addr::from(o)))
+    message.header.flags = AddressHeaderFlags::from_bits_retain((attrs.flags & 0xff) as u8);
+    if addr.is_ipv4() {
+        if let Some(brd) = attrs.broadcast {
+            message.attributes.push(AddressAttribute::Broadcast(brd));
         }
-        AF_INET6 => {
-            let o: [u8; 16] = data.try_into().ok()?;
-            Some(IpAddr::V6(Ipv6Addr::from(o)))
+        if let Some(label) = &attrs.label {
+            message
+                .attributes
+                .push(AddressAttribute::Label(label.clone()));
         }
-        _ => None,
+    }
+    if attrs.flags != 0 {
+        let flags = AddressFlags::from_bits_retain(attrs.flags);
+        message.attributes.push(AddressAttribute::Flags(flags));
     }
 }
 
-fn parse_ifaddr(body: &[u8], want_ifindex: u32) -> Option<InterfaceAddr> {
-    let family = *body.first()?;
-    let prefix_len = *body.get(1)?;
-    let mut flags = u32::from(*body.get(2)?);
-    if u32_at(body, 4)? != want_ifindex {
-        return None;
-    }
+/// An address of a dump: IFA_LOCAL is the address (IFA_ADDRESS is the peer on
+/// point-to-point IPv4 links), IFA_FLAGS the full flags when present.
+fn interface_addr(message: &AddressMessage) -> Option<InterfaceAddr> {
+    let mut flags = u32::from(message.header.flags.bits());
     let (mut local, mut address) = (None, None);
-    let mut attrs = body.get(IFADDRMSG_LEN..)?;
-    while attrs.len() >= 4 {
-        let len = usize::from(u16_at(attrs, 0)?);
-        let kind = u16_at(attrs, 2)?;
-        if len < 4 || len > attrs.len() {
-            break;
-        }
-        let data = &attrs[4..len];
-        match kind {
-            IFA_LOCAL => local = parse_ip(family, data),
-            IFA_ADDRESS => address = parse_ip(family, data),
-            IFA_FLAGS => flags = u32_at(data, 0).unwrap_or(flags),
+    for attribute in &message.attributes {
+        match attribute {
+            AddressAttribute::Local(a) => local = Some(*a),
+            AddressAttribute::Address(a) => address = Some(*a),
+            AddressAttribute::Flags(f) => flags = f.bits(),
             _ => {}
         }
-        attrs = attrs.get(align4(len)..).unwrap_or_default();
     }
-    // IPv4: IFA_LOCAL is the address (IFA_ADDRESS is the peer on point-to-point links).
     Some(InterfaceAddr {
         addr: local.or(address)?,
-        prefix_len,
+        prefix_len: message.header.prefix_len,
         flags,
     })
 }
@@ -398,47 +266,48 @@ mod tests {
     use super::*;
 
     #[test]
-    fn request_round_trips_through_the_dump_parser() {
-        let addr = IpAddr::V6("fd00::64".parse().unwrap_or(Ipv6Addr::LOCALHOST));
-        let mut body = addr_request(7, addr, 64, IFA_F_NODAD);
-        assert_eq!(body.len(), 8 + 20 + 20 + 8);
-        let parsed = parse_ifaddr(&body, 7);
-        assert_eq!(
-            parsed,
-            Some(InterfaceAddr {
-                addr,
-                prefix_len: 64,
-                flags: IFA_F_NODAD
-            })
+    fn requests_carry_exactly_the_configured_attributes() {
+        let v4 = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 100));
+        let mut message = address_message(7, v4, 24);
+        set_attrs(
+            &mut message,
+            v4,
+            &AddrAttrs {
+                flags: IFA_F_NOPREFIXROUTE | IFA_F_NODAD,
+                scope: 253,
+                broadcast: Some(Ipv4Addr::new(10, 0, 0, 255)),
+                label: Some("eth0:vip".to_owned()),
+            },
         );
-        assert_eq!(parse_ifaddr(&body, 8), None);
-        body.truncate(10);
-        assert_eq!(parse_ifaddr(&body, 7), None);
-    }
-
-    #[test]
-    fn request_carries_scope_broadcast_label_and_flags() {
-        let addr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 100));
-        let attrs = AddrAttrs {
-            flags: IFA_F_NOPREFIXROUTE,
-            scope: 253,
-            broadcast: Some(Ipv4Addr::new(10, 0, 0, 255)),
-            label: Some("eth0:vip".to_owned()),
-        };
-        let body = addr_request_with(3, addr, 24, &attrs);
-        assert_eq!(&body[..4], &[AF_INET, 24, 0, 253]);
-        // Header, LOCAL, ADDRESS, BROADCAST (8 each), LABEL (4 + 9 -> 16), FLAGS (8).
-        assert_eq!(body.len(), 8 + 8 + 8 + 8 + 16 + 8);
-        assert_eq!(u16_at(&body, 24), Some(8));
-        assert_eq!(u16_at(&body, 26), Some(IFA_BROADCAST));
-        assert_eq!(&body[28..32], &[10, 0, 0, 255]);
-        assert_eq!(u16_at(&body, 32), Some(13));
-        assert_eq!(u16_at(&body, 34), Some(IFA_LABEL));
-        assert_eq!(&body[36..45], b"eth0:vip\0");
-        let parsed = parse_ifaddr(&body, 3).map(|a| (a.addr, a.flags));
-        assert_eq!(parsed, Some((addr, IFA_F_NOPREFIXROUTE)));
-        // IPv6 takes neither broadcast nor label.
-        let v6 = IpAddr::V6(Ipv6Addr::LOCALHOST);
-        assert_eq!(addr_request_with(3, v6, 128, &attrs).len(), 8 + 20 + 20 + 8);
+        assert_eq!(message.header.index, 7);
+        assert_eq!(message.header.prefix_len, 24);
+        assert_eq!(message.header.scope, AddressScope::Link);
+        assert_eq!(message.header.flags.bits(), 0x02);
+        assert_eq!(
+            message.attributes,
+            [
+                AddressAttribute::Local(v4),
+                AddressAttribute::Address(v4),
+                AddressAttribute::Broadcast(Ipv4Addr::new(10, 0, 0, 255)),
+                AddressAttribute::Label("eth0:vip".to_owned()),
+                AddressAttribute::Flags(AddressFlags::from_bits_retain(0x202)),
+            ]
+        );
+        // No broadcast, label or flags unless asked; never a label on IPv6.
+        let v6: IpAddr = "fe80::1".parse().unwrap_or(v4);
+        let mut message = address_message(7, v6, 64);
+        set_attrs(
+            &mut message,
+            v6,
+            &AddrAttrs {
+                label: Some("x".to_owned()),
+                ..AddrAttrs::default()
+            },
+        );
+        assert_eq!(
+            message.attributes,
+            [AddressAttribute::Local(v6), AddressAttribute::Address(v6)]
+        );
+        assert_eq!(interface_addr(&message).map(|a| a.addr), Some(v6));
     }
 }

@@ -17,6 +17,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use keeplb_vrrp::sync::{SyncCommand, SyncGroup};
 use keeplb_vrrp::{Action, Event, Instance, InstanceConfig, Received, State, TimerKind};
 use tokio::time::Instant;
 
@@ -77,6 +78,10 @@ pub struct Lan {
     queue: BTreeMap<(Duration, u64), Pending>,
     seq: u64,
     cuts: HashSet<(usize, usize)>,
+    /// Sync groups: the coordinator and its members' router indices. Reports reach the
+    /// coordinator, and its requests the members, without delay (in the daemon they
+    /// cross a channel between tasks).
+    groups: Vec<(SyncGroup, Vec<usize>)>,
     pub log: Vec<LogLine>,
 }
 
@@ -95,6 +100,7 @@ impl Lan {
             queue: BTreeMap::new(),
             seq: 0,
             cuts: HashSet::new(),
+            groups: Vec::new(),
             log: Vec::new(),
         }
     }
@@ -161,6 +167,58 @@ impl Lan {
         r.holds_vips = false;
         let name = r.name.clone();
         self.push_log(&name, "crashed".to_owned());
+    }
+
+    /// Makes `members` (not started yet) a `vrrp_sync_group` called `name`.
+    pub fn sync_group(&mut self, name: &str, members: &[usize]) {
+        for &m in members {
+            assert!(
+                self.routers[m].instance.is_none(),
+                "add members before starting"
+            );
+            self.routers[m].config.sync_group = true;
+        }
+        let names = members.iter().map(|&m| self.routers[m].name.clone());
+        self.groups
+            .push((SyncGroup::new(name, names), members.to_vec()));
+    }
+
+    /// The state of sync group `group` (in the order added).
+    pub fn group_state(&self, group: usize) -> State {
+        self.groups[group].0.state()
+    }
+
+    /// Tells `router`'s sync group (if any) its state and wish, and carries out what the
+    /// group asks.
+    fn report_to_group(&mut self, router: usize) {
+        let Some(instance) = self.routers[router].instance.as_ref() else {
+            return;
+        };
+        let (state, wants) = (instance.state(), instance.wants_master());
+        let Some(g) = self.groups.iter().position(|(_, m)| m.contains(&router)) else {
+            return;
+        };
+        let (group, members) = &mut self.groups[g];
+        let Some(index) = members.iter().position(|&m| m == router) else {
+            return;
+        };
+        let members = members.clone();
+        let name = group.name().to_owned();
+        for command in group.report(index, state, wants) {
+            match command {
+                SyncCommand::ForceFault { member, fault } => {
+                    let event = if fault {
+                        Event::ForceFault
+                    } else {
+                        Event::ClearFault
+                    };
+                    self.event(members[member], event);
+                }
+                SyncCommand::Backup { member } => self.event(members[member], Event::SyncBackup),
+                SyncCommand::Master { member } => self.event(members[member], Event::SyncMaster),
+                SyncCommand::GroupState(to) => self.push_log(&name, format!("group {to}")),
+            }
+        }
     }
 
     /// No advertisements between `a` and `b`, either way.
@@ -288,12 +346,19 @@ impl Lan {
                 }
                 Action::StateChanged { from, to, cause } => {
                     self.push_log(&name, format!("state {from}->{to} {cause}"));
+                    self.report_to_group(router);
                 }
                 // Routers in FAULT/INIT keep receiving; counting that is not news.
                 Action::CountDrop(keeplb_vrrp::DropReason::Inactive) => {}
                 Action::CountDrop(reason) => self.push_log(&name, format!("drop {reason}")),
                 Action::MasterReceivedLowerPriority { from, priority } => {
                     self.push_log(&name, format!("rx-lower-prio from={from} prio={priority}"));
+                }
+                // The scenario files predate this action; the adverts show the priority.
+                Action::EffectivePriorityChanged { .. } => {}
+                Action::WantsMaster(wants) => {
+                    self.push_log(&name, format!("wants-master {wants}"));
+                    self.report_to_group(router);
                 }
             }
         }

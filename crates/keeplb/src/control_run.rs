@@ -1,0 +1,551 @@
+//! The control socket of `keeplb run`: ipvsadm's commands applied at once to the live
+//! data plane, and listings read from it.
+//!
+//! [`LiveTable`] implements the primitive table edits ([`TableOps`]) over the
+//! [`DataPlane`]; the kernel's checks and errnos come from
+//! [`keeplb_control::table::apply_rules`], the same code the reference [`MemoryTable`]
+//! runs, so the daemon refuses exactly what the kernel refuses. On top, it refuses what a
+//! userspace proxy cannot serve (firewall marks, SCTP, port zero, `-o`, `--pe`, sync
+//! daemons) with [`KernelError::NeedsKernel`].
+//!
+//! What each command does to traffic: `-A` listens at once; `-E` swaps the scheduler
+//! (only when it or its flags change, so rr positions and lblc tables survive a
+//! persistence edit) and persistence in place; `-D` and `-C` stop accepting and let
+//! connections drain; `-a/-e/-d` edit the pool, never touching connections already bound
+//! (`-d`'s connections go on to their end); `-Z` zeroes counters and rates; `--set`
+//! applies to every service and to services added later.
+//!
+//! [`MemoryTable`]: keeplb_control::table::MemoryTable
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use anyhow::Context;
+use keeplb_balancer::{
+    self as balancer, ConnSettings, Dest, Granularity, Persistence, Pool, PoolError, SchedulerKind,
+    Service, ServiceAddr, TcpState, Thresholds,
+};
+use keeplb_control::api::{ApiError, Request, RequestBody, Response, ResponseBody, StatusReport};
+use keeplb_control::error::Unsupported;
+use keeplb_control::model::{
+    DestConfig, Family, ForwardMethod, Netmask, Protocol, SchedFlags, ServiceConfig, ServiceKey,
+    SyncDaemon, SyncRole, Timeouts,
+};
+use keeplb_control::snapshot::{ConnEntry, DestEntry, ServiceEntry, Snapshot, Stats};
+use keeplb_control::socket::ControlServer;
+use keeplb_control::table::{TableOps, apply_rules};
+use keeplb_control::{AdmCommand, KernelError, Operation};
+use keeplb_proxy::{DataPlane, Forwarding, ProxyError, ServiceOptions, VirtualService};
+
+/// ERANGE, the kernel's answer to a weight it cannot hold.
+const ERANGE: i32 = 34;
+
+/// The live IPVS table: the data plane's services seen and edited as ipvsadm sees them.
+#[derive(Debug)]
+pub struct LiveTable {
+    plane: Arc<DataPlane>,
+    /// Connection settings of services added from now on (and `-L --timeout`).
+    settings: ConnSettings,
+}
+
+impl LiveTable {
+    /// The table over `plane`, whose services were started with `settings`.
+    pub fn new(plane: Arc<DataPlane>, settings: ConnSettings) -> Self {
+        Self { plane, settings }
+    }
+
+    fn service(&self, key: &ServiceKey) -> Option<Arc<VirtualService>> {
+        let (protocol, vip) = service_id(key).ok()?;
+        self.plane.get(protocol, vip)
+    }
+
+    fn existing(&self, key: &ServiceKey) -> Result<Arc<VirtualService>, KernelError> {
+        self.service(key).ok_or(KernelError::NoSuchService)
+    }
+
+    /// The table now: services with counters, rates and real servers, connection
+    /// entries and timeouts.
+    pub fn snapshot(&self) -> Snapshot {
+        let services = self.plane.services_sorted();
+        Snapshot {
+            services: services.iter().map(|svc| service_entry(svc)).collect(),
+            connections: services
+                .iter()
+                .flat_map(|svc| svc.conn_entries())
+                .map(conn_entry)
+                .collect(),
+            timeouts: self.timeouts(),
+            ..Snapshot::default()
+        }
+    }
+
+    /// Answers one control request.
+    pub fn handle(&mut self, request: &Request) -> Response {
+        match &request.body {
+            RequestBody::Adm { command } => self.adm(command),
+            RequestBody::Snapshot => Response::new(ResponseBody::Snapshot {
+                snapshot: self.snapshot(),
+            }),
+            RequestBody::Status => Response::new(ResponseBody::Status {
+                status: StatusReport {
+                    // VRRP instances are not reported through the control socket yet.
+                    vrrp_instances: Vec::new(),
+                    services: StatusReport::services_from(&self.snapshot()),
+                },
+            }),
+            // Answered by `serve`, which can wait for the reload to finish.
+            RequestBody::Reload => bad_request("reload requests are answered by the server"),
+        }
+    }
+
+    fn adm(&mut self, command: &AdmCommand) -> Response {
+        if !command.modifies_table() {
+            return bad_request("listings are made from a snapshot request");
+        }
+        match apply_rules(self, command) {
+            Ok(()) => {
+                tracing::info!("control: applied {}", describe(command));
+                Response::new(ResponseBody::Done)
+            }
+            Err(error) => {
+                tracing::info!("control: refused {}: {error}", describe(command));
+                Response::kernel_error(error, command.operation().unwrap_or(Operation::Flush))
+            }
+        }
+    }
+}
+
+fn bad_request(message: &str) -> Response {
+    Response::new(ResponseBody::Error {
+        error: ApiError::BadRequest {
+            message: message.to_owned(),
+        },
+    })
+}
+
+/// One line for the log: the command's JSON form names everything it changes.
+fn describe(command: &AdmCommand) -> String {
+    serde_json::to_string(command).unwrap_or_else(|_| format!("{command:?}"))
+}
+
+impl TableOps for LiveTable {
+    fn has_service(&self, key: &ServiceKey) -> bool {
+        self.service(key).is_some()
+    }
+
+    fn has_dest(&self, key: &ServiceKey, address: IpAddr, port: u16) -> bool {
+        let dest = SocketAddr::new(address, port);
+        self.service(key)
+            .is_some_and(|svc| svc.read(|s| s.pool.get(dest).is_some()))
+    }
+
+    fn add_service(&mut self, config: &ServiceConfig) -> Result<(), KernelError> {
+        let (protocol, vip) = service_id(&config.key)?;
+        served_options(config)?;
+        let flags = sched_flags(config.sched_flags);
+        let mut service = Service::new(
+            ServiceAddr::Addr(protocol, vip),
+            Pool::new(scheduler_kind(&config.scheduler)?.build(flags)),
+        );
+        service.set_persistence(persistence(config));
+        let options = ServiceOptions {
+            // ipvsadm has no service-wide method: real servers without one say -g.
+            forwarding: Forwarding::Route,
+            sched_flags: flags,
+            ..ServiceOptions::default()
+        };
+        let svc = VirtualService::new(service, self.settings, options).map_err(proxy_error)?;
+        self.plane.add(Arc::new(svc)).map_err(proxy_error)
+    }
+
+    fn edit_service(&mut self, config: &ServiceConfig) -> Result<(), KernelError> {
+        served_options(config)?;
+        let svc = self.existing(&config.key)?;
+        let flags = sched_flags(config.sched_flags);
+        let kind = scheduler_kind(&config.scheduler)?;
+        let unchanged =
+            svc.options().sched_flags == flags && svc.read(|s| s.pool.scheduler().kind() == kind);
+        svc.edit(|s| {
+            if !unchanged {
+                s.pool
+                    .set_scheduler(kind.build(flags))
+                    .map_err(pool_error)?;
+            }
+            s.set_persistence(persistence(config));
+            Ok(())
+        })?;
+        svc.edit_options(|options| options.sched_flags = flags);
+        Ok(())
+    }
+
+    fn delete_service(&mut self, key: &ServiceKey) {
+        if let Ok((protocol, vip)) = service_id(key) {
+            self.plane.remove(protocol, vip);
+        }
+    }
+
+    fn flush(&mut self) {
+        for svc in self.plane.services_sorted() {
+            self.plane.remove(svc.protocol(), svc.vip());
+        }
+    }
+
+    fn zero(&mut self, key: Option<&ServiceKey>) {
+        let services = match key {
+            Some(key) => self.service(key).into_iter().collect(),
+            None => self.plane.services_sorted(),
+        };
+        for svc in services {
+            svc.read(|s| {
+                s.stats().zero();
+                s.pool.dests().iter().for_each(|d| d.stats().zero());
+            });
+        }
+    }
+
+    fn add_dest(&mut self, key: &ServiceKey, dest: &DestConfig) -> Result<(), KernelError> {
+        let svc = self.existing(key)?;
+        let addr = SocketAddr::new(dest.address, dest.port);
+        let added = Dest::new(addr, dest.weight)
+            .map_err(|_| KernelError::Errno(ERANGE))?
+            .with_thresholds(thresholds(dest));
+        svc.edit(|s| s.pool.add(Arc::new(added)))
+            .map_err(pool_error)?;
+        set_forwarding(&svc, addr, dest.forward);
+        Ok(())
+    }
+
+    fn edit_dest(&mut self, key: &ServiceKey, dest: &DestConfig) -> Result<(), KernelError> {
+        let svc = self.existing(key)?;
+        let addr = SocketAddr::new(dest.address, dest.port);
+        svc.edit(|s| {
+            let changed = s.pool.get(addr).is_some_and(|d| d.weight() != dest.weight);
+            if changed {
+                s.pool.set_weight(addr, dest.weight)?;
+            }
+            s.pool.set_thresholds(addr, thresholds(dest))
+        })
+        .map_err(pool_error)?;
+        set_forwarding(&svc, addr, dest.forward);
+        Ok(())
+    }
+
+    fn delete_dest(&mut self, key: &ServiceKey, address: IpAddr, port: u16) {
+        let Some(svc) = self.service(key) else { return };
+        let addr = SocketAddr::new(address, port);
+        if let Err(e) = svc.edit(|s| s.pool.remove(addr)) {
+            tracing::warn!("{} {}: {e}", svc.protocol(), svc.vip());
+        }
+        svc.edit_options(|options| {
+            options.dest_forwarding.remove(&addr);
+        });
+    }
+
+    fn timeouts(&self) -> Timeouts {
+        let t = &self.settings.timeouts;
+        let secs = |d: Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
+        Timeouts {
+            tcp: secs(t.tcp(TcpState::Established)),
+            tcp_fin: secs(t.tcp(TcpState::FinWait)),
+            udp: secs(t.udp()),
+        }
+    }
+
+    fn set_timeouts(&mut self, timeouts: Timeouts) {
+        let secs = |s: u32| Duration::from_secs(s.into());
+        let apply = |settings: &mut ConnSettings| {
+            settings.timeouts.set_ipvsadm(
+                secs(timeouts.tcp),
+                secs(timeouts.tcp_fin),
+                secs(timeouts.udp),
+            );
+        };
+        apply(&mut self.settings);
+        for svc in self.plane.services_sorted() {
+            let mut settings = svc.conn_settings();
+            apply(&mut settings);
+            svc.set_conn_settings(settings);
+        }
+    }
+
+    fn has_daemon(&self, _role: SyncRole) -> bool {
+        false
+    }
+
+    fn start_daemon(&mut self, _daemon: &SyncDaemon) -> Result<(), KernelError> {
+        Err(KernelError::NeedsKernel(Unsupported::SyncDaemon))
+    }
+
+    fn stop_daemon(&mut self, _role: SyncRole) {}
+}
+
+/// The data plane's identity of a service the proxy can serve.
+fn service_id(key: &ServiceKey) -> Result<(balancer::Protocol, SocketAddr), KernelError> {
+    match *key {
+        ServiceKey::Fwmark { .. } => Err(KernelError::NeedsKernel(Unsupported::Fwmark)),
+        ServiceKey::Addr {
+            protocol: Protocol::Sctp,
+            ..
+        } => Err(KernelError::NeedsKernel(Unsupported::Sctp)),
+        ServiceKey::Addr { port: 0, .. } => Err(KernelError::NeedsKernel(Unsupported::AllPorts)),
+        ServiceKey::Addr {
+            protocol,
+            address,
+            port,
+        } => {
+            let protocol = match protocol {
+                Protocol::Udp => balancer::Protocol::Udp,
+                _ => balancer::Protocol::Tcp,
+            };
+            Ok((protocol, SocketAddr::new(address, port)))
+        }
+    }
+}
+
+/// Refuses the service options the proxy cannot honour.
+fn served_options(config: &ServiceConfig) -> Result<(), KernelError> {
+    if config.one_packet {
+        return Err(KernelError::NeedsKernel(Unsupported::OnePacket));
+    }
+    if config.persistence_engine.is_some() {
+        return Err(KernelError::NeedsKernel(Unsupported::PersistenceEngine));
+    }
+    Ok(())
+}
+
+fn scheduler_kind(name: &str) -> Result<SchedulerKind, KernelError> {
+    name.parse().map_err(|_| KernelError::NotFound)
+}
+
+fn sched_flags(flags: SchedFlags) -> balancer::SchedFlags {
+    [
+        (flags.flag_1, balancer::SchedFlags::FLAG_1),
+        (flags.flag_2, balancer::SchedFlags::FLAG_2),
+        (flags.flag_3, balancer::SchedFlags::FLAG_3),
+    ]
+    .into_iter()
+    .filter(|(set, _)| *set)
+    .fold(balancer::SchedFlags::EMPTY, |all, (_, bit)| all | bit)
+}
+
+fn listed_flags(flags: balancer::SchedFlags) -> SchedFlags {
+    SchedFlags {
+        flag_1: flags.contains(balancer::SchedFlags::FLAG_1),
+        flag_2: flags.contains(balancer::SchedFlags::FLAG_2),
+        flag_3: flags.contains(balancer::SchedFlags::FLAG_3),
+    }
+}
+
+fn persistence(config: &ServiceConfig) -> Option<Persistence> {
+    let timeout = Duration::from_secs(config.persistent?.into());
+    let granularity = match config.netmask {
+        Netmask::V4(mask) => Granularity::v4_netmask(mask),
+        Netmask::Prefix(prefix) => Granularity::v6_prefix(prefix),
+    };
+    Some(Persistence::new(timeout).with_granularity(granularity))
+}
+
+fn thresholds(dest: &DestConfig) -> Thresholds {
+    Thresholds {
+        upper: dest.upper_threshold,
+        lower: dest.lower_threshold,
+    }
+}
+
+fn forwarding(method: ForwardMethod) -> Forwarding {
+    match method {
+        ForwardMethod::Masq => Forwarding::Masq,
+        ForwardMethod::Tunnel => Forwarding::Tunnel,
+        ForwardMethod::Route | ForwardMethod::Local => Forwarding::Route,
+    }
+}
+
+fn forward_method(forwarding: Forwarding) -> ForwardMethod {
+    match forwarding {
+        Forwarding::Masq => ForwardMethod::Masq,
+        Forwarding::Route => ForwardMethod::Route,
+        Forwarding::Tunnel => ForwardMethod::Tunnel,
+    }
+}
+
+fn set_forwarding(svc: &VirtualService, dest: SocketAddr, method: ForwardMethod) {
+    let wanted = forwarding(method);
+    svc.edit_options(|options| {
+        if wanted == options.forwarding {
+            options.dest_forwarding.remove(&dest);
+        } else {
+            options.dest_forwarding.insert(dest, wanted);
+        }
+    });
+}
+
+fn proxy_error(error: ProxyError) -> KernelError {
+    match error {
+        ProxyError::Fwmark { .. } => KernelError::NeedsKernel(Unsupported::Fwmark),
+        ProxyError::UnsupportedProtocol { .. } => KernelError::NeedsKernel(Unsupported::Sctp),
+        ProxyError::Duplicate { .. } => KernelError::Exists,
+        ProxyError::Listen { source, .. } => source
+            .raw_os_error()
+            .map_or(KernelError::InvalidArgument, KernelError::from_errno),
+        ProxyError::Worker { .. } | ProxyError::Stopped => KernelError::NoMemory,
+    }
+}
+
+fn pool_error(error: PoolError) -> KernelError {
+    match error {
+        PoolError::Duplicate(_) => KernelError::Exists,
+        PoolError::NotFound(_) => KernelError::NotFound,
+        PoolError::Dest(_) => KernelError::Errno(ERANGE),
+        // the kernel's mh refuses more real servers than its table has entries
+        PoolError::Scheduler(_) => KernelError::InvalidArgument,
+    }
+}
+
+fn stats(stats: &balancer::Stats) -> Stats {
+    let counters = stats.counters();
+    let rates = stats.rates();
+    Stats {
+        conns: counters.conns,
+        in_pkts: counters.in_pkts,
+        out_pkts: counters.out_pkts,
+        in_bytes: counters.in_bytes,
+        out_bytes: counters.out_bytes,
+        cps: rates.cps,
+        in_pps: rates.in_pps,
+        out_pps: rates.out_pps,
+        in_bps: rates.in_bps,
+        out_bps: rates.out_bps,
+    }
+}
+
+fn service_entry(svc: &VirtualService) -> ServiceEntry {
+    let options = svc.options();
+    let vip = svc.vip();
+    let family = Family::of(vip.ip());
+    let protocol = match svc.protocol() {
+        balancer::Protocol::Udp => Protocol::Udp,
+        _ => Protocol::Tcp,
+    };
+    svc.read(|s| {
+        let persistence = s.persistence();
+        let netmask = match (persistence, family) {
+            (None, _) => Netmask::full(family),
+            (Some(p), Family::Ipv4) => Netmask::V4(p.granularity.netmask()),
+            (Some(p), Family::Ipv6) => Netmask::Prefix(p.granularity.prefix()),
+        };
+        ServiceEntry {
+            config: ServiceConfig {
+                key: ServiceKey::Addr {
+                    protocol,
+                    address: vip.ip(),
+                    port: vip.port(),
+                },
+                scheduler: s.pool.scheduler().kind().name().to_owned(),
+                sched_flags: listed_flags(options.sched_flags),
+                persistent: persistence
+                    .map(|p| u32::try_from(p.timeout.as_secs()).unwrap_or(u32::MAX)),
+                netmask,
+                one_packet: false,
+                persistence_engine: None,
+            },
+            stats: stats(s.stats()),
+            dests: s
+                .pool
+                .dests()
+                .iter()
+                .map(|d| dest_entry(d, &options))
+                .collect(),
+        }
+    })
+}
+
+fn dest_entry(dest: &Dest, options: &ServiceOptions) -> DestEntry {
+    let load = dest.load();
+    let thresholds = dest.thresholds();
+    DestEntry {
+        config: DestConfig {
+            address: dest.addr().ip(),
+            port: dest.addr().port(),
+            forward: forward_method(options.forwarding_of(dest.addr())),
+            weight: dest.weight(),
+            upper_threshold: thresholds.upper,
+            lower_threshold: thresholds.lower,
+            tunnel: Default::default(),
+        },
+        active_conns: load.active,
+        inactive_conns: load.inactive,
+        persistent_conns: dest.persistent_conns(),
+        stats: stats(dest.stats()),
+    }
+}
+
+fn conn_entry(entry: balancer::ConnEntry) -> ConnEntry {
+    ConnEntry {
+        protocol: entry.proto.name().to_owned(),
+        client: entry.source.ip(),
+        client_port: entry.source.port(),
+        virtual_address: entry.virtual_addr.ip(),
+        virtual_port: entry.virtual_addr.port(),
+        dest: entry.destination.ip(),
+        dest_port: entry.destination.port(),
+        state: entry.state.to_owned(),
+        expires: u32::try_from(entry.expire.as_secs()).unwrap_or(u32::MAX),
+        persistence_engine: None,
+    }
+}
+
+/// Binds the control socket at `path` (mode 0600), creating its directory. Must run
+/// inside the tokio runtime.
+pub fn bind(path: &Path) -> anyhow::Result<ControlServer> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating the directory of {}", path.display()))?;
+    }
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        // another daemon (a second director in the same file system) answers there;
+        // the newest takes the path, as a stale socket would be replaced
+        tracing::warn!(
+            "another keeplb daemon answers at {}; taking the path over (give each daemon its own --control)",
+            path.display()
+        );
+    }
+    let server = ControlServer::bind(path)
+        .with_context(|| format!("binding the control socket {}", path.display()))?;
+    tracing::info!("control socket: {}", path.display());
+    Ok(server)
+}
+
+/// Serves the control API over `table` until `shutdown`; reload requests go to
+/// `reloader`.
+pub async fn serve(
+    server: ControlServer,
+    table: LiveTable,
+    reloader: crate::reload::Reloader,
+    shutdown: impl Future<Output = ()>,
+) {
+    let table = Arc::new(Mutex::new(table));
+    let handler = move |request: Request| {
+        let table = Arc::clone(&table);
+        let reloader = reloader.clone();
+        async move {
+            if matches!(request.body, RequestBody::Reload) {
+                return match reloader.reload().await {
+                    Ok(()) => Response::new(ResponseBody::Reloaded),
+                    Err(diagnostics) => Response::new(ResponseBody::Error {
+                        error: ApiError::ConfigRejected {
+                            diagnostics: vec![diagnostics],
+                        },
+                    }),
+                };
+            }
+            table
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .handle(&request)
+        }
+    };
+    server.serve(handler, shutdown).await;
+}

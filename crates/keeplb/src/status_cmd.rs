@@ -1,0 +1,189 @@
+//! `keeplb status [--json] [--control PATH]`: the cluster at a glance, from the running
+//! daemon: every virtual service with its real servers, weights and counters (VRRP
+//! instances once the daemon reports them).
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use keeplb_control::api::{Request, RequestBody, ResponseBody, StatusReport, Transport};
+use keeplb_control::model::ServiceKey;
+use keeplb_control::socket::ControlClient;
+
+use crate::adm_cmd::EXIT_UNREACHABLE;
+
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs `keeplb status`.
+pub fn run(control: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let mut client = match ControlClient::connect(control, ANSWER_TIMEOUT) {
+        Ok(client) => client,
+        Err(error) => {
+            eprintln!(
+                "keeplb: cannot reach the keeplb daemon at {}: {error} (is `keeplb run` running, with this --control path?)",
+                control.display()
+            );
+            return Ok(ExitCode::from(EXIT_UNREACHABLE));
+        }
+    };
+    let response = client
+        .call(&Request::new(RequestBody::Status))
+        .context("asking the daemon for its status")?;
+    let status = match response.body {
+        ResponseBody::Status { status } => status,
+        ResponseBody::Error { error } => bail!("the daemon refused: {error}"),
+        other => bail!("unexpected answer from the daemon: {other:?}"),
+    };
+    let text = if json {
+        let mut text = serde_json::to_string_pretty(&status).context("serialising the status")?;
+        text.push('\n');
+        text
+    } else {
+        human(&status)
+    };
+    std::io::stdout().write_all(text.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn service_name(key: &ServiceKey) -> String {
+    match *key {
+        ServiceKey::Addr {
+            protocol,
+            address,
+            port,
+        } => format!(
+            "{:<4} {}",
+            protocol.listing_name(),
+            SocketAddr::new(address, port)
+        ),
+        ServiceKey::Fwmark { mark, .. } => format!("FWM  {mark}"),
+    }
+}
+
+/// The status as a table: one line per service, one per real server under it.
+pub fn human(status: &StatusReport) -> String {
+    let mut out = String::new();
+    out.push_str("VRRP instances\n");
+    if status.vrrp_instances.is_empty() {
+        out.push_str("  (none reported)\n");
+    }
+    for vrrp in &status.vrrp_instances {
+        let _ = writeln!(
+            out,
+            "  {:<20} {:<7} priority {} (effective {})",
+            vrrp.name, vrrp.state, vrrp.priority, vrrp.effective_priority
+        );
+    }
+    out.push_str("\nVirtual services\n");
+    if status.services.is_empty() {
+        out.push_str("  (none)\n");
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "{:<30} {:<9} {:<8} {:>10} {:>12} {:>12}",
+        "Prot Service", "Scheduler", "Persist", "Conns", "InBytes", "OutBytes"
+    );
+    let _ = writeln!(
+        out,
+        "  -> {:<25} {:<7} {:>6} {:>10} {:>10} {:>10} {:>12} {:>12}",
+        "Real server",
+        "Forward",
+        "Weight",
+        "ActiveConn",
+        "InActConn",
+        "Conns",
+        "InBytes",
+        "OutBytes"
+    );
+    for service in &status.services {
+        let config = &service.service;
+        let persist = config
+            .persistent
+            .map_or_else(|| "-".to_owned(), |t| format!("{t}s"));
+        let _ = writeln!(
+            out,
+            "{:<30} {:<9} {:<8} {:>10} {:>12} {:>12}",
+            service_name(&config.key),
+            config.scheduler,
+            persist,
+            service.stats.conns,
+            service.stats.in_bytes,
+            service.stats.out_bytes
+        );
+        if service.real_servers.is_empty() {
+            out.push_str("  (no real server)\n");
+        }
+        for rs in &service.real_servers {
+            let _ = writeln!(
+                out,
+                "  -> {:<25} {:<7} {:>6} {:>10} {:>10} {:>10} {:>12} {:>12}",
+                SocketAddr::new(rs.address, rs.port).to_string(),
+                rs.forward.listing_name(),
+                rs.weight,
+                rs.active_conns,
+                rs.inactive_conns,
+                rs.stats.conns,
+                rs.stats.in_bytes,
+                rs.stats.out_bytes
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keeplb_control::snapshot::Snapshot;
+    use keeplb_control::table::MemoryTable;
+
+    #[test]
+    fn every_service_and_real_server_gets_a_line() {
+        let mut table = MemoryTable::new();
+        for line in [
+            "-A -t 10.0.0.1:80 -s wrr -p 60",
+            "-a -t 10.0.0.1:80 -r 10.0.0.2:80 -m -w 3",
+            "-a -t 10.0.0.1:80 -r 10.0.0.3:80 -m -w 0",
+            "-A -u 10.0.0.1:53",
+        ] {
+            let args: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+            let out = keeplb_control::run(
+                "ipvsadm",
+                &args,
+                &mut std::io::empty(),
+                &mut table,
+                &keeplb_control::names::NoNames,
+            );
+            assert_eq!(out.exit_code, 0, "{line}: {}", out.stderr);
+        }
+        // the table lists the last added real server (10.0.0.3) first
+        table.content_mut().services[0].dests[1].active_conns = 7;
+        let snapshot: Snapshot = table.content().clone();
+        let status = StatusReport {
+            vrrp_instances: Vec::new(),
+            services: StatusReport::services_from(&snapshot),
+        };
+        let text = human(&status);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(text.contains("(none reported)"), "{text}");
+        let service = lines
+            .iter()
+            .position(|l| l.starts_with("TCP  10.0.0.1:80"))
+            .expect(&text);
+        assert!(lines[service].contains("wrr") && lines[service].contains("60s"));
+        let rs3 = lines[service + 1];
+        assert!(
+            rs3.contains("10.0.0.3:80") && rs3.contains("Masq"),
+            "{text}"
+        );
+        let rs2: Vec<&str> = lines[service + 2].split_whitespace().collect();
+        assert_eq!(rs2[1..6], ["10.0.0.2:80", "Masq", "3", "7", "0"], "{text}");
+        assert!(text.contains("UDP  10.0.0.1:53"), "{text}");
+        assert!(text.contains("(no real server)"), "{text}");
+    }
+}
