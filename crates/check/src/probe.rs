@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use keeplb_config::model::{CheckKind, Checker, Config, GlobalDefs, RealServer, VirtualServer};
-use keeplb_vrrp::track::{RunOutcome, ScriptCommand, run_command};
+use keeplb_script::{RunOutcome, ScriptCommand, run_command};
 use regex::bytes::Regex;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream, UdpSocket};
@@ -305,7 +305,7 @@ pub(crate) fn script_command(
     user: Option<&str>,
     group: Option<&str>,
     global: &GlobalDefs,
-) -> Result<ScriptCommand, keeplb_vrrp::track::CommandError> {
+) -> Result<ScriptCommand, keeplb_script::CommandError> {
     let command = ScriptCommand::parse(line)?;
     let user = user.map(|u| (u, group)).or_else(|| {
         global

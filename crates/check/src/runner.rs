@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keeplb_config::model::{Config, GlobalDefs};
-use keeplb_vrrp::notify::FifoWriter;
-use keeplb_vrrp::track::{init_track_file, read_track_file, run_command};
+use keeplb_script::FifoWriter;
+use keeplb_script::{init_track_file, read_track_file, run_command};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::Instant;

@@ -21,12 +21,11 @@
 //! shut down). A group's priority is always 0 (keepalived).
 
 use std::fmt;
-use std::fs::File;
-use std::io::{self, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
@@ -36,7 +35,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::event::{Action, State};
-use crate::track::{ScriptCommand, run_command, spawn_in_group};
+use crate::track::{ScriptCommand, run_command};
+pub use keeplb_script::FifoWriter;
+use keeplb_script::spawn_in_group;
 
 /// keepalived's name for a state in notifications: INIT as a target means STOP.
 pub const fn notify_state_name(state: State) -> &'static str {
@@ -85,79 +86,6 @@ pub fn notify_args(kind: NotifyKind, name: &str, state: State, priority: u8) -> 
         notify_state_name(state).to_owned(),
         priority.to_string(),
     ]
-}
-
-/// A notify FIFO, shared by every notifier (each line is one `write`, so lines from
-/// different instances never interleave). Opened read-write and non-blocking, as
-/// keepalived does, so a missing reader never blocks VRRP; a line that does not fit in a
-/// full pipe is dropped with a warning.
-#[derive(Debug)]
-pub struct FifoWriter {
-    path: PathBuf,
-    file: Mutex<File>,
-    /// We made the FIFO, so it goes when we do (keepalived unlinks the FIFOs it created).
-    created: bool,
-}
-
-impl FifoWriter {
-    /// Opens `path`, creating the FIFO (mode 0644, as keepalived) when it does not exist;
-    /// a FIFO created here is removed when the writer is dropped. An existing regular
-    /// file is appended to (handy for tests and for logging).
-    pub fn open(path: impl Into<PathBuf>) -> io::Result<Self> {
-        let path = path.into();
-        let mut created = false;
-        if !path.exists() {
-            nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o644))
-                .map_err(io::Error::from)?;
-            created = true;
-        }
-        let opened = std::fs::OpenOptions::new()
-            .read(true)
-            .append(true)
-            .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOFOLLOW)
-            .open(&path);
-        let file = match opened {
-            Ok(file) => file,
-            Err(error) => {
-                if created {
-                    let _ = std::fs::remove_file(&path);
-                }
-                return Err(error);
-            }
-        };
-        Ok(Self {
-            path,
-            file: Mutex::new(file),
-            created,
-        })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Writes one line (see [`fifo_line`]) in one `write`.
-    pub fn write_line(&self, line: &str) -> io::Result<()> {
-        let mut file = self
-            .file
-            .lock()
-            .map_err(|_| io::Error::other("notify fifo lock poisoned"))?;
-        let n = file.write(line.as_bytes())?;
-        if n != line.len() {
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                "short write to notify fifo",
-            ));
-        }
-        Ok(())
-    }
-
-    /// Writes `line`, logging (not returning) a failure.
-    pub fn send(&self, line: &str) {
-        if let Err(error) = self.write_line(line) {
-            tracing::warn!(fifo = %self.path.display(), %error, line = line.trim_end(), "notify fifo line dropped");
-        }
-    }
 }
 
 /// The notify scripts of one instance or sync group.
@@ -218,16 +146,6 @@ impl NotifyScripts {
     }
 }
 
-impl Drop for FifoWriter {
-    fn drop(&mut self) {
-        // Unlinked before the descriptor closes, as keepalived, so that a reader that
-        // reopens the FIFO on EOF cannot reopen this one.
-        if self.created {
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
-}
-
 /// A `notify_fifo_script` / `vrrp_notify_fifo_script`: keepalived starts it once with
 /// the FIFO's path as its last argument, with no time limit, and lets it run (a reader
 /// of the FIFO); it is not restarted when it ends. At shutdown keepalived sends SIGTERM
@@ -254,7 +172,7 @@ impl FifoScript {
             done.store(true, Ordering::SeqCst);
             match status {
                 Ok(status) => {
-                    let outcome = crate::track::RunOutcome::from_status(status);
+                    let outcome = keeplb_script::RunOutcome::from_status(status);
                     tracing::info!(command = %logged, %outcome, "notify fifo script terminated");
                 }
                 Err(error) => {
