@@ -22,9 +22,13 @@ impl LastActivity {
         }
     }
 
-    pub(crate) fn touch(&self) {
-        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+    /// Records activity now; returns the time since [`LastActivity::new`], so a caller
+    /// needing the time too does not read the clock twice.
+    pub(crate) fn touch(&self) -> Duration {
+        let elapsed = self.start.elapsed();
+        let ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
         self.last_ms.store(ms, Ordering::Relaxed);
+        elapsed
     }
 
     fn last(&self) -> Instant {

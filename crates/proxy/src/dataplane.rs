@@ -102,6 +102,11 @@ impl DataPlane {
             vip: svc.vip(),
             source,
         };
+        let kind = match svc.protocol() {
+            Protocol::Udp => socket2::Type::DGRAM,
+            _ => socket2::Type::STREAM,
+        };
+        listener::ensure_free(svc.vip(), kind).map_err(listen_error)?;
         let sockets = (0..self.workers.len())
             .map(|_| match svc.protocol() {
                 Protocol::Udp => listener::udp(svc.vip()).map(Listening::Udp),

@@ -38,8 +38,9 @@ thread_local! {
 /// What the relay reports as it goes: the connection table and the statistics
 /// follow from it.
 pub(crate) trait RelayObserver {
-    /// `bytes` crossed in `dir` (Input: client to real server).
-    fn moved(&self, dir: Direction, bytes: usize);
+    /// `bytes` crossed in `dir` (Input: client to real server), `elapsed` after the
+    /// relay started.
+    fn moved(&self, dir: Direction, bytes: usize, elapsed: Duration);
     /// The sender of `dir` closed its side and the close was passed on.
     fn half_closed(&self, dir: Direction);
 }
@@ -134,8 +135,8 @@ async fn pump(
             if moved == 0 {
                 break;
             }
-            observer.moved(dir, moved);
-            activity.touch();
+            let elapsed = activity.touch();
+            observer.moved(dir, moved, elapsed);
         }
         match SockRef::from(to).shutdown(Shutdown::Write) {
             Err(e) if e.kind() != io::ErrorKind::NotConnected => return Err(e),

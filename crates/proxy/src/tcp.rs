@@ -66,12 +66,7 @@ async fn serve(svc: Arc<VirtualService>, client: TcpStream, flow: Flow) {
             return;
         }
     }
-    let tally = Tally {
-        svc: &svc,
-        binding: &binding,
-        service_stats: svc.read(|s| Arc::clone(s.stats())),
-        refreshed_at: AtomicU64::new(svc.now().as_secs()),
-    };
+    let tally = Tally::new(&svc, &binding);
     let idle_timeout = svc.conn_settings().timeouts.tcp(TcpState::Established);
     match relay::relay(&client, &server, &tally, idle_timeout).await {
         RelayEnd::Closed => {}
@@ -171,30 +166,76 @@ fn close_failed(
 }
 
 /// Feeds the relay's progress to the statistics and the connection table.
+///
+/// Traffic is counted here and added to the shared statistics once a second and at
+/// the end (rates are estimated over 2 s, so nothing reads them finer), which keeps
+/// atomic operations on counters shared by every worker off the per-read path. The
+/// same once-a-second tick keeps the table entry alive.
 struct Tally<'a> {
     svc: &'a VirtualService,
     binding: &'a Binding,
     service_stats: Arc<Stats>,
-    /// Second (of the service's clock) the table entry was last refreshed: traffic
-    /// keeps it alive, at most one lock per second and connection.
-    refreshed_at: AtomicU64,
+    /// Unflushed packets and bytes, per direction (input, output); each direction has
+    /// one writer, its pump, so plain loads and stores suffice.
+    pending: [(AtomicU64, AtomicU64); 2],
+    /// Second of the relay (since it started) of the last flush.
+    flushed_at: AtomicU64,
+}
+
+impl<'a> Tally<'a> {
+    fn new(svc: &'a VirtualService, binding: &'a Binding) -> Self {
+        Self {
+            svc,
+            binding,
+            service_stats: svc.read(|s| Arc::clone(s.stats())),
+            pending: Default::default(),
+            flushed_at: AtomicU64::new(0),
+        }
+    }
+
+    /// Adds what was counted to the shared statistics.
+    fn flush(&self) {
+        let dest = self.binding.dest.stats();
+        for (index, (packets, bytes)) in self.pending.iter().enumerate() {
+            let (packets, bytes) = (
+                packets.swap(0, Ordering::Relaxed),
+                bytes.swap(0, Ordering::Relaxed),
+            );
+            if packets == 0 {
+                continue;
+            }
+            if index == 0 {
+                dest.count_in_batch(packets, bytes);
+                self.service_stats.count_in_batch(packets, bytes);
+            } else {
+                dest.count_out_batch(packets, bytes);
+                self.service_stats.count_out_batch(packets, bytes);
+            }
+        }
+    }
+}
+
+impl Drop for Tally<'_> {
+    fn drop(&mut self) {
+        self.flush();
+    }
 }
 
 impl RelayObserver for Tally<'_> {
-    fn moved(&self, dir: Direction, bytes: usize) {
+    fn moved(&self, dir: Direction, bytes: usize, elapsed: Duration) {
         // IPVS counts packets; a proxy sees reads, and counts each as one packet.
+        let (packets, total) = &self.pending[usize::from(dir == Direction::Output)];
+        packets.store(packets.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
-        let dest = self.binding.dest.stats();
-        if dir == Direction::Output {
-            dest.count_out(bytes);
-            self.service_stats.count_out(bytes);
-        } else {
-            dest.count_in(bytes);
-            self.service_stats.count_in(bytes);
-        }
-        if let Some(key) = &self.binding.key {
-            let second = self.svc.now().as_secs();
-            if self.refreshed_at.swap(second, Ordering::Relaxed) != second {
+        total.store(
+            total.load(Ordering::Relaxed).saturating_add(bytes),
+            Ordering::Relaxed,
+        );
+        let second = elapsed.as_secs();
+        if self.flushed_at.load(Ordering::Relaxed) != second {
+            self.flushed_at.store(second, Ordering::Relaxed);
+            self.flush();
+            if let Some(key) = &self.binding.key {
                 self.svc.refresh(key);
             }
         }

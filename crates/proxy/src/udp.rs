@@ -89,7 +89,7 @@ pub(crate) async fn serve(socket: UdpSocket, svc: Arc<VirtualService>) {
                 }
             },
         };
-        flow.activity.touch();
+        let _ = flow.activity.touch();
         // A new socket's writability is only known after the first event: wait for
         // it rather than drop. A full buffer later on drops, as a network would.
         let sent = match flow.upstream.try_send(&buf[..len]) {
@@ -223,7 +223,7 @@ fn forward_replies(
         match flow.upstream.try_recv(buf) {
             Ok(len) => {
                 counted(svc, flow, Direction::Output, len);
-                flow.activity.touch();
+                let _ = flow.activity.touch();
                 match listener.try_send_to(&buf[..len], client) {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         return Some(buf[..len].to_vec());

@@ -430,3 +430,29 @@ async fn traffic_keeps_a_connection_in_the_table_past_its_state_timeout() {
     );
     assert_eq!(svc.conn_entries()[0].state, "ESTABLISHED");
 }
+
+#[tokio::test]
+async fn an_address_another_program_listens_on_is_refused() {
+    let vip = unique_vip(80);
+    // Another program that set SO_REUSEPORT, as HAProxy does: sharing would silently
+    // split the clients.
+    let other = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    other.set_reuse_port(true).unwrap();
+    other.bind(&vip.into()).unwrap();
+    other.listen(16).unwrap();
+    let plane = data_plane(2);
+    let svc = service(
+        Protocol::Tcp,
+        vip,
+        "rr",
+        &[(tcp_server("a").await, 1)],
+        None,
+        ServiceOptions::default(),
+    );
+    let error = plane
+        .add(Arc::clone(&svc))
+        .expect_err("the address is taken");
+    assert!(error.to_string().contains("in use"), "{error}");
+    drop(other);
+    plane.add(svc).expect("free again");
+}
