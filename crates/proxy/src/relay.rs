@@ -71,7 +71,9 @@ pub(crate) async fn relay(
             pump(server, client, Direction::Output, observer, &activity),
         )
     };
+    // Biased: polling in a fixed order saves a random draw on every wake-up.
     tokio::select! {
+        biased;
         result = both => match result {
             Ok(_) => RelayEnd::Closed,
             Err(e) => RelayEnd::Failed(e),
