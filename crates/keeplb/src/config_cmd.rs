@@ -121,13 +121,20 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     raise_descriptor_limit();
     let director = crate::lvs_run::Director::start(&config, workers)?;
     let settings = crate::lvs_run::conn_settings(&config.global_defs);
-    let table = crate::control_run::LiveTable::new(director.plane(), settings);
+    let board = crate::vrrp_run::StatusBoard::default();
+    let table = crate::control_run::LiveTable::new(director.plane(), settings, board.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async {
         let control = crate::control_run::bind(&args.control)?;
+        let http = match args.http {
+            Some(address) => {
+                Some(crate::control_run::bind_http(address, args.http_token_file.as_deref()).await?)
+            }
+            None => None,
+        };
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
             let _ = stopped.wait_for(|stop| *stop).await;
@@ -136,8 +143,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         let (reloader, requests) = crate::reload::channel();
         let virtual_servers =
             director.serve(Arc::clone(&config), reloads, until_stopped(stopped.clone()));
-        let control =
-            crate::control_run::serve(control, table, reloader, until_stopped(stopped.clone()));
+        let control = crate::control_run::serve(control, http, table, reloader, stopped.clone());
         let reload = crate::reload::serve(
             args.config.clone(),
             Arc::clone(&config),
@@ -150,7 +156,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             let result = if config.vrrp_instance.is_empty() {
                 wait_for_termination().await
             } else {
-                crate::vrrp_run::run(&config).await
+                crate::vrrp_run::run(&config, &board).await
             };
             notify_systemd(&[sd_notify::NotifyState::Stopping]);
             let _ = stop.send(true);

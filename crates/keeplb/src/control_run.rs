@@ -17,7 +17,6 @@
 //!
 //! [`MemoryTable`]: keeplb_control::table::MemoryTable
 
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -28,8 +27,12 @@ use keeplb_balancer::{
     self as balancer, ConnSettings, Dest, Granularity, Persistence, Pool, PoolError, SchedulerKind,
     Service, ServiceAddr, TcpState, Thresholds,
 };
-use keeplb_control::api::{ApiError, Request, RequestBody, Response, ResponseBody, StatusReport};
+use keeplb_control::api::{
+    ApiError, Request, RequestBody, Response, ResponseBody, StatusReport, VrrpInstanceStatus,
+};
 use keeplb_control::error::Unsupported;
+use keeplb_control::http::HttpServer;
+use keeplb_control::metrics::{Metrics, VrrpInstanceMetrics, VrrpState};
 use keeplb_control::model::{
     DestConfig, Family, ForwardMethod, Netmask, Protocol, SchedFlags, ServiceConfig, ServiceKey,
     SyncDaemon, SyncRole, Timeouts,
@@ -49,12 +52,33 @@ pub struct LiveTable {
     plane: Arc<DataPlane>,
     /// Connection settings of services added from now on (and `-L --timeout`).
     settings: ConnSettings,
+    /// The VRRP instances' state, for `keeplb status` and the metrics.
+    vrrp: crate::vrrp_run::StatusBoard,
 }
 
 impl LiveTable {
-    /// The table over `plane`, whose services were started with `settings`.
-    pub fn new(plane: Arc<DataPlane>, settings: ConnSettings) -> Self {
-        Self { plane, settings }
+    /// The table over `plane`, whose services were started with `settings`; VRRP
+    /// instances report to `vrrp`.
+    pub fn new(
+        plane: Arc<DataPlane>,
+        settings: ConnSettings,
+        vrrp: crate::vrrp_run::StatusBoard,
+    ) -> Self {
+        Self {
+            plane,
+            settings,
+            vrrp,
+        }
+    }
+
+    /// Every VRRP instance's status, by name.
+    pub fn vrrp_instances(&self) -> Vec<VrrpInstanceStatus> {
+        self.vrrp
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
     }
 
     fn service(&self, key: &ServiceKey) -> Option<Arc<VirtualService>> {
@@ -91,8 +115,7 @@ impl LiveTable {
             }),
             RequestBody::Status => Response::new(ResponseBody::Status {
                 status: StatusReport {
-                    // VRRP instances are not reported through the control socket yet.
-                    vrrp_instances: Vec::new(),
+                    vrrp_instances: self.vrrp_instances(),
                     services: StatusReport::services_from(&self.snapshot()),
                 },
             }),
@@ -518,34 +541,103 @@ pub fn bind(path: &Path) -> anyhow::Result<ControlServer> {
     Ok(server)
 }
 
-/// Serves the control API over `table` until `shutdown`; reload requests go to
-/// `reloader`.
+/// Binds the HTTP listener at `address`, with the bearer token read from `token_file`.
+pub async fn bind_http(
+    address: std::net::SocketAddr,
+    token_file: Option<&Path>,
+) -> anyhow::Result<HttpServer> {
+    let token = match token_file {
+        Some(file) => Some(
+            std::fs::read_to_string(file)
+                .with_context(|| format!("reading the HTTP token from {}", file.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        None => None,
+    };
+    let server = HttpServer::bind(address, token)
+        .await
+        .with_context(|| format!("HTTP listener on {address}"))?;
+    tracing::info!("HTTP API and metrics: http://{address}");
+    Ok(server)
+}
+
+/// Serves the control API over `table` on the Unix socket, and on the HTTP listener
+/// (with `/metrics`) when there is one, until `stopped` turns true; reload requests go
+/// to `reloader`.
 pub async fn serve(
     server: ControlServer,
+    http: Option<HttpServer>,
     table: LiveTable,
     reloader: crate::reload::Reloader,
-    shutdown: impl Future<Output = ()>,
+    stopped: tokio::sync::watch::Receiver<bool>,
 ) {
     let table = Arc::new(Mutex::new(table));
-    let handler = move |request: Request| {
-        let table = Arc::clone(&table);
-        let reloader = reloader.clone();
-        async move {
-            if matches!(request.body, RequestBody::Reload) {
-                return match reloader.reload().await {
-                    Ok(()) => Response::new(ResponseBody::Reloaded),
-                    Err(diagnostics) => Response::new(ResponseBody::Error {
-                        error: ApiError::ConfigRejected {
-                            diagnostics: vec![diagnostics],
-                        },
-                    }),
-                };
-            }
-            table
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .handle(&request)
-        }
+    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
     };
-    server.serve(handler, shutdown).await;
+    let handler = {
+        let table = Arc::clone(&table);
+        move |request: Request| handle(Arc::clone(&table), reloader.clone(), request)
+    };
+    let http = async {
+        let Some(http) = http else { return };
+        let metrics = Arc::new(Metrics::new());
+        let scrape = {
+            let table = Arc::clone(&table);
+            move || {
+                let text = {
+                    let table = table.lock().unwrap_or_else(PoisonError::into_inner);
+                    metrics.set_ipvs(table.snapshot());
+                    metrics.set_vrrp(table.vrrp_instances().iter().map(vrrp_metrics).collect());
+                    metrics.render()
+                };
+                async move { text }
+            }
+        };
+        http.serve(handler.clone(), scrape, until_stopped(stopped.clone()))
+            .await;
+    };
+    tokio::join!(
+        server.serve(handler.clone(), until_stopped(stopped.clone())),
+        http
+    );
+}
+
+/// One request, from either listener.
+async fn handle(
+    table: Arc<Mutex<LiveTable>>,
+    reloader: crate::reload::Reloader,
+    request: Request,
+) -> Response {
+    if matches!(request.body, RequestBody::Reload) {
+        return match reloader.reload().await {
+            Ok(()) => Response::new(ResponseBody::Reloaded),
+            Err(diagnostics) => Response::new(ResponseBody::Error {
+                error: ApiError::ConfigRejected {
+                    diagnostics: vec![diagnostics],
+                },
+            }),
+        };
+    }
+    table
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .handle(&request)
+}
+
+/// The metrics' view of a VRRP instance (advertisement counters are not collected yet).
+fn vrrp_metrics(status: &VrrpInstanceStatus) -> VrrpInstanceMetrics {
+    VrrpInstanceMetrics {
+        name: status.name.clone(),
+        state: match status.state.as_str() {
+            "MASTER" => VrrpState::Master,
+            "BACKUP" => VrrpState::Backup,
+            "FAULT" => VrrpState::Fault,
+            _ => VrrpState::Init,
+        },
+        priority: status.priority,
+        effective_priority: status.effective_priority,
+        ..VrrpInstanceMetrics::default()
+    }
 }

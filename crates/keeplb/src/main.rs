@@ -103,6 +103,13 @@ pub struct RunArgs {
     /// Control socket serving `keeplb adm` and `keeplb status` (created mode 0600).
     #[arg(long, value_name = "PATH", default_value = DEFAULT_CONTROL_PATH)]
     control: PathBuf,
+    /// Also serve the control API (`POST /api`) and Prometheus metrics (`GET /metrics`)
+    /// over HTTP on this address (off by default; a non-loopback address needs a token).
+    #[arg(long, value_name = "ADDR:PORT")]
+    http: Option<std::net::SocketAddr>,
+    /// File holding the bearer token the HTTP listener requires.
+    #[arg(long, value_name = "FILE", requires = "http")]
+    http_token_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]

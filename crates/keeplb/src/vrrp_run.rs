@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use keeplb_config::model::{self, AuthType, GlobalDefs, Script, VrrpInstance};
+use keeplb_control::api::{Transition, VrrpInstanceStatus};
 use keeplb_vrrp::io::run_interface_tracker;
 use keeplb_vrrp::notify::{
     FifoScript, FifoWriter, Notifier, NotifyConfig, NotifyKind, NotifyScripts,
@@ -520,7 +521,7 @@ async fn notify_instance(
 /// Runs every instance until SIGTERM/SIGINT, then lets them resign and waits for them
 /// (and for their notify scripts, `notify_stop` included).
 /// An instance that cannot start is reported and the others keep running.
-pub async fn run(config: &model::Config) -> anyhow::Result<()> {
+pub async fn run(config: &model::Config, board: &StatusBoard) -> anyhow::Result<()> {
     let global = &config.global_defs;
     let (stop, stopped) = watch::channel(false);
     let mut engines = tokio::task::JoinSet::new();
@@ -581,6 +582,14 @@ pub async fn run(config: &model::Config) -> anyhow::Result<()> {
         } else {
             tokio::spawn(forward_tracking(update_rx, None, watch_tx));
         }
+        let (state_tx, state_rx) = watch::channel(State::Initialize);
+        options.state = Some(state_tx);
+        tokio::spawn(publish_status(
+            Arc::clone(board),
+            initial_status(instance),
+            state_rx,
+            watch_rx.clone(),
+        ));
         options.tracking = Some(watch_rx);
 
         // Notifications, in transition order, until the engine is gone.
@@ -644,6 +653,75 @@ pub async fn run(config: &model::Config) -> anyhow::Result<()> {
     // The last writer closes each FIFO and removes those keeplb created.
     drop(fifos);
     Ok(())
+}
+
+/// Every instance's state as `keeplb status` and the metrics show it, by name.
+pub type StatusBoard =
+    Arc<std::sync::Mutex<std::collections::BTreeMap<String, VrrpInstanceStatus>>>;
+
+fn initial_status(instance: &VrrpInstance) -> VrrpInstanceStatus {
+    VrrpInstanceStatus {
+        name: instance.name.clone(),
+        state: State::Initialize.keepalived_name().to_owned(),
+        priority: instance.priority,
+        effective_priority: instance.priority,
+        master: None,
+        virtual_addresses: instance
+            .virtual_ipaddress
+            .iter()
+            .map(|vip| format!("{}/{}", vip.address, vip.prefix))
+            .collect(),
+        last_transition: None,
+    }
+}
+
+/// Keeps `board` up to date with one instance's state and effective priority until
+/// the instance is gone.
+async fn publish_status(
+    board: StatusBoard,
+    mut status: VrrpInstanceStatus,
+    mut state: watch::Receiver<State>,
+    tracking: watch::Receiver<TrackingUpdate>,
+) {
+    let publish = |status: &VrrpInstanceStatus| {
+        board
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(status.name.clone(), status.clone());
+    };
+    publish(&status);
+    // Tracking ends early when nothing is tracked; its last value stays in force.
+    let mut tracking = Some(tracking);
+    loop {
+        tokio::select! {
+            changed = state.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let to = state.borrow_and_update().keepalived_name().to_owned();
+                if to != status.state {
+                    let at_unix_ms = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                    status.last_transition = Some(Transition {
+                        at_unix_ms,
+                        from: std::mem::replace(&mut status.state, to.clone()),
+                        to,
+                        cause: String::new(),
+                    });
+                }
+            }
+            changed = async { tracking.as_mut()?.changed().await.ok() }, if tracking.is_some() => {
+                match (changed, &mut tracking) {
+                    (Some(()), Some(updates)) => {
+                        status.effective_priority = updates.borrow_and_update().effective_priority;
+                    }
+                    _ => tracking = None,
+                }
+            }
+        }
+        publish(&status);
+    }
 }
 
 /// One checker per `vrrp_script`, one poller per `track_file` and tracked interface,

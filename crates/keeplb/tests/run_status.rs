@@ -1,0 +1,108 @@
+//! `keeplb status` and the Prometheus metrics of a running director: VRRP state and
+//! virtual services at a glance, over the control socket and the HTTP listener.
+
+mod common;
+use common::*;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use keeplb_testlab::Lab;
+
+const VIP: &str = "10.65.0.10";
+
+#[test]
+fn status_and_metrics_show_vrrp_and_services() {
+    let lab = Lab::new("status").expect("lab (needs root and iproute2)");
+    let lan = lab.switch("lan").expect("switch");
+    let director = lab.host("director").expect("host");
+    director
+        .attach(&lan, "eth0", &["10.65.0.1/24"])
+        .expect("link");
+    let conf = lab.dir().join("keepalived.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "vrrp_instance VI_1 {{\n    state MASTER\n    interface eth0\n    virtual_router_id 65\n    priority 150\n    advert_int 1\n    virtual_ipaddress {{\n        {VIP}/24\n    }}\n}}\n\
+             virtual_server {VIP} 80 {{\n    lb_algo wrr\n    protocol TCP\n    real_server 10.65.0.21 80 {{\n        weight 3\n    }}\n}}\n"
+        ),
+    )
+    .expect("config");
+    let socket = lab.dir().join("control.sock");
+    let keeplb = director
+        .spawn(&[
+            KEEPLB,
+            "run",
+            "-f",
+            conf.to_str().expect("utf-8"),
+            "--control",
+            socket.to_str().expect("utf-8"),
+            "--http",
+            "127.0.0.1:9115",
+        ])
+        .expect("spawn keeplb");
+    wait_for("the instance becomes master", &keeplb, || {
+        holds(&director, VIP)
+    });
+
+    let status = || {
+        std::process::Command::new(KEEPLB)
+            .args([
+                "status",
+                "--json",
+                "--control",
+                socket.to_str().expect("utf-8"),
+            ])
+            .output()
+            .expect("keeplb status")
+    };
+    let mut report = serde_json::Value::Null;
+    let mut last = String::new();
+    let reported = keeplb_testlab::wait_until(TIMEOUT, POLL, || {
+        let out = status();
+        last = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        report = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        report["vrrp_instances"][0]["state"] == "MASTER"
+    });
+    assert!(
+        reported.is_ok(),
+        "status never reported the master:\n{last}"
+    );
+    let instance = &report["vrrp_instances"][0];
+    assert_eq!(instance["name"], "VI_1");
+    assert_eq!(instance["priority"], 150);
+    assert_eq!(instance["virtual_addresses"][0], format!("{VIP}/24"));
+    assert_eq!(instance["last_transition"]["to"], "MASTER");
+    let text = String::from_utf8_lossy(&status().stdout).into_owned();
+    assert!(
+        text.contains("10.65.0.21"),
+        "the real server is listed: {text}"
+    );
+
+    let metrics = director
+        .in_netns(|| -> std::io::Result<String> {
+            let mut stream = TcpStream::connect("127.0.0.1:9115")?;
+            stream.write_all(
+                b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+            )?;
+            let mut response = String::new();
+            stream.read_to_string(&mut response)?;
+            Ok(response)
+        })
+        .expect("netns")
+        .expect("scrape");
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert!(
+        metrics.contains("keeplb_vrrp_state{vrrp_instance=\"VI_1\",state=\"MASTER\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("real_server=\"10.65.0.21:80\""),
+        "{metrics}"
+    );
+    stop(&keeplb);
+}
