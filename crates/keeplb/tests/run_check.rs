@@ -12,7 +12,7 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use keeplb_testlab::{Host, Lab, Process};
+use keeplb_testlab::Process;
 
 const DIRECTOR: &str = "10.63.0.1";
 const VIP: &str = "10.63.0.10";
@@ -23,48 +23,13 @@ const REAL_SERVERS: [(&str, &str); 3] = [
     ("rs3", "10.63.0.13"),
 ];
 
-struct Site {
-    lab: Lab,
-    client: Host,
-    director: Host,
-    real_servers: Vec<(Host, &'static str, &'static str)>,
+fn site(name: &str) -> Site {
+    let site = Site::new(name, CLIENT, &[DIRECTOR, VIP], &REAL_SERVERS);
+    site.make_certificate();
+    site
 }
 
 impl Site {
-    fn new(name: &str) -> Self {
-        let lab = Lab::new(name).expect("lab (needs root and iproute2)");
-        let lan = lab.switch("lan").expect("switch");
-        let client = lab.host("client").expect("host");
-        client
-            .attach(&lan, "eth0", &[&format!("{CLIENT}/24")])
-            .expect("link");
-        let director = lab.host("director").expect("host");
-        director
-            .attach(
-                &lan,
-                "eth0",
-                &[&format!("{DIRECTOR}/24"), &format!("{VIP}/24")],
-            )
-            .expect("link");
-        let real_servers = REAL_SERVERS
-            .iter()
-            .map(|&(name, ip)| {
-                let host = lab.host(name).expect("host");
-                host.attach(&lan, "eth0", &[&format!("{ip}/24")])
-                    .expect("link");
-                (host, name, ip)
-            })
-            .collect();
-        let site = Self {
-            lab,
-            client,
-            director,
-            real_servers,
-        };
-        site.make_certificate();
-        site
-    }
-
     fn path(&self, name: &str) -> PathBuf {
         self.lab.dir().join(name)
     }
@@ -137,12 +102,6 @@ impl Site {
         self.path(&format!("{}-root", self.real_servers[index].1))
     }
 
-    fn run(&self, conf: &str) -> Process {
-        let path = self.path("keepalived.conf");
-        std::fs::write(&path, conf).expect("write config");
-        start(&self.director, &path)
-    }
-
     /// Which real server answers `GET /name` through the VIP; panics on any error, as
     /// no check transition may cost the client a request.
     fn ask(&self, port: u16) -> String {
@@ -206,7 +165,7 @@ fn real_server_block(ip: &str, port: u16, weight: u32, check: &str) -> String {
 
 #[test]
 fn tcp_check_removes_a_dead_server_within_its_timings_and_restores_it() {
-    let site = Site::new("check-tcp");
+    let site = site("check-tcp");
     let mut nginx: Vec<Process> = (0..2).map(|i| site.start_nginx(i)).collect();
     let check = "        TCP_CHECK {\n            connect_timeout 1\n            retry 1\n            delay_before_retry 1\n        }\n";
     let conf = format!(
@@ -241,7 +200,7 @@ fn tcp_check_removes_a_dead_server_within_its_timings_and_restores_it() {
 
 #[test]
 fn http_and_ssl_checks_follow_status_and_digest() {
-    let site = Site::new("check-http");
+    let site = site("check-http");
     let _nginx: Vec<Process> = (0..2).map(|i| site.start_nginx(i)).collect();
     let healthy_digest = md5_hex(&site.root(0).join("health.txt"));
     let url = format!(
@@ -297,7 +256,7 @@ fn http_and_ssl_checks_follow_status_and_digest() {
 
 #[test]
 fn misc_dynamic_weights_and_inhibit_on_failure() {
-    let site = Site::new("check-misc");
+    let site = site("check-misc");
     let _nginx: Vec<Process> = (0..2).map(|i| site.start_nginx(i)).collect();
     let code = site.path("rs1-exit-code");
     std::fs::write(&code, "5\n").expect("exit code file");
@@ -340,7 +299,7 @@ fn misc_dynamic_weights_and_inhibit_on_failure() {
 
 #[test]
 fn losing_quorum_switches_to_the_sorry_server_and_back() {
-    let site = Site::new("check-quorum");
+    let site = site("check-quorum");
     let mut nginx: Vec<Process> = (0..3).map(|i| site.start_nginx(i)).collect();
     let check =
         "        TCP_CHECK {\n            connect_timeout 1\n            retry 0\n        }\n";

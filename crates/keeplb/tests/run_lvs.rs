@@ -12,7 +12,7 @@ use std::net::{Shutdown, TcpStream, UdpSocket};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use keeplb_testlab::{Host, Lab, Process};
+use keeplb_testlab::Process;
 
 const DIRECTOR: &str = "10.62.0.1";
 const VIP: &str = "10.62.0.10";
@@ -23,59 +23,16 @@ const REAL_SERVERS: [(&str, &str); 3] = [
     ("rs3", "10.62.0.13"),
 ];
 
-/// The lab: client, director (holding the VIP), three real servers on one LAN.
-struct Site {
-    lab: Lab,
-    client: Host,
-    director: Host,
-    real_servers: Vec<Host>,
+fn site(name: &str) -> Site {
+    Site::new(name, CLIENT, &[DIRECTOR, VIP], &REAL_SERVERS)
 }
 
 impl Site {
-    fn new(name: &str) -> Self {
-        let lab = Lab::new(name).expect("lab (needs root and iproute2)");
-        let lan = lab.switch("lan").expect("switch");
-        let client = lab.host("client").expect("host");
-        client
-            .attach(&lan, "eth0", &[&format!("{CLIENT}/24")])
-            .expect("link");
-        let director = lab.host("director").expect("host");
-        director
-            .attach(
-                &lan,
-                "eth0",
-                &[&format!("{DIRECTOR}/24"), &format!("{VIP}/24")],
-            )
-            .expect("link");
-        let real_servers = REAL_SERVERS
-            .iter()
-            .map(|(name, ip)| {
-                let host = lab.host(name).expect("host");
-                host.attach(&lan, "eth0", &[&format!("{ip}/24")])
-                    .expect("link");
-                host
-            })
-            .collect();
-        Self {
-            lab,
-            client,
-            director,
-            real_servers,
-        }
-    }
-
-    fn run(&self, conf: &str) -> Process {
-        let path = self.lab.dir().join("keepalived.conf");
-        std::fs::write(&path, conf).expect("write config");
-        start(&self.director, &path)
-    }
-
     /// Starts TCP name servers on `port` on every real server.
     fn serve_tcp(&self, port: u16) -> Vec<NameServer> {
         self.real_servers
             .iter()
-            .zip(REAL_SERVERS)
-            .map(|(host, (name, ip))| NameServer::start(host, name, sa(ip, port)))
+            .map(|(host, name, ip)| NameServer::start(host, name, sa(ip, port)))
             .collect()
     }
 
@@ -116,7 +73,7 @@ impl Site {
 
 #[test]
 fn tcp_spread_is_what_ipvs_gives_per_scheduler() {
-    let site = Site::new("lvs-spread");
+    let site = site("lvs-spread");
     let _servers: Vec<_> = [80, 81, 82, 83]
         .into_iter()
         .flat_map(|port| site.serve_tcp(port))
@@ -174,8 +131,8 @@ fn tcp_spread_is_what_ipvs_gives_per_scheduler() {
 
 #[test]
 fn udp_flows_stick_to_their_real_server() {
-    let site = Site::new("lvs-udp");
-    for (host, (name, ip)) in site.real_servers.iter().zip(REAL_SERVERS).take(2) {
+    let site = site("lvs-udp");
+    for (host, name, ip) in site.real_servers.iter().take(2) {
         let socket = host
             .in_netns(|| UdpSocket::bind(sa(ip, 53)))
             .expect("netns")
@@ -239,7 +196,7 @@ fn udp_flows_stick_to_their_real_server() {
 #[test]
 fn bulk_half_close_and_a_dead_real_server_cost_the_client_nothing() {
     const SIZE: u64 = 1 << 30;
-    let site = Site::new("lvs-bulk");
+    let site = site("lvs-bulk");
     let servers = site.serve_tcp(80);
     let conf = format!(
         "virtual_server {VIP} 80 {{\n    lb_algo rr\n    protocol TCP\n    real_server {} 80 {{\n    }}\n    real_server {} 80 {{\n    }}\n}}\n",

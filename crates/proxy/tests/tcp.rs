@@ -28,17 +28,13 @@ async fn rr_across_two_workers_follows_the_kernel_order() {
         tcp_server("b").await,
         tcp_server("c").await,
     );
-    let vip = unique_vip(80);
-    let plane = data_plane(2);
-    let svc = service(
-        Protocol::Tcp,
+    let Served {
+        plane: _plane,
+        svc: _,
         vip,
-        "rr",
-        &[(a, 1), (b, 1), (c, 1)],
-        None,
-        ServiceOptions::default(),
-    );
-    plane.add(svc).unwrap();
+    } = Setup::new(Protocol::Tcp, &[(a, 1), (b, 1), (c, 1)])
+        .workers(2)
+        .start();
     // IPVS lists the last added first, and rr starts at the head.
     assert_eq!(spread(vip, 6).await, ["c", "b", "a", "c", "b", "a"]);
 }
@@ -50,18 +46,13 @@ async fn wrr_hands_out_the_weights_over_a_cycle() {
         tcp_server("b").await,
         tcp_server("c").await,
     );
-    let vip = unique_vip(80);
-    let plane = data_plane(1);
-    plane
-        .add(service(
-            Protocol::Tcp,
-            vip,
-            "wrr",
-            &[(a, 3), (b, 2), (c, 1)],
-            None,
-            ServiceOptions::default(),
-        ))
-        .unwrap();
+    let Served {
+        plane: _plane,
+        svc: _,
+        vip,
+    } = Setup::new(Protocol::Tcp, &[(a, 3), (b, 2), (c, 1)])
+        .scheduler("wrr")
+        .start();
     let names = spread(vip, 12).await;
     assert_eq!(
         counts(&names),
@@ -73,17 +64,11 @@ async fn wrr_hands_out_the_weights_over_a_cycle() {
 async fn a_refusing_real_server_costs_the_client_nothing() {
     let live = tcp_server("live").await;
     let dead = closed_port();
-    let vip = unique_vip(80);
-    let plane = data_plane(1);
-    let svc = service(
-        Protocol::Tcp,
+    let Served {
+        plane: _plane,
+        svc,
         vip,
-        "rr",
-        &[(live, 1), (dead, 1)],
-        None,
-        ServiceOptions::default(),
-    );
-    plane.add(Arc::clone(&svc)).unwrap();
+    } = Setup::new(Protocol::Tcp, &[(live, 1), (dead, 1)]).start();
     assert_eq!(spread(vip, 6).await, vec!["live"; 6]);
     // Every failed attempt was released: nothing counts on the dead server.
     svc.read(|s| {
@@ -95,39 +80,31 @@ async fn a_refusing_real_server_costs_the_client_nothing() {
 #[tokio::test]
 async fn the_sorry_server_takes_what_nobody_else_can() {
     let sorry = tcp_server("sorry").await;
-    let vip = unique_vip(80);
-    let plane = data_plane(1);
     let options = ServiceOptions {
         sorry_server: Some(Arc::new(Dest::new(sorry, 1).unwrap())),
         ..ServiceOptions::default()
     };
-    plane
-        .add(service(
-            Protocol::Tcp,
-            vip,
-            "wlc",
-            &[(closed_port(), 1), (tcp_server("quiesced").await, 0)],
-            None,
-            options,
-        ))
-        .unwrap();
+    let Served {
+        plane: _plane,
+        svc: _,
+        vip,
+    } = Setup::new(
+        Protocol::Tcp,
+        &[(closed_port(), 1), (tcp_server("quiesced").await, 0)],
+    )
+    .scheduler("wlc")
+    .options(options)
+    .start();
     assert_eq!(spread(vip, 2).await, ["sorry", "sorry"]);
 }
 
 #[tokio::test]
 async fn without_any_server_the_client_is_reset() {
-    let vip = unique_vip(80);
-    let plane = data_plane(1);
-    plane
-        .add(service(
-            Protocol::Tcp,
-            vip,
-            "rr",
-            &[(closed_port(), 1)],
-            None,
-            ServiceOptions::default(),
-        ))
-        .unwrap();
+    let Served {
+        plane: _plane,
+        svc: _,
+        vip,
+    } = Setup::new(Protocol::Tcp, &[(closed_port(), 1)]).start();
     let mut stream = connect(vip).await;
     let mut buf = [0; 1];
     let read = tokio::time::timeout(PATIENCE, stream.read(&mut buf))
@@ -141,18 +118,11 @@ async fn without_any_server_the_client_is_reset() {
 
 #[tokio::test]
 async fn half_close_lets_the_server_answer_after_the_client_finished() {
-    let vip = unique_vip(80);
-    let plane = data_plane(1);
-    plane
-        .add(service(
-            Protocol::Tcp,
-            vip,
-            "rr",
-            &[(tcp_server("echo").await, 1)],
-            None,
-            ServiceOptions::default(),
-        ))
-        .unwrap();
+    let Served {
+        plane: _plane,
+        svc: _,
+        vip,
+    } = Setup::new(Protocol::Tcp, &[(tcp_server("echo").await, 1)]).start();
     let (name, mut stream) = who(vip).await;
     assert_eq!(name, "echo");
     stream.get_mut().write_all(b"last words").await.unwrap();
@@ -168,17 +138,11 @@ async fn half_close_lets_the_server_answer_after_the_client_finished() {
 #[tokio::test]
 async fn bulk_data_arrives_byte_identical_both_ways() {
     const SIZE: usize = 48 << 20;
-    let vip = unique_vip(80);
-    let plane = data_plane(1);
-    let svc = service(
-        Protocol::Tcp,
+    let Served {
+        plane: _plane,
+        svc,
         vip,
-        "rr",
-        &[(tcp_server("echo").await, 1)],
-        None,
-        ServiceOptions::default(),
-    );
-    plane.add(Arc::clone(&svc)).unwrap();
+    } = Setup::new(Protocol::Tcp, &[(tcp_server("echo").await, 1)]).start();
     let (_, stream) = who(vip).await;
     let (mut reader, mut writer) = tokio::io::split(stream);
     // A pattern no shifted or repeated chunk can reproduce.
@@ -206,17 +170,11 @@ async fn bulk_data_arrives_byte_identical_both_ways() {
 #[tokio::test]
 async fn counters_and_states_follow_the_connection_as_ipvs_counts_them() {
     let server = tcp_server("a").await;
-    let vip = unique_vip(80);
-    let plane = data_plane(1);
-    let svc = service(
-        Protocol::Tcp,
+    let Served {
+        plane: _plane,
+        svc,
         vip,
-        "rr",
-        &[(server, 1)],
-        None,
-        ServiceOptions::default(),
-    );
-    plane.add(Arc::clone(&svc)).unwrap();
+    } = Setup::new(Protocol::Tcp, &[(server, 1)]).start();
     let (_, mut stream) = who(vip).await;
     let dest = svc.read(|s| Arc::clone(s.pool.get(server).unwrap()));
     assert_eq!((dest.active_conns(), dest.inactive_conns()), (1, 0));
@@ -241,23 +199,19 @@ async fn counters_and_states_follow_the_connection_as_ipvs_counts_them() {
 #[tokio::test]
 async fn persistence_holds_a_client_then_expires() {
     let (a, b) = (tcp_server("a").await, tcp_server("b").await);
-    let vip = unique_vip(80);
-    let plane = data_plane(1);
-    let svc = service(
-        Protocol::Tcp,
+    let Served {
+        plane: _plane,
+        svc,
         vip,
-        "rr",
-        &[(a, 1), (b, 1)],
-        Some(Persistence::new(Duration::from_secs(1))),
-        ServiceOptions::default(),
-    );
+    } = Setup::new(Protocol::Tcp, &[(a, 1), (b, 1)])
+        .persistence(Persistence::new(Duration::from_secs(1)))
+        .start();
     // Closed connections leave at once, so only the template's own timeout counts.
     let mut settings = ConnSettings::default();
     settings
         .timeouts
         .set_tcp(TcpState::TimeWait, Duration::ZERO);
     svc.set_conn_settings(settings);
-    plane.add(Arc::clone(&svc)).unwrap();
     let first = spread(vip, 4).await;
     assert!(first.iter().all(|n| *n == first[0]), "{first:?}");
     eventually("template expired", || {
@@ -275,17 +229,11 @@ async fn persistence_holds_a_client_then_expires() {
 #[tokio::test]
 async fn weight_zero_quiesces_without_cutting_existing_connections() {
     let (a, b) = (tcp_server("a").await, tcp_server("b").await);
-    let vip = unique_vip(80);
-    let plane = data_plane(1);
-    let svc = service(
-        Protocol::Tcp,
+    let Served {
+        plane: _plane,
+        svc,
         vip,
-        "rr",
-        &[(a, 1), (b, 1)],
-        None,
-        ServiceOptions::default(),
-    );
-    plane.add(Arc::clone(&svc)).unwrap();
+    } = Setup::new(Protocol::Tcp, &[(a, 1), (b, 1)]).start();
     let (name, mut kept) = who(vip).await;
     assert_eq!(name, "b");
     svc.edit(|s| s.pool.set_weight(b, 0)).unwrap();
@@ -299,18 +247,9 @@ async fn weight_zero_quiesces_without_cutting_existing_connections() {
 
 #[tokio::test]
 async fn a_removed_service_drains() {
-    let vip = unique_vip(80);
-    let plane = data_plane(2);
-    plane
-        .add(service(
-            Protocol::Tcp,
-            vip,
-            "rr",
-            &[(tcp_server("a").await, 1)],
-            None,
-            ServiceOptions::default(),
-        ))
-        .unwrap();
+    let Served { plane, svc: _, vip } = Setup::new(Protocol::Tcp, &[(tcp_server("a").await, 1)])
+        .workers(2)
+        .start();
     let (_, mut kept) = who(vip).await;
     assert!(plane.remove(Protocol::Tcp, vip).is_some());
     eventually("listeners closed", || {
@@ -328,22 +267,18 @@ async fn a_removed_service_drains() {
 async fn proxy_protocol_v1_tells_the_real_server_who_the_client_is() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let server = listener.local_addr().unwrap();
-    let vip = unique_vip(8080);
-    let plane = data_plane(1);
     let options = ServiceOptions {
         proxy_protocol: Some(ProxyProtocol::V1),
         ..ServiceOptions::default()
     };
-    plane
-        .add(service(
-            Protocol::Tcp,
-            vip,
-            "rr",
-            &[(server, 1)],
-            None,
-            options,
-        ))
-        .unwrap();
+    let Served {
+        plane: _plane,
+        svc: _,
+        vip,
+    } = Setup::new(Protocol::Tcp, &[(server, 1)])
+        .port(8080)
+        .options(options)
+        .start();
     let client = connect(vip).await;
     let (accepted, _) = tokio::time::timeout(PATIENCE, listener.accept())
         .await
@@ -366,22 +301,16 @@ async fn proxy_protocol_v1_tells_the_real_server_who_the_client_is() {
 
 #[tokio::test]
 async fn an_idle_connection_is_closed_after_the_established_timeout() {
-    let vip = unique_vip(80);
-    let plane = data_plane(1);
-    let svc = service(
-        Protocol::Tcp,
+    let Served {
+        plane: _plane,
+        svc,
         vip,
-        "rr",
-        &[(tcp_server("a").await, 1)],
-        None,
-        ServiceOptions::default(),
-    );
+    } = Setup::new(Protocol::Tcp, &[(tcp_server("a").await, 1)]).start();
     let mut settings = ConnSettings::default();
     settings
         .timeouts
         .set_tcp(TcpState::Established, Duration::from_millis(300));
     svc.set_conn_settings(settings);
-    plane.add(svc).unwrap();
     let (_, mut stream) = who(vip).await;
     let mut buf = [0; 1];
     let started = tokio::time::Instant::now();
@@ -395,22 +324,16 @@ async fn an_idle_connection_is_closed_after_the_established_timeout() {
 #[tokio::test]
 async fn traffic_keeps_a_connection_in_the_table_past_its_state_timeout() {
     let server = tcp_server("a").await;
-    let vip = unique_vip(80);
-    let plane = data_plane(1);
-    let svc = service(
-        Protocol::Tcp,
+    let Served {
+        plane: _plane,
+        svc,
         vip,
-        "rr",
-        &[(server, 1)],
-        None,
-        ServiceOptions::default(),
-    );
+    } = Setup::new(Protocol::Tcp, &[(server, 1)]).start();
     let mut settings = ConnSettings::default();
     settings
         .timeouts
         .set_tcp(TcpState::Established, Duration::from_secs(2));
     svc.set_conn_settings(settings);
-    plane.add(Arc::clone(&svc)).unwrap();
     let (_, mut stream) = who(vip).await;
     // Bounded: 25 round trips 200 ms apart, 2.5 times the ESTABLISHED timeout (the
     // proxy refreshes the entry at most once a second).
@@ -433,22 +356,14 @@ async fn traffic_keeps_a_connection_in_the_table_past_its_state_timeout() {
 
 #[tokio::test]
 async fn an_address_another_program_listens_on_is_refused() {
-    let vip = unique_vip(80);
+    let (svc, vip) = Setup::new(Protocol::Tcp, &[(tcp_server("a").await, 1)]).build();
     // Another program that set SO_REUSEPORT, as HAProxy does: sharing would silently
     // split the clients.
     let other = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     other.set_reuse_port(true).unwrap();
     other.bind(&vip.into()).unwrap();
     other.listen(16).unwrap();
-    let plane = data_plane(2);
-    let svc = service(
-        Protocol::Tcp,
-        vip,
-        "rr",
-        &[(tcp_server("a").await, 1)],
-        None,
-        ServiceOptions::default(),
-    );
+    let plane = keeplb_proxy::DataPlane::start(std::num::NonZeroUsize::MIN).unwrap();
     let error = plane
         .add(Arc::clone(&svc))
         .expect_err("the address is taken");

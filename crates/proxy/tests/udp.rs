@@ -2,11 +2,8 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use common::*;
 use keeplb_balancer::Protocol;
-use keeplb_proxy::ServiceOptions;
 use tokio::net::UdpSocket;
 
 async fn ask(socket: &UdpSocket, vip: std::net::SocketAddr, question: &str) -> String {
@@ -26,17 +23,13 @@ async fn ask(socket: &UdpSocket, vip: std::net::SocketAddr, question: &str) -> S
 #[tokio::test]
 async fn each_client_is_one_flow_on_one_real_server() {
     let (a, b) = (udp_server("a").await, udp_server("b").await);
-    let vip = unique_vip(53);
-    let plane = data_plane(1);
-    let svc = service(
-        Protocol::Udp,
+    let Served {
+        plane: _plane,
+        svc,
         vip,
-        "rr",
-        &[(a, 1), (b, 1)],
-        None,
-        ServiceOptions::default(),
-    );
-    plane.add(Arc::clone(&svc)).unwrap();
+    } = Setup::new(Protocol::Udp, &[(a, 1), (b, 1)])
+        .port(53)
+        .start();
     let first = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     for i in 0..3 {
         assert_eq!(ask(&first, vip, &format!("q{i}")).await, format!("b:q{i}"));

@@ -140,3 +140,57 @@ pub fn echo(mut stream: TcpStream, greeting: &str) {
     let _ = std::io::copy(&mut reader, &mut stream);
     let _ = stream.shutdown(Shutdown::Write);
 }
+
+/// A LAN lab: a client, a director (holding the VIP itself, no VRRP) and real servers,
+/// at the addresses the test gives (with their /24 prefix added).
+pub struct Site {
+    pub lab: keeplb_testlab::Lab,
+    pub client: Host,
+    pub director: Host,
+    /// Each real server's host, name and address.
+    pub real_servers: Vec<(Host, &'static str, &'static str)>,
+}
+
+impl Site {
+    pub fn new(
+        name: &str,
+        client: &str,
+        director: &[&str],
+        real_servers: &[(&'static str, &'static str)],
+    ) -> Self {
+        let lab = keeplb_testlab::Lab::new(name).expect("lab (needs root and iproute2)");
+        let lan = lab.switch("lan").expect("switch");
+        let cidr = |ip: &str| format!("{ip}/24");
+        let client_host = lab.host("client").expect("host");
+        client_host
+            .attach(&lan, "eth0", &[&cidr(client)])
+            .expect("link");
+        let director_host = lab.host("director").expect("host");
+        let director_cidrs: Vec<String> = director.iter().map(|ip| cidr(ip)).collect();
+        let director_cidrs: Vec<&str> = director_cidrs.iter().map(String::as_str).collect();
+        director_host
+            .attach(&lan, "eth0", &director_cidrs)
+            .expect("link");
+        let real_servers = real_servers
+            .iter()
+            .map(|&(name, ip)| {
+                let host = lab.host(name).expect("host");
+                host.attach(&lan, "eth0", &[&cidr(ip)]).expect("link");
+                (host, name, ip)
+            })
+            .collect();
+        Self {
+            lab,
+            client: client_host,
+            director: director_host,
+            real_servers,
+        }
+    }
+
+    /// Writes `conf` and starts `keeplb run` with it on the director.
+    pub fn run(&self, conf: &str) -> Process {
+        let path = self.lab.dir().join("keepalived.conf");
+        std::fs::write(&path, conf).expect("write config");
+        start(&self.director, &path)
+    }
+}

@@ -72,28 +72,83 @@ pub fn closed_port() -> SocketAddr {
     listener.local_addr().unwrap()
 }
 
-/// Builds a service; destinations are added in the given order (IPVS puts each new
-/// one first, so rr starts from the last).
-pub fn service(
+/// A service to start on a fresh data plane, on a loopback address of its own: rr
+/// over `dests` on port 80 with one worker unless told otherwise. Destinations are
+/// added in the given order (IPVS puts each new one first, so rr starts from the last).
+pub struct Setup {
     proto: Protocol,
-    vip: SocketAddr,
-    scheduler: &str,
-    dests: &[(SocketAddr, u32)],
+    dests: Vec<(SocketAddr, u32)>,
+    scheduler: &'static str,
+    workers: usize,
+    port: u16,
     persistence: Option<Persistence>,
     options: ServiceOptions,
-) -> Arc<VirtualService> {
-    let mut pool = Pool::new(from_name(scheduler, SchedFlags::EMPTY).unwrap());
-    for &(addr, weight) in dests {
-        pool.add(Arc::new(Dest::new(addr, weight).unwrap()))
-            .unwrap();
-    }
-    let mut svc = Service::new(ServiceAddr::Addr(proto, vip), pool);
-    svc.set_persistence(persistence);
-    Arc::new(VirtualService::new(svc, ConnSettings::default(), options).unwrap())
 }
 
-pub fn data_plane(workers: usize) -> DataPlane {
-    DataPlane::start(NonZeroUsize::new(workers).unwrap()).unwrap()
+/// A started service: keep `plane` alive for as long as the service should run.
+pub struct Served {
+    pub plane: DataPlane,
+    pub svc: Arc<VirtualService>,
+    pub vip: SocketAddr,
+}
+
+impl Setup {
+    pub fn new(proto: Protocol, dests: &[(SocketAddr, u32)]) -> Self {
+        Self {
+            proto,
+            dests: dests.to_vec(),
+            scheduler: "rr",
+            workers: 1,
+            port: 80,
+            persistence: None,
+            options: ServiceOptions::default(),
+        }
+    }
+
+    pub fn scheduler(self, scheduler: &'static str) -> Self {
+        Self { scheduler, ..self }
+    }
+
+    pub fn workers(self, workers: usize) -> Self {
+        Self { workers, ..self }
+    }
+
+    pub fn port(self, port: u16) -> Self {
+        Self { port, ..self }
+    }
+
+    pub fn persistence(self, persistence: Persistence) -> Self {
+        Self {
+            persistence: Some(persistence),
+            ..self
+        }
+    }
+
+    pub fn options(self, options: ServiceOptions) -> Self {
+        Self { options, ..self }
+    }
+
+    /// The service, not yet served.
+    pub fn build(self) -> (Arc<VirtualService>, SocketAddr) {
+        let vip = unique_vip(self.port);
+        let mut pool = Pool::new(from_name(self.scheduler, SchedFlags::EMPTY).unwrap());
+        for (addr, weight) in self.dests {
+            pool.add(Arc::new(Dest::new(addr, weight).unwrap()))
+                .unwrap();
+        }
+        let mut svc = Service::new(ServiceAddr::Addr(self.proto, vip), pool);
+        svc.set_persistence(self.persistence);
+        let svc = VirtualService::new(svc, ConnSettings::default(), self.options).unwrap();
+        (Arc::new(svc), vip)
+    }
+
+    /// The service, listening on a data plane of its own.
+    pub fn start(self) -> Served {
+        let plane = DataPlane::start(NonZeroUsize::new(self.workers).unwrap()).unwrap();
+        let (svc, vip) = self.build();
+        plane.add(Arc::clone(&svc)).unwrap();
+        Served { plane, svc, vip }
+    }
 }
 
 /// Connects to `vip` (retrying while the workers start listening) and reads the
