@@ -56,4 +56,4 @@ pub use genhash::{GenhashError, GenhashRequest, genhash};
 pub use health::{CheckerId, Health, Probe, RealServerStatus};
 pub use outcome::{Outcome, Reason};
 pub use probe::{ProbeSpec, Probes, SpecProblem};
-pub use runner::{Checks, Control, RunOptions, Stop};
+pub use runner::{Checks, Control, ProbeReport, RunOptions, Stop};

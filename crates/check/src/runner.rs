@@ -31,6 +31,19 @@ pub struct RunOptions {
     /// Where real server and virtual server state lines go: the `notify_fifo` and
     /// `lvs_notify_fifo` writers (shared with VRRP for `notify_fifo`).
     pub fifos: Vec<Arc<FifoWriter>>,
+    /// Gets every probe's result and duration (for metrics), if set.
+    pub reports: Option<mpsc::UnboundedSender<ProbeReport>>,
+}
+
+/// One probe's result, for metrics.
+#[derive(Debug, Clone)]
+pub struct ProbeReport {
+    /// Which checker ran.
+    pub checker: CheckerId,
+    /// How it went.
+    pub outcome: Outcome,
+    /// From the start of the probe (after waiting for a slot) to its result.
+    pub duration: Duration,
 }
 
 impl Default for RunOptions {
@@ -38,6 +51,7 @@ impl Default for RunOptions {
         RunOptions {
             max_in_flight: 4096,
             fifos: Vec::new(),
+            reports: None,
         }
     }
 }
@@ -172,7 +186,7 @@ impl Checks {
         let actions = self.health.start(Instant::now(), |max| jitter.share(max));
         self.dispatch(actions, &pool, &mut scripts);
         let limit = Arc::new(Semaphore::new(self.options.max_in_flight.max(1)));
-        let mut running: JoinSet<(Probe, Outcome)> = JoinSet::new();
+        let mut running: JoinSet<(Probe, Outcome, Duration)> = JoinSet::new();
         let mut in_flight: HashMap<tokio::task::Id, Probe> = HashMap::new();
         tokio::pin!(stop);
         let mut file_poll = tokio::time::interval(FILE_POLL);
@@ -198,9 +212,16 @@ impl Checks {
                 }
                 Some(joined) = running.join_next_with_id() => {
                     let (probe, outcome) = match joined {
-                        Ok((id, result)) => {
+                        Ok((id, (probe, outcome, duration))) => {
                             in_flight.remove(&id);
-                            result
+                            if let Some(reports) = &self.options.reports {
+                                let _ = reports.send(ProbeReport {
+                                    checker: probe.id,
+                                    outcome: outcome.clone(),
+                                    duration,
+                                });
+                            }
+                            (probe, outcome)
                         }
                         Err(e) => {
                             let Some(probe) = in_flight.remove(&e.id()) else { continue };
@@ -216,11 +237,12 @@ impl Checks {
                         let limit = Arc::clone(&limit);
                         let handle = running.spawn(async move {
                             let _permit = limit.acquire_owned().await;
+                            let started = Instant::now();
                             let outcome = match probes.get(probe.id) {
                                 Some(spec) => probe::run(spec, probe.url).await,
                                 None => Outcome::Down(Reason::Protocol("no such probe".into())),
                             };
-                            (probe, outcome)
+                            (probe, outcome, started.elapsed())
                         });
                         in_flight.insert(handle.id(), probe);
                     }

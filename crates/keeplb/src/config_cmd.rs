@@ -121,6 +121,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     raise_descriptor_limit();
     let director = crate::lvs_run::Director::start(&config, workers)?;
     let settings = crate::lvs_run::conn_settings(&config.global_defs);
+    let (check_results, check_results_rx) = tokio::sync::mpsc::unbounded_channel();
+    director.report_checks_to(check_results);
     let board = crate::vrrp_run::StatusBoard::default();
     let table = crate::control_run::LiveTable::new(director.plane(), settings, board.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -141,14 +143,23 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         };
         let (to_director, reloads) = tokio::sync::mpsc::unbounded_channel();
         let (reloader, requests) = crate::reload::channel();
+        let (to_vrrp, vrrp_reloads) = tokio::sync::mpsc::unbounded_channel();
         let virtual_servers =
             director.serve(Arc::clone(&config), reloads, until_stopped(stopped.clone()));
-        let control = crate::control_run::serve(control, http, table, reloader, stopped.clone());
+        let control = crate::control_run::serve(
+            control,
+            http,
+            table,
+            reloader,
+            check_results_rx,
+            stopped.clone(),
+        );
         let reload = crate::reload::serve(
             args.config.clone(),
             Arc::clone(&config),
             requests,
             to_director,
+            to_vrrp,
             until_stopped(stopped.clone()),
         );
         let main = async {
@@ -156,7 +167,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             let result = if config.vrrp_instance.is_empty() {
                 wait_for_termination().await
             } else {
-                crate::vrrp_run::run(&config, &board).await
+                crate::vrrp_run::run(Arc::clone(&config), &board, vrrp_reloads).await
             };
             notify_systemd(&[sd_notify::NotifyState::Stopping]);
             let _ = stop.send(true);

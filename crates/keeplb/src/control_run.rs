@@ -570,6 +570,7 @@ pub async fn serve(
     http: Option<HttpServer>,
     table: LiveTable,
     reloader: crate::reload::Reloader,
+    mut check_results: tokio::sync::mpsc::UnboundedReceiver<crate::lvs_run::CheckMetric>,
     stopped: tokio::sync::watch::Receiver<bool>,
 ) {
     let table = Arc::new(Mutex::new(table));
@@ -583,6 +584,14 @@ pub async fn serve(
     let http = async {
         let Some(http) = http else { return };
         let metrics = Arc::new(Metrics::new());
+        let record = {
+            let metrics = Arc::clone(&metrics);
+            async move {
+                while let Some((key, result, latency)) = check_results.recv().await {
+                    metrics.record_check(&key, result, latency);
+                }
+            }
+        };
         let scrape = {
             let table = Arc::clone(&table);
             move || {
@@ -595,8 +604,10 @@ pub async fn serve(
                 async move { text }
             }
         };
-        http.serve(handler.clone(), scrape, until_stopped(stopped.clone()))
-            .await;
+        tokio::select! {
+            () = http.serve(handler.clone(), scrape, until_stopped(stopped.clone())) => {}
+            () = record => {}
+        }
     };
     tokio::join!(
         server.serve(handler.clone(), until_stopped(stopped.clone())),

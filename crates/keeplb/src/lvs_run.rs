@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -19,8 +19,10 @@ use keeplb_balancer::{
     ConnSettings, Dest, Granularity, Persistence, Pool, Protocol, SchedFlags, SchedulerKind,
     Service, ServiceAddr, Thresholds,
 };
-use keeplb_check::{Action, Checks, Control, Health, RunOptions, Stop};
+use keeplb_check::{Action, CheckerId, Checks, Control, Health, Outcome, Reason, RunOptions, Stop};
 use keeplb_config::model;
+use keeplb_control::metrics::{CheckKey, CheckResult, service_label};
+use keeplb_control::model::{Protocol as ControlProtocol, ServiceKey};
 use keeplb_proxy::{
     DataPlane, Forwarding, ProxyProtocol, ServiceId, ServiceOptions, VirtualService,
 };
@@ -47,7 +49,12 @@ pub struct Director {
     /// again, with its connections' counters and its persistent clients, as IPVS takes
     /// a destination back from its trash.
     trash: Mutex<HashMap<(ServiceId, SocketAddr), Arc<Dest>>>,
+    /// Where each check's result goes, for the metrics.
+    check_results: OnceLock<mpsc::UnboundedSender<CheckMetric>>,
 }
+
+/// One check's result as the metrics record it.
+pub type CheckMetric = (CheckKey, CheckResult, Duration);
 
 /// What the configuration in force made of the data plane.
 #[derive(Debug, Default)]
@@ -72,6 +79,7 @@ impl Director {
             plane: Arc::new(DataPlane::start(workers).context("starting the data plane")?),
             layout: RwLock::default(),
             trash: Mutex::default(),
+            check_results: OnceLock::new(),
         };
         director.reconcile(config);
         Ok(director)
@@ -80,6 +88,11 @@ impl Director {
     /// The data plane, for the control socket.
     pub fn plane(&self) -> Arc<DataPlane> {
         Arc::clone(&self.plane)
+    }
+
+    /// Sends every health check's result to `results` from now on (once).
+    pub fn report_checks_to(&self, results: mpsc::UnboundedSender<CheckMetric>) {
+        let _ = self.check_results.set(results);
     }
 
     /// Makes the served services those of `config`. A service that stays keeps its
@@ -206,13 +219,25 @@ impl Director {
         let mut config = config;
         let mut previous: Option<Health> = None;
         loop {
+            let (reports, mut probe_reports) = mpsc::unbounded_channel();
             let (mut checks, problems) = Checks::new(
                 &config,
                 RunOptions {
                     max_in_flight: MAX_CHECKS_IN_FLIGHT,
+                    reports: self.check_results.get().map(|_| reports),
                     ..RunOptions::default()
                 },
             );
+            let labels = CheckLabels::new(&config);
+            let forward_reports = async {
+                while let Some(report) = probe_reports.recv().await {
+                    if let (Some(results), Some(key)) =
+                        (self.check_results.get(), labels.key(report.checker))
+                    {
+                        let _ = results.send((key, check_result(&report.outcome), report.duration));
+                    }
+                }
+            };
             for problem in problems {
                 tracing::warn!("{problem}");
             }
@@ -239,7 +264,9 @@ impl Director {
             let presence = report_addresses(&config, &controller);
             // The checks end first; the channel then closes and the last changes apply.
             let health = tokio::select! {
-                (health, ()) = async { tokio::join!(checks.run_until(actions, stop), apply) } => health,
+                (health, (), ()) = async {
+                    tokio::join!(checks.run_until(actions, stop), apply, forward_reports)
+                } => health,
                 () = presence => unreachable!("the address poll never ends"),
             };
             let Some(new) = next_config else {
@@ -301,6 +328,89 @@ impl Director {
                 tracing::error!("{} {}: {e}", svc.protocol(), svc.vip());
             }
         }
+    }
+}
+
+/// The metrics' names of every checker of a configuration.
+struct CheckLabels {
+    /// Per virtual server: its label, and per real server its address and checker names.
+    blocks: Vec<(String, Vec<RealServerLabels>)>,
+}
+
+/// A real server's address and its checkers' names (`TCP_CHECK`, `TCP_CHECK#2`…).
+type RealServerLabels = (SocketAddr, Vec<String>);
+
+impl CheckLabels {
+    fn new(config: &model::Config) -> Self {
+        let blocks = config
+            .virtual_server
+            .iter()
+            .map(|vs| {
+                let protocol = match vs.protocol {
+                    model::Protocol::Tcp => ControlProtocol::Tcp,
+                    model::Protocol::Udp => ControlProtocol::Udp,
+                    model::Protocol::Sctp => ControlProtocol::Sctp,
+                };
+                let service = match &vs.key {
+                    model::VirtualServerKey::Address { ip, port } => {
+                        service_label(&ServiceKey::Addr {
+                            protocol,
+                            address: *ip,
+                            port: *port,
+                        })
+                    }
+                    other => describe(other),
+                };
+                let real_servers = vs
+                    .real_server
+                    .iter()
+                    .map(|rs| {
+                        let mut seen: HashMap<&str, usize> = HashMap::new();
+                        let names = rs
+                            .checkers
+                            .iter()
+                            .map(|c| {
+                                let kind = c.kind.keyword();
+                                let n = seen.entry(kind).or_default();
+                                *n += 1;
+                                if *n == 1 {
+                                    kind.to_owned()
+                                } else {
+                                    format!("{kind}#{n}")
+                                }
+                            })
+                            .collect();
+                        (SocketAddr::new(rs.ip, rs.port), names)
+                    })
+                    .collect();
+                (service, real_servers)
+            })
+            .collect();
+        Self { blocks }
+    }
+
+    fn key(&self, id: CheckerId) -> Option<CheckKey> {
+        let (service, real_servers) = self.blocks.get(id.vs)?;
+        let (real_server, checkers) = real_servers.get(id.rs)?;
+        Some(CheckKey {
+            service: service.clone(),
+            real_server: *real_server,
+            checker: checkers.get(id.checker)?.clone(),
+        })
+    }
+}
+
+/// How the metrics classify a probe's outcome.
+fn check_result(outcome: &Outcome) -> CheckResult {
+    match outcome {
+        Outcome::Up => CheckResult::Passed,
+        // MISC_CHECK: 0 is up, 1 down, 2-255 up with a weight (misc_dynamic).
+        Outcome::Exited(1) => CheckResult::Failed,
+        Outcome::Exited(_) => CheckResult::Passed,
+        Outcome::Down(Reason::ConnectTimeout | Reason::IoTimeout | Reason::ScriptTimeout) => {
+            CheckResult::TimedOut
+        }
+        Outcome::Down(_) => CheckResult::Failed,
     }
 }
 

@@ -24,7 +24,7 @@ fn status_and_metrics_show_vrrp_and_services() {
         &conf,
         format!(
             "vrrp_instance VI_1 {{\n    state MASTER\n    interface eth0\n    virtual_router_id 65\n    priority 150\n    advert_int 1\n    virtual_ipaddress {{\n        {VIP}/24\n    }}\n}}\n\
-             virtual_server {VIP} 80 {{\n    lb_algo wrr\n    protocol TCP\n    real_server 10.65.0.21 80 {{\n        weight 3\n    }}\n}}\n"
+             virtual_server {VIP} 80 {{\n    delay_loop 1\n    lb_algo wrr\n    protocol TCP\n    real_server 10.65.0.21 80 {{\n        weight 3\n        inhibit_on_failure\n        TCP_CHECK {{\n            connect_timeout 1\n        }}\n    }}\n}}\n"
         ),
     )
     .expect("config");
@@ -83,18 +83,26 @@ fn status_and_metrics_show_vrrp_and_services() {
         "the real server is listed: {text}"
     );
 
-    let metrics = director
-        .in_netns(|| -> std::io::Result<String> {
-            let mut stream = TcpStream::connect("127.0.0.1:9115")?;
-            stream.write_all(
-                b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
-            )?;
-            let mut response = String::new();
-            stream.read_to_string(&mut response)?;
-            Ok(response)
-        })
-        .expect("netns")
-        .expect("scrape");
+    let scrape = || {
+        director
+            .in_netns(|| -> std::io::Result<String> {
+                let mut stream = TcpStream::connect("127.0.0.1:9115")?;
+                stream.write_all(
+                    b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+                )?;
+                let mut response = String::new();
+                stream.read_to_string(&mut response)?;
+                Ok(response)
+            })
+            .expect("netns")
+            .expect("scrape")
+    };
+    // The real server does not exist: its TCP_CHECK fails (after a 1 s bootstrap).
+    let mut metrics = String::new();
+    wait_for("a check result is exported", &keeplb, || {
+        metrics = scrape();
+        metrics.contains("keeplb_check_results_total{")
+    });
     assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
     assert!(
         metrics.contains("keeplb_vrrp_state{vrrp_instance=\"VI_1\",state=\"MASTER\"} 1"),
