@@ -334,55 +334,8 @@ pub enum LbKind {
     Tun,
 }
 
-/// IPVS scheduler names (`lb_algo`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LbAlgo {
-    Rr,
-    Wrr,
-    Lc,
-    Wlc,
-    Lblc,
-    Lblcr,
-    Dh,
-    Sh,
-    Sed,
-    Nq,
-    Fo,
-    Ovf,
-    Mh,
-    Twos,
-}
-
-impl LbAlgo {
-    pub const ALL: [(&'static str, LbAlgo); 14] = [
-        ("rr", LbAlgo::Rr),
-        ("wrr", LbAlgo::Wrr),
-        ("lc", LbAlgo::Lc),
-        ("wlc", LbAlgo::Wlc),
-        ("lblc", LbAlgo::Lblc),
-        ("lblcr", LbAlgo::Lblcr),
-        ("dh", LbAlgo::Dh),
-        ("sh", LbAlgo::Sh),
-        ("sed", LbAlgo::Sed),
-        ("nq", LbAlgo::Nq),
-        ("fo", LbAlgo::Fo),
-        ("ovf", LbAlgo::Ovf),
-        ("mh", LbAlgo::Mh),
-        ("twos", LbAlgo::Twos),
-    ];
-
-    pub fn from_name(name: &str) -> Option<LbAlgo> {
-        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, a)| *a)
-    }
-
-    pub fn name(self) -> &'static str {
-        Self::ALL
-            .iter()
-            .find(|(_, a)| *a == self)
-            .map_or("?", |(n, _)| n)
-    }
-}
+/// IPVS scheduler names (`lb_algo`): the balancer's own list, so the two cannot differ.
+pub use keeplb_balancer::SchedulerKind;
 
 /// How a virtual server is addressed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -425,7 +378,7 @@ pub struct VirtualServer {
     #[serde(flatten)]
     pub key: VirtualServerKey,
     pub delay_loop: f64,
-    pub lb_algo: LbAlgo,
+    pub lb_algo: SchedulerKind,
     /// Scheduler flags: `sh-port`, `sh-fallback`, `mh-port`, `mh-fallback`, `ops`, `flag-N`.
     pub lb_flags: Vec<String>,
     pub lb_kind: LbKind,

@@ -4,7 +4,9 @@
 use std::path::Path;
 
 use keeplb_config::env::FakeEnvironment;
-use keeplb_config::model::{CheckKind, InitialState, LbAlgo, LbKind, Protocol, VirtualServerKey};
+use keeplb_config::model::{
+    CheckKind, InitialState, LbKind, Protocol, SchedulerKind, VirtualServerKey,
+};
 use keeplb_config::{LoadOptions, Loaded, MemoryLoader, Severity, load_with};
 
 const MAIN: &str = "/etc/keepalived/keepalived.conf";
@@ -177,7 +179,7 @@ fn virtual_server_defaults_are_keepalived_s_not_ipvsadm_s() {
     let text = "virtual_server 10.0.0.100 80 {\n  persistence_timeout\n  real_server 10.0.1.1 80 {\n    TCP_CHECK {\n    }\n  }\n}\n";
     let loaded = load(text);
     let vs = &loaded.config.virtual_server[0];
-    assert_eq!(vs.lb_algo, LbAlgo::Wlc);
+    assert_eq!(vs.lb_algo, SchedulerKind::Wlc);
     assert_eq!(vs.lb_kind, LbKind::Nat);
     assert_eq!(vs.persistence_timeout, Some(360));
     assert_eq!(vs.delay_loop, 60.0);

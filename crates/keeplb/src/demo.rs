@@ -126,9 +126,22 @@ pub fn run(advert_int: &str, version: u8) -> anyhow::Result<()> {
         let path = lab.dir().join(format!("{}.conf", host.name()));
         std::fs::write(&path, config(priority, state, advert_int, version))?;
         let path = path.to_str().context("lab path is not UTF-8")?.to_owned();
+        // Each director its own control socket: they share this machine's /run.
+        let control = lab.dir().join(format!("{}.sock", host.name()));
+        let control = control
+            .to_str()
+            .context("lab path is not UTF-8")?
+            .to_owned();
         daemons.push((
             host,
-            host.spawn(&[exe.as_str(), "run", "-f", path.as_str()])?,
+            host.spawn(&[
+                exe.as_str(),
+                "run",
+                "-f",
+                path.as_str(),
+                "--control",
+                control.as_str(),
+            ])?,
         ));
         println!(
             "{}: keeplb run -f {} (priority {priority})",

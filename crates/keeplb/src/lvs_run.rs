@@ -172,7 +172,7 @@ impl Director {
         };
         let sorry = options.sorry_server.as_ref().map(|d| d.addr());
         let removed = running.edit(|live| -> anyhow::Result<Vec<Arc<Dest>>> {
-            let (kind, flags) = (scheduler_kind(vs.lb_algo), options.sched_flags);
+            let (kind, flags) = (vs.lb_algo, options.sched_flags);
             if live.pool.scheduler().kind() != kind || running.options().sched_flags != flags {
                 live.pool.set_scheduler(kind.build(flags))?;
             }
@@ -459,12 +459,6 @@ fn local_addresses() -> HashSet<IpAddr> {
         .collect()
 }
 
-/// The scheduler keepalived's `lb_algo` names.
-pub fn scheduler_kind(algo: model::LbAlgo) -> SchedulerKind {
-    // Both enums list IPVS's names; the name is the one thing they share.
-    algo.name().parse().unwrap_or_default()
-}
-
 /// The forwarding method of keepalived's `lb_kind` / `lvs_method`.
 pub fn forwarding(kind: model::LbKind) -> Forwarding {
     match kind {
@@ -542,7 +536,7 @@ fn service(
         model::Protocol::Udp => Protocol::Udp,
         model::Protocol::Sctp => bail!("SCTP services need the kernel data path"),
     };
-    let kind = scheduler_kind(vs.lb_algo);
+    let kind = vs.lb_algo;
     let mut flags = SchedFlags::EMPTY;
     for flag in &vs.lb_flags {
         if flag == "ops" {
@@ -628,13 +622,6 @@ pub fn conn_settings(global: &model::GlobalDefs) -> ConnSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_lb_algo_maps_to_the_scheduler_of_the_same_name() {
-        for (name, algo) in model::LbAlgo::ALL {
-            assert_eq!(scheduler_kind(algo).name(), name);
-        }
-    }
 
     #[test]
     fn group_ranges_expand_inclusively_and_refuse_nonsense() {

@@ -44,6 +44,9 @@ enum Command {
     Adm(AdmArgs),
     /// Show every virtual service with its real servers, weights and counters.
     Status(StatusArgs),
+    /// Make the running daemon read its configuration again (as SIGHUP does); an invalid
+    /// file is reported and changes nothing.
+    Reload(ControlArgs),
     /// Print the MD5 digest of a URL for HTTP_GET/SSL_GET, as keepalived's genhash
     /// (-s ADDR -p PORT -u URL [-S] [-I] [-V VHOST] [-P 1.0|1.0c|1.1] [-t SECS] [-m MARK] [-v]).
     Genhash(ForeignArgs),
@@ -71,6 +74,13 @@ pub struct AdmArgs {
     control: PathBuf,
     #[command(flatten)]
     ipvsadm: ForeignArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ControlArgs {
+    /// Control socket of the daemon.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_CONTROL_PATH)]
+    control: PathBuf,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -145,6 +155,7 @@ fn main() -> ExitCode {
         }
         Command::Adm(args) => adm_cmd::run(&args.control, &args.ipvsadm.args),
         Command::Status(args) => status_cmd::run(&args.control, args.json),
+        Command::Reload(args) => status_cmd::reload(&args.control),
         Command::Genhash(args) => genhash_cmd::run(&args.args),
     };
     match result {

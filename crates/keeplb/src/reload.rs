@@ -43,12 +43,13 @@ pub fn channel() -> (Reloader, mpsc::UnboundedReceiver<Request>) {
 }
 
 /// Serves reload requests (and SIGHUP) until `stopped`: each new valid configuration
-/// goes to `virtual_servers`.
+/// goes to `virtual_servers` and, when its VRRP part changed, to `vrrp`.
 pub async fn serve(
     args: ConfigArgs,
     mut current: Arc<model::Config>,
     mut requests: mpsc::UnboundedReceiver<Request>,
     virtual_servers: mpsc::UnboundedSender<Arc<model::Config>>,
+    vrrp: mpsc::UnboundedSender<Arc<model::Config>>,
     stopped: impl std::future::Future<Output = ()>,
 ) {
     use tokio::signal::unix::{SignalKind, signal};
@@ -70,7 +71,7 @@ pub async fn serve(
             }
         };
         crate::config_cmd::notify_systemd(&[sd_notify::NotifyState::Reloading]);
-        let outcome = apply(&args, &mut current, &virtual_servers);
+        let outcome = apply(&args, &mut current, &virtual_servers, &vrrp);
         crate::config_cmd::notify_systemd(&[sd_notify::NotifyState::Ready]);
         if let Some(reply) = request.reply {
             let _ = reply.send(outcome);
@@ -83,6 +84,7 @@ fn apply(
     args: &ConfigArgs,
     current: &mut Arc<model::Config>,
     virtual_servers: &mpsc::UnboundedSender<Arc<model::Config>>,
+    vrrp: &mpsc::UnboundedSender<Arc<model::Config>>,
 ) -> Result<(), String> {
     let loaded = crate::config_cmd::load(args, &args.file).map_err(|e| format!("{e:#}"))?;
     let diagnostics = crate::config_cmd::render_diagnostics(&loaded);
@@ -97,9 +99,10 @@ fn apply(
         tracing::warn!("reload: {}\n{diagnostics}", args.file.display());
     }
     let new = Arc::new(loaded.config);
-    if vrrp_part(current) != vrrp_part(&new) {
+    if vrrp_part(current) != vrrp_part(&new) && vrrp.send(Arc::clone(&new)).is_err() {
+        // VRRP does not run (the configuration keeplb started with had no instance).
         tracing::warn!(
-            "reload: the VRRP part of the configuration changed; keeplb applies it at the next restart (VRRP instances keep running as they are)"
+            "reload: the VRRP part of the configuration changed; keeplb applies it at the next restart"
         );
     }
     let _ = virtual_servers.send(Arc::clone(&new));

@@ -1,6 +1,6 @@
 //! `keeplb status [--json] [--control PATH]`: the cluster at a glance, from the running
-//! daemon: every virtual service with its real servers, weights and counters (VRRP
-//! instances once the daemon reports them).
+//! daemon: every VRRP instance and every virtual service with its real servers, weights
+//! and counters. Also `keeplb reload`.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -18,17 +18,46 @@ use crate::adm_cmd::EXIT_UNREACHABLE;
 
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The daemon's control socket, or the reason it cannot be reached, said as
+/// `keeplb adm` says it.
+fn connect(control: &Path) -> Result<ControlClient, ExitCode> {
+    ControlClient::connect(control, ANSWER_TIMEOUT).map_err(|error| {
+        eprintln!(
+            "keeplb: cannot reach the keeplb daemon at {}: {error} (is `keeplb run` running, with this --control path?)",
+            control.display()
+        );
+        ExitCode::from(EXIT_UNREACHABLE)
+    })
+}
+
+/// Runs `keeplb reload`: the daemon reads its configuration file again. Exit 1 with
+/// the diagnostics when the file is invalid (the daemon keeps the old one).
+pub fn reload(control: &Path) -> anyhow::Result<ExitCode> {
+    let mut client = match connect(control) {
+        Ok(client) => client,
+        Err(code) => return Ok(code),
+    };
+    let response = client
+        .call(&Request::new(RequestBody::Reload))
+        .context("asking the daemon to reload")?;
+    match response.body {
+        ResponseBody::Reloaded => {
+            eprintln!("keeplb: configuration reloaded");
+            Ok(ExitCode::SUCCESS)
+        }
+        ResponseBody::Error { error } => {
+            eprintln!("keeplb: reload refused; the running configuration stays\n{error}");
+            Ok(ExitCode::FAILURE)
+        }
+        other => bail!("unexpected answer from the daemon: {other:?}"),
+    }
+}
+
 /// Runs `keeplb status`.
 pub fn run(control: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    let mut client = match ControlClient::connect(control, ANSWER_TIMEOUT) {
+    let mut client = match connect(control) {
         Ok(client) => client,
-        Err(error) => {
-            eprintln!(
-                "keeplb: cannot reach the keeplb daemon at {}: {error} (is `keeplb run` running, with this --control path?)",
-                control.display()
-            );
-            return Ok(ExitCode::from(EXIT_UNREACHABLE));
-        }
+        Err(code) => return Ok(code),
     };
     let response = client
         .call(&Request::new(RequestBody::Status))
@@ -72,11 +101,25 @@ pub fn human(status: &StatusReport) -> String {
         out.push_str("  (none reported)\n");
     }
     for vrrp in &status.vrrp_instances {
-        let _ = writeln!(
+        let _ = write!(
             out,
-            "  {:<20} {:<7} priority {} (effective {})",
-            vrrp.name, vrrp.state, vrrp.priority, vrrp.effective_priority
+            "  {:<20} {:<7} priority {} (effective {}) VIPs {}",
+            vrrp.name,
+            vrrp.state,
+            vrrp.priority,
+            vrrp.effective_priority,
+            vrrp.virtual_addresses.join(" ")
         );
+        if let Some(master) = vrrp.master {
+            let _ = write!(out, ", master {master}");
+        }
+        if let Some(last) = &vrrp.last_transition {
+            let _ = write!(out, "; {} -> {}", last.from, last.to);
+            if !last.cause.is_empty() {
+                let _ = write!(out, " ({})", last.cause);
+            }
+        }
+        out.push('\n');
     }
     out.push_str("\nVirtual services\n");
     if status.services.is_empty() {

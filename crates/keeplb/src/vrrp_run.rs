@@ -14,6 +14,14 @@
 //! (`GROUP name STATE 0`) follow the group's state.
 //! With `enable_script_security`, a script a non-root user could change is refused at
 //! startup with an error naming the file; the instance runs without it.
+//!
+//! A reload is applied unit by unit (an instance, or a sync group with its members),
+//! comparing what each unit is made of ([`UnitSpec`]): unchanged units keep running
+//! untouched, removed ones stop as on SIGTERM, new ones start, changed ones restart
+//! (see [`Vrrp::apply`] for how a master stays master). Tracked objects are shared
+//! through a [`TrackHub`], so a restarted instance joins the running checkers.
+//! Each driver's [`InstanceReport`] feeds the status board: state, last transition
+//! with its cause, and the current master's address.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -37,8 +45,8 @@ use keeplb_vrrp::track::{
 };
 use keeplb_vrrp::{
     AdverInterval, Auth, AuthPassword, ChecksumForm, DriverOptions, GarpConfig, InitialState,
-    InstanceConfig, InterfacePaces, MemberReport, Notification, State, SyncLink, SyncRequest,
-    Transport, UnicastPeer, Version, VipBroadcast, VipOptions,
+    InstanceConfig, InstanceReport, InterfacePaces, MemberReport, Notification, State, SyncLink,
+    SyncRequest, Transport, UnicastPeer, Version, VipBroadcast, VipOptions,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -239,6 +247,23 @@ fn model_script(
     }
 }
 
+/// An instance's or group's `notify_master`, `notify_backup`, `notify_fault`,
+/// `notify_stop` and `notify`, in that order, as they will run.
+fn notify_scripts(
+    scripts: [&Option<Script>; 5],
+    global: &GlobalDefs,
+    owner: &str,
+) -> NotifyScripts {
+    let [master, backup, fault, stop, notify] = scripts;
+    NotifyScripts {
+        master: model_script(master, global, "notify_master", owner),
+        backup: model_script(backup, global, "notify_backup", owner),
+        fault: model_script(fault, global, "notify_fault", owner),
+        stop: model_script(stop, global, "notify_stop", owner),
+        notify: model_script(notify, global, "notify", owner),
+    }
+}
+
 /// The `vrrp_script`s that can run (the others are reported and disabled, as keepalived
 /// does: instances tracking them ignore them).
 fn script_specs(config: &model::Config) -> HashMap<String, ScriptSpec> {
@@ -262,14 +287,6 @@ fn script_specs(config: &model::Config) -> HashMap<String, ScriptSpec> {
         }
     }
     specs
-}
-
-/// Subscribers of each tracked object, by name.
-#[derive(Default)]
-struct Subscribers {
-    scripts: HashMap<String, Vec<mpsc::UnboundedSender<TrackInput>>>,
-    files: HashMap<String, Vec<mpsc::UnboundedSender<TrackInput>>>,
-    interfaces: HashMap<String, Vec<mpsc::UnboundedSender<TrackInput>>>,
 }
 
 /// What one instance tracks, by kind: each object's name and the weight in force.
@@ -394,48 +411,61 @@ fn tracked_objects(
     objects
 }
 
-/// One instance's [`Tracker`] over `objects`, subscribing `input` to each of them.
+/// One instance's [`Tracker`] over `objects`, subscribing `input` to each of them
+/// (through `hub`, which starts those not running yet; their keys go to `tracked`).
 fn tracker(
     instance: &VrrpInstance,
     objects: TrackedObjects,
     config: &model::Config,
     specs: &HashMap<String, ScriptSpec>,
     input: &mpsc::UnboundedSender<TrackInput>,
-    subscribers: &mut Subscribers,
+    hub: &mut TrackHub,
+    tracked: &mut Vec<ObjectKey>,
 ) -> Tracker {
     let name = &instance.name;
     let mut tracker = Tracker::new(instance.priority);
     for (script, weight) in objects.scripts {
-        let Some(spec) = specs.get(&script) else {
+        let (Some(spec), Some(definition)) = (
+            specs.get(&script),
+            config.vrrp_script.iter().find(|s| s.name == script),
+        ) else {
             tracing::warn!("vrrp_instance {name}: not tracking disabled vrrp_script {script}");
             continue;
         };
         tracker.track_script(&script, weight, spec.initial_status());
-        subscribers
-            .scripts
-            .entry(script)
-            .or_default()
-            .push(input.clone());
+        let spawn = |tx| {
+            tokio::spawn(track::run_script_checker(spec.clone(), vec![tx]));
+        };
+        let definition = ObjectDefinition::Script(definition.clone());
+        tracked.push(hub.subscribe(&script, definition, spawn, input));
     }
     for (file, weight) in objects.files {
-        let Some(path) = config.track_file.iter().find(|f| f.name == file) else {
+        let Some(definition) = config.track_file.iter().find(|f| f.name == file) else {
             continue;
         };
-        let value = read_track_file(Path::new(&path.file));
-        tracker.track_file(&file, weight, value);
-        subscribers
-            .files
-            .entry(file)
-            .or_default()
-            .push(input.clone());
+        let path = PathBuf::from(&definition.file);
+        tracker.track_file(&file, weight, read_track_file(&path));
+        let spawn = |tx| {
+            tokio::spawn(track::run_file_tracker(
+                file.clone(),
+                path,
+                TRACK_POLL,
+                vec![tx],
+            ));
+        };
+        let definition = ObjectDefinition::File(definition.clone());
+        tracked.push(hub.subscribe(&file, definition, spawn, input));
     }
     for (interface, weight) in objects.interfaces {
         tracker.track_interface(&interface, weight);
-        subscribers
-            .interfaces
-            .entry(interface)
-            .or_default()
-            .push(input.clone());
+        let spawn = |tx| {
+            tokio::spawn(run_interface_tracker(
+                interface.clone(),
+                TRACK_POLL,
+                vec![tx],
+            ));
+        };
+        tracked.push(hub.subscribe(&interface, ObjectDefinition::Interface, spawn, input));
     }
     tracker
 }
@@ -492,43 +522,712 @@ fn notify_priority_changes(
         .unwrap_or(false)
 }
 
-/// Passes one instance's notifications to its notifier until its driver is gone.
+/// An instance restarted by a reload, on its way back to the state it had: keepalived
+/// keeps a reloaded instance's state and notifies nothing, so the transitions that only
+/// lead back there are not notified either.
+struct Resumed {
+    /// The state before the reload (MASTER or BACKUP).
+    state: State,
+    /// A master's startup BACKUP, notified only if it does not become MASTER again.
+    held: Option<Notification>,
+}
+
+impl Resumed {
+    fn new(state: State) -> Self {
+        Resumed { state, held: None }
+    }
+
+    /// The notifications to pass on for `notification`, and whether the instance is
+    /// past its restart (every later notification passes).
+    fn filter(&mut self, notification: Notification) -> (Vec<Notification>, bool) {
+        match notification {
+            Notification::State { state, .. } if state == self.state => {
+                self.held = None;
+                (Vec::new(), true)
+            }
+            Notification::State {
+                state: State::Backup,
+                ..
+            } if self.held.is_none() => {
+                self.held = Some(notification);
+                (Vec::new(), false)
+            }
+            Notification::State { .. } => {
+                let mut out: Vec<_> = self.held.take().into_iter().collect();
+                out.push(notification);
+                (out, true)
+            }
+            other => (vec![other], false),
+        }
+    }
+}
+
+/// Passes one instance's notifications to its notifier until its driver is gone; for
+/// an instance `resumed` by a reload, the transitions back to its old state are not
+/// notified (a held one is, once `grace` passes without that state).
 async fn notify_instance(
     notifier: Notifier,
     mut notifications: mpsc::UnboundedReceiver<Notification>,
     priority_changes: bool,
+    resumed: Option<(State, Duration)>,
 ) {
-    while let Some(notification) = notifications.recv().await {
-        match notification {
-            Notification::State { state, priority } => notifier.state_changed(state, priority),
-            Notification::Priority { state, priority } if priority_changes => {
-                let event = if state == State::Master {
-                    "MASTER_PRIORITY"
-                } else {
-                    "BACKUP_PRIORITY"
-                };
-                notifier.fifo_event(event, priority);
-            }
-            Notification::Priority { .. } => {}
-            Notification::MasterRxLowerPriority { priority } => {
-                notifier.fifo_event("MASTER_RX_LOWER_PRI", priority);
+    if let Some((state, grace)) = resumed {
+        let mut resumed = Resumed::new(state);
+        let deadline = tokio::time::sleep(grace);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                notification = notifications.recv() => {
+                    let Some(notification) = notification else { break };
+                    let (pass, done) = resumed.filter(notification);
+                    for notification in pass {
+                        notify(&notifier, notification, priority_changes);
+                    }
+                    if done {
+                        break;
+                    }
+                }
+                () = &mut deadline => {
+                    if let Some(held) = resumed.held.take() {
+                        notify(&notifier, held, priority_changes);
+                    }
+                    break;
+                }
             }
         }
     }
+    while let Some(notification) = notifications.recv().await {
+        notify(&notifier, notification, priority_changes);
+    }
     notifier.close().await;
+}
+
+fn notify(notifier: &Notifier, notification: Notification, priority_changes: bool) {
+    match notification {
+        Notification::State { state, priority } => notifier.state_changed(state, priority),
+        Notification::Priority { state, priority } if priority_changes => {
+            let event = if state == State::Master {
+                "MASTER_PRIORITY"
+            } else {
+                "BACKUP_PRIORITY"
+            };
+            notifier.fifo_event(event, priority);
+        }
+        Notification::Priority { .. } => {}
+        Notification::MasterRxLowerPriority { priority } => {
+            notifier.fifo_event("MASTER_RX_LOWER_PRI", priority);
+        }
+    }
+}
+
+/// The objects the running instances track, by kind and name: one checker (script) or
+/// poller (file, interface) each, shared by the instances that track it through a
+/// fan-out that instances join as they start (a late one gets the last value at once).
+#[derive(Default)]
+struct TrackHub {
+    objects: HashMap<ObjectKey, HubObject>,
+}
+
+/// A tracked object's kind and name.
+type ObjectKey = (ObjectKind, String);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum ObjectKind {
+    Script,
+    File,
+    Interface,
+}
+
+/// What a tracked object was started from: a changed definition restarts it.
+#[derive(Debug, PartialEq)]
+enum ObjectDefinition {
+    Script(model::VrrpScript),
+    File(model::TrackFile),
+    Interface,
+}
+
+impl ObjectDefinition {
+    fn kind(&self) -> ObjectKind {
+        match self {
+            ObjectDefinition::Script(_) => ObjectKind::Script,
+            ObjectDefinition::File(_) => ObjectKind::File,
+            ObjectDefinition::Interface => ObjectKind::Interface,
+        }
+    }
+}
+
+/// A running object: its checker (or poller) reports to `fan_out`; stopping the fan-out
+/// closes the checker's only channel, so the checker ends after its current run (a
+/// running script is not cut short).
+struct HubObject {
+    definition: ObjectDefinition,
+    joins: mpsc::UnboundedSender<mpsc::UnboundedSender<TrackInput>>,
+    fan_out: tokio::task::AbortHandle,
+}
+
+impl TrackHub {
+    /// Subscribes `input` to the object `name`, starting it (with `spawn`, given the
+    /// channel its checker reports on) unless it already runs with this `definition`.
+    fn subscribe(
+        &mut self,
+        name: &str,
+        definition: ObjectDefinition,
+        spawn: impl FnOnce(mpsc::UnboundedSender<TrackInput>),
+        input: &mpsc::UnboundedSender<TrackInput>,
+    ) -> ObjectKey {
+        let key = (definition.kind(), name.to_owned());
+        if self
+            .objects
+            .get(&key)
+            .is_some_and(|o| o.definition != definition)
+            && let Some(old) = self.objects.remove(&key)
+        {
+            old.stop();
+        }
+        let object = self.objects.entry(key.clone()).or_insert_with(|| {
+            let (inputs_tx, inputs) = mpsc::unbounded_channel();
+            let (joins, joins_rx) = mpsc::unbounded_channel();
+            spawn(inputs_tx);
+            HubObject {
+                definition,
+                joins,
+                fan_out: tokio::spawn(fan_out(inputs, joins_rx)).abort_handle(),
+            }
+        });
+        let _ = object.joins.send(input.clone());
+        key
+    }
+
+    /// Stops the objects no running instance tracks any more.
+    fn keep_only(&mut self, tracked: &std::collections::HashSet<&ObjectKey>) {
+        self.objects.retain(|key, object| {
+            let keep = tracked.contains(key);
+            if !keep {
+                object.stop();
+            }
+            keep
+        });
+    }
+}
+
+impl HubObject {
+    fn stop(&self) {
+        self.fan_out.abort();
+    }
+}
+
+/// Passes a tracked object's inputs to its subscribers; a new subscriber first gets the
+/// last input (the tracker it feeds started from the object's initial value).
+async fn fan_out(
+    mut inputs: mpsc::UnboundedReceiver<TrackInput>,
+    mut joins: mpsc::UnboundedReceiver<mpsc::UnboundedSender<TrackInput>>,
+) {
+    let mut subscribers: Vec<mpsc::UnboundedSender<TrackInput>> = Vec::new();
+    let mut last: Option<TrackInput> = None;
+    loop {
+        tokio::select! {
+            Some(input) = inputs.recv() => {
+                subscribers.retain(|s| s.send(input.clone()).is_ok());
+                last = Some(input);
+            }
+            Some(subscriber) = joins.recv() => {
+                if last.as_ref().is_none_or(|l| subscriber.send(l.clone()).is_ok()) {
+                    subscribers.push(subscriber);
+                }
+            }
+            else => return,
+        }
+    }
+}
+
+/// The `global_defs` keys an instance is made from (the notify FIFOs excepted: they are
+/// opened once at startup).
+#[derive(Debug, PartialEq)]
+struct VrrpGlobals {
+    enable_script_security: bool,
+    script_user: Option<model::ScriptUser>,
+    vrrp_mcast_group4: std::net::Ipv4Addr,
+    vrrp_mcast_group6: std::net::Ipv6Addr,
+    vrrp_garp_master_delay: u32,
+    vrrp_garp_master_repeat: u32,
+    vrrp_garp_interval: f64,
+    vrrp_gna_interval: f64,
+    vrrp_strict: bool,
+    v3_checksum_as_v2: bool,
+    vrrp_notify_priority_changes: Option<Vec<String>>,
+}
+
+impl VrrpGlobals {
+    fn of(global: &GlobalDefs) -> Self {
+        VrrpGlobals {
+            enable_script_security: global.enable_script_security,
+            script_user: global.script_user.clone(),
+            vrrp_mcast_group4: global.vrrp_mcast_group4,
+            vrrp_mcast_group6: global.vrrp_mcast_group6,
+            vrrp_garp_master_delay: global.vrrp_garp_master_delay,
+            vrrp_garp_master_repeat: global.vrrp_garp_master_repeat,
+            vrrp_garp_interval: global.vrrp_garp_interval,
+            vrrp_gna_interval: global.vrrp_gna_interval,
+            vrrp_strict: global.vrrp_strict,
+            v3_checksum_as_v2: global.v3_checksum_as_v2,
+            vrrp_notify_priority_changes: global.other.get("vrrp_notify_priority_changes").cloned(),
+        }
+    }
+}
+
+/// Everything a unit's instances are made of: when it is the same in a new
+/// configuration, the unit keeps running untouched.
+#[derive(Debug, PartialEq)]
+struct UnitSpec {
+    /// Each member's block with the `vrrp_script`s and `track_file`s it (or its group)
+    /// names.
+    members: Vec<(VrrpInstance, Vec<model::VrrpScript>, Vec<model::TrackFile>)>,
+    group: Option<model::VrrpSyncGroup>,
+    global: VrrpGlobals,
+}
+
+impl UnitSpec {
+    fn of(
+        members: &[&VrrpInstance],
+        group: Option<&model::VrrpSyncGroup>,
+        config: &model::Config,
+    ) -> Self {
+        let named = |own: &[model::TrackRef], in_group: Option<&[model::TrackRef]>, name: &str| {
+            own.iter()
+                .chain(in_group.into_iter().flatten())
+                .any(|r| r.name == name)
+        };
+        let members = members
+            .iter()
+            .map(|i| {
+                let group_scripts = group.map(|g| &g.track_script[..]);
+                let group_files = group.map(|g| &g.track_file[..]);
+                let scripts = (config.vrrp_script.iter())
+                    .filter(|s| named(&i.track_script, group_scripts, &s.name))
+                    .cloned()
+                    .collect();
+                let files = (config.track_file.iter())
+                    .filter(|f| named(&i.track_file, group_files, &f.name))
+                    .cloned()
+                    .collect();
+                ((*i).clone(), scripts, files)
+            })
+            .collect();
+        UnitSpec {
+            members,
+            group: group.cloned(),
+            global: VrrpGlobals::of(&config.global_defs),
+        }
+    }
+}
+
+/// Instances that start and stop together: one instance, or the running members of a
+/// sync group (whose coordinator needs all of them from the start).
+struct UnitPlan<'a> {
+    key: String,
+    spec: UnitSpec,
+    members: Vec<(&'a VrrpInstance, (InstanceConfig, DriverOptions))>,
+    group: Option<GroupSetup>,
+}
+
+/// The units `config` runs, in configuration order; instances that cannot run are
+/// reported and left out.
+fn plan(config: &model::Config) -> Vec<UnitPlan<'_>> {
+    let configured: Vec<_> = config
+        .vrrp_instance
+        .iter()
+        .filter_map(
+            |instance| match instance_config(instance, &config.global_defs) {
+                Ok(engine) => Some((instance, engine)),
+                Err(e) => {
+                    tracing::error!("not running vrrp_instance {}: {e:#}", instance.name);
+                    None
+                }
+            },
+        )
+        .collect();
+    let running: Vec<&str> = configured.iter().map(|(i, _)| i.name.as_str()).collect();
+    let mut groups = sync_groups(config, &running);
+    let mut units: Vec<UnitPlan> = Vec::new();
+    for (instance, engine) in configured {
+        let name = &instance.name;
+        let joined = |u: &&mut UnitPlan| u.group.as_ref().is_some_and(|g| g.names(name));
+        if let Some(unit) = units.iter_mut().find(joined) {
+            unit.members.push((instance, engine));
+            continue;
+        }
+        let group = groups
+            .iter()
+            .position(|g| g.names(name))
+            .map(|g| groups.swap_remove(g));
+        units.push(UnitPlan {
+            key: match &group {
+                Some(group) => format!("vrrp_sync_group {}", group.config.name),
+                None => format!("vrrp_instance {name}"),
+            },
+            spec: UnitSpec::of(&[], None, config),
+            members: vec![(instance, engine)],
+            group,
+        });
+    }
+    for unit in &mut units {
+        let members: Vec<&VrrpInstance> = unit.members.iter().map(|(i, _)| *i).collect();
+        unit.spec = UnitSpec::of(&members, unit.group.as_ref().map(|g| &g.config), config);
+    }
+    units
+}
+
+/// Which units a new configuration stops and starts (a changed unit does both); the
+/// others keep running untouched.
+#[derive(Debug, Default, PartialEq)]
+struct Changes {
+    stop: Vec<String>,
+    start: Vec<String>,
+}
+
+fn changes(running: &[(&str, &UnitSpec)], planned: &[(&str, &UnitSpec)]) -> Changes {
+    let missing_from = |units: &[(&str, &UnitSpec)], (key, spec): &(&str, &UnitSpec)| {
+        !units.iter().any(|(k, s)| k == key && s == spec)
+    };
+    let keys_missing = |from: &[(&str, &UnitSpec)], units: &[(&str, &UnitSpec)]| {
+        from.iter()
+            .filter(|unit| missing_from(units, unit))
+            .map(|(key, _)| (*key).to_owned())
+            .collect()
+    };
+    Changes {
+        stop: keys_missing(running, planned),
+        start: keys_missing(planned, running),
+    }
+}
+
+/// Whether a changed unit can be replaced without its masters resigning (keepalived
+/// keeps a reloaded instance's state and only diffs its addresses): every old member is
+/// still in it with the same interface and router id, and every address it may hold is
+/// still configured (so none must be removed and no peer needs to take over).
+fn can_restart_quietly(old: &UnitSpec, new: &UnitSpec) -> bool {
+    let held = |i: &VrrpInstance| -> Vec<(IpAddr, Option<String>)> {
+        i.virtual_ipaddress
+            .iter()
+            .chain(&i.virtual_ipaddress_excluded)
+            .map(|v| (v.address, v.dev.clone()))
+            .collect()
+    };
+    old.members.iter().all(|(old, _, _)| {
+        new.members.iter().any(|(new, _, _)| {
+            let still_held = held(new);
+            new.name == old.name
+                && new.interface == old.interface
+                && new.virtual_router_id == old.virtual_router_id
+                && held(old).iter().all(|a| still_held.contains(a))
+        })
+    })
+}
+
+/// A unit that runs: its spec, its members, the switches that stop it (resigning, or
+/// quietly for a restart), its task (which ends once its engines and their notifiers
+/// are done) and the objects it tracks.
+struct RunningUnit {
+    spec: UnitSpec,
+    members: Vec<String>,
+    stop: watch::Sender<bool>,
+    quiet_stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    tracked: Vec<ObjectKey>,
+}
+
+/// Everything `keeplb run` runs for VRRP, changed unit by unit at each reload.
+struct Vrrp {
+    board: StatusBoard,
+    /// Opened once at startup, for every notifier.
+    fifos: Vec<Arc<FifoWriter>>,
+    /// One pacing state per interface for all instances (vrrp_garp_interval).
+    paces: InterfacePaces,
+    hub: TrackHub,
+    units: Vec<(String, RunningUnit)>,
+    /// Told when an engine ends without being stopped.
+    ended: mpsc::UnboundedSender<()>,
+}
+
+impl Vrrp {
+    /// Makes the running units those of `config`: stops (and waits for) the units it
+    /// no longer has or has changed, then starts the new and changed ones.
+    ///
+    /// A removed unit stops as on SIGTERM. A changed one that
+    /// [`can_restart_quietly`] is dropped where it stands instead: no priority-0
+    /// advertisement, no notify_stop, its addresses left in place; its members that
+    /// were MASTER start again with `state MASTER`, so they advertise again within one
+    /// interval and its skew, before any peer's Master_Down_Interval (three intervals
+    /// and a skew) can expire: the peers see no change, and the master keeps its role
+    /// unless the new configuration makes a peer better, which then preempts as the
+    /// protocol says. Members that were BACKUP start as `state BACKUP`. Neither
+    /// notifies the way back to its old state ([`Resumed`]), as keepalived, which keeps
+    /// the state, notifies nothing. (The new engine removes and re-adds its addresses
+    /// on the way, a gap of about one interval on this director; keepalived keeps them
+    /// throughout.)
+    /// Any other changed unit stops as on SIGTERM and starts again.
+    async fn apply(&mut self, config: &model::Config) {
+        let plans = plan(config);
+        let running: Vec<_> = self
+            .units
+            .iter()
+            .map(|(k, u)| (k.as_str(), &u.spec))
+            .collect();
+        let planned: Vec<_> = plans.iter().map(|p| (p.key.as_str(), &p.spec)).collect();
+        let changes = changes(&running, &planned);
+        let (stopping, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.units)
+            .into_iter()
+            .partition(|(key, _)| changes.stop.contains(key));
+        self.units = kept;
+        let mut resumed = HashMap::new();
+        for (key, unit) in &stopping {
+            let quietly = plans
+                .iter()
+                .any(|p| &p.key == key && can_restart_quietly(&unit.spec, &p.spec));
+            if quietly {
+                let board = self
+                    .board
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                for name in &unit.members {
+                    let state = board.get(name).map(|s| s.state.as_str());
+                    let state = [State::Master, State::Backup]
+                        .into_iter()
+                        .find(|s| state == Some(s.keepalived_name()));
+                    if let Some(state) = state {
+                        resumed.insert(name.clone(), state);
+                    }
+                }
+                tracing::info!("{key}: restarting with its new configuration");
+                let _ = unit.quiet_stop.send(true);
+            } else {
+                tracing::info!("{key}: stopping");
+                let _ = unit.stop.send(true);
+            }
+        }
+        for (key, unit) in stopping {
+            if let Err(e) = unit.task.await {
+                tracing::error!("{key}: {e}");
+            }
+            let mut board = self
+                .board
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for name in &unit.members {
+                board.remove(name);
+            }
+        }
+        for plan in plans {
+            if changes.start.contains(&plan.key) {
+                tracing::info!("{}: starting", plan.key);
+                let key = plan.key.clone();
+                let unit = self.start(plan, config, &resumed);
+                self.units.push((key, unit));
+            }
+        }
+        let tracked = self.units.iter().flat_map(|(_, u)| &u.tracked).collect();
+        self.hub.keep_only(&tracked);
+    }
+
+    /// Starts a unit's instances with their tracking, notifications, status and group;
+    /// those `resumed` after a quiet stop start in the state they had (MASTER as
+    /// `state MASTER`), without notifying the way back to it.
+    fn start(
+        &mut self,
+        plan: UnitPlan,
+        config: &model::Config,
+        resumed: &HashMap<String, State>,
+    ) -> RunningUnit {
+        let global = &config.global_defs;
+        let specs = script_specs(config);
+        let (stop, stopped) = watch::channel(false);
+        let (quiet_stop, quiet_stopped) = watch::channel(false);
+        let mut engines = tokio::task::JoinSet::new();
+        let mut followers = tokio::task::JoinSet::new();
+        let mut tracked = Vec::new();
+        let mut members = Vec::new();
+        let mut group = plan.group;
+        for (instance, (mut engine, mut options)) in plan.members {
+            let name = instance.name.clone();
+            members.push(name.clone());
+            let resumed = resumed.get(&name).map(|&state| {
+                engine.initial_state = if state == State::Master {
+                    InitialState::Master
+                } else {
+                    InitialState::Backup
+                };
+                // Past its startup wait (at most an interval and a skew) with room.
+                let grace = engine.adver_int.as_duration() * 3 + Duration::from_secs(1);
+                (state, grace)
+            });
+            options.paces = self.paces.clone();
+            let group_config = group.as_ref().map(|g| g.config.clone());
+            let group_config = group_config.as_ref();
+
+            // Tracking: objects -> inputs -> run_tracker -> updates -> the driver's watch.
+            let (input_tx, input_rx) = mpsc::unbounded_channel();
+            let objects = tracked_objects(instance, group_config, config);
+            let tracker = tracker(
+                instance,
+                objects,
+                config,
+                &specs,
+                &input_tx,
+                &mut self.hub,
+                &mut tracked,
+            );
+            drop(input_tx);
+            // A sync group member's tracking also carries the FAULT its group forces on it.
+            let (watch_tx, watch_rx) = watch::channel(tracker.current());
+            let (update_tx, update_rx) = mpsc::unbounded_channel();
+            tokio::spawn(track::run_tracker(tracker, input_rx, update_tx));
+            if let Some(group) = &mut group {
+                let (link, forced) = group.join(&name);
+                engine.sync_group = true;
+                options.sync = Some(link);
+                tokio::spawn(forward_tracking(update_rx, Some(forced), watch_tx));
+            } else {
+                tokio::spawn(forward_tracking(update_rx, None, watch_tx));
+            }
+            let (report_tx, report_rx) = watch::channel(InstanceReport::default());
+            options.report = Some(report_tx);
+            followers.spawn(publish_status(
+                Arc::clone(&self.board),
+                initial_status(instance),
+                report_rx,
+                watch_rx.clone(),
+            ));
+            options.tracking = Some(watch_rx);
+
+            // Notifications, in transition order, until the engine is gone.
+            let i = instance;
+            let scripts = [
+                &i.notify_master,
+                &i.notify_backup,
+                &i.notify_fault,
+                &i.notify_stop,
+                &i.notify,
+            ];
+            let scripts = notify_scripts(scripts, global, &name);
+            if scripts.iter().next().is_some() || !self.fifos.is_empty() {
+                let (notify_tx, notify_rx) = mpsc::unbounded_channel();
+                options.notify = Some(notify_tx);
+                let notifier = Notifier::spawn(NotifyConfig {
+                    kind: NotifyKind::Instance,
+                    name: name.clone(),
+                    scripts,
+                    timeout: NOTIFY_TIMEOUT,
+                    fifos: self.fifos.clone(),
+                });
+                let priority_changes = notify_priority_changes(instance, group_config, global);
+                followers.spawn(notify_instance(
+                    notifier,
+                    notify_rx,
+                    priority_changes,
+                    resumed,
+                ));
+            }
+
+            let stopped = stopped.clone();
+            engines.spawn(async move {
+                let result = keeplb_vrrp::run_instance_with(engine, options, stopped).await;
+                (name, result)
+            });
+        }
+        if let Some(group) = group {
+            followers.spawn(group.start(config, &self.fifos));
+        }
+        let task = tokio::spawn(run_unit(
+            engines,
+            followers,
+            stopped,
+            quiet_stopped,
+            self.ended.clone(),
+        ));
+        RunningUnit {
+            spec: plan.spec,
+            members,
+            stop,
+            quiet_stop,
+            task,
+            tracked,
+        }
+    }
+
+    /// Stops every unit (the masters resign) and waits for them.
+    async fn stop(self) {
+        for (_, unit) in &self.units {
+            let _ = unit.stop.send(true);
+        }
+        for (key, unit) in self.units {
+            if let Err(e) = unit.task.await {
+                tracing::error!("{key}: {e}");
+            }
+        }
+        for object in self.hub.objects.values() {
+            object.stop();
+        }
+    }
+}
+
+/// Waits for a unit's engines (reporting how each ended, and telling `ended` about one
+/// that ended unasked), or drops them on `quiet_stop`; then waits for its notifiers,
+/// status publishers and group coordinator.
+async fn run_unit(
+    mut engines: tokio::task::JoinSet<(String, Result<keeplb_vrrp::Stats, keeplb_vrrp::IoError>)>,
+    mut followers: tokio::task::JoinSet<()>,
+    stopping: watch::Receiver<bool>,
+    mut quiet_stop: watch::Receiver<bool>,
+    ended: mpsc::UnboundedSender<()>,
+) {
+    let mut quiet_open = true;
+    loop {
+        tokio::select! {
+            joined = engines.join_next() => match joined {
+                Some(joined) => {
+                    report(joined);
+                    if !*stopping.borrow() {
+                        let _ = ended.send(());
+                    }
+                }
+                None => break,
+            },
+            quiet = async { quiet_stop.wait_for(|quiet| *quiet).await.is_ok() }, if quiet_open => {
+                if !quiet {
+                    quiet_open = false;
+                    continue;
+                }
+                // Dropped mid-flight: no Shutdown event, so no resignation, and the
+                // addresses stay for the engines that replace these.
+                engines.abort_all();
+                while engines.join_next().await.is_some() {}
+                break;
+            }
+        }
+    }
+    // Every engine is gone, so every notify channel is closed: the notifiers finish
+    // their queues (notify_stop last) and end.
+    while let Some(joined) = followers.join_next().await {
+        if let Err(e) = joined {
+            tracing::error!("a notify task failed: {e}");
+        }
+    }
 }
 
 /// Runs every instance until SIGTERM/SIGINT, then lets them resign and waits for them
 /// (and for their notify scripts, `notify_stop` included).
 /// An instance that cannot start is reported and the others keep running.
-pub async fn run(config: &model::Config, board: &StatusBoard) -> anyhow::Result<()> {
-    let global = &config.global_defs;
-    let (stop, stopped) = watch::channel(false);
-    let mut engines = tokio::task::JoinSet::new();
-    let mut notifiers = tokio::task::JoinSet::new();
-    let specs = script_specs(config);
-    let (fifos, fifo_scripts) = notify_fifos(global);
-    let mut subscribers = Subscribers::default();
+/// Each configuration from `reloads` is applied as a difference, unit by unit (an
+/// instance, or a sync group with its members): an unchanged unit keeps running
+/// untouched (no transition, no missed advertisement); a removed one stops as on
+/// SIGTERM (a master resigns, its VIPs go, notify_stop runs); a new one starts; a
+/// changed one stops and starts again.
+pub async fn run(
+    config: Arc<model::Config>,
+    board: &StatusBoard,
+    mut reloads: mpsc::UnboundedReceiver<Arc<model::Config>>,
+) -> anyhow::Result<()> {
+    let (fifos, fifo_scripts) = notify_fifos(&config.global_defs);
     for file in &config.track_file {
         if let Some(init) = &file.init_file
             && let Err(e) = init_track_file(Path::new(&file.file), init.value, init.overwrite)
@@ -536,122 +1235,56 @@ pub async fn run(config: &model::Config, board: &StatusBoard) -> anyhow::Result<
             tracing::error!("track_file {}: init_file {}: {e}", file.name, file.file);
         }
     }
-    let configured: Vec<_> = config
-        .vrrp_instance
-        .iter()
-        .filter_map(|instance| match instance_config(instance, global) {
-            Ok(engine) => Some((instance, engine)),
-            Err(e) => {
-                tracing::error!("not running vrrp_instance {}: {e:#}", instance.name);
-                None
-            }
-        })
-        .collect();
-    let running: Vec<&str> = configured.iter().map(|(i, _)| i.name.as_str()).collect();
-    let mut groups = sync_groups(config, &running);
-    // One pacing state per interface for all instances (vrrp_garp_interval).
-    let paces = InterfacePaces::default();
-    for (instance, (mut engine, mut options)) in configured {
-        let name = instance.name.clone();
-        options.paces = paces.clone();
-        let group = groups.iter_mut().find(|g| g.names(&name));
-        let group_config = group.as_ref().map(|g| g.config.clone());
-        let group_config = group_config.as_ref();
-
-        // Tracking: objects -> inputs -> run_tracker -> updates -> the driver's watch.
-        let (input_tx, input_rx) = mpsc::unbounded_channel();
-        let objects = tracked_objects(instance, group_config, config);
-        let tracker = tracker(
-            instance,
-            objects,
-            config,
-            &specs,
-            &input_tx,
-            &mut subscribers,
-        );
-        drop(input_tx);
-        // A sync group member's tracking also carries the FAULT its group forces on it.
-        let (watch_tx, watch_rx) = watch::channel(tracker.current());
-        let (update_tx, update_rx) = mpsc::unbounded_channel();
-        tokio::spawn(track::run_tracker(tracker, input_rx, update_tx));
-        if let Some(group) = group {
-            let (link, forced) = group.join(&name);
-            engine.sync_group = true;
-            options.sync = Some(link);
-            tokio::spawn(forward_tracking(update_rx, Some(forced), watch_tx));
-        } else {
-            tokio::spawn(forward_tracking(update_rx, None, watch_tx));
-        }
-        let (state_tx, state_rx) = watch::channel(State::Initialize);
-        options.state = Some(state_tx);
-        tokio::spawn(publish_status(
-            Arc::clone(board),
-            initial_status(instance),
-            state_rx,
-            watch_rx.clone(),
-        ));
-        options.tracking = Some(watch_rx);
-
-        // Notifications, in transition order, until the engine is gone.
-        let scripts = NotifyScripts {
-            master: model_script(&instance.notify_master, global, "notify_master", &name),
-            backup: model_script(&instance.notify_backup, global, "notify_backup", &name),
-            fault: model_script(&instance.notify_fault, global, "notify_fault", &name),
-            stop: model_script(&instance.notify_stop, global, "notify_stop", &name),
-            notify: model_script(&instance.notify, global, "notify", &name),
-        };
-        if scripts.iter().next().is_some() || !fifos.is_empty() {
-            let (notify_tx, notify_rx) = mpsc::unbounded_channel();
-            options.notify = Some(notify_tx);
-            let notifier = Notifier::spawn(NotifyConfig {
-                kind: NotifyKind::Instance,
-                name: name.clone(),
-                scripts,
-                timeout: NOTIFY_TIMEOUT,
-                fifos: fifos.clone(),
-            });
-            let priority_changes = notify_priority_changes(instance, group_config, global);
-            notifiers.spawn(notify_instance(notifier, notify_rx, priority_changes));
-        }
-
-        let stopped = stopped.clone();
-        engines.spawn(async move {
-            let result = keeplb_vrrp::run_instance_with(engine, options, stopped).await;
-            (name, result)
-        });
-    }
-    if engines.is_empty() {
+    let (ended, mut engine_ended) = mpsc::unbounded_channel();
+    let mut vrrp = Vrrp {
+        board: Arc::clone(board),
+        fifos,
+        paces: InterfacePaces::default(),
+        hub: TrackHub::default(),
+        units: Vec::new(),
+        ended,
+    };
+    vrrp.apply(&config).await;
+    if vrrp.units.is_empty() {
         bail!("no vrrp_instance could be started");
     }
-    spawn_trackers(config, specs, subscribers);
-    for group in groups {
-        notifiers.spawn(group.start(config, &fifos));
-    }
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM: resigning"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: resigning"),
-        Some(joined) = engines.join_next() => report(joined),
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    // One listener for the whole run: a SIGINT between two reloads is not missed.
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let fifo_config = |c: &model::Config| {
+        (
+            c.global_defs.notify_fifo.clone(),
+            c.global_defs.vrrp_notify_fifo.clone(),
+        )
+    };
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => {
+                tracing::info!("SIGTERM: resigning");
+                break;
+            }
+            _ = interrupt.recv() => {
+                tracing::info!("SIGINT: resigning");
+                break;
+            }
+            Some(()) = engine_ended.recv() => break,
+            Some(new) = reloads.recv() => {
+                if fifo_config(&new) != fifo_config(&config) {
+                    tracing::warn!("reload: notify_fifo / vrrp_notify_fifo changes apply at the next restart");
+                }
+                vrrp.apply(&new).await;
+            }
+        }
     }
     // keepalived terminates its scripts first, the notify FIFO scripts included (they
     // do not see the STOP lines).
     for script in fifo_scripts {
         script.stop(FIFO_SCRIPT_GRACE).await;
     }
-    let _ = stop.send(true);
-    while let Some(joined) = engines.join_next().await {
-        report(joined);
-    }
-    // Every engine is gone, so every notify channel is closed: the notifiers finish
-    // their queues (notify_stop last) and end.
-    while let Some(joined) = notifiers.join_next().await {
-        if let Err(e) = joined {
-            tracing::error!("a notify task failed: {e}");
-        }
-    }
     // The last writer closes each FIFO and removes those keeplb created.
-    drop(fifos);
+    vrrp.stop().await;
     Ok(())
 }
 
@@ -675,12 +1308,12 @@ fn initial_status(instance: &VrrpInstance) -> VrrpInstanceStatus {
     }
 }
 
-/// Keeps `board` up to date with one instance's state and effective priority until
-/// the instance is gone.
+/// Keeps `board` up to date with one instance's state, last transition (with its
+/// cause), master and effective priority until the instance is gone.
 async fn publish_status(
     board: StatusBoard,
     mut status: VrrpInstanceStatus,
-    mut state: watch::Receiver<State>,
+    mut report: watch::Receiver<InstanceReport>,
     tracking: watch::Receiver<TrackingUpdate>,
 ) {
     let publish = |status: &VrrpInstanceStatus| {
@@ -690,25 +1323,23 @@ async fn publish_status(
             .insert(status.name.clone(), status.clone());
     };
     publish(&status);
+    let mut transitions_seen = 0;
     // Tracking ends early when nothing is tracked; its last value stays in force.
     let mut tracking = Some(tracking);
     loop {
         tokio::select! {
-            changed = state.changed() => {
+            changed = report.changed() => {
                 if changed.is_err() {
                     return;
                 }
-                let to = state.borrow_and_update().keepalived_name().to_owned();
-                if to != status.state {
-                    let at_unix_ms = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-                    status.last_transition = Some(Transition {
-                        at_unix_ms,
-                        from: std::mem::replace(&mut status.state, to.clone()),
-                        to,
-                        cause: String::new(),
-                    });
+                let report = report.borrow_and_update().clone();
+                status.state = report.state.keepalived_name().to_owned();
+                status.master = report.master;
+                if let Some((from, to, cause)) = report.last_transition
+                    && report.transitions != transitions_seen
+                {
+                    transitions_seen = report.transitions;
+                    status.last_transition = Some(transition(from, to, cause));
                 }
             }
             changed = async { tracking.as_mut()?.changed().await.ok() }, if tracking.is_some() => {
@@ -724,27 +1355,16 @@ async fn publish_status(
     }
 }
 
-/// One checker per `vrrp_script`, one poller per `track_file` and tracked interface,
-/// each shared by the instances that track it.
-fn spawn_trackers(
-    config: &model::Config,
-    mut specs: HashMap<String, ScriptSpec>,
-    subscribers: Subscribers,
-) {
-    for (name, subs) in subscribers.scripts {
-        if let Some(spec) = specs.remove(&name) {
-            tokio::spawn(track::run_script_checker(spec, subs));
-        }
-    }
-    for (name, subs) in subscribers.files {
-        let Some(file) = config.track_file.iter().find(|f| f.name == name) else {
-            continue;
-        };
-        let path = PathBuf::from(&file.file);
-        tokio::spawn(track::run_file_tracker(name, path, TRACK_POLL, subs));
-    }
-    for (name, subs) in subscribers.interfaces {
-        tokio::spawn(run_interface_tracker(name, TRACK_POLL, subs));
+/// A state change as the status shows it, dated now.
+fn transition(from: State, to: State, cause: keeplb_vrrp::Cause) -> Transition {
+    let at_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    Transition {
+        at_unix_ms,
+        from: from.keepalived_name().to_owned(),
+        to: to.keepalived_name().to_owned(),
+        cause: cause.label().to_owned(),
     }
 }
 
@@ -898,13 +1518,14 @@ impl GroupSetup {
         let global = &config.global_defs;
         let g = &self.config;
         let what = format!("vrrp_sync_group {name}");
-        let scripts = NotifyScripts {
-            master: model_script(&g.notify_master, global, "notify_master", &what),
-            backup: model_script(&g.notify_backup, global, "notify_backup", &what),
-            fault: model_script(&g.notify_fault, global, "notify_fault", &what),
-            stop: model_script(&g.notify_stop, global, "notify_stop", &what),
-            notify: model_script(&g.notify, global, "notify", &what),
-        };
+        let scripts = [
+            &g.notify_master,
+            &g.notify_backup,
+            &g.notify_fault,
+            &g.notify_stop,
+            &g.notify,
+        ];
+        let scripts = notify_scripts(scripts, global, &what);
         let notifier = (scripts.iter().next().is_some() || !fifos.is_empty()).then(|| {
             Notifier::spawn(NotifyConfig {
                 kind: NotifyKind::Group,
@@ -1081,6 +1702,197 @@ mod tests {
         assert_eq!(o.scripts, [("chk".to_owned(), zero)]);
         assert_eq!(o.files, [("tf".to_owned(), zero)]);
         assert_eq!(o.interfaces, [("eth1".to_owned(), zero)]);
+    }
+
+    /// The units a reload from `old` to `new` stops and starts.
+    fn reload_changes(old: &str, new: &str) -> Changes {
+        let (old, new) = (load(old), load(new));
+        let (old, new) = (plan(&old), plan(&new));
+        let old: Vec<_> = old.iter().map(|p| (p.key.as_str(), &p.spec)).collect();
+        let new: Vec<_> = new.iter().map(|p| (p.key.as_str(), &p.spec)).collect();
+        changes(&old, &new)
+    }
+
+    /// The `instance`s of `list` (name, priority, extra lines).
+    fn instances(list: &[(&str, u8, &str)]) -> String {
+        list.iter()
+            .map(|(n, p, body)| instance(n, *p, body))
+            .collect()
+    }
+
+    fn keys(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| format!("vrrp_instance {n}")).collect()
+    }
+
+    #[test]
+    fn a_reload_stops_and_starts_only_what_changed() {
+        let old = instances(&[("VI_1", 100, ""), ("VI_2", 101, ""), ("VI_4", 104, "")]);
+        let new = instances(&[
+            ("VI_1", 100, ""),
+            ("VI_2", 101, " virtual_ipaddress { 10.0.1.1 }\n"),
+            ("VI_3", 103, ""),
+        ]);
+        assert_eq!(
+            reload_changes(&old, &new),
+            Changes {
+                stop: keys(&["VI_2", "VI_4"]),
+                start: keys(&["VI_2", "VI_3"]),
+            }
+        );
+        assert_eq!(reload_changes(&old, &old), Changes::default());
+    }
+
+    #[test]
+    fn a_reload_restarts_the_instances_tracking_a_changed_script_only() {
+        let instances = instances(&[
+            ("VI_1", 100, " track_script { chk }\n"),
+            ("VI_2", 101, " track_file { tf }\n"),
+            ("VI_3", 102, ""),
+        ]);
+        let old = format!("{SCRIPTS}{instances}");
+        let changed_script = SCRIPTS.replace("weight -20", "weight -30");
+        assert_eq!(
+            reload_changes(&old, &format!("{changed_script}{instances}")),
+            Changes {
+                stop: keys(&["VI_1"]),
+                start: keys(&["VI_1"]),
+            }
+        );
+        // `other` is tracked by nobody; the file by VI_2 only.
+        let unrelated = SCRIPTS
+            .replace("weight 0", "weight 5")
+            .replace("weight 7", "weight 8");
+        assert_eq!(
+            reload_changes(&old, &format!("{unrelated}{instances}")),
+            Changes {
+                stop: keys(&["VI_2"]),
+                start: keys(&["VI_2"]),
+            }
+        );
+    }
+
+    #[test]
+    fn a_reload_restarts_everything_only_for_the_global_keys_vrrp_uses() {
+        let instances = instances(&[("VI_1", 100, ""), ("VI_2", 101, "")]);
+        let global = |body: &str| format!("global_defs {{\n{body}}}\n{instances}");
+        assert_eq!(
+            reload_changes(&global(" router_id a\n"), &global(" router_id b\n")),
+            Changes::default()
+        );
+        assert_eq!(
+            reload_changes(&instances, &global(" vrrp_garp_interval 0.5\n")),
+            Changes {
+                stop: keys(&["VI_1", "VI_2"]),
+                start: keys(&["VI_1", "VI_2"]),
+            }
+        );
+    }
+
+    #[test]
+    fn a_sync_group_restarts_as_a_whole() {
+        let instances = instances(&[("VI_1", 100, ""), ("VI_2", 101, ""), ("VI_3", 102, "")]);
+        let group = |members: &str| {
+            format!("{instances}vrrp_sync_group G {{\n group {{ {members} }}\n}}\n")
+        };
+        let g = "vrrp_sync_group G".to_owned();
+        let old = group("VI_1 VI_2");
+        assert_eq!(reload_changes(&old, &old), Changes::default());
+        // VI_3 joins: the group restarts with it; VI_3 alone stops.
+        assert_eq!(
+            reload_changes(&old, &group("VI_1 VI_2 VI_3")),
+            Changes {
+                stop: vec![g.clone(), "vrrp_instance VI_3".to_owned()],
+                start: vec![g.clone()],
+            }
+        );
+        // A member's change restarts the group, not the instance outside it.
+        let changed = group("VI_1 VI_2").replace("priority 101", "priority 99");
+        assert_eq!(
+            reload_changes(&old, &changed),
+            Changes {
+                stop: vec![g.clone()],
+                start: vec![g],
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_late_subscriber_gets_the_last_input_first() {
+        let (inputs_tx, inputs) = mpsc::unbounded_channel();
+        let (joins, joins_rx) = mpsc::unbounded_channel();
+        tokio::spawn(fan_out(inputs, joins_rx));
+        let input = |up| TrackInput::Interface {
+            name: "eth1".to_owned(),
+            up,
+        };
+        let (early_tx, mut early) = mpsc::unbounded_channel();
+        joins.send(early_tx).expect("fan-out runs");
+        inputs_tx.send(input(false)).expect("fan-out runs");
+        assert_eq!(early.recv().await, Some(input(false)));
+        let (late_tx, mut late) = mpsc::unbounded_channel();
+        joins.send(late_tx).expect("fan-out runs");
+        assert_eq!(late.recv().await, Some(input(false)), "the replay");
+        inputs_tx.send(input(true)).expect("fan-out runs");
+        assert_eq!(early.recv().await, Some(input(true)));
+        assert_eq!(late.recv().await, Some(input(true)));
+        // A subscriber that left is dropped; the others keep getting inputs.
+        drop(early);
+        inputs_tx.send(input(false)).expect("fan-out runs");
+        assert_eq!(late.recv().await, Some(input(false)));
+    }
+
+    #[test]
+    fn a_master_restarts_quietly_only_when_it_can_keep_what_it_holds() {
+        let text = |interface: &str, vrid: u8, priority: u8, vips: &str| {
+            format!(
+                "vrrp_instance VI_1 {{\n interface {interface}\n virtual_router_id {vrid}\n priority {priority}\n virtual_ipaddress {{\n{vips}\n}}\n}}\n"
+            )
+        };
+        let old = load(&text("eth0", 1, 100, "10.0.0.100"));
+        let quietly = |new: String| {
+            let new = load(&new);
+            can_restart_quietly(&plan(&old)[0].spec, &plan(&new)[0].spec)
+        };
+        // The same addresses and more: quietly, whatever else changes.
+        assert!(quietly(text("eth0", 1, 90, "10.0.0.100")));
+        assert!(quietly(text("eth0", 1, 100, "10.0.0.100\n10.0.0.7")));
+        // An address less, another interface or router id: the old one must resign.
+        assert!(!quietly(text("eth0", 1, 100, "10.0.0.7")));
+        assert!(!quietly(text("eth1", 1, 100, "10.0.0.100")));
+        assert!(!quietly(text("eth0", 2, 100, "10.0.0.100")));
+    }
+
+    #[test]
+    fn a_resumed_instance_notifies_only_what_differs_from_before() {
+        let state = |state| Notification::State {
+            state,
+            priority: 100,
+        };
+        let priority = Notification::Priority {
+            state: State::Backup,
+            priority: 90,
+        };
+        // A master back to MASTER: nothing; later transitions pass.
+        let mut master = Resumed::new(State::Master);
+        assert_eq!(master.filter(state(State::Backup)), (vec![], false));
+        assert_eq!(master.filter(priority), (vec![priority], false));
+        assert_eq!(master.filter(state(State::Master)), (vec![], true));
+        // A master that faults instead: the held BACKUP, then FAULT.
+        let mut faulted = Resumed::new(State::Master);
+        assert_eq!(faulted.filter(state(State::Backup)), (vec![], false));
+        assert_eq!(
+            faulted.filter(state(State::Fault)),
+            (vec![state(State::Backup), state(State::Fault)], true)
+        );
+        // A backup back to BACKUP: nothing.
+        let mut backup = Resumed::new(State::Backup);
+        assert_eq!(backup.filter(state(State::Backup)), (vec![], true));
+        // One that goes elsewhere at once: notified.
+        let mut other = Resumed::new(State::Backup);
+        assert_eq!(
+            other.filter(state(State::Fault)),
+            (vec![state(State::Fault)], true)
+        );
     }
 
     #[test]

@@ -93,7 +93,17 @@ fn reload_under_traffic_fails_nothing_and_a_broken_file_changes_nothing() {
     let backup_conf: PathBuf = lab.dir().join("dir2.conf");
     write(&master_conf, &config(150, &["10.64.0.11", "10.64.0.12"]));
     write(&backup_conf, &config(100, &["10.64.0.11", "10.64.0.12"]));
-    let master = start(&dir1, &master_conf);
+    let control = lab.dir().join("dir1.sock");
+    let master = dir1
+        .spawn(&[
+            KEEPLB,
+            "run",
+            "-f",
+            master_conf.to_str().expect("utf-8"),
+            "--control",
+            control.to_str().expect("utf-8"),
+        ])
+        .expect("spawn keeplb");
     wait_for("dir1 becomes master", &master, || holds(&dir1, VIP));
     let backup = start(&dir2, &backup_conf);
     wait_for("dir2 is backup", &backup, || transitions(&backup) == 1);
@@ -149,12 +159,20 @@ fn reload_under_traffic_fails_nothing_and_a_broken_file_changes_nothing() {
         &master_conf,
         &config(150, &["10.64.0.11", "10.64.0.13"]).replace("lb_algo rr", "lb_algo fastest"),
     );
-    master.signal(Signal::SIGHUP).expect("SIGHUP");
-    // The diagnostic names file:line:column.
-    wait_for("the broken file is reported", &master, || {
-        let log = master.output_so_far().stderr;
-        log.contains("dir1.conf is invalid") && log.contains("dir1.conf:13:13: unknown lb_algo")
-    });
+    // `keeplb reload` this time: it fails and shows the diagnostic with file:line:column.
+    let refused = std::process::Command::new(KEEPLB)
+        .args(["reload", "--control", control.to_str().expect("utf-8")])
+        .output()
+        .expect("keeplb reload");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{said}");
+    assert!(said.contains("dir1.conf:13:13: unknown lb_algo"), "{said}");
+    assert!(
+        master
+            .output_so_far()
+            .stderr
+            .contains("dir1.conf is invalid")
+    );
 
     traffic_for(30);
     running.store(false, Ordering::Relaxed);

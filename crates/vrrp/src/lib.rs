@@ -70,8 +70,8 @@ pub use instance::{
 };
 
 pub use io::{
-    DriverOptions, InterfacePaces, IoError, MemberReport, Notification, SyncLink, SyncRequest,
-    VipBroadcast, VipOptions, run_instance, run_instance_with,
+    DriverOptions, InstanceReport, InterfacePaces, IoError, MemberReport, Notification, SyncLink,
+    SyncRequest, VipBroadcast, VipOptions, run_instance, run_instance_with,
 };
 pub use packet::{
     AdverInterval, Advertisement, Auth, AuthPassword, ChecksumForm, DecodeContext, DecodeError,

@@ -81,8 +81,22 @@ pub fn from_name(name: &str, flags: SchedFlags) -> Result<Box<dyn Scheduler>, Sc
     Ok(name.parse::<SchedulerKind>()?.build(flags))
 }
 
-/// The scheduler names IPVS knows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+/// The scheduler names IPVS knows (serialised as those names, as keepalived's `lb_algo`
+/// and ipvsadm's `-s` write them).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum SchedulerKind {
     /// Round robin.
     Rr,

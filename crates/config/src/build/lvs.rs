@@ -6,9 +6,9 @@ use super::args::{Cx, ScriptRole, set, set_some};
 use super::other;
 use crate::diagnostic::Diagnostic;
 use crate::model::{
-    CheckCommon, CheckKind, Checker, DnsCheck, FileCheck, GroupEntry, HttpCheck, HttpUrl, LbAlgo,
-    LbKind, MiscCheck, Protocol, RealServer, SmtpCheck, SorryServer, UdpCheck, VirtualServer,
-    VirtualServerGroup, VirtualServerKey,
+    CheckCommon, CheckKind, Checker, DnsCheck, FileCheck, GroupEntry, HttpCheck, HttpUrl, LbKind,
+    MiscCheck, Protocol, RealServer, SchedulerKind, SmtpCheck, SorryServer, UdpCheck,
+    VirtualServer, VirtualServerGroup, VirtualServerKey,
 };
 use crate::syntax::{Node, Token};
 
@@ -223,7 +223,7 @@ pub fn virtual_server(cx: &mut Cx, node: &Node) -> Option<VirtualServer> {
     let mut vs = VirtualServer {
         key,
         delay_loop: DEFAULT_DELAY_LOOP,
-        lb_algo: LbAlgo::Wlc,
+        lb_algo: SchedulerKind::Wlc,
         lb_flags: Vec::new(),
         lb_kind: LbKind::Nat,
         persistence_timeout: None,
@@ -258,9 +258,9 @@ pub fn virtual_server(cx: &mut Cx, node: &Node) -> Option<VirtualServer> {
             "lb_algo" | "lvs_sched" => {
                 seen_algo = true;
                 let Some(token) = cx.arg(child) else { continue };
-                match LbAlgo::from_name(&token.text) {
-                    Some(algo) => vs.lb_algo = algo,
-                    None => cx.error(
+                match token.text.parse::<SchedulerKind>() {
+                    Ok(algo) => vs.lb_algo = algo,
+                    Err(_) => cx.error(
                         Diagnostic::error(
                             "invalid-value",
                             format!("unknown lb_algo `{}`", token.text),
@@ -268,11 +268,7 @@ pub fn virtual_server(cx: &mut Cx, node: &Node) -> Option<VirtualServer> {
                         .at(token.span, "unknown scheduler")
                         .with_note(format!(
                             "IPVS schedulers: {}",
-                            LbAlgo::ALL
-                                .iter()
-                                .map(|(n, _)| *n)
-                                .collect::<Vec<_>>()
-                                .join(", ")
+                            SchedulerKind::ALL.map(SchedulerKind::name).join(", ")
                         )),
                     ),
                 }
@@ -398,7 +394,8 @@ pub fn virtual_server(cx: &mut Cx, node: &Node) -> Option<VirtualServer> {
             }
             flag @ ("sh-port" | "sh-fallback" | "mh-port" | "mh-fallback" | "hashed")
                 if !(flag.starts_with(vs.lb_algo.name())
-                    || flag == "hashed" && matches!(vs.lb_algo, LbAlgo::Sh | LbAlgo::Mh)) =>
+                    || flag == "hashed"
+                        && matches!(vs.lb_algo, SchedulerKind::Sh | SchedulerKind::Mh)) =>
             {
                 cx.error(
                     Diagnostic::warning(

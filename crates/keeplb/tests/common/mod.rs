@@ -19,10 +19,19 @@ pub const KEEPLB: &str = env!("CARGO_BIN_EXE_keeplb");
 pub const TIMEOUT: Duration = Duration::from_secs(15);
 pub const POLL: Duration = Duration::from_millis(20);
 
-/// `keeplb run -f CONF` inside `host`.
+/// `keeplb run -f CONF` inside `host`, with its control socket beside `conf`, so that
+/// daemons of parallel tests never share one.
 pub fn start(host: &Host, conf: &Path) -> Process {
-    host.spawn(&[KEEPLB, "run", "-f", conf.to_str().expect("utf-8 path")])
-        .expect("spawn keeplb run")
+    let control = conf.with_extension("sock");
+    host.spawn(&[
+        KEEPLB,
+        "run",
+        "-f",
+        conf.to_str().expect("utf-8 path"),
+        "--control",
+        control.to_str().expect("utf-8 path"),
+    ])
+    .expect("spawn keeplb run")
 }
 
 pub fn holds(host: &Host, vip: &str) -> bool {

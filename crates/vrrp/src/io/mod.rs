@@ -43,7 +43,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep_until};
 
 use crate::announce::{MacAddr, UnsolicitedNa, gratuitous_arp};
-use crate::event::{Action, Event, OutgoingAdvert, Received, State, TimerKind};
+use crate::event::{Action, Cause, Event, OutgoingAdvert, Received, State, TimerKind};
 use crate::instance::{ConfigError, Instance, InstanceConfig, Stats, Transport};
 use crate::pace::{AnnounceIntervals, AnnounceQueue, InterfacePace};
 use crate::packet::Family;
@@ -194,6 +194,33 @@ pub enum Notification {
     MasterRxLowerPriority { priority: u8 },
 }
 
+/// What the driver publishes for status reporting ([`DriverOptions::report`]), after
+/// every event it handles.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstanceReport {
+    pub state: State,
+    /// The last state change with its cause, and how many there have been (so that a
+    /// reader that missed intermediate values still sees each new change).
+    pub last_transition: Option<(State, State, Cause)>,
+    pub transitions: u64,
+    /// The current master's address when known: the instance's own source address
+    /// while it is master, else the last master it heard.
+    pub master: Option<IpAddr>,
+    pub stats: Stats,
+}
+
+impl Default for InstanceReport {
+    fn default() -> Self {
+        InstanceReport {
+            state: State::Initialize,
+            last_transition: None,
+            transitions: 0,
+            master: None,
+            stats: Stats::default(),
+        }
+    }
+}
+
 /// A `vrrp_sync_group`'s request to a member.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SyncRequest {
@@ -252,6 +279,9 @@ pub struct DriverOptions {
     /// last one is the state [`State::Initialize`] (keepalived's STOP) when the instance
     /// shuts down.
     pub notify: Option<mpsc::UnboundedSender<Notification>>,
+    /// Gets the instance's state, last transition (with its cause), current master and
+    /// counters whenever one of them changes.
+    pub report: Option<watch::Sender<InstanceReport>>,
 }
 
 impl DriverOptions {
@@ -265,6 +295,7 @@ impl DriverOptions {
             announce_intervals: AnnounceIntervals::default(),
             paces: InterfacePaces::default(),
             notify: None,
+            report: None,
         }
     }
 }
@@ -491,6 +522,9 @@ struct Driver {
     announce: AnnounceQueue,
     announce_at: Option<Instant>,
     paces: InterfacePaces,
+    report_tx: Option<watch::Sender<InstanceReport>>,
+    last_transition: Option<(State, State, Cause)>,
+    transitions: u64,
 }
 
 impl Driver {
@@ -527,6 +561,9 @@ impl Driver {
             announce: AnnounceQueue::new(options.announce_intervals),
             announce_at: None,
             paces: options.paces,
+            report_tx: options.report,
+            last_transition: None,
+            transitions: 0,
             instance,
         })
     }
@@ -788,6 +825,30 @@ impl Driver {
         for action in actions {
             self.execute(action).await;
         }
+        self.publish_report();
+    }
+
+    /// Sends the [`InstanceReport`] if it changed.
+    fn publish_report(&self) {
+        let Some(tx) = &self.report_tx else { return };
+        let state = self.instance.state();
+        let master = if state == State::Master {
+            self.instance.config().src_addr.or(self.primary)
+        } else {
+            self.instance.master().map(|m| m.addr)
+        };
+        let report = InstanceReport {
+            state,
+            last_transition: self.last_transition,
+            transitions: self.transitions,
+            master,
+            stats: self.instance.stats().clone(),
+        };
+        tx.send_if_modified(|current| {
+            let modified = *current != report;
+            *current = report;
+            modified
+        });
     }
 
     async fn execute(&mut self, action: Action) {
@@ -868,6 +929,8 @@ impl Driver {
                 if let Some(tx) = &self.state_tx {
                     tx.send_replace(to);
                 }
+                self.last_transition = Some((from, to, cause));
+                self.transitions += 1;
                 self.notify(Notification::State {
                     state: to,
                     priority: self.instance.effective_priority(),

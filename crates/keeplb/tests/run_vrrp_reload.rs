@@ -1,0 +1,236 @@
+//! Reload (SIGHUP) of the VRRP part, in network namespaces: two directors run two
+//! instances; both change one of them (a second VIP: peers must agree on the address
+//! list) and the master adds a third. The unchanged instance makes no transition on
+//! either director (keepalived keeps it too), the changed one gets its new VIP without
+//! its peer noticing (the master restarts as master within the peer's
+//! Master_Down_Interval), the new one starts; a second reload removes the new instance
+//! again and its VIP goes.
+
+mod common;
+use common::*;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use keeplb_testlab::{Lab, Process, Signal};
+
+const VIP1: &str = "10.65.0.100";
+const VIP2: &str = "10.65.0.101";
+const VIP2_ADDED: &str = "10.65.0.102";
+const VIP3: &str = "10.65.0.103";
+
+fn instance(name: &str, vrid: u8, priority: u8, vips: &[&str]) -> String {
+    let vips: String = vips.iter().map(|v| format!("        {v}/24\n")).collect();
+    format!(
+        "vrrp_instance {name} {{\n    state BACKUP\n    interface eth0\n    virtual_router_id {vrid}\n    priority {priority}\n    version 3\n    advert_int 0.2\n    virtual_ipaddress {{\n{vips}    }}\n}}\n"
+    )
+}
+
+fn write(path: &Path, text: &str) {
+    // Written aside and renamed: a reload never reads half a file.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).expect("write config");
+    std::fs::rename(&tmp, path).expect("rename config");
+}
+
+/// How many transitions `process` has logged for `instance` so far.
+fn transitions(process: &Process, instance: &str) -> usize {
+    // The name is the only quoted value of those lines (and colours do not split it).
+    let tag = format!("\"{instance}\"");
+    process
+        .output_so_far()
+        .stderr
+        .lines()
+        .filter(|line| line.contains("entering") && line.contains(&tag))
+        .count()
+}
+
+/// Sends SIGHUP and waits for `process`'s `n`th "applied" line.
+fn reload(process: &Process, n: usize) {
+    process.signal(Signal::SIGHUP).expect("SIGHUP");
+    wait_for("the reload is applied", process, || {
+        process
+            .output_so_far()
+            .stderr
+            .matches("conf applied")
+            .count()
+            >= n
+    });
+}
+
+/// `keeplb status` of the daemon started with `conf`: the line of `instance`.
+fn status_line(conf: &Path, instance: &str) -> String {
+    let out = std::process::Command::new(KEEPLB)
+        .args(["status", "--control"])
+        .arg(conf.with_extension("sock"))
+        .output()
+        .expect("keeplb status");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let prefix = format!("{instance} ");
+    text.lines()
+        .find(|l| l.trim_start().starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no {instance} in:\n{text}"))
+        .to_owned()
+}
+
+#[test]
+fn reload_keeps_unchanged_instances_and_applies_the_others() {
+    let lab = Lab::new("run-vrrp-reload").expect("lab (needs root and iproute2)");
+    let lan = lab.switch("lan").expect("switch");
+    let one = lab.host("dir1").expect("host");
+    let two = lab.host("dir2").expect("host");
+    one.attach(&lan, "eth0", &["10.65.0.1/24"]).expect("link");
+    two.attach(&lan, "eth0", &["10.65.0.2/24"]).expect("link");
+    let master_conf = lab.dir().join("dir1.conf");
+    let backup_conf = lab.dir().join("dir2.conf");
+    let vi1 = |p| instance("VI_1", 65, p, &[VIP1]);
+    // The master's VI_2 notifies its states ("$3" of `notify`).
+    let states = lab.dir().join("vi2.states");
+    let script = lab.dir().join("notify.sh");
+    write_script(&script, &format!("echo \"$3\" >> {}", states.display()));
+    let master_vi2 = |vips: &[&str]| {
+        instance("VI_2", 66, 150, vips).replace(
+            "    state BACKUP\n",
+            &format!("    state BACKUP\n    notify {}\n", script.display()),
+        )
+    };
+    write(
+        &master_conf,
+        &format!("{}{}", vi1(150), master_vi2(&[VIP2])),
+    );
+    write(
+        &backup_conf,
+        &format!("{}{}", vi1(100), instance("VI_2", 66, 100, &[VIP2])),
+    );
+
+    let master = start(&one, &master_conf);
+    let backup = start(&two, &backup_conf);
+    wait_for("the master takes both VIPs", &master, || {
+        holds(&one, VIP1) && holds(&one, VIP2) && !holds(&two, VIP1) && !holds(&two, VIP2)
+    });
+    wait_for("VI_2 notifies BACKUP then MASTER", &master, || {
+        read(&states) == "BACKUP\nMASTER\n"
+    });
+    // VI_1 must hold its VIP on director one through both reloads.
+    let watching = Arc::new(AtomicBool::new(true));
+    let lost = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (watching, lost) = (Arc::clone(&watching), Arc::clone(&lost));
+        let one = one.clone();
+        thread::spawn(move || {
+            // Bounded: the test ends well within this.
+            for _ in 0..3000 {
+                if !watching.load(Ordering::Relaxed) {
+                    return;
+                }
+                if !holds(&one, VIP1) {
+                    lost.store(true, Ordering::Relaxed);
+                }
+                thread::sleep(POLL);
+            }
+        })
+    };
+    let vi1_before = (transitions(&master, "VI_1"), transitions(&backup, "VI_1"));
+    // The count sees the transitions made so far (INIT to BACKUP to MASTER; to BACKUP).
+    assert!(vi1_before.0 >= 2 && vi1_before.1 >= 1, "{vi1_before:?}");
+
+    // VI_1 unchanged, VI_2 gets a second VIP (on both), VI_3 is new (on the master).
+    write(
+        &backup_conf,
+        &format!(
+            "{}{}",
+            vi1(100),
+            instance("VI_2", 66, 100, &[VIP2, VIP2_ADDED])
+        ),
+    );
+    let vi2_backup = transitions(&backup, "VI_2");
+    reload(&backup, 1);
+    wait_for("the backup's VI_2 restarts as BACKUP", &backup, || {
+        transitions(&backup, "VI_2") == vi2_backup + 1
+    });
+    write(
+        &master_conf,
+        &format!(
+            "{}{}{}",
+            vi1(150),
+            master_vi2(&[VIP2, VIP2_ADDED]),
+            instance("VI_3", 67, 150, &[VIP3])
+        ),
+    );
+    reload(&master, 1);
+    wait_for("VI_2's new VIP and VI_3's VIP appear", &master, || {
+        holds(&one, VIP2) && holds(&one, VIP2_ADDED) && holds(&one, VIP3)
+    });
+    let vi2_after_first = transitions(&master, "VI_2");
+
+    // VI_3 removed: its VIP goes; VI_1 and VI_2 are unchanged this time.
+    write(
+        &master_conf,
+        &format!("{}{}", vi1(150), master_vi2(&[VIP2, VIP2_ADDED])),
+    );
+    reload(&master, 2);
+    wait_for("VI_3's VIP goes", &master, || !holds(&one, VIP3));
+    wait_for("VI_3 stops", &master, || {
+        master
+            .output_so_far()
+            .stderr
+            .contains("vrrp_instance VI_3 stopped")
+    });
+    // Longer than the Master_Down_Interval (0.6 s + skew): a missed advertisement
+    // would have shown on the backup.
+    thread::sleep(Duration::from_secs(1));
+    watching.store(false, Ordering::Relaxed);
+    watcher.join().expect("watcher");
+
+    assert_eq!(
+        (transitions(&master, "VI_1"), transitions(&backup, "VI_1")),
+        vi1_before,
+        "VI_1 was unchanged: no transition on either director\n{}\n{}",
+        master.output_so_far(),
+        backup.output_so_far()
+    );
+    assert!(
+        !lost.load(Ordering::Relaxed),
+        "VI_1's VIP left director one"
+    );
+    // The master's VI_2 restarted as MASTER within the backup's Master_Down_Interval.
+    assert_eq!(
+        transitions(&backup, "VI_2"),
+        vi2_backup + 1,
+        "the backup's VI_2 saw no change of master\n{}",
+        backup.output_so_far()
+    );
+    assert!(!holds(&two, VIP2) && !holds(&two, VIP2_ADDED));
+    assert_eq!(
+        transitions(&master, "VI_2"),
+        vi2_after_first,
+        "the second reload left VI_2 alone"
+    );
+    assert!(holds(&one, VIP2) && holds(&one, VIP2_ADDED) && holds(&one, VIP1));
+    // keepalived keeps a reloaded instance's state and notifies nothing; so does keeplb.
+    assert_eq!(
+        read(&states),
+        "BACKUP\nMASTER\n",
+        "VI_2's restart notified nothing"
+    );
+    // The status shows each transition's cause and the master's address.
+    let line = status_line(&master_conf, "VI_1");
+    assert!(
+        line.contains("MASTER")
+            && line.contains("master 10.65.0.1")
+            && line.contains("BACKUP -> MASTER (master_down)"),
+        "{line}"
+    );
+    let line = status_line(&backup_conf, "VI_1");
+    assert!(
+        line.contains("master 10.65.0.1") && line.contains("-> BACKUP ("),
+        "{line}"
+    );
+    let line = status_line(&backup_conf, "VI_2");
+    assert!(line.contains("INIT -> BACKUP (startup)"), "{line}");
+    stop(&master);
+    stop(&backup);
+}
