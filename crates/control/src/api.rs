@@ -213,6 +213,31 @@ pub struct VrrpInstanceStatus {
     /// Last transition, when there was one.
     #[serde(default)]
     pub last_transition: Option<Transition>,
+    /// Advertisement and transition counters since the instance started.
+    #[serde(default)]
+    pub counters: VrrpCounters,
+}
+
+/// A VRRP instance's counters since it started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VrrpCounters {
+    /// State changes.
+    pub transitions: u64,
+    /// Times it became master.
+    pub became_master: u64,
+    /// Times it left master.
+    pub released_master: u64,
+    /// Advertisements sent.
+    pub adverts_sent: u64,
+    /// Advertisements received that passed every check.
+    pub adverts_received: u64,
+    /// Priority 0 advertisements sent (resigning).
+    pub priority_zero_sent: u64,
+    /// Priority 0 advertisements received.
+    pub priority_zero_received: u64,
+    /// Received datagrams dropped, by reason (`ttl`, `auth_failure`, …).
+    #[serde(default)]
+    pub drops: Vec<(String, u64)>,
 }
 
 /// A VRRP state change.

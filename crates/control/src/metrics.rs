@@ -89,23 +89,8 @@ pub struct VrrpInstanceMetrics {
     pub priority: u8,
     /// Priority after tracking adjustments.
     pub effective_priority: u8,
-    /// State changes.
-    pub transitions: u64,
-    /// Times it became master.
-    pub became_master: u64,
-    /// Times it left master.
-    pub released_master: u64,
-    /// Advertisements sent.
-    pub adverts_sent: u64,
-    /// Advertisements received that passed every check.
-    pub adverts_received: u64,
-    /// Priority 0 advertisements sent (master resigning).
-    pub priority_zero_sent: u64,
-    /// Priority 0 advertisements received.
-    pub priority_zero_received: u64,
-    /// Received datagrams dropped, per reason (a stable snake_case name such as
-    /// `auth_failure`); reasons never seen may be left out.
-    pub drops: Vec<(String, u64)>,
+    /// Advertisement and transition counters.
+    pub counters: crate::api::VrrpCounters,
 }
 
 /// One real server's health as the checkers see it.
@@ -432,36 +417,36 @@ fn encode_vrrp(encoder: &mut DescriptorEncoder, vrrp: &[VrrpInstanceMetrics]) ->
             |i| u64::from(i.effective_priority),
         ),
         (counter("vrrp_transitions", "State changes."), |i| {
-            i.transitions
+            i.counters.transitions
         }),
         (
             counter("vrrp_became_master", "Transitions to MASTER."),
-            |i| i.became_master,
+            |i| i.counters.became_master,
         ),
         (
             counter("vrrp_released_master", "Transitions out of MASTER."),
-            |i| i.released_master,
+            |i| i.counters.released_master,
         ),
         (counter("vrrp_adverts_sent", "Advertisements sent."), |i| {
-            i.adverts_sent
+            i.counters.adverts_sent
         }),
         (
             counter(
                 "vrrp_adverts_received",
                 "Advertisements received that passed every check.",
             ),
-            |i| i.adverts_received,
+            |i| i.counters.adverts_received,
         ),
         (
             counter("vrrp_priority_zero_sent", "Priority 0 advertisements sent."),
-            |i| i.priority_zero_sent,
+            |i| i.counters.priority_zero_sent,
         ),
         (
             counter(
                 "vrrp_priority_zero_received",
                 "Priority 0 advertisements received.",
             ),
-            |i| i.priority_zero_received,
+            |i| i.counters.priority_zero_received,
         ),
     ];
     for (descriptor, value) in &per_instance {
@@ -479,7 +464,7 @@ fn encode_vrrp(encoder: &mut DescriptorEncoder, vrrp: &[VrrpInstanceMetrics]) ->
             "Received VRRP datagrams dropped, by reason.",
         ),
         vrrp.iter().flat_map(|instance| {
-            instance.drops.iter().map(move |(reason, count)| {
+            instance.counters.drops.iter().map(move |(reason, count)| {
                 (
                     [
                         ("vrrp_instance", instance.name.as_str()),

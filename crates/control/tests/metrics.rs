@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use keeplb_control::api::VrrpCounters;
 use keeplb_control::metrics::{
     CheckKey, CheckResult, Metrics, RealServerHealth, VrrpInstanceMetrics, VrrpState, service_label,
 };
@@ -82,14 +83,16 @@ fn vrrp() -> Vec<VrrpInstanceMetrics> {
             state: VrrpState::Master,
             priority: 150,
             effective_priority: 140,
-            transitions: 3,
-            became_master: 2,
-            released_master: 1,
-            adverts_sent: 4000,
-            adverts_received: 12,
-            priority_zero_sent: 1,
-            priority_zero_received: 0,
-            drops: vec![("auth_failure".into(), 2), ("ttl".into(), 5)],
+            counters: VrrpCounters {
+                transitions: 3,
+                became_master: 2,
+                released_master: 1,
+                adverts_sent: 4000,
+                adverts_received: 12,
+                priority_zero_sent: 1,
+                priority_zero_received: 0,
+                drops: vec![("auth_failure".into(), 2), ("ttl".into(), 5)],
+            },
         },
         VrrpInstanceMetrics {
             name: "odd \"name\"\\with\nnewline".into(),

@@ -637,7 +637,7 @@ async fn handle(
         .handle(&request)
 }
 
-/// The metrics' view of a VRRP instance (advertisement counters are not collected yet).
+/// The metrics' view of a VRRP instance.
 fn vrrp_metrics(status: &VrrpInstanceStatus) -> VrrpInstanceMetrics {
     VrrpInstanceMetrics {
         name: status.name.clone(),
@@ -649,6 +649,6 @@ fn vrrp_metrics(status: &VrrpInstanceStatus) -> VrrpInstanceMetrics {
         },
         priority: status.priority,
         effective_priority: status.effective_priority,
-        ..VrrpInstanceMetrics::default()
+        counters: status.counters.clone(),
     }
 }

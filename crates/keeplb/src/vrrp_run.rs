@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use keeplb_config::model::{self, AuthType, GlobalDefs, Script, VrrpInstance};
-use keeplb_control::api::{Transition, VrrpInstanceStatus};
+use keeplb_control::api::{Transition, VrrpCounters, VrrpInstanceStatus};
 use keeplb_vrrp::io::run_interface_tracker;
 use keeplb_vrrp::notify::{
     FifoScript, FifoWriter, Notifier, NotifyConfig, NotifyKind, NotifyScripts,
@@ -1305,6 +1305,7 @@ fn initial_status(instance: &VrrpInstance) -> VrrpInstanceStatus {
             .map(|vip| format!("{}/{}", vip.address, vip.prefix))
             .collect(),
         last_transition: None,
+        counters: VrrpCounters::default(),
     }
 }
 
@@ -1335,6 +1336,21 @@ async fn publish_status(
                 let report = report.borrow_and_update().clone();
                 status.state = report.state.keepalived_name().to_owned();
                 status.master = report.master;
+                let stats = &report.stats;
+                status.counters = VrrpCounters {
+                    transitions: report.transitions,
+                    became_master: stats.became_master,
+                    released_master: stats.released_master,
+                    adverts_sent: stats.adverts_sent,
+                    adverts_received: stats.adverts_received,
+                    priority_zero_sent: stats.priority_zero_sent,
+                    priority_zero_received: stats.priority_zero_received,
+                    drops: stats
+                        .all_drops()
+                        .iter()
+                        .map(|(reason, n)| (reason.label().to_owned(), *n))
+                        .collect(),
+                };
                 if let Some((from, to, cause)) = report.last_transition
                     && report.transitions != transitions_seen
                 {

@@ -10,7 +10,7 @@ use common::*;
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
@@ -59,13 +59,6 @@ fn transitions(process: &Process) -> usize {
     process.output_so_far().stderr.matches("entering").count()
 }
 
-fn write(path: &Path, text: &str) {
-    // Written aside and renamed: a reload never reads half a file.
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).expect("write config");
-    std::fs::rename(&tmp, path).expect("rename config");
-}
-
 #[test]
 fn reload_under_traffic_fails_nothing_and_a_broken_file_changes_nothing() {
     let lab = Lab::new("reload").expect("lab (needs root and iproute2)");
@@ -91,8 +84,8 @@ fn reload_under_traffic_fails_nothing_and_a_broken_file_changes_nothing() {
         .collect();
     let master_conf: PathBuf = lab.dir().join("dir1.conf");
     let backup_conf: PathBuf = lab.dir().join("dir2.conf");
-    write(&master_conf, &config(150, &["10.64.0.11", "10.64.0.12"]));
-    write(&backup_conf, &config(100, &["10.64.0.11", "10.64.0.12"]));
+    write_config(&master_conf, &config(150, &["10.64.0.11", "10.64.0.12"]));
+    write_config(&backup_conf, &config(100, &["10.64.0.11", "10.64.0.12"]));
     let control = lab.dir().join("dir1.sock");
     let master = dir1
         .spawn(&[
@@ -145,7 +138,7 @@ fn reload_under_traffic_fails_nothing_and_a_broken_file_changes_nothing() {
 
     traffic_for(30);
     // rs2 leaves, rs3 joins: a valid reload.
-    write(&master_conf, &config(150, &["10.64.0.11", "10.64.0.13"]));
+    write_config(&master_conf, &config(150, &["10.64.0.11", "10.64.0.13"]));
     master.signal(Signal::SIGHUP).expect("SIGHUP");
     wait_for("the reload is applied", &master, || {
         master.output_so_far().stderr.contains("dir1.conf applied")
@@ -155,7 +148,7 @@ fn reload_under_traffic_fails_nothing_and_a_broken_file_changes_nothing() {
     });
 
     // A broken file: reported with its line, and nothing changes.
-    write(
+    write_config(
         &master_conf,
         &config(150, &["10.64.0.11", "10.64.0.13"]).replace("lb_algo rr", "lb_algo fastest"),
     );

@@ -108,6 +108,13 @@ fn status_and_metrics_show_vrrp_and_services() {
         metrics.contains("keeplb_vrrp_state{vrrp_instance=\"VI_1\",state=\"MASTER\"} 1"),
         "{metrics}"
     );
+    let adverts_sent = metrics
+        .lines()
+        .find(|l| l.starts_with("keeplb_vrrp_adverts_sent_total{vrrp_instance=\"VI_1\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no advertisement counter:\n{metrics}"));
+    assert!(adverts_sent >= 1, "the master advertises: {adverts_sent}");
     assert!(
         metrics.contains("real_server=\"10.65.0.21:80\""),
         "{metrics}"

@@ -29,13 +29,6 @@ fn instance(name: &str, vrid: u8, priority: u8, vips: &[&str]) -> String {
     )
 }
 
-fn write(path: &Path, text: &str) {
-    // Written aside and renamed: a reload never reads half a file.
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).expect("write config");
-    std::fs::rename(&tmp, path).expect("rename config");
-}
-
 /// How many transitions `process` has logged for `instance` so far.
 fn transitions(process: &Process, instance: &str) -> usize {
     // The name is the only quoted value of those lines (and colours do not split it).
@@ -97,11 +90,11 @@ fn reload_keeps_unchanged_instances_and_applies_the_others() {
             &format!("    state BACKUP\n    notify {}\n", script.display()),
         )
     };
-    write(
+    write_config(
         &master_conf,
         &format!("{}{}", vi1(150), master_vi2(&[VIP2])),
     );
-    write(
+    write_config(
         &backup_conf,
         &format!("{}{}", vi1(100), instance("VI_2", 66, 100, &[VIP2])),
     );
@@ -138,7 +131,7 @@ fn reload_keeps_unchanged_instances_and_applies_the_others() {
     assert!(vi1_before.0 >= 2 && vi1_before.1 >= 1, "{vi1_before:?}");
 
     // VI_1 unchanged, VI_2 gets a second VIP (on both), VI_3 is new (on the master).
-    write(
+    write_config(
         &backup_conf,
         &format!(
             "{}{}",
@@ -151,7 +144,7 @@ fn reload_keeps_unchanged_instances_and_applies_the_others() {
     wait_for("the backup's VI_2 restarts as BACKUP", &backup, || {
         transitions(&backup, "VI_2") == vi2_backup + 1
     });
-    write(
+    write_config(
         &master_conf,
         &format!(
             "{}{}{}",
@@ -167,7 +160,7 @@ fn reload_keeps_unchanged_instances_and_applies_the_others() {
     let vi2_after_first = transitions(&master, "VI_2");
 
     // VI_3 removed: its VIP goes; VI_1 and VI_2 are unchanged this time.
-    write(
+    write_config(
         &master_conf,
         &format!("{}{}", vi1(150), master_vi2(&[VIP2, VIP2_ADDED])),
     );

@@ -38,6 +38,14 @@ pub fn holds(host: &Host, vip: &str) -> bool {
     host.has_address(vip).unwrap_or(false)
 }
 
+/// Writes a configuration aside and renames it into place, so a reload never reads
+/// half a file.
+pub fn write_config(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).expect("write config");
+    std::fs::rename(&tmp, path).expect("rename config");
+}
+
 /// A file's contents, or nothing while it does not exist yet.
 pub fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
