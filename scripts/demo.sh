@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # keeplb's demonstration: check and dump the example keepalived.conf, show what
-# check-config says about a config full of tutorial mistakes, then a real VRRP failover
-# between two keeplb directors in network namespaces on this machine (needs root).
+# check-config says about a config full of tutorial mistakes, then a real failover
+# between two keeplb directors in network namespaces on this machine (needs root): a VIP
+# moved by VRRP, and a service on it balanced over two health-checked real servers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,5 +27,5 @@ if [ "$status" = 0 ]; then
 fi
 echo "(exit status $status, as expected: the configuration has errors)"
 
-step "keeplb demo   (two directors, a client; the master dies; VRRPv2, advert_int 1)"
+step "keeplb demo   (two directors, two real servers, a client; the master dies; VRRPv2, advert_int 1)"
 "$keeplb" demo

@@ -91,8 +91,9 @@ fn dropping_the_lab_removes_namespaces_and_processes() {
         wait_until(WAIT, POLL, || process_dead(escaped)).is_ok(),
         "escaped process {escaped} survived"
     );
+    // Killed by the teardown; its exit is reaped asynchronously, so wait for it.
     assert!(
-        plain.try_wait().unwrap().is_some(),
+        wait_until(WAIT, POLL, || plain.try_wait().unwrap().is_some()).is_ok(),
         "plain command survived"
     );
     assert!(!dir.exists(), "lab dir not removed");
