@@ -31,7 +31,8 @@ impl LastActivity {
         elapsed
     }
 
-    fn last(&self) -> Instant {
+    /// When data last moved.
+    pub(crate) fn last(&self) -> Instant {
         self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
     }
 
