@@ -80,6 +80,21 @@ fn dropping_the_lab_removes_namespaces_and_processes() {
         .parse()
         .unwrap();
     let mut plain = b.cmd("sleep").arg("1000").spawn().unwrap();
+    // `ip netns exec` enters the namespace, then becomes `sleep`: only from then on is
+    // the process the namespace's to kill.
+    let in_namespace = || {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "pids", b.netns()])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .any(|pid| pid == plain.id().to_string())
+    };
+    assert!(
+        wait_until(WAIT, POLL, in_namespace).is_ok(),
+        "plain command never started"
+    );
     let dir = lab.dir().to_owned();
     assert!(dir.is_dir());
 
