@@ -11,7 +11,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use keeplb_balancer::{
     ConnEntry, ConnKey, ConnSettings, ConnTable, Dest, Direction, Flow, Protocol, SchedFlags,
-    Service, ServiceAddr, TcpFlags, TcpState,
+    Service, ServiceAddr, Stats, TcpFlags, TcpState,
 };
 use tokio::time::Instant;
 
@@ -120,6 +120,12 @@ pub struct VirtualService {
     conns: Mutex<ConnTable>,
     options: ArcSwap<ServiceOptions>,
     epoch: Instant,
+    /// The service's counters (the `Arc` the service holds for its whole life), so
+    /// connections count without taking the service's lock.
+    stats: Arc<Stats>,
+    /// ESTABLISHED timeout in milliseconds: a connection's idle timeout, read once per
+    /// connection without taking the table's lock.
+    idle_timeout_ms: AtomicU64,
     /// Seconds since `epoch` of the last "no real server" warning, so an outage
     /// logs once a second, not once per refused client.
     last_unavailable_warning: AtomicU64,
@@ -153,6 +159,7 @@ impl VirtualService {
             }
             ServiceAddr::Fwmark(mark) => return Err(ProxyError::Fwmark { mark }),
         };
+        let stats = Arc::clone(service.stats());
         Ok(Self {
             protocol,
             vip,
@@ -160,6 +167,8 @@ impl VirtualService {
             conns: Mutex::new(ConnTable::new(settings)),
             options: ArcSwap::from_pointee(options),
             epoch: Instant::now(),
+            stats,
+            idle_timeout_ms: AtomicU64::new(idle_timeout_ms(&settings)),
             last_unavailable_warning: AtomicU64::new(u64::MAX),
         })
     }
@@ -217,6 +226,18 @@ impl VirtualService {
     /// `ipvsadm --set`: new timeouts apply to entries from their next state change.
     pub fn set_conn_settings(&self, settings: ConnSettings) {
         self.table().set_settings(settings);
+        self.idle_timeout_ms
+            .store(idle_timeout_ms(&settings), Ordering::Relaxed);
+    }
+
+    /// How long a TCP connection may stay idle (IPVS's ESTABLISHED timeout).
+    pub(crate) fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms.load(Ordering::Relaxed))
+    }
+
+    /// The service's counters and rates.
+    pub(crate) fn stats(&self) -> &Arc<Stats> {
+        &self.stats
     }
 
     /// Every connection and template, as `ipvsadm -Lnc` lists them.
@@ -329,6 +350,11 @@ impl VirtualService {
             );
         }
     }
+}
+
+fn idle_timeout_ms(settings: &ConnSettings) -> u64 {
+    let timeout = settings.timeouts.tcp(TcpState::Established);
+    u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn binding(table: &ConnTable, key: ConnKey) -> Option<Binding> {

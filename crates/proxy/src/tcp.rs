@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use keeplb_balancer::{ConnKey, Direction, Flow, Stats, TcpFlags, TcpState};
+use keeplb_balancer::{ConnKey, Direction, Flow, Stats, TcpFlags};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 use crate::proxy_protocol::Transport;
@@ -67,7 +67,7 @@ async fn serve(svc: Arc<VirtualService>, client: TcpStream, flow: Flow) {
         }
     }
     let tally = Tally::new(&svc, &binding);
-    let idle_timeout = svc.conn_settings().timeouts.tcp(TcpState::Established);
+    let idle_timeout = svc.idle_timeout();
     match relay::relay(&client, &server, &tally, idle_timeout).await {
         RelayEnd::Closed => {}
         RelayEnd::Idle => {
@@ -187,7 +187,7 @@ impl<'a> Tally<'a> {
         Self {
             svc,
             binding,
-            service_stats: svc.read(|s| Arc::clone(s.stats())),
+            service_stats: Arc::clone(svc.stats()),
             pending: Default::default(),
             flushed_at: AtomicU64::new(0),
         }
