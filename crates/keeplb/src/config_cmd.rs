@@ -156,7 +156,6 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         );
         let reload = crate::reload::serve(
             args.config.clone(),
-            Arc::clone(&config),
             requests,
             to_director,
             to_vrrp,

@@ -46,7 +46,6 @@ pub fn channel() -> (Reloader, mpsc::UnboundedReceiver<Request>) {
 /// goes to `virtual_servers` and, when its VRRP part changed, to `vrrp`.
 pub async fn serve(
     args: ConfigArgs,
-    mut current: Arc<model::Config>,
     mut requests: mpsc::UnboundedReceiver<Request>,
     virtual_servers: mpsc::UnboundedSender<Arc<model::Config>>,
     vrrp: mpsc::UnboundedSender<Arc<model::Config>>,
@@ -71,7 +70,7 @@ pub async fn serve(
             }
         };
         crate::config_cmd::notify_systemd(&[sd_notify::NotifyState::Reloading]);
-        let outcome = apply(&args, &mut current, &virtual_servers, &vrrp);
+        let outcome = apply(&args, &virtual_servers, &vrrp);
         crate::config_cmd::notify_systemd(&[sd_notify::NotifyState::Ready]);
         if let Some(reply) = request.reply {
             let _ = reply.send(outcome);
@@ -82,7 +81,6 @@ pub async fn serve(
 /// Reads, validates and applies the configuration file again.
 fn apply(
     args: &ConfigArgs,
-    current: &mut Arc<model::Config>,
     virtual_servers: &mpsc::UnboundedSender<Arc<model::Config>>,
     vrrp: &mpsc::UnboundedSender<Arc<model::Config>>,
 ) -> Result<(), String> {
@@ -99,33 +97,13 @@ fn apply(
         tracing::warn!("reload: {}\n{diagnostics}", args.file.display());
     }
     let new = Arc::new(loaded.config);
-    if vrrp_part(current) != vrrp_part(&new) && vrrp.send(Arc::clone(&new)).is_err() {
+    // Each side works out what changed for it (VRRP per instance, the director per
+    // service), so both get the whole configuration.
+    if vrrp.send(Arc::clone(&new)).is_err() && !new.vrrp_instance.is_empty() {
         // VRRP does not run (the configuration keeplb started with had no instance).
-        tracing::warn!(
-            "reload: the VRRP part of the configuration changed; keeplb applies it at the next restart"
-        );
+        tracing::warn!("reload: VRRP instances start at the next restart");
     }
-    let _ = virtual_servers.send(Arc::clone(&new));
-    *current = new;
+    let _ = virtual_servers.send(new);
     tracing::info!("reload: {} applied", args.file.display());
     Ok(())
-}
-
-/// What VRRP instances are made of (global_defs as a whole: most of it is VRRP's).
-fn vrrp_part(
-    config: &model::Config,
-) -> (
-    &model::GlobalDefs,
-    &[model::VrrpInstance],
-    &[model::VrrpSyncGroup],
-    &[model::VrrpScript],
-    &[model::TrackFile],
-) {
-    (
-        &config.global_defs,
-        &config.vrrp_instance,
-        &config.vrrp_sync_group,
-        &config.vrrp_script,
-        &config.track_file,
-    )
 }
