@@ -126,9 +126,18 @@ pub struct VirtualService {
     /// ESTABLISHED timeout in milliseconds: a connection's idle timeout, read once per
     /// connection without taking the table's lock.
     idle_timeout_ms: AtomicU64,
-    /// Seconds since `epoch` of the last "no real server" warning, so an outage
+    /// Seconds since `epoch` of the last warning of each [`Refusal`], so an outage
     /// logs once a second, not once per refused client.
-    last_unavailable_warning: AtomicU64,
+    last_refusal_warning: [AtomicU64; 2],
+}
+
+/// Why a new connection or flow was turned away.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// No real server, nor the sorry server, could take it.
+    Unavailable,
+    /// The worker already holds [`crate::udp::MAX_FLOWS`] flows of the service.
+    FlowTableFull,
 }
 
 /// What a new connection was bound to.
@@ -169,7 +178,7 @@ impl VirtualService {
             epoch: Instant::now(),
             stats,
             idle_timeout_ms: AtomicU64::new(idle_timeout_ms(&settings)),
-            last_unavailable_warning: AtomicU64::new(u64::MAX),
+            last_refusal_warning: [AtomicU64::new(u64::MAX), AtomicU64::new(u64::MAX)],
         })
     }
 
@@ -335,19 +344,38 @@ impl VirtualService {
             .is_some()
     }
 
-    /// Logs that no real server could take a connection, at most once a second.
-    pub(crate) fn warn_unavailable(&self, client: SocketAddr) {
+    /// Counts a datagram of a flow that has no table entry (one on the sorry server)
+    /// in its destination's and the service's statistics.
+    pub(crate) fn untracked_datagram(&self, dest: &Dest, dir: Direction, bytes: usize) {
+        let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
+        for stats in [dest.stats(), &self.stats] {
+            if dir == Direction::Output {
+                stats.count_out(bytes);
+            } else {
+                stats.count_in(bytes);
+            }
+        }
+    }
+
+    /// Logs why a client was turned away, at most once a second for each reason.
+    pub(crate) fn warn_refused(&self, client: SocketAddr, why: Refusal) {
         let second = self.now().as_secs();
-        if self
-            .last_unavailable_warning
-            .swap(second, Ordering::Relaxed)
-            != second
-        {
-            tracing::warn!(
+        let last = &self.last_refusal_warning[why as usize];
+        if last.swap(second, Ordering::Relaxed) == second {
+            return;
+        }
+        match why {
+            Refusal::Unavailable => tracing::warn!(
                 service = %self.vip,
                 %client,
                 "no real server can take the connection; closing it"
-            );
+            ),
+            Refusal::FlowTableFull => tracing::warn!(
+                service = %self.vip,
+                %client,
+                max_flows = crate::udp::MAX_FLOWS,
+                "UDP flow table of this worker full; datagram dropped"
+            ),
         }
     }
 }

@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 use crate::proxy_protocol::Transport;
 use crate::relay::{self, RelayEnd, RelayObserver};
-use crate::service::{Binding, ServiceOptions, VirtualService};
+use crate::service::{Binding, Refusal, ServiceOptions, VirtualService};
 
 /// Pause after a failed accept (descriptors exhausted, say) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -46,7 +46,7 @@ async fn serve(svc: Arc<VirtualService>, client: TcpStream, flow: Flow) {
     let _ = client.set_nodelay(true);
     let options = svc.options();
     let Some((server, binding)) = connect_upstream(&svc, &flow, &options).await else {
-        svc.warn_unavailable(flow.client);
+        svc.warn_refused(flow.client, Refusal::Unavailable);
         relay::reset_on_close(&client);
         return;
     };

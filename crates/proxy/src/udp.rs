@@ -21,7 +21,7 @@ use tokio::net::UdpSocket;
 use tokio::task::JoinSet;
 
 use crate::activity::LastActivity;
-use crate::service::VirtualService;
+use crate::service::{Refusal, VirtualService};
 
 /// Largest UDP payload over IPv4 or IPv6 without jumbograms.
 const MAX_DATAGRAM: usize = 65_535;
@@ -48,7 +48,7 @@ struct UdpFlow {
     upstream: UdpSocket,
     activity: LastActivity,
     /// Counts a sorry-server flow on its destination.
-    _sorry: Option<ConnGuard>,
+    sorry: Option<ConnGuard>,
 }
 
 /// Receives the clients' datagrams of `svc` on `socket` until the task is aborted.
@@ -79,12 +79,12 @@ pub(crate) async fn serve(socket: UdpSocket, svc: Arc<VirtualService>) {
         let flow = match existing {
             Some(flow) if counted(&svc, &flow, Direction::Input, len) => flow,
             _ => match open_flow(&svc, &socket, &flows, &mut replies, client).await {
-                Some(flow) => {
+                Ok(flow) => {
                     counted(&svc, &flow, Direction::Input, len);
                     flow
                 }
-                None => {
-                    svc.warn_unavailable(client);
+                Err(why) => {
+                    svc.warn_refused(client, why);
                     continue;
                 }
             },
@@ -106,11 +106,16 @@ pub(crate) async fn serve(socket: UdpSocket, svc: Arc<VirtualService>) {
     }
 }
 
-/// Counts a datagram on `flow`'s table entry; false when the entry is gone.
+/// Counts a datagram on `flow`'s table entry (or, on the sorry server, on its
+/// destination); false when the entry is gone.
 fn counted(svc: &VirtualService, flow: &UdpFlow, dir: Direction, len: usize) -> bool {
-    match &flow.key {
-        Some(key) => svc.udp_datagram(key, dir, len),
-        None => true,
+    match (&flow.key, &flow.sorry) {
+        (Some(key), _) => svc.udp_datagram(key, dir, len),
+        (None, Some(sorry)) => {
+            svc.untracked_datagram(sorry.dest(), dir, len);
+            true
+        }
+        (None, None) => true,
     }
 }
 
@@ -122,15 +127,14 @@ async fn open_flow(
     flows: &Flows,
     replies: &mut JoinSet<()>,
     client: SocketAddr,
-) -> Option<Arc<UdpFlow>> {
+) -> Result<Arc<UdpFlow>, Refusal> {
     if flows.lock().unwrap_or_else(PoisonError::into_inner).len() >= MAX_FLOWS {
-        tracing::debug!(service = %svc.vip(), %client, "flow table full; datagram dropped");
-        return None;
+        return Err(Refusal::FlowTableFull);
     }
     let (binding, sorry) = match svc.schedule(&Flow::new(client, svc.vip())) {
         Some(binding) => (binding, None),
         None => {
-            let binding = svc.sorry_binding()?;
+            let binding = svc.sorry_binding().ok_or(Refusal::Unavailable)?;
             let guard = binding.dest.connect();
             (binding, Some(guard))
         }
@@ -142,14 +146,14 @@ async fn open_flow(
             if let Some(key) = &binding.key {
                 svc.forget(key);
             }
-            return None;
+            return Err(Refusal::Unavailable);
         }
     };
     let flow = Arc::new(UdpFlow {
         key: binding.key,
         upstream,
         activity: LastActivity::new(),
-        _sorry: sorry,
+        sorry,
     });
     flows
         .lock()
@@ -162,7 +166,7 @@ async fn open_flow(
         client,
         Arc::clone(&flow),
     ));
-    Some(flow)
+    Ok(flow)
 }
 
 async fn connected_socket(target: SocketAddr) -> io::Result<UdpSocket> {

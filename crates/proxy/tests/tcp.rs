@@ -28,13 +28,10 @@ async fn rr_across_two_workers_follows_the_kernel_order() {
         tcp_server("b").await,
         tcp_server("c").await,
     );
-    let Served {
-        plane: _plane,
-        svc: _,
-        vip,
-    } = Setup::new(Protocol::Tcp, &[(a, 1), (b, 1), (c, 1)])
+    let served = Setup::new(Protocol::Tcp, &[(a, 1), (b, 1), (c, 1)])
         .workers(2)
         .start();
+    let vip = served.vip;
     // IPVS lists the last added first, and rr starts at the head.
     assert_eq!(spread(vip, 6).await, ["c", "b", "a", "c", "b", "a"]);
 }
@@ -46,13 +43,10 @@ async fn wrr_hands_out_the_weights_over_a_cycle() {
         tcp_server("b").await,
         tcp_server("c").await,
     );
-    let Served {
-        plane: _plane,
-        svc: _,
-        vip,
-    } = Setup::new(Protocol::Tcp, &[(a, 3), (b, 2), (c, 1)])
+    let served = Setup::new(Protocol::Tcp, &[(a, 3), (b, 2), (c, 1)])
         .scheduler("wrr")
         .start();
+    let vip = served.vip;
     let names = spread(vip, 12).await;
     assert_eq!(
         counts(&names),
@@ -84,27 +78,21 @@ async fn the_sorry_server_takes_what_nobody_else_can() {
         sorry_server: Some(Arc::new(Dest::new(sorry, 1).unwrap())),
         ..ServiceOptions::default()
     };
-    let Served {
-        plane: _plane,
-        svc: _,
-        vip,
-    } = Setup::new(
+    let served = Setup::new(
         Protocol::Tcp,
         &[(closed_port(), 1), (tcp_server("quiesced").await, 0)],
     )
     .scheduler("wlc")
     .options(options)
     .start();
+    let vip = served.vip;
     assert_eq!(spread(vip, 2).await, ["sorry", "sorry"]);
 }
 
 #[tokio::test]
 async fn without_any_server_the_client_is_reset() {
-    let Served {
-        plane: _plane,
-        svc: _,
-        vip,
-    } = Setup::new(Protocol::Tcp, &[(closed_port(), 1)]).start();
+    let served = Setup::new(Protocol::Tcp, &[(closed_port(), 1)]).start();
+    let vip = served.vip;
     let mut stream = connect(vip).await;
     let mut buf = [0; 1];
     let read = tokio::time::timeout(PATIENCE, stream.read(&mut buf))
@@ -118,11 +106,8 @@ async fn without_any_server_the_client_is_reset() {
 
 #[tokio::test]
 async fn half_close_lets_the_server_answer_after_the_client_finished() {
-    let Served {
-        plane: _plane,
-        svc: _,
-        vip,
-    } = Setup::new(Protocol::Tcp, &[(tcp_server("echo").await, 1)]).start();
+    let served = Setup::new(Protocol::Tcp, &[(tcp_server("echo").await, 1)]).start();
+    let vip = served.vip;
     let (name, mut stream) = who(vip).await;
     assert_eq!(name, "echo");
     stream.get_mut().write_all(b"last words").await.unwrap();
@@ -271,14 +256,11 @@ async fn proxy_protocol_v1_tells_the_real_server_who_the_client_is() {
         proxy_protocol: Some(ProxyProtocol::V1),
         ..ServiceOptions::default()
     };
-    let Served {
-        plane: _plane,
-        svc: _,
-        vip,
-    } = Setup::new(Protocol::Tcp, &[(server, 1)])
+    let served = Setup::new(Protocol::Tcp, &[(server, 1)])
         .port(8080)
         .options(options)
         .start();
+    let vip = served.vip;
     let client = connect(vip).await;
     let (accepted, _) = tokio::time::timeout(PATIENCE, listener.accept())
         .await

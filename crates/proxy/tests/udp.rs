@@ -2,8 +2,11 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use common::*;
-use keeplb_balancer::Protocol;
+use keeplb_balancer::{Dest, Protocol};
+use keeplb_proxy::ServiceOptions;
 use tokio::net::UdpSocket;
 
 async fn ask(socket: &UdpSocket, vip: std::net::SocketAddr, question: &str) -> String {
@@ -52,4 +55,38 @@ async fn each_client_is_one_flow_on_one_real_server() {
             "UDP is inactive"
         );
     });
+}
+
+#[tokio::test]
+async fn the_sorry_server_answers_and_is_counted() {
+    let sorry_addr = udp_server("sorry").await;
+    let sorry = Arc::new(Dest::new(sorry_addr, 1).unwrap());
+    let options = ServiceOptions {
+        sorry_server: Some(Arc::clone(&sorry)),
+        ..ServiceOptions::default()
+    };
+    let Served {
+        plane: _plane,
+        svc,
+        vip,
+    } = Setup::new(Protocol::Udp, &[(udp_server("quiesced").await, 0)])
+        .port(53)
+        .options(options)
+        .start();
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for question in ["q1", "q2"] {
+        assert_eq!(
+            ask(&client, vip, question).await,
+            format!("sorry:{question}")
+        );
+    }
+    let on_sorry = sorry.stats().counters();
+    assert_eq!((on_sorry.in_pkts, on_sorry.out_pkts), (2, 2));
+    assert_eq!((on_sorry.in_bytes, on_sorry.out_bytes), (4, 16));
+    let on_service = svc.read(|s| s.stats().counters());
+    assert_eq!((on_service.in_pkts, on_service.out_pkts), (2, 2));
+    assert!(
+        svc.conn_entries().is_empty(),
+        "the sorry server has no table entry"
+    );
 }
