@@ -26,9 +26,8 @@ use keeplb_balancer::Direction;
 use socket2::SockRef;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
-use tokio::time::{Instant, Sleep};
 
-use crate::activity::LastActivity;
+use crate::activity::{IdleTimer, LastActivity};
 use crate::pipe::{self, Pipe};
 
 /// Size of the per-thread scratch buffer, and so of the largest copied read; a read
@@ -75,9 +74,7 @@ pub(crate) async fn relay(
         pumps: [Pump::new(Direction::Input), Pump::new(Direction::Output)],
         observer,
         activity: &activity,
-        idle: Box::pin(tokio::time::sleep(idle_timeout)),
-        idle_timeout,
-        idle_armed: false,
+        idle: IdleTimer::new(idle_timeout),
     }
     .await
 }
@@ -105,18 +102,15 @@ pub(crate) fn reset_on_close(stream: &TcpStream) {
 /// functions joined: on the data path this saves the state machines' bookkeeping on
 /// every wake-up, which is most of the proxy's own (user-space) time per request.
 ///
-/// The idle timer is polled only to arm it and when it has fired (`is_elapsed` is a
-/// flag read): a wake-up for data does not touch the timer wheel.
+/// The idle timer is polled only to arm it and when it has fired: a wake-up for data
+/// does not touch the timer wheel.
 struct Bidirectional<'a, O> {
     client: &'a TcpStream,
     server: &'a TcpStream,
     pumps: [Pump; 2],
     observer: &'a O,
     activity: &'a LastActivity,
-    idle: Pin<Box<Sleep>>,
-    idle_timeout: Duration,
-    /// The timer was polled since its last reset, so it will wake this task.
-    idle_armed: bool,
+    idle: IdleTimer,
 }
 
 impl<O: RelayObserver> Future for Bidirectional<'_, O> {
@@ -124,15 +118,8 @@ impl<O: RelayObserver> Future for Bidirectional<'_, O> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        if !this.idle_armed || this.idle.is_elapsed() {
-            let deadline = this.activity.last() + this.idle_timeout;
-            if deadline <= Instant::now() {
-                return Poll::Ready(RelayEnd::Idle);
-            }
-            this.idle.as_mut().reset(deadline);
-            // Registers the waker; the deadline is in the future, so it is pending.
-            let _ = this.idle.as_mut().poll(cx);
-            this.idle_armed = true;
+        if this.idle.poll_idle(cx, this.activity).is_ready() {
+            return Poll::Ready(RelayEnd::Idle);
         }
         let ends = [(this.client, this.server), (this.server, this.client)];
         let mut finished = true;

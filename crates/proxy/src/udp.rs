@@ -20,7 +20,7 @@ use keeplb_balancer::{ConnGuard, ConnKey, Direction, Flow};
 use tokio::net::UdpSocket;
 use tokio::task::JoinSet;
 
-use crate::activity::LastActivity;
+use crate::activity::{IdleTimer, LastActivity};
 use crate::service::{Refusal, VirtualService};
 
 /// Largest UDP payload over IPv4 or IPv6 without jumbograms.
@@ -189,7 +189,7 @@ async fn relay_replies(
     client: SocketAddr,
     flow: Arc<UdpFlow>,
 ) {
-    let timeout = svc.conn_settings().timeouts.udp();
+    let mut idle = IdleTimer::new(svc.conn_settings().timeouts.udp());
     loop {
         tokio::select! {
             ready = flow.upstream.readable() => {
@@ -205,7 +205,7 @@ async fn relay_replies(
                     }
                 }
             }
-            () = flow.activity.idle_for(timeout) => break,
+            () = idle.idle(&flow.activity) => break,
         }
     }
     let mut flows = flows.lock().unwrap_or_else(PoisonError::into_inner);
