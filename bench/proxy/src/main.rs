@@ -1,3 +1,5 @@
 fn main() {
-    eprintln!("see README.md: ./run.sh for throughput, `cargo run --release --bin idle` for memory");
+    eprintln!(
+        "see README.md: ./run.sh for throughput, `cargo run --release --bin idle` for memory"
+    );
 }
