@@ -334,6 +334,46 @@ pub enum LbKind {
     Tun,
 }
 
+/// The settings of TUN forwarding (keepalived 2.2: `lb_kind TUN [type ipip|gue|gre]
+/// [port N] [nocsum|csum|remcsum]`), with keepalived's defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Tunnel {
+    /// Encapsulation (`type`).
+    #[serde(rename = "type")]
+    pub kind: TunnelType,
+    /// GUE's destination port (`port`): required by GUE, refused by the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Checksum option of GUE and GRE.
+    pub checksum: TunnelChecksum,
+}
+
+/// A tunnel's encapsulation (`type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TunnelType {
+    /// IP in IP, the default.
+    #[default]
+    Ipip,
+    /// Generic UDP Encapsulation.
+    Gue,
+    /// Generic Routing Encapsulation.
+    Gre,
+}
+
+/// A GUE or GRE tunnel's checksum option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TunnelChecksum {
+    /// `nocsum`, the default.
+    #[default]
+    NoCsum,
+    /// `csum`.
+    Csum,
+    /// `remcsum` (GUE only).
+    RemCsum,
+}
+
 /// IPVS scheduler names (`lb_algo`): the balancer's own list, so the two cannot differ.
 pub use keeplb_balancer::SchedulerKind;
 
@@ -382,6 +422,9 @@ pub struct VirtualServer {
     /// Scheduler flags: `sh-port`, `sh-fallback`, `mh-port`, `mh-fallback`, `ops`, `flag-N`.
     pub lb_flags: Vec<String>,
     pub lb_kind: LbKind,
+    /// The tunnel settings of `lb_kind TUN`; `None` with NAT and DR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<Tunnel>,
     pub persistence_timeout: Option<u32>,
     pub persistence_granularity: Option<String>,
     pub protocol: Protocol,
@@ -412,6 +455,10 @@ pub struct RealServer {
     /// keepalived's real_server keyword for the forwarding method.
     #[serde(rename = "lvs_method")]
     pub lb_kind: LbKind,
+    /// The tunnel settings of `lvs_method TUN` (or the virtual server's, inherited with
+    /// its TUN); `None` with NAT and DR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<Tunnel>,
     pub inhibit_on_failure: bool,
     pub notify_up: Option<Script>,
     pub notify_down: Option<Script>,

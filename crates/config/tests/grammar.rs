@@ -5,7 +5,8 @@ use std::path::Path;
 
 use keeplb_config::env::FakeEnvironment;
 use keeplb_config::model::{
-    CheckKind, InitialState, LbKind, Protocol, SchedulerKind, VirtualServerKey,
+    CheckKind, InitialState, LbKind, Protocol, SchedulerKind, Tunnel, TunnelChecksum, TunnelType,
+    VirtualServerKey,
 };
 use keeplb_config::{LoadOptions, Loaded, MemoryLoader, Severity, load_with};
 
@@ -590,4 +591,89 @@ fn proxy_protocol_is_a_keeplb_extension_that_keepalived_would_reject() {
         problems(&loaded),
         ["invalid-value@/etc/keepalived/keepalived.conf:5:18"]
     );
+}
+
+#[test]
+fn tun_options_go_to_the_real_servers_unless_their_own_lvs_method_says_otherwise() {
+    let text = "virtual_server 10.0.0.100 80 {\n  lb_algo rr\n  lb_kind TUN type gue port 6080 csum\n  protocol TCP\n  real_server 10.0.1.1 80 {\n  }\n  real_server 10.0.1.2 80 {\n    lvs_method TUN type gre\n  }\n  real_server 10.0.1.3 80 {\n    lvs_method TUN\n  }\n  real_server 10.0.1.4 80 {\n    lvs_method DR\n  }\n}\n";
+    let loaded = load(text);
+    assert_eq!(problems(&loaded), Vec::<String>::new());
+    let vs = &loaded.config.virtual_server[0];
+    let gue = Tunnel {
+        kind: TunnelType::Gue,
+        port: Some(6080),
+        checksum: TunnelChecksum::Csum,
+    };
+    assert_eq!((vs.lb_kind, vs.tunnel), (LbKind::Tun, Some(gue)));
+    let real_servers: Vec<_> = vs
+        .real_server
+        .iter()
+        .map(|rs| (rs.lb_kind, rs.tunnel))
+        .collect();
+    let gre = Tunnel {
+        kind: TunnelType::Gre,
+        ..Tunnel::default()
+    };
+    assert_eq!(
+        real_servers,
+        [
+            (LbKind::Tun, Some(gue)),
+            (LbKind::Tun, Some(gre)),
+            // a method of its own starts from keepalived's defaults: ipip
+            (LbKind::Tun, Some(Tunnel::default())),
+            (LbKind::Dr, None),
+        ]
+    );
+    let json = serde_json::to_value(vs).expect("serialises");
+    assert_eq!(
+        json["tunnel"],
+        serde_json::json!({"type": "gue", "port": 6080, "checksum": "csum"})
+    );
+    assert!(
+        json["real_server"][3].get("tunnel").is_none(),
+        "DR has none"
+    );
+}
+
+#[test]
+fn tun_options_keepalived_refuses_are_reported_and_not_applied() {
+    for (options, code) in [
+        (
+            "type gue",
+            "invalid-value@/etc/keepalived/keepalived.conf:3:3",
+        ),
+        (
+            "type ipip port 6080",
+            "invalid-value@/etc/keepalived/keepalived.conf:3:3",
+        ),
+        ("csum", "invalid-value@/etc/keepalived/keepalived.conf:3:3"),
+        (
+            "type gre remcsum",
+            "invalid-value@/etc/keepalived/keepalived.conf:3:3",
+        ),
+        (
+            "type gue port 0",
+            "invalid-value@/etc/keepalived/keepalived.conf:3:24",
+        ),
+        (
+            "type vxlan",
+            "invalid-value@/etc/keepalived/keepalived.conf:3:15",
+        ),
+    ] {
+        let text = format!(
+            "virtual_server 10.0.0.100 80 {{\n  lb_algo rr\n  lb_kind TUN {options}\n  protocol TCP\n  real_server 10.0.1.1 80 {{\n  }}\n}}\n"
+        );
+        let loaded = load(&text);
+        assert_eq!(problems(&loaded), [code], "{options}");
+        let vs = &loaded.config.virtual_server[0];
+        assert_eq!(
+            (vs.lb_kind, vs.tunnel, vs.real_server[0].tunnel),
+            (
+                LbKind::Tun,
+                Some(Tunnel::default()),
+                Some(Tunnel::default())
+            ),
+            "{options}: keepalived keeps ipip"
+        );
+    }
 }

@@ -35,13 +35,15 @@ use keeplb_control::http::HttpServer;
 use keeplb_control::metrics::{Metrics, VrrpInstanceMetrics, VrrpState};
 use keeplb_control::model::{
     DestConfig, Family, ForwardMethod, Netmask, Protocol, SchedFlags, ServiceConfig, ServiceKey,
-    SyncDaemon, SyncRole, Timeouts,
+    SyncDaemon, SyncRole, Timeouts, Tunnel, TunnelChecksum, TunnelType,
 };
 use keeplb_control::snapshot::{ConnEntry, DestEntry, ServiceEntry, Snapshot, Stats};
 use keeplb_control::socket::ControlServer;
 use keeplb_control::table::{TableOps, apply_rules};
 use keeplb_control::{AdmCommand, KernelError, Operation};
-use keeplb_proxy::{DataPlane, Forwarding, ProxyError, ServiceOptions, VirtualService};
+use keeplb_proxy::{
+    DataPlane, Encapsulation, Forwarding, ProxyError, ServiceOptions, TunnelSpec, VirtualService,
+};
 
 /// ERANGE, the kernel's answer to a weight it cannot hold.
 const ERANGE: i32 = 34;
@@ -237,7 +239,7 @@ impl TableOps for LiveTable {
             .with_thresholds(thresholds(dest));
         svc.edit(|s| s.pool.add(Arc::new(added)))
             .map_err(pool_error)?;
-        set_forwarding(&svc, addr, dest.forward);
+        set_forwarding(&svc, addr, dest);
         Ok(())
     }
 
@@ -252,7 +254,7 @@ impl TableOps for LiveTable {
             s.pool.set_thresholds(addr, thresholds(dest))
         })
         .map_err(pool_error)?;
-        set_forwarding(&svc, addr, dest.forward);
+        set_forwarding(&svc, addr, dest);
         Ok(())
     }
 
@@ -378,29 +380,64 @@ fn thresholds(dest: &DestConfig) -> Thresholds {
     }
 }
 
-fn forwarding(method: ForwardMethod) -> Forwarding {
-    match method {
+/// The method (and tunnel settings) `-a`/`-e` asked for, as the proxy records it.
+fn forwarding(dest: &DestConfig) -> Forwarding {
+    match dest.forward {
         ForwardMethod::Masq => Forwarding::Masq,
-        ForwardMethod::Tunnel => Forwarding::Tunnel,
+        ForwardMethod::Tunnel => Forwarding::Tunnel(tunnel_spec(dest.tunnel)),
         ForwardMethod::Route | ForwardMethod::Local => Forwarding::Route,
     }
 }
 
-fn forward_method(forwarding: Forwarding) -> ForwardMethod {
+/// The method and tunnel settings listings show for what the proxy recorded; other
+/// methods than Tunnel carry ipvsadm's tunnel defaults, as the kernel reports them.
+fn forward_method(forwarding: Forwarding) -> (ForwardMethod, Tunnel) {
     match forwarding {
-        Forwarding::Masq => ForwardMethod::Masq,
-        Forwarding::Route => ForwardMethod::Route,
-        Forwarding::Tunnel => ForwardMethod::Tunnel,
+        Forwarding::Masq => (ForwardMethod::Masq, Tunnel::default()),
+        Forwarding::Route => (ForwardMethod::Route, Tunnel::default()),
+        Forwarding::Tunnel(spec) => (ForwardMethod::Tunnel, listed_tunnel(spec)),
     }
 }
 
-fn set_forwarding(svc: &VirtualService, dest: SocketAddr, method: ForwardMethod) {
-    let wanted = forwarding(method);
+fn tunnel_spec(tunnel: Tunnel) -> TunnelSpec {
+    TunnelSpec {
+        encapsulation: match tunnel.kind {
+            TunnelType::Ipip => Encapsulation::Ipip,
+            TunnelType::Gue => Encapsulation::Gue,
+            TunnelType::Gre => Encapsulation::Gre,
+        },
+        port: tunnel.port,
+        checksum: match tunnel.checksum {
+            TunnelChecksum::NoCsum => keeplb_proxy::TunnelChecksum::None,
+            TunnelChecksum::Csum => keeplb_proxy::TunnelChecksum::Checksum,
+            TunnelChecksum::RemCsum => keeplb_proxy::TunnelChecksum::Remote,
+        },
+    }
+}
+
+fn listed_tunnel(spec: TunnelSpec) -> Tunnel {
+    Tunnel {
+        kind: match spec.encapsulation {
+            Encapsulation::Ipip => TunnelType::Ipip,
+            Encapsulation::Gue => TunnelType::Gue,
+            Encapsulation::Gre => TunnelType::Gre,
+        },
+        port: spec.port,
+        checksum: match spec.checksum {
+            keeplb_proxy::TunnelChecksum::None => TunnelChecksum::NoCsum,
+            keeplb_proxy::TunnelChecksum::Checksum => TunnelChecksum::Csum,
+            keeplb_proxy::TunnelChecksum::Remote => TunnelChecksum::RemCsum,
+        },
+    }
+}
+
+fn set_forwarding(svc: &VirtualService, addr: SocketAddr, dest: &DestConfig) {
+    let wanted = forwarding(dest);
     svc.edit_options(|options| {
         if wanted == options.forwarding {
-            options.dest_forwarding.remove(&dest);
+            options.dest_forwarding.remove(&addr);
         } else {
-            options.dest_forwarding.insert(dest, wanted);
+            options.dest_forwarding.insert(addr, wanted);
         }
     });
 }
@@ -488,15 +525,16 @@ fn service_entry(svc: &VirtualService) -> ServiceEntry {
 fn dest_entry(dest: &Dest, options: &ServiceOptions) -> DestEntry {
     let load = dest.load();
     let thresholds = dest.thresholds();
+    let (forward, tunnel) = forward_method(options.forwarding_of(dest.addr()));
     DestEntry {
         config: DestConfig {
             address: dest.addr().ip(),
             port: dest.addr().port(),
-            forward: forward_method(options.forwarding_of(dest.addr())),
+            forward,
             weight: dest.weight(),
             upper_threshold: thresholds.upper,
             lower_threshold: thresholds.lower,
-            tunnel: Default::default(),
+            tunnel,
         },
         active_conns: load.active,
         inactive_conns: load.inactive,
@@ -650,5 +688,96 @@ fn vrrp_metrics(status: &VrrpInstanceStatus) -> VrrpInstanceMetrics {
         priority: status.priority,
         effective_priority: status.effective_priority,
         counters: status.counters.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tunnelled(
+        address: &str,
+        kind: TunnelType,
+        port: u16,
+        checksum: TunnelChecksum,
+    ) -> DestConfig {
+        DestConfig {
+            address: address.parse().unwrap(),
+            port: 80,
+            forward: ForwardMethod::Tunnel,
+            weight: 1,
+            upper_threshold: 0,
+            lower_threshold: 0,
+            tunnel: Tunnel {
+                kind,
+                port,
+                checksum,
+            },
+        }
+    }
+
+    /// What `-L` lists of each real server (by address; IPVS lists the newest first):
+    /// its method and tunnel settings.
+    fn listed(svc: &VirtualService) -> Vec<(IpAddr, ForwardMethod, Tunnel)> {
+        let mut listed: Vec<_> = service_entry(svc)
+            .dests
+            .iter()
+            .map(|d| (d.config.address, d.config.forward, d.config.tunnel))
+            .collect();
+        listed.sort_by_key(|(address, ..)| *address);
+        listed
+    }
+
+    #[test]
+    fn tunnel_settings_of_add_and_edit_come_back_in_listings() {
+        let vip: SocketAddr = "10.0.0.100:80".parse().unwrap();
+        let service = Service::new(
+            ServiceAddr::Addr(balancer::Protocol::Tcp, vip),
+            Pool::new(SchedulerKind::Rr.build(balancer::SchedFlags::EMPTY)),
+        );
+        let options = ServiceOptions {
+            forwarding: Forwarding::Route,
+            ..ServiceOptions::default()
+        };
+        let svc = VirtualService::new(service, ConnSettings::default(), options).unwrap();
+        let dests = [
+            tunnelled("10.0.1.1", TunnelType::Gue, 6080, TunnelChecksum::Csum),
+            tunnelled("10.0.1.2", TunnelType::Gre, 0, TunnelChecksum::Csum),
+            tunnelled("10.0.1.3", TunnelType::Gue, 5555, TunnelChecksum::RemCsum),
+            tunnelled("10.0.1.4", TunnelType::Ipip, 0, TunnelChecksum::NoCsum),
+        ];
+        for dest in &dests {
+            let addr = SocketAddr::new(dest.address, dest.port);
+            svc.edit(|s| s.pool.add(Arc::new(Dest::new(addr, 1).unwrap())))
+                .unwrap();
+            set_forwarding(&svc, addr, dest);
+        }
+        let expected: Vec<_> = dests
+            .iter()
+            .map(|d| (d.address, ForwardMethod::Tunnel, d.tunnel))
+            .collect();
+        assert_eq!(listed(&svc), expected);
+
+        // -e … -g: the real server leaves the tunnel, its settings go back to defaults
+        let routed = DestConfig {
+            forward: ForwardMethod::Route,
+            tunnel: Tunnel::default(),
+            ..dests[0]
+        };
+        set_forwarding(&svc, SocketAddr::new(routed.address, 80), &routed);
+        // -e … -i --tun-type gre: the settings are replaced, not merged
+        let regre = tunnelled("10.0.1.3", TunnelType::Gre, 0, TunnelChecksum::NoCsum);
+        set_forwarding(&svc, SocketAddr::new(regre.address, 80), &regre);
+        let now = listed(&svc);
+        assert_eq!(
+            now[0],
+            (routed.address, ForwardMethod::Route, Tunnel::default())
+        );
+        assert_eq!(now[2], (regre.address, ForwardMethod::Tunnel, regre.tunnel));
+        assert_eq!(
+            svc.options().dest_forwarding.len(),
+            3,
+            "a real server with the service's own method needs no entry"
+        );
     }
 }

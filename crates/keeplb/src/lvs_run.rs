@@ -24,7 +24,8 @@ use keeplb_config::model;
 use keeplb_control::metrics::{CheckKey, CheckResult, service_label};
 use keeplb_control::model::{Protocol as ControlProtocol, ServiceKey};
 use keeplb_proxy::{
-    DataPlane, Forwarding, ProxyProtocol, ServiceId, ServiceOptions, VirtualService,
+    DataPlane, Encapsulation, Forwarding, ProxyProtocol, ServiceId, ServiceOptions, TunnelChecksum,
+    TunnelSpec, VirtualService,
 };
 use tokio::sync::mpsc;
 
@@ -459,12 +460,29 @@ fn local_addresses() -> HashSet<IpAddr> {
         .collect()
 }
 
-/// The forwarding method of keepalived's `lb_kind` / `lvs_method`.
-pub fn forwarding(kind: model::LbKind) -> Forwarding {
+/// The forwarding method of keepalived's `lb_kind` / `lvs_method`, with TUN's settings
+/// (keepalived's defaults, ipip, when the model has none).
+pub fn forwarding(kind: model::LbKind, tunnel: Option<model::Tunnel>) -> Forwarding {
     match kind {
         model::LbKind::Nat => Forwarding::Masq,
         model::LbKind::Dr => Forwarding::Route,
-        model::LbKind::Tun => Forwarding::Tunnel,
+        model::LbKind::Tun => Forwarding::Tunnel(tunnel_spec(tunnel.unwrap_or_default())),
+    }
+}
+
+fn tunnel_spec(tunnel: model::Tunnel) -> TunnelSpec {
+    TunnelSpec {
+        encapsulation: match tunnel.kind {
+            model::TunnelType::Ipip => Encapsulation::Ipip,
+            model::TunnelType::Gue => Encapsulation::Gue,
+            model::TunnelType::Gre => Encapsulation::Gre,
+        },
+        port: tunnel.port.unwrap_or(0),
+        checksum: match tunnel.checksum {
+            model::TunnelChecksum::NoCsum => TunnelChecksum::None,
+            model::TunnelChecksum::Csum => TunnelChecksum::Checksum,
+            model::TunnelChecksum::RemCsum => TunnelChecksum::Remote,
+        },
     }
 }
 
@@ -572,10 +590,22 @@ fn service(
         Some(_) => Some(ProxyProtocol::V2),
         None => None,
     };
+    let service_forwarding = forwarding(vs.lb_kind, vs.tunnel);
+    // a real server's own `lvs_method` (or its own TUN settings) differs from the service's
+    let dest_forwarding = vs
+        .real_server
+        .iter()
+        .map(|rs| {
+            let addr = SocketAddr::new(rs.ip, rs.port);
+            (addr, forwarding(rs.lb_kind, rs.tunnel))
+        })
+        .filter(|(_, method)| *method != service_forwarding)
+        .collect();
     let options = ServiceOptions {
         sorry_server,
         proxy_protocol,
-        forwarding: forwarding(vs.lb_kind),
+        forwarding: service_forwarding,
+        dest_forwarding,
         sched_flags: flags,
         ..ServiceOptions::default()
     };

@@ -608,3 +608,179 @@ fn genhash_agrees_with_keepalived() {
     };
     assert_eq!(first_line(&ours.stderr), first_line(&theirs.stderr));
 }
+
+/// The table as the JSON API gives it (`{"request":"snapshot"}` on the control socket).
+fn snapshot_json(control: &Path) -> serde_json::Value {
+    let mut stream = std::os::unix::net::UnixStream::connect(control).unwrap();
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    stream
+        .write_all(b"{\"version\":1,\"request\":\"snapshot\"}\n")
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).unwrap();
+    serde_json::from_str(&line).unwrap()
+}
+
+/// The `tunnel` object the JSON API gives for real server `ip`.
+fn json_tunnel(snapshot: &serde_json::Value, ip: &str) -> serde_json::Value {
+    snapshot["snapshot"]["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["dests"].as_array().into_iter().flatten())
+        .find(|d| d["address"] == ip)
+        .map(|d| d["tunnel"].clone())
+        .unwrap_or_else(|| panic!("{ip} in {snapshot}"))
+}
+
+/// The lines of a listing, sorted: IPVS lists real servers newest first, and health
+/// checks add a configuration's real servers in no fixed order.
+fn sorted_lines(text: &str) -> Vec<&str> {
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.sort_unstable();
+    lines
+}
+
+/// `-a`/`-e … -i --tun-*`: the tunnel settings come back in `-Ln --tun-info`, `-S -n`
+/// and the JSON API as ipvsadm and the kernel give them, and `-R` restores them.
+#[test]
+fn tunnel_settings_list_and_save_like_ipvsadm() {
+    let site = Site::new("adm-tun");
+    let keeplb = site.run("");
+    let control = site.control();
+    let mut table = MemoryTable::new();
+    let service = format!("{VIP}:80");
+    for line in [
+        format!("-A -t {service} -s rr"),
+        format!("-a -t {service} -r {RS1}:80 -i --tun-type gue --tun-port 6080 --tun-csum"),
+        format!("-a -t {service} -r {RS2}:80 -i --tun-type gre --tun-remcsum"),
+        format!("-a -t {service} -r {RS2}:80 -i --tun-type gre --tun-csum"),
+        format!("-a -t {service} -r 10.63.0.13:80 -i -w 3"),
+        format!("-a -t {service} -r 10.63.0.14:80 -m"),
+        format!("-e -t {service} -r 10.63.0.14:80 -i --tun-type gue --tun-port 1 --tun-remcsum"),
+    ] {
+        let printed = both(&control, &mut table, &line);
+        // ipvsadm refuses --tun-remcsum with gre before asking the kernel
+        let refused = line.contains("gre --tun-remcsum");
+        assert_eq!(printed.code != 0, refused, "{line}: {printed:?}");
+        assert_eq!(
+            adm(&control, "-Ln --tun-info", ""),
+            reference(&mut table, "-Ln --tun-info", ""),
+            "-Ln --tun-info after {line}"
+        );
+    }
+    let listing = adm(&control, "-Ln --tun-info", "").stdout;
+    let line_of = |ip: &str| {
+        listing
+            .lines()
+            .find(|l| l.contains(&format!(" {ip}:80 ")))
+            .map(words)
+            .unwrap_or_else(|| panic!("{ip} in {listing}"))
+    };
+    assert_eq!(line_of(RS1)[2..4], ["Tunnel", "gue:6080:+c"], "{listing}");
+    assert_eq!(line_of(RS2)[2..4], ["Tunnel", "gre:+c"], "{listing}");
+    assert_eq!(
+        line_of("10.63.0.13")[2..5],
+        ["Tunnel", "ipip", "3"],
+        "{listing}"
+    );
+    assert_eq!(
+        line_of("10.63.0.14")[2..4],
+        ["Tunnel", "gue:1:r+c"],
+        "{listing}"
+    );
+    let saved = adm(&control, "-S -n", "").stdout;
+    assert!(
+        saved.contains(&format!(
+            "-a -t {service} -r {RS1}:80 -i -w 1 --tun-type gue --tun-port 6080 --tun-csum\n"
+        )),
+        "{saved}"
+    );
+    let json = snapshot_json(&control);
+    assert_eq!(
+        json_tunnel(&json, RS1),
+        serde_json::json!({"type": "gue", "port": 6080, "checksum": "csum"})
+    );
+
+    // -e back to -m: the tunnel settings go with the method.
+    both(
+        &control,
+        &mut table,
+        &format!("-e -t {service} -r {RS1}:80 -m"),
+    );
+    assert_eq!(
+        json_tunnel(&snapshot_json(&control), RS1),
+        serde_json::json!({"type": "ipip", "port": 0, "checksum": "nocsum"})
+    );
+    // -C then -R of the save: the same table back.
+    let saved = adm(&control, "-S -n", "").stdout;
+    assert_eq!(adm(&control, "-C", "").code, 0);
+    let restored = adm(&control, "-R", &saved);
+    assert_eq!((restored.code, restored.stderr.as_str()), (0, ""));
+    assert_eq!(adm(&control, "-S -n", "").stdout, saved);
+    assert_eq!(
+        adm(&control, "-Ln --tun-info", ""),
+        reference(&mut table, "-Ln --tun-info", "")
+    );
+    stop(&keeplb);
+}
+
+/// keepalived.conf's `lb_kind TUN type gue port 6080 csum` reaches the service's real
+/// servers, and a real server's own `lvs_method` its own: `-Ln --tun-info` and `-S -n`
+/// list what ipvsadm lists after keepalived set the same table up.
+#[test]
+fn keepalived_tunnel_options_list_like_ipvsadm() {
+    let site = Site::new("adm-tun-conf");
+    let conf = format!(
+        "virtual_server {VIP} 80 {{\n    lb_algo rr\n    lb_kind TUN type gue port 6080 csum\n    protocol TCP\n\
+         \x20   real_server {RS1} 80 {{\n        weight 1\n    }}\n\
+         \x20   real_server {RS2} 80 {{\n        weight 2\n        lvs_method TUN type gre\n    }}\n\
+         \x20   real_server 10.63.0.13 80 {{\n        weight 3\n        lvs_method NAT\n    }}\n}}\n"
+    );
+    let keeplb = site.run(&conf);
+    let control = site.control();
+    wait_for("the three real servers are in the table", &keeplb, || {
+        adm(&control, "-Ln", "").stdout.matches("  -> ").count() == 4
+    });
+    // What keepalived asks IPVS for, through ipvsadm.
+    let mut table = MemoryTable::new();
+    let service = format!("{VIP}:80");
+    for line in [
+        format!("-A -t {service} -s rr"),
+        format!("-a -t {service} -r {RS1}:80 -i -w 1 --tun-type gue --tun-port 6080 --tun-csum"),
+        format!("-a -t {service} -r {RS2}:80 -i -w 2 --tun-type gre --tun-nocsum"),
+        format!("-a -t {service} -r 10.63.0.13:80 -m -w 3"),
+    ] {
+        let printed = reference(&mut table, &line, "");
+        assert_eq!((printed.code, printed.stderr.as_str()), (0, ""), "{line}");
+    }
+    for listing in ["-Ln --tun-info", "-S -n"] {
+        let ours = adm(&control, listing, "");
+        let theirs = reference(&mut table, listing, "");
+        assert_eq!(ours.code, 0, "{ours:?}");
+        assert_eq!(
+            sorted_lines(&ours.stdout),
+            sorted_lines(&theirs.stdout),
+            "{listing}"
+        );
+    }
+    let listing = adm(&control, "-Ln --tun-info", "").stdout;
+    assert!(
+        listing.lines().any(|l| words(l)[..]
+            == [
+                "->",
+                &format!("{RS1}:80"),
+                "Tunnel",
+                "gue:6080:+c",
+                "1",
+                "0",
+                "0"
+            ]),
+        "{listing}"
+    );
+    assert_eq!(
+        json_tunnel(&snapshot_json(&control), RS1),
+        serde_json::json!({"type": "gue", "port": 6080, "checksum": "csum"})
+    );
+    stop(&keeplb);
+}

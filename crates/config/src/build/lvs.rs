@@ -7,8 +7,8 @@ use super::other;
 use crate::diagnostic::Diagnostic;
 use crate::model::{
     CheckCommon, CheckKind, Checker, DnsCheck, FileCheck, GroupEntry, HttpCheck, HttpUrl, LbKind,
-    MiscCheck, Protocol, RealServer, SchedulerKind, SmtpCheck, SorryServer, UdpCheck,
-    VirtualServer, VirtualServerGroup, VirtualServerKey,
+    MiscCheck, Protocol, RealServer, SchedulerKind, SmtpCheck, SorryServer, Tunnel, TunnelChecksum,
+    TunnelType, UdpCheck, VirtualServer, VirtualServerGroup, VirtualServerKey,
 };
 use crate::syntax::{Node, Token};
 
@@ -226,6 +226,7 @@ pub fn virtual_server(cx: &mut Cx, node: &Node) -> Option<VirtualServer> {
         lb_algo: SchedulerKind::Wlc,
         lb_flags: Vec::new(),
         lb_kind: LbKind::Nat,
+        tunnel: None,
         persistence_timeout: None,
         persistence_granularity: None,
         protocol: Protocol::Tcp,
@@ -250,6 +251,7 @@ pub fn virtual_server(cx: &mut Cx, node: &Node) -> Option<VirtualServer> {
     let mut default_weight = 1;
     let mut seen_algo = false;
     let mut seen_kind = false;
+    let mut tunnel = Tunnel::default();
     for child in node.children() {
         if inherited.read(cx, child, Level::Server) {
             continue;
@@ -275,7 +277,7 @@ pub fn virtual_server(cx: &mut Cx, node: &Node) -> Option<VirtualServer> {
             }
             "lb_kind" | "lvs_method" => {
                 seen_kind = true;
-                set(&mut vs.lb_kind, lb_kind(cx, child));
+                set(&mut vs.lb_kind, lb_kind(cx, child, &mut tunnel));
             }
             "persistence_timeout" => {
                 vs.persistence_timeout = match child.args.first() {
@@ -454,6 +456,7 @@ pub fn virtual_server(cx: &mut Cx, node: &Node) -> Option<VirtualServer> {
     if let Some(delay_loop) = inherited.delay_loop {
         vs.delay_loop = delay_loop;
     }
+    vs.tunnel = (vs.lb_kind == LbKind::Tun).then_some(tunnel);
     check_scheduling_defaults(cx, node, &mut vs, seen_protocol, seen_algo, seen_kind);
     let defaults = VsDefaults {
         weight: default_weight,
@@ -462,6 +465,7 @@ pub fn virtual_server(cx: &mut Cx, node: &Node) -> Option<VirtualServer> {
             _ => 0,
         },
         lb_kind: vs.lb_kind,
+        tunnel,
         inhibit_on_failure: vs.inhibit_on_failure,
         alpha: vs.alpha,
         delay_loop: vs.delay_loop,
@@ -622,8 +626,10 @@ fn check_real_servers(cx: &mut Cx, node: &Node, vs: &mut VirtualServer) {
 }
 
 /// `NAT`, `DR` or `TUN [type ipip|gue|gre] [port N] [nocsum|csum|remcsum]`: keepalived reads
-/// the whole line, so anything else after the method is reported.
-fn lb_kind(cx: &mut Cx, node: &Node) -> Option<LbKind> {
+/// the whole line, so anything else after the method is reported. Like keepalived, a line
+/// whose options are all valid and consistent sets `tunnel` (to the defaults when it has
+/// none); any other keeps the settings `tunnel` had.
+fn lb_kind(cx: &mut Cx, node: &Node, tunnel: &mut Tunnel) -> Option<LbKind> {
     let token = cx.arg_allowing_more(node)?;
     let kind = match token.text.as_str() {
         "NAT" => LbKind::Nat,
@@ -637,17 +643,11 @@ fn lb_kind(cx: &mut Cx, node: &Node) -> Option<LbKind> {
             return None;
         }
     };
+    let mut options = Tunnel::default();
     let mut words = node.args.iter().skip(1);
     while let Some(word) = words.next() {
-        let valid = kind == LbKind::Tun
-            && match word.text.as_str() {
-                "type" => words
-                    .next()
-                    .is_some_and(|t| ["ipip", "gue", "gre"].contains(&t.text.as_str())),
-                "port" => words.next().is_some_and(|t| t.text.parse::<u16>().is_ok()),
-                "nocsum" | "csum" | "remcsum" => true,
-                _ => false,
-            };
+        let valid =
+            kind == LbKind::Tun && tunnel_option(&mut options, word.text.as_str(), &mut words);
         if !valid {
             cx.error(
                 Diagnostic::warning(
@@ -659,10 +659,67 @@ fn lb_kind(cx: &mut Cx, node: &Node) -> Option<LbKind> {
                     "keepalived reports it; TUN takes type, port and a checksum option",
                 ),
             );
-            break;
+            return Some(kind);
         }
     }
+    if let Some(conflict) = tunnel_conflict(options) {
+        cx.error(Diagnostic::warning("invalid-value", conflict).at(
+            node.line_span(),
+            "keepalived reports it and ignores these tunnel options",
+        ));
+        return Some(kind);
+    }
+    *tunnel = options;
     Some(kind)
+}
+
+/// Reads one tunnel option into `tunnel`: `word`, and for `type` and `port` their value
+/// taken from `rest`. False when it is not one.
+fn tunnel_option<'a>(
+    tunnel: &mut Tunnel,
+    word: &str,
+    rest: &mut impl Iterator<Item = &'a Token>,
+) -> bool {
+    let mut value = || rest.next().map(|t| t.text.as_str());
+    match word {
+        "type" => {
+            tunnel.kind = match value() {
+                Some("ipip") => TunnelType::Ipip,
+                Some("gue") => TunnelType::Gue,
+                Some("gre") => TunnelType::Gre,
+                _ => return false,
+            };
+        }
+        // keepalived takes 1 to 65535
+        "port" => match value()
+            .and_then(|v| v.parse::<u16>().ok())
+            .filter(|p| *p != 0)
+        {
+            Some(port) => tunnel.port = Some(port),
+            None => return false,
+        },
+        "nocsum" => tunnel.checksum = TunnelChecksum::NoCsum,
+        "csum" => tunnel.checksum = TunnelChecksum::Csum,
+        "remcsum" => tunnel.checksum = TunnelChecksum::RemCsum,
+        _ => return false,
+    }
+    true
+}
+
+/// keepalived's complaint about tunnel options that do not go together, if any.
+fn tunnel_conflict(tunnel: Tunnel) -> Option<&'static str> {
+    if (tunnel.kind == TunnelType::Gue) != tunnel.port.is_some() {
+        return Some("gue tunnels require port, otherwise cannot have port");
+    }
+    match (tunnel.kind, tunnel.checksum) {
+        (TunnelType::Ipip, TunnelChecksum::Csum | TunnelChecksum::RemCsum) => {
+            Some("ipip tunnels do not support checksum option")
+        }
+        (TunnelType::Gre, TunnelChecksum::RemCsum) => {
+            Some("gre tunnels do not support remote checksum option")
+        }
+        _ => None,
+    }
 }
 
 fn virtual_server_key(cx: &mut Cx, node: &Node) -> Option<VirtualServerKey> {
@@ -721,6 +778,8 @@ struct VsDefaults {
     weight: u32,
     port: u16,
     lb_kind: LbKind,
+    /// The tunnel settings a real server starts from, TUN or not, as in keepalived.
+    tunnel: Tunnel,
     inhibit_on_failure: bool,
     alpha: bool,
     delay_loop: f64,
@@ -746,6 +805,7 @@ fn real_server(
         port,
         weight: vs.weight,
         lb_kind: vs.lb_kind,
+        tunnel: None,
         inhibit_on_failure: vs.inhibit_on_failure,
         notify_up: None,
         notify_down: None,
@@ -757,6 +817,7 @@ fn real_server(
     };
     let mut inherited = Inherited::default();
     let mut checker_nodes = Vec::new();
+    let mut tunnel = vs.tunnel;
     for child in node.children() {
         if inherited.read(cx, child, Level::Server) {
             continue;
@@ -764,7 +825,7 @@ fn real_server(
         match child.name() {
             "weight" => set(&mut rs.weight, cx.int(child, 0..=MAX_WEIGHT)),
             // keepalived knows `lb_kind` only at the virtual server level.
-            "lvs_method" => set(&mut rs.lb_kind, lb_kind(cx, child)),
+            "lvs_method" => set(&mut rs.lb_kind, lb_kind(cx, child, &mut tunnel)),
             "inhibit_on_failure" => set(&mut rs.inhibit_on_failure, cx.flag(child)),
             "notify_up" => rs.notify_up = cx.script(child),
             "notify_down" => rs.notify_down = cx.script(child),
@@ -787,6 +848,7 @@ fn real_server(
             _ => cx.unknown(child, "real_server"),
         }
     }
+    rs.tunnel = (rs.lb_kind == LbKind::Tun).then_some(tunnel);
     check_real_server_address(cx, node, &mut rs, vs, key, node.args.get(1).is_some())
         .then_some(())?;
     let inherited = inherited.over(&vs.inherited);
