@@ -81,6 +81,7 @@ mod pool;
 pub mod scheduler;
 mod service;
 pub mod stats;
+mod tunnel;
 
 pub use conn::{
     ActiveStates, Conn, ConnEntry, ConnKey, ConnSettings, ConnTable, Direction, ProtoState,
@@ -93,3 +94,4 @@ pub use pool::Pool;
 pub use scheduler::{SchedFlags, Scheduler, SchedulerKind, from_name};
 pub use service::{FTP_PORT, Granularity, Persistence, Protocol, Service, ServiceAddr};
 pub use stats::{Counters, Rates, Stats};
+pub use tunnel::{Tunnel, TunnelChecksum, TunnelType};

@@ -335,44 +335,8 @@ pub enum LbKind {
 }
 
 /// The settings of TUN forwarding (keepalived 2.2: `lb_kind TUN [type ipip|gue|gre]
-/// [port N] [nocsum|csum|remcsum]`), with keepalived's defaults.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct Tunnel {
-    /// Encapsulation (`type`).
-    #[serde(rename = "type")]
-    pub kind: TunnelType,
-    /// GUE's destination port (`port`): required by GUE, refused by the others.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub port: Option<u16>,
-    /// Checksum option of GUE and GRE.
-    pub checksum: TunnelChecksum,
-}
-
-/// A tunnel's encapsulation (`type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TunnelType {
-    /// IP in IP, the default.
-    #[default]
-    Ipip,
-    /// Generic UDP Encapsulation.
-    Gue,
-    /// Generic Routing Encapsulation.
-    Gre,
-}
-
-/// A GUE or GRE tunnel's checksum option.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TunnelChecksum {
-    /// `nocsum`, the default.
-    #[default]
-    NoCsum,
-    /// `csum`.
-    Csum,
-    /// `remcsum` (GUE only).
-    RemCsum,
-}
+/// [port N] [nocsum|csum|remcsum]`), with keepalived's defaults; port 0 is none.
+pub use keeplb_balancer::{Tunnel, TunnelChecksum, TunnelType};
 
 /// IPVS scheduler names (`lb_algo`): the balancer's own list, so the two cannot differ.
 pub use keeplb_balancer::SchedulerKind;

@@ -601,7 +601,7 @@ fn tun_options_go_to_the_real_servers_unless_their_own_lvs_method_says_otherwise
     let vs = &loaded.config.virtual_server[0];
     let gue = Tunnel {
         kind: TunnelType::Gue,
-        port: Some(6080),
+        port: 6080,
         checksum: TunnelChecksum::Csum,
     };
     assert_eq!((vs.lb_kind, vs.tunnel), (LbKind::Tun, Some(gue)));

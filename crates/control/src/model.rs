@@ -8,6 +8,10 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use serde::{Deserialize, Serialize};
 
+/// Tunnel settings (`--tun-type`, `--tun-port`, `--tun-[no|rem]csum`), shared with the
+/// data plane and the configuration.
+pub use keeplb_balancer::{Tunnel, TunnelChecksum, TunnelType};
+
 /// Transport protocol of a virtual service (`-t`, `-u`, `--sctp-service`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -248,75 +252,6 @@ impl ForwardMethod {
             ForwardMethod::Local | ForwardMethod::Route => "-g",
         }
     }
-}
-
-/// Encapsulation of a tunnelled real server (`--tun-type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TunnelType {
-    /// IP in IP, the default.
-    #[default]
-    Ipip,
-    /// Generic UDP encapsulation (needs `--tun-port`).
-    Gue,
-    /// GRE.
-    Gre,
-}
-
-impl TunnelType {
-    /// The name ipvsadm uses.
-    pub fn name(self) -> &'static str {
-        match self {
-            TunnelType::Ipip => "ipip",
-            TunnelType::Gue => "gue",
-            TunnelType::Gre => "gre",
-        }
-    }
-}
-
-/// Checksum option of GUE/GRE tunnels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TunnelChecksum {
-    /// `--tun-nocsum`, the default.
-    #[default]
-    NoCsum,
-    /// `--tun-csum`.
-    Csum,
-    /// `--tun-remcsum`.
-    RemCsum,
-}
-
-impl TunnelChecksum {
-    /// The short form of `--tun-info` listings.
-    pub fn short(self) -> &'static str {
-        match self {
-            TunnelChecksum::NoCsum => "-c",
-            TunnelChecksum::Csum => "+c",
-            TunnelChecksum::RemCsum => "r+c",
-        }
-    }
-
-    /// The option `-S` writes.
-    pub fn option(self) -> &'static str {
-        match self {
-            TunnelChecksum::NoCsum => "--tun-nocsum",
-            TunnelChecksum::Csum => "--tun-csum",
-            TunnelChecksum::RemCsum => "--tun-remcsum",
-        }
-    }
-}
-
-/// Tunnel settings of a real server; ipvsadm always sends them, with these defaults.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-pub struct Tunnel {
-    /// Encapsulation.
-    #[serde(rename = "type")]
-    pub kind: TunnelType,
-    /// Destination port for GUE (0 = none).
-    pub port: u16,
-    /// Checksum option.
-    pub checksum: TunnelChecksum,
 }
 
 /// A real server's settings: what `-a`/`-e` set. Like ipvsadm, an edit carries every field,

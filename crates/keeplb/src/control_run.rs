@@ -35,15 +35,13 @@ use keeplb_control::http::HttpServer;
 use keeplb_control::metrics::{Metrics, VrrpInstanceMetrics, VrrpState};
 use keeplb_control::model::{
     DestConfig, Family, ForwardMethod, Netmask, Protocol, SchedFlags, ServiceConfig, ServiceKey,
-    SyncDaemon, SyncRole, Timeouts, Tunnel, TunnelChecksum, TunnelType,
+    SyncDaemon, SyncRole, Timeouts, Tunnel,
 };
 use keeplb_control::snapshot::{ConnEntry, DestEntry, ServiceEntry, Snapshot, Stats};
 use keeplb_control::socket::ControlServer;
 use keeplb_control::table::{TableOps, apply_rules};
 use keeplb_control::{AdmCommand, KernelError, Operation};
-use keeplb_proxy::{
-    DataPlane, Encapsulation, Forwarding, ProxyError, ServiceOptions, TunnelSpec, VirtualService,
-};
+use keeplb_proxy::{DataPlane, Forwarding, ProxyError, ServiceOptions, VirtualService};
 
 /// ERANGE, the kernel's answer to a weight it cannot hold.
 const ERANGE: i32 = 34;
@@ -384,7 +382,7 @@ fn thresholds(dest: &DestConfig) -> Thresholds {
 fn forwarding(dest: &DestConfig) -> Forwarding {
     match dest.forward {
         ForwardMethod::Masq => Forwarding::Masq,
-        ForwardMethod::Tunnel => Forwarding::Tunnel(tunnel_spec(dest.tunnel)),
+        ForwardMethod::Tunnel => Forwarding::Tunnel(dest.tunnel),
         ForwardMethod::Route | ForwardMethod::Local => Forwarding::Route,
     }
 }
@@ -395,39 +393,7 @@ fn forward_method(forwarding: Forwarding) -> (ForwardMethod, Tunnel) {
     match forwarding {
         Forwarding::Masq => (ForwardMethod::Masq, Tunnel::default()),
         Forwarding::Route => (ForwardMethod::Route, Tunnel::default()),
-        Forwarding::Tunnel(spec) => (ForwardMethod::Tunnel, listed_tunnel(spec)),
-    }
-}
-
-fn tunnel_spec(tunnel: Tunnel) -> TunnelSpec {
-    TunnelSpec {
-        encapsulation: match tunnel.kind {
-            TunnelType::Ipip => Encapsulation::Ipip,
-            TunnelType::Gue => Encapsulation::Gue,
-            TunnelType::Gre => Encapsulation::Gre,
-        },
-        port: tunnel.port,
-        checksum: match tunnel.checksum {
-            TunnelChecksum::NoCsum => keeplb_proxy::TunnelChecksum::None,
-            TunnelChecksum::Csum => keeplb_proxy::TunnelChecksum::Checksum,
-            TunnelChecksum::RemCsum => keeplb_proxy::TunnelChecksum::Remote,
-        },
-    }
-}
-
-fn listed_tunnel(spec: TunnelSpec) -> Tunnel {
-    Tunnel {
-        kind: match spec.encapsulation {
-            Encapsulation::Ipip => TunnelType::Ipip,
-            Encapsulation::Gue => TunnelType::Gue,
-            Encapsulation::Gre => TunnelType::Gre,
-        },
-        port: spec.port,
-        checksum: match spec.checksum {
-            keeplb_proxy::TunnelChecksum::None => TunnelChecksum::NoCsum,
-            keeplb_proxy::TunnelChecksum::Checksum => TunnelChecksum::Csum,
-            keeplb_proxy::TunnelChecksum::Remote => TunnelChecksum::RemCsum,
-        },
+        Forwarding::Tunnel(tunnel) => (ForwardMethod::Tunnel, tunnel),
     }
 }
 
@@ -694,6 +660,7 @@ fn vrrp_metrics(status: &VrrpInstanceStatus) -> VrrpInstanceMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use keeplb_control::model::{TunnelChecksum, TunnelType};
 
     fn tunnelled(
         address: &str,

@@ -24,8 +24,7 @@ use keeplb_config::model;
 use keeplb_control::metrics::{CheckKey, CheckResult, service_label};
 use keeplb_control::model::{Protocol as ControlProtocol, ServiceKey};
 use keeplb_proxy::{
-    DataPlane, Encapsulation, Forwarding, ProxyProtocol, ServiceId, ServiceOptions, TunnelChecksum,
-    TunnelSpec, VirtualService,
+    DataPlane, Forwarding, ProxyProtocol, ServiceId, ServiceOptions, VirtualService,
 };
 use tokio::sync::mpsc;
 
@@ -466,23 +465,7 @@ pub fn forwarding(kind: model::LbKind, tunnel: Option<model::Tunnel>) -> Forward
     match kind {
         model::LbKind::Nat => Forwarding::Masq,
         model::LbKind::Dr => Forwarding::Route,
-        model::LbKind::Tun => Forwarding::Tunnel(tunnel_spec(tunnel.unwrap_or_default())),
-    }
-}
-
-fn tunnel_spec(tunnel: model::Tunnel) -> TunnelSpec {
-    TunnelSpec {
-        encapsulation: match tunnel.kind {
-            model::TunnelType::Ipip => Encapsulation::Ipip,
-            model::TunnelType::Gue => Encapsulation::Gue,
-            model::TunnelType::Gre => Encapsulation::Gre,
-        },
-        port: tunnel.port.unwrap_or(0),
-        checksum: match tunnel.checksum {
-            model::TunnelChecksum::NoCsum => TunnelChecksum::None,
-            model::TunnelChecksum::Csum => TunnelChecksum::Checksum,
-            model::TunnelChecksum::RemCsum => TunnelChecksum::Remote,
-        },
+        model::LbKind::Tun => Forwarding::Tunnel(tunnel.unwrap_or_default()),
     }
 }
 

@@ -37,7 +37,4 @@ mod udp;
 pub use dataplane::{DataPlane, ServiceId};
 pub use error::ProxyError;
 pub use proxy_protocol::{ProxyProtocol, Transport};
-pub use service::{
-    DEFAULT_CONNECT_TIMEOUT, Encapsulation, Forwarding, ServiceOptions, TunnelChecksum, TunnelSpec,
-    VirtualService,
-};
+pub use service::{DEFAULT_CONNECT_TIMEOUT, Forwarding, ServiceOptions, VirtualService};

@@ -11,7 +11,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use keeplb_balancer::{
     ConnEntry, ConnKey, ConnSettings, ConnTable, Dest, Direction, Flow, Protocol, SchedFlags,
-    Service, ServiceAddr, Stats, TcpFlags, TcpState,
+    Service, ServiceAddr, Stats, TcpFlags, TcpState, Tunnel,
 };
 use tokio::time::Instant;
 
@@ -30,8 +30,9 @@ pub enum Forwarding {
     Masq,
     /// `DR` / `-g` (direct routing, "gatewaying"): ipvsadm's default.
     Route,
-    /// `TUN` / `-i` (tunnelling), with the tunnel's settings.
-    Tunnel(TunnelSpec),
+    /// `TUN` / `-i` (tunnelling), with the tunnel's settings (kept for listings: the
+    /// proxy does not tunnel).
+    Tunnel(Tunnel),
 }
 
 impl Forwarding {
@@ -52,44 +53,6 @@ impl Forwarding {
             Self::Tunnel(_) => "TUN",
         }
     }
-}
-
-/// The settings of a tunnelled real server (ipvsadm `--tun-type`, `--tun-port`,
-/// `--tun-[no|rem]csum`; keepalived `TUN type … port … csum`), as IPVS keeps them.
-///
-/// Plain data for listings: the proxy does not tunnel, so nothing reads them to forward.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct TunnelSpec {
-    /// How packets are wrapped.
-    pub encapsulation: Encapsulation,
-    /// GUE's destination port; 0 for the other encapsulations.
-    pub port: u16,
-    /// The checksum option of GUE and GRE.
-    pub checksum: TunnelChecksum,
-}
-
-/// A tunnel's encapsulation.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Encapsulation {
-    /// IP in IP, the default of both ipvsadm and keepalived.
-    #[default]
-    Ipip,
-    /// Generic UDP Encapsulation, to a port.
-    Gue,
-    /// Generic Routing Encapsulation.
-    Gre,
-}
-
-/// Whether a GUE or GRE tunnel carries checksums.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum TunnelChecksum {
-    /// No checksum (`nocsum`), the default.
-    #[default]
-    None,
-    /// Checksums (`csum`).
-    Checksum,
-    /// Remote checksum offload (`remcsum`, GUE only).
-    Remote,
 }
 
 impl fmt::Display for Forwarding {

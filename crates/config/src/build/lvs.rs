@@ -695,7 +695,7 @@ fn tunnel_option<'a>(
             .and_then(|v| v.parse::<u16>().ok())
             .filter(|p| *p != 0)
         {
-            Some(port) => tunnel.port = Some(port),
+            Some(port) => tunnel.port = port,
             None => return false,
         },
         "nocsum" => tunnel.checksum = TunnelChecksum::NoCsum,
@@ -708,7 +708,7 @@ fn tunnel_option<'a>(
 
 /// keepalived's complaint about tunnel options that do not go together, if any.
 fn tunnel_conflict(tunnel: Tunnel) -> Option<&'static str> {
-    if (tunnel.kind == TunnelType::Gue) != tunnel.port.is_some() {
+    if (tunnel.kind == TunnelType::Gue) != (tunnel.port != 0) {
         return Some("gue tunnels require port, otherwise cannot have port");
     }
     match (tunnel.kind, tunnel.checksum) {
