@@ -280,6 +280,9 @@ pub struct VrrpInstance {
     pub notify_fault: Option<Script>,
     pub notify_stop: Option<Script>,
     pub notify: Option<Script>,
+    /// Run on each lower-priority advertisement received as master.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify_master_rx_lower_pri: Option<Script>,
     pub garp_master_delay: u32,
     pub garp_master_repeat: u32,
     pub garp_master_refresh: u32,

@@ -261,6 +261,7 @@ fn notify_scripts(
         fault: model_script(fault, global, "notify_fault", owner),
         stop: model_script(stop, global, "notify_stop", owner),
         notify: model_script(notify, global, "notify", owner),
+        master_rx_lower_pri: None,
     }
 }
 
@@ -615,7 +616,7 @@ fn notify(notifier: &Notifier, notification: Notification, priority_changes: boo
         }
         Notification::Priority { .. } => {}
         Notification::MasterRxLowerPriority { priority } => {
-            notifier.fifo_event("MASTER_RX_LOWER_PRI", priority);
+            notifier.master_rx_lower_priority(priority);
         }
     }
 }
@@ -873,6 +874,17 @@ fn plan(config: &model::Config) -> Vec<UnitPlan<'_>> {
     for unit in &mut units {
         let members: Vec<&VrrpInstance> = unit.members.iter().map(|(i, _)| *i).collect();
         unit.spec = UnitSpec::of(&members, unit.group.as_ref().map(|g| &g.config), config);
+        // keepalived starts a sync group of owners with `state MASTER` in MASTER.
+        let owners = unit.group.is_some()
+            && unit.members.iter().all(|(_, (engine, _))| {
+                engine.is_owner() && engine.initial_state == InitialState::Master
+            });
+        for (_, (engine, _)) in &mut unit.members {
+            engine.sync_group_owners = owners;
+        }
+        if let Some(group) = &mut unit.group {
+            group.owners = owners;
+        }
     }
     units
 }
@@ -1108,7 +1120,13 @@ impl Vrrp {
                 &i.notify_stop,
                 &i.notify,
             ];
-            let scripts = notify_scripts(scripts, global, &name);
+            let mut scripts = notify_scripts(scripts, global, &name);
+            scripts.master_rx_lower_pri = model_script(
+                &i.notify_master_rx_lower_pri,
+                global,
+                "notify_master_rx_lower_pri",
+                &name,
+            );
             if scripts.iter().next().is_some() || !self.fifos.is_empty() {
                 let (notify_tx, notify_rx) = mpsc::unbounded_channel();
                 options.notify = Some(notify_tx);
@@ -1437,6 +1455,8 @@ async fn forward_tracking(
 struct GroupSetup {
     config: model::VrrpSyncGroup,
     members: Vec<MemberChannels>,
+    /// Every member is an address owner with `state MASTER`: the group starts MASTER.
+    owners: bool,
 }
 
 /// The coordinator's side of one member: its reports, the switch forcing it into FAULT
@@ -1486,6 +1506,7 @@ fn sync_groups(config: &model::Config, running: &[&str]) -> Vec<GroupSetup> {
         groups.push(GroupSetup {
             config: group,
             members: Vec::new(),
+            owners: false,
         });
     }
     groups
@@ -1551,7 +1572,10 @@ impl GroupSetup {
                 fifos: fifos.to_vec(),
             })
         });
-        let group = SyncGroup::new(name, self.members.iter().map(|m| m.name.clone()));
+        let mut group = SyncGroup::new(name, self.members.iter().map(|m| m.name.clone()));
+        if self.owners {
+            group = group.starting_master();
+        }
         coordinate(group, self.members, notifier)
     }
 }
@@ -1580,7 +1604,11 @@ async fn coordinate(
     }
     drop(tx);
     while let Some((i, report)) = rx.recv().await {
-        for command in group.report(i, report.state, report.wants_master) {
+        let mut commands = group.report(i, report.state, report.wants_master);
+        if report.lower_priority_received {
+            commands.extend(group.lower_priority_received(i));
+        }
+        for command in commands {
             match command {
                 SyncCommand::ForceFault { member, fault } => {
                     let _ = outputs[member].0.send(fault);
@@ -1590,6 +1618,9 @@ async fn coordinate(
                 }
                 SyncCommand::Master { member } => {
                     let _ = outputs[member].1.send(SyncRequest::Master);
+                }
+                SyncCommand::LowerPriorityGarp { member } => {
+                    let _ = outputs[member].1.send(SyncRequest::LowerPriorityGarp);
                 }
                 SyncCommand::GroupState(to) => {
                     if let Some(notifier) = &notifier {
@@ -1909,6 +1940,68 @@ mod tests {
             other.filter(state(State::Fault)),
             (vec![state(State::Fault)], true)
         );
+    }
+
+    #[test]
+    fn only_a_group_of_owners_with_state_master_starts_master() {
+        let owner = |name: &str, vrid: u8, priority: u8| {
+            format!(
+                "vrrp_instance {name} {{\n state MASTER\n interface eth0\n virtual_router_id {vrid}\n priority {priority}\n virtual_ipaddress {{ 10.0.0.{vrid} }}\n}}\n"
+            )
+        };
+        let group = "vrrp_sync_group G {\n group { VI_1 VI_2 }\n}\n";
+        for (second, expected) in [(255, true), (200, false)] {
+            let text = format!(
+                "{}{}{}{group}",
+                owner("VI_1", 1, 255),
+                owner("VI_2", 2, second),
+                owner("VI_3", 3, 255),
+            );
+            let config = load(&text);
+            let flags: Vec<(&str, bool)> = plan(&config)
+                .iter()
+                .flat_map(|unit| &unit.members)
+                .map(|(i, (engine, _))| (i.name.as_str(), engine.sync_group_owners))
+                .collect();
+            // VI_3 is an owner outside any group: not concerned.
+            assert_eq!(
+                flags,
+                [("VI_1", expected), ("VI_2", expected), ("VI_3", false)],
+                "second member priority {second}"
+            );
+            let groups: Vec<bool> = plan(&config)
+                .iter()
+                .filter_map(|unit| unit.group.as_ref().map(|g| g.owners))
+                .collect();
+            assert_eq!(groups, [expected]);
+        }
+    }
+
+    #[test]
+    fn notify_master_rx_lower_pri_runs_as_configured() {
+        let text = format!(
+            "{}{}",
+            instance(
+                "VI_1",
+                100,
+                " notify_master_rx_lower_pri \"/bin/echo lower 'two words'\"\n"
+            ),
+            instance("VI_2", 101, ""),
+        );
+        let config = load(&text);
+        let global = &config.global_defs;
+        let script_of = |i: &VrrpInstance| {
+            model_script(
+                &i.notify_master_rx_lower_pri,
+                global,
+                "notify_master_rx_lower_pri",
+                &i.name,
+            )
+        };
+        let script = script_of(&config.vrrp_instance[0]).expect("VI_1's script");
+        assert_eq!(script.argv, ["/bin/echo", "lower", "two words"]);
+        assert_eq!(script.uid, None);
+        assert_eq!(script_of(&config.vrrp_instance[1]), None);
     }
 
     #[test]

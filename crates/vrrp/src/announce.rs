@@ -1,9 +1,10 @@
 //! Frames a new master sends so that neighbours move the virtual addresses to it:
 //! gratuitous ARP for IPv4, unsolicited Neighbour Advertisement for IPv6.
 //!
-//! Both are complete Ethernet frames for an `AF_PACKET` socket. They are not padded to
-//! the 60-byte Ethernet minimum; the driver does that, and keepalived sends the same
-//! unpadded lengths (42 and 86 bytes).
+//! Both are complete Ethernet frames for an `AF_PACKET` socket, sent as built: 42 bytes
+//! for an ARP (no padding to the 60-byte Ethernet minimum; a NIC pads on the wire, a veth
+//! delivers 42 bytes) and 86 for an NA, the lengths keepalived 2.2.7 sends (its send_arp
+//! passes the end of the ARP payload as the length; see tests/fixtures/garp-keepalived.txt).
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 

@@ -51,6 +51,12 @@ pub enum Event {
     /// Every member of the instance's `vrrp_sync_group` wants Master (keepalived's
     /// `vrrp_sync_master`): a backup becomes Master; ignored in any other state.
     SyncMaster,
+    /// Another member of the instance's `vrrp_sync_group`, as master, received a
+    /// lower-priority advertisement: keepalived's `vrrp_state_master_rx` then announces
+    /// every member's addresses, so a master sends its own `garp_lower_prio_repeat`
+    /// burst and arms the `garp_lower_prio_delay` one, as if it had received the
+    /// advertisement itself; ignored in any other state.
+    SyncLowerPriorityGarp,
 }
 
 /// A received datagram, as the I/O layer read it.

@@ -227,6 +227,11 @@ pub struct InstanceConfig {
     /// sends [`Event::SyncMaster`]; an advertisement it accepts from a master ends the
     /// wish. The group coordinator is [`crate::sync::SyncGroup`].
     pub sync_group: bool,
+    /// With `sync_group`: every member of the group is the address owner with `state
+    /// MASTER`. keepalived then starts the group in MASTER (`vrrp_sync_set_group`), so
+    /// such a member becomes Master at once at startup, like an owner outside a group,
+    /// instead of waiting an interval to ask its group (`vrrp_init_state`).
+    pub sync_group_owners: bool,
 }
 
 impl InstanceConfig {
@@ -260,6 +265,7 @@ impl InstanceConfig {
             down_timer_adverts: 3,
             garp: GarpConfig::default(),
             sync_group: false,
+            sync_group_owners: false,
         }
     }
 
@@ -574,6 +580,16 @@ impl Instance {
                     self.leave_master(Cause::SyncGroup, now, &mut out);
                 }
             }
+            Event::SyncLowerPriorityGarp => {
+                if self.state == State::Master {
+                    self.lower_priority_garp(now, &mut out);
+                } else {
+                    self.log(Debug::EventIgnored {
+                        event: "sync lower-priority gratuitous ARP",
+                        state: self.state,
+                    });
+                }
+            }
             Event::SyncMaster => {
                 if self.state == State::Backup && self.fault_cause().is_none() {
                     self.become_master(Cause::SyncGroup, now, &mut out);
@@ -627,12 +643,12 @@ impl Instance {
             self.set_state(State::Fault, cause, out);
         } else if self.is_owner()
             && self.config.initial_state == InitialState::Master
-            && !self.config.sync_group
+            && (!self.config.sync_group || self.config.sync_group_owners)
         {
             // RFC 5798 6.4.1: the owner goes straight to Master (keepalived: 1 µs in
-            // Backup, without notifying it). In a sync group it waits like `state
-            // MASTER` below and then asks its group (keepalived lets it go at once only
-            // when every member is an owner; keeplb waits one interval then too).
+            // Backup, without notifying it). In a sync group only when every member is
+            // an owner (keepalived's group then starts MASTER); otherwise it waits like
+            // `state MASTER` below and then asks its group.
             self.become_master(Cause::Startup, now, out);
         } else {
             let wait = if self.config.initial_state == InitialState::Master {
@@ -1049,13 +1065,7 @@ impl Instance {
                     out,
                 );
             }
-            let garp = self.config.garp;
-            if garp.lower_prio_repeat > 0 {
-                self.send_gratuitous(garp.lower_prio_repeat, out);
-                if !garp.lower_prio_delay.is_zero() {
-                    self.arm(TimerKind::GarpLowerPrio, now + garp.lower_prio_delay, out);
-                }
-            }
+            self.lower_priority_garp(now, out);
             out.push(Action::MasterReceivedLowerPriority {
                 from: src,
                 priority: prio,
@@ -1228,6 +1238,19 @@ impl Instance {
         self.stats.adverts_sent += 1;
         if priority == PRIORITY_RESIGN {
             self.stats.priority_zero_sent += 1;
+        }
+    }
+
+    /// After a lower-priority advertisement (ours or, in a sync group, another member's):
+    /// `garp_lower_prio_repeat` rounds now and again after `garp_lower_prio_delay`, to
+    /// win back neighbours that the other router may have taken.
+    fn lower_priority_garp(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let garp = self.config.garp;
+        if garp.lower_prio_repeat > 0 {
+            self.send_gratuitous(garp.lower_prio_repeat, out);
+            if !garp.lower_prio_delay.is_zero() {
+                self.arm(TimerKind::GarpLowerPrio, now + garp.lower_prio_delay, out);
+            }
         }
     }
 

@@ -9,7 +9,11 @@
 //!   then the generic `notify` script with `INSTANCE|GROUP name MASTER|BACKUP|FAULT|STOP
 //!   priority` appended. Never two scripts of one notifier at once; each is bounded by a
 //!   timeout (its process group is killed). The FIFO line is written when the transition
-//!   is queued, so FIFO readers never wait on scripts.
+//!   is queued, so FIFO readers never wait on scripts. A master that receives a
+//!   lower-priority advertisement ([`Action::MasterReceivedLowerPriority`]) queues its
+//!   `notify_master_rx_lower_pri` script (no extra arguments) the same way, between the
+//!   transitions around it, with a `MASTER_RX_LOWER_PRI` FIFO line (keepalived's
+//!   `send_event_notify`).
 //! - [`FifoWriter`]: `notify_fifo` / `vrrp_notify_fifo`, one line per event in keepalived's
 //!   format ([`fifo_line`]): `INSTANCE "VI_1" MASTER 100`; [`FifoScript`]: its
 //!   `notify_fifo_script`, started once with the FIFO's path.
@@ -97,6 +101,10 @@ pub struct NotifyScripts {
     pub stop: Option<ScriptCommand>,
     /// Generic `notify`: gets `INSTANCE|GROUP name STATE priority` appended.
     pub notify: Option<ScriptCommand>,
+    /// `notify_master_rx_lower_pri` (instances only): run as it is each time the master
+    /// receives a lower-priority advertisement, e.g. to take back cloud-assigned
+    /// addresses that a backup, cut off for a while, grabbed when it became master.
+    pub master_rx_lower_pri: Option<ScriptCommand>,
 }
 
 impl NotifyScripts {
@@ -117,6 +125,7 @@ impl NotifyScripts {
             &self.fault,
             &self.stop,
             &self.notify,
+            &self.master_rx_lower_pri,
         ]
         .into_iter()
         .flatten()
@@ -218,10 +227,27 @@ pub struct NotifyConfig {
     pub fifos: Vec<Arc<FifoWriter>>,
 }
 
+/// What the worker runs the scripts of, in the order queued.
 #[derive(Debug)]
-struct Job {
-    state: State,
-    priority: u8,
+enum Job {
+    /// A transition to `state`.
+    State { state: State, priority: u8 },
+    /// `MASTER_RX_LOWER_PRI`.
+    MasterRxLowerPri,
+}
+
+impl Job {
+    fn commands(
+        &self,
+        scripts: &NotifyScripts,
+        kind: NotifyKind,
+        name: &str,
+    ) -> Vec<ScriptCommand> {
+        match *self {
+            Job::State { state, priority } => scripts.commands(kind, name, state, priority),
+            Job::MasterRxLowerPri => scripts.master_rx_lower_pri.iter().cloned().collect(),
+        }
+    }
 }
 
 /// Runs one instance's notifications in transition order (see the module docs).
@@ -248,7 +274,7 @@ impl Notifier {
         let worker_name = name.clone();
         let worker = tokio::spawn(async move {
             while let Some(job) = rx.recv().await {
-                for cmd in scripts.commands(kind, &worker_name, job.state, job.priority) {
+                for cmd in job.commands(&scripts, kind, &worker_name) {
                     match run_command(&cmd, timeout).await {
                         Ok(outcome) if outcome.success() => {
                             tracing::debug!(instance = %worker_name, command = %cmd, "notify script succeeded");
@@ -284,25 +310,39 @@ impl Notifier {
         for fifo in &self.fifos {
             fifo.send(&line);
         }
-        let _ = self.tx.send(Job {
+        let _ = self.tx.send(Job::State {
             state: to,
             priority,
         });
     }
 
-    /// [`Notifier::state_changed`] for an [`Action::StateChanged`]; other actions are
-    /// ignored. Returns whether the action was a state change.
+    /// The master received a lower-priority advertisement; `priority` is its effective
+    /// priority. Writes the `MASTER_RX_LOWER_PRI` FIFO line at once and queues
+    /// `notify_master_rx_lower_pri` behind the scripts already queued.
+    pub fn master_rx_lower_priority(&self, priority: u8) {
+        self.fifo_event("MASTER_RX_LOWER_PRI", priority);
+        let _ = self.tx.send(Job::MasterRxLowerPri);
+    }
+
+    /// [`Notifier::state_changed`] for an [`Action::StateChanged`],
+    /// [`Notifier::master_rx_lower_priority`] for an
+    /// [`Action::MasterReceivedLowerPriority`]; other actions are ignored. Returns
+    /// whether the action was notified.
     pub fn on_action(&self, action: &Action, priority: u8) -> bool {
         match action {
             Action::StateChanged { to, .. } => {
                 self.state_changed(*to, priority);
                 true
             }
+            Action::MasterReceivedLowerPriority { .. } => {
+                self.master_rx_lower_priority(priority);
+                true
+            }
             _ => false,
         }
     }
 
-    /// A FIFO-only event (`MASTER_RX_LOWER_PRI`, `MASTER_PRIORITY`, `BACKUP_PRIORITY`).
+    /// A FIFO-only event (`MASTER_PRIORITY`, `BACKUP_PRIORITY`).
     pub fn fifo_event(&self, event: &str, priority: u8) {
         let line = fifo_line(self.kind, &self.name, event, priority);
         for fifo in &self.fifos {

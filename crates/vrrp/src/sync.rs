@@ -15,6 +15,10 @@
 //!   become Master (`vrrp_sync_master`). So a group whose members' priorities differ
 //!   between directors never splits across them: a member that could preempt on its own
 //!   stays Backup while another member is held by a better master.
+//! - Lower-priority gratuitous ARPs spread (keepalived's `vrrp_state_master_rx`): when a
+//!   master member receives a lower-priority advertisement, every other member is told
+//!   to send its own `garp_lower_prio_repeat` burst ([`SyncGroup::lower_priority_received`];
+//!   the members that are not Master ignore it).
 //! - The group's state: FAULT if a member is in FAULT, MASTER when all are, BACKUP when
 //!   all run and one is BACKUP, stopped (INIT) when all are; unchanged in between. Each
 //!   change is one [`SyncCommand::GroupState`] (the group's notify scripts).
@@ -31,6 +35,9 @@ pub enum SyncCommand {
     Backup { member: usize },
     /// The member, waiting in BACKUP, becomes MASTER ([`crate::Event::SyncMaster`]).
     Master { member: usize },
+    /// The member, if Master, sends its lower-priority gratuitous ARP / NA burst
+    /// ([`crate::Event::SyncLowerPriorityGarp`]).
+    LowerPriorityGarp { member: usize },
     /// The group's state changed.
     GroupState(State),
 }
@@ -80,11 +87,22 @@ impl SyncGroup {
         }
     }
 
+    /// A group whose members are all address owners with `state MASTER`
+    /// ([`crate::InstanceConfig::sync_group_owners`]): keepalived starts it in MASTER
+    /// (`vrrp_sync_set_group`), so its members becoming Master at startup change nothing
+    /// and notify nothing for the group (its next notification is the first real
+    /// change, e.g. STOP).
+    pub fn starting_master(mut self) -> Self {
+        self.state = State::Master;
+        self
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
 
-    /// The group's state (Initialize until its members first agree).
+    /// The group's state (Initialize until its members first agree, or Master for a
+    /// group [`SyncGroup::starting_master`]).
     pub fn state(&self) -> State {
         self.state
     }
@@ -133,6 +151,19 @@ impl SyncGroup {
             out.push(SyncCommand::GroupState(to));
         }
         out
+    }
+
+    /// Member `member`, as master, received a lower-priority advertisement (and sent its
+    /// own lower-priority burst): every other member is to send its burst too, as
+    /// keepalived does for the group of the instance that received it.
+    pub fn lower_priority_received(&self, member: usize) -> Vec<SyncCommand> {
+        if member >= self.members.len() {
+            return Vec::new();
+        }
+        (0..self.members.len())
+            .filter(|&j| j != member)
+            .map(|j| SyncCommand::LowerPriorityGarp { member: j })
+            .collect()
     }
 
     /// Forces every member into FAULT while one is in FAULT on its own (none while the

@@ -92,6 +92,7 @@ async fn arguments_order_and_fifo_lines_are_exact() {
         fault: Some(appender(&log, "fault", "0.02")),
         stop: Some(appender(&log, "stop", "0")),
         notify: Some(appender(&log, "notify", "0.01")),
+        master_rx_lower_pri: Some(appender(&log, "rx_lower", "0.03")),
     };
     let notifier = Notifier::spawn(NotifyConfig {
         kind: NotifyKind::Instance,
@@ -109,6 +110,12 @@ async fn arguments_order_and_fifo_lines_are_exact() {
     notifier.on_action(&change(State::Initialize, State::Backup), 100);
     notifier.on_action(&change(State::Backup, State::Master), 100);
     assert!(!notifier.on_action(&Action::AddVips, 100));
+    // keepalived's notify_master_rx_lower_pri: the script as configured, no arguments.
+    let lower = Action::MasterReceivedLowerPriority {
+        from: "10.0.0.2".parse().expect("address"),
+        priority: 90,
+    };
+    assert!(notifier.on_action(&lower, 100));
     notifier.on_action(&change(State::Master, State::Fault), 80);
     notifier.on_action(&change(State::Fault, State::Backup), 90);
     notifier.on_action(&change(State::Backup, State::Master), 120);
@@ -121,6 +128,7 @@ async fn arguments_order_and_fifo_lines_are_exact() {
             "notify INSTANCE VI_1 BACKUP 100",
             "master ",
             "notify INSTANCE VI_1 MASTER 100",
+            "rx_lower ",
             "fault ",
             "notify INSTANCE VI_1 FAULT 80",
             "backup ",
@@ -136,6 +144,7 @@ async fn arguments_order_and_fifo_lines_are_exact() {
         [
             "INSTANCE \"VI_1\" BACKUP 100",
             "INSTANCE \"VI_1\" MASTER 100",
+            "INSTANCE \"VI_1\" MASTER_RX_LOWER_PRI 100",
             "INSTANCE \"VI_1\" FAULT 80",
             "INSTANCE \"VI_1\" BACKUP 90",
             "INSTANCE \"VI_1\" MASTER 120",

@@ -130,6 +130,7 @@ fn outside_a_group_the_timer_makes_a_master() {
     assert!(wants(&actions).is_empty());
 }
 
+/// In a group with members that are not owners, an owner waits like `state MASTER`.
 #[test]
 fn an_owner_in_a_group_asks_its_group_too() {
     let (mut inst, t0, down) = started(255, |c| {
@@ -142,6 +143,92 @@ fn an_owner_in_a_group_asks_its_group_too() {
     inst.handle(Event::TimerExpired(TimerKind::MasterDown), down);
     assert_eq!(inst.state(), State::Backup);
     assert!(inst.wants_master());
+}
+
+/// keepalived starts a group whose members are all owners with `state MASTER` in
+/// MASTER (vrrp_sync_set_group), and vrrp_init_state then makes each member Master at
+/// once: no BACKUP first, no interval of waiting, no asking the group.
+#[test]
+fn a_group_of_owners_starts_master_at_once() {
+    let mut c = config("VI_1", 1, 255);
+    c.src_addr = Some(ip("10.0.1.1"));
+    c.initial_state = keeplb_vrrp::InitialState::Master;
+    c.sync_group = true;
+    c.sync_group_owners = true;
+    let mut inst = Instance::new(c).expect("valid");
+    let t0 = Instant::now();
+    let actions = inst.handle(Event::Startup, t0);
+    assert_eq!(inst.state(), State::Master);
+    let changes: Vec<&Action> = actions
+        .iter()
+        .filter(|a| matches!(a, Action::StateChanged { .. }))
+        .collect();
+    assert_eq!(
+        changes,
+        [&Action::StateChanged {
+            from: State::Initialize,
+            to: State::Master,
+            cause: Cause::Startup,
+        }]
+    );
+    assert!(actions.contains(&Action::AddVips));
+    assert!(wants(&actions).is_empty());
+    assert_eq!(inst.timer(TimerKind::MasterDown), None);
+    assert_eq!(
+        inst.timer(TimerKind::Advert),
+        Some(t0 + Duration::from_secs(1))
+    );
+}
+
+/// The same on the LAN, with the coordinator: both owners are Master at time 0 and the
+/// group MASTER with them; a group with one member that is not an owner still waits.
+#[test]
+fn on_the_lan_only_a_group_of_owners_skips_the_wait() {
+    for (second, at_once) in [(255, true), (200, false)] {
+        let mut lan = Lan::new();
+        let a = ip("10.0.0.1");
+        let mut owner = |name: &str, vrid: u8, priority: u8| {
+            let mut c = config(name, vrid, priority);
+            c.initial_state = keeplb_vrrp::InitialState::Master;
+            lan.add(&format!("A/{name}"), a, c)
+        };
+        let a1 = owner("VI_1", 1, 255);
+        let a2 = owner("VI_2", 2, second);
+        lan.sync_group("A", &[a1, a2]);
+        lan.start(a1);
+        lan.start(a2);
+        lan.run_until(Duration::ZERO);
+        let text = log(&lan);
+        if at_once {
+            assert_eq!(lan.vip_holders(), ["A/VI_1", "A/VI_2"], "{text}");
+            // keepalived's group starts MASTER: no BACKUP, and no group notification.
+            assert_eq!(lan.group_state(0), State::Master, "{text}");
+            assert!(!text.contains("BACKUP"), "{text}");
+            assert!(!text.contains("group"), "{text}");
+        } else {
+            assert!(lan.vip_holders().is_empty(), "{text}");
+            assert_eq!(lan.state(a1), Some(State::Backup), "{text}");
+        }
+        // Either way the group ends up MASTER.
+        lan.run_until(secs(10));
+        assert_eq!(lan.vip_holders(), ["A/VI_1", "A/VI_2"], "{}", log(&lan));
+    }
+}
+
+/// keepalived 2.2.7 with two owners (`state MASTER`, priority 255) in a group: both
+/// enter MASTER within 0.15 s of start, and the group's notify scripts first run at
+/// shutdown (STOP), never for MASTER.
+#[test]
+fn a_group_of_owners_notifies_its_first_real_change_only() {
+    let mut g = SyncGroup::new("G", ["VI_1", "VI_2"]).starting_master();
+    assert_eq!(g.state(), State::Master);
+    assert!(g.report(0, State::Master, false).is_empty());
+    assert!(g.report(1, State::Master, false).is_empty());
+    assert!(g.report(0, State::Initialize, false).is_empty());
+    assert_eq!(
+        g.report(1, State::Initialize, false),
+        [SyncCommand::GroupState(State::Initialize)]
+    );
 }
 
 #[test]
@@ -292,4 +379,101 @@ fn log(lan: &Lan) -> String {
         .filter(|l| !l.text.starts_with("advert"))
         .map(|l| format!("{l}\n"))
         .collect()
+}
+
+/// keepalived's vrrp_state_master_rx: a master member that receives a lower-priority
+/// advertisement sends its lower-priority gratuitous ARP burst, and so does every other
+/// member holding its addresses, each with its own repeat and delay (members that are
+/// not master: `a_member_announces_for_its_group_only_as_master`).
+#[test]
+fn a_lower_priority_advert_makes_every_master_member_announce() {
+    let mut lan = Lan::new();
+    let a = ip("10.0.0.1");
+    let a1 = lan.add("A/VI_1", a, config("VI_1", 1, 150));
+    let mut c2 = config("VI_2", 2, 150);
+    c2.garp.lower_prio_repeat = 2;
+    c2.garp.lower_prio_delay = secs(3);
+    let a2 = lan.add("A/VI_2", a, c2);
+    lan.sync_group("A", &[a1, a2]);
+    lan.start(a1);
+    lan.start(a2);
+    lan.run_until(secs(20));
+    assert_eq!(lan.vip_holders(), ["A/VI_1", "A/VI_2"], "{}", log(&lan));
+    let before = lan.log.len();
+
+    let at = lan.now();
+    lan.event(a1, Event::AdvertReceived(advert_from("10.0.0.9", 1, 100)));
+    lan.run_until(at + secs(6));
+    let garps: Vec<String> = lan.log[before..]
+        .iter()
+        .filter(|l| l.text.starts_with("garp") || l.text.starts_with("rx-lower"))
+        .map(|l| format!("{l}"))
+        .collect();
+    let t = |d: Duration| lan::fmt_time(at + d);
+    assert_eq!(
+        garps,
+        [
+            format!("{} A/VI_1 garp x5", t(Duration::ZERO)),
+            format!(
+                "{} A/VI_1 rx-lower-prio from=10.0.0.9 prio=100",
+                t(Duration::ZERO)
+            ),
+            format!("{} A/VI_2 garp x2", t(Duration::ZERO)),
+            format!("{} A/VI_2 garp x2", t(secs(3))),
+            format!("{} A/VI_1 garp x5", t(secs(5))),
+        ],
+        "{}",
+        log(&lan)
+    );
+}
+
+/// The member side: a master sends its burst and arms the delayed one; a backup, or a
+/// master with `garp_lower_prio_repeat 0`, sends nothing.
+#[test]
+fn a_member_announces_for_its_group_only_as_master() {
+    let (mut backup, t0, _) = started(150, |c| c.sync_group = true);
+    assert!(backup.handle(Event::SyncLowerPriorityGarp, t0).is_empty());
+
+    let (mut inst, t0, down) = started(150, |c| c.sync_group = true);
+    inst.handle(Event::TimerExpired(TimerKind::MasterDown), down);
+    inst.handle(Event::SyncMaster, down);
+    assert_eq!(inst.state(), State::Master);
+    let at = down + secs(1);
+    let actions = inst.handle(Event::SyncLowerPriorityGarp, at);
+    assert_eq!(
+        actions,
+        [
+            Action::SendGratuitous {
+                addresses: vec![ip("10.0.1.100")],
+                repeat: 5,
+            },
+            Action::ArmTimer {
+                kind: TimerKind::GarpLowerPrio,
+                at: at + secs(5),
+            },
+        ]
+    );
+    assert!(t0 < at);
+
+    let (mut silent, _, down) = started(150, |c| {
+        c.sync_group = true;
+        c.garp.lower_prio_repeat = 0;
+    });
+    silent.handle(Event::TimerExpired(TimerKind::MasterDown), down);
+    silent.handle(Event::SyncMaster, down);
+    assert!(silent.handle(Event::SyncLowerPriorityGarp, down).is_empty());
+}
+
+/// The coordinator: every other member, whatever the group believes their state.
+#[test]
+fn the_group_passes_a_lower_priority_advert_to_the_other_members() {
+    let g = SyncGroup::new("G", ["VI_1", "VI_2", "VI_3"]);
+    assert_eq!(
+        g.lower_priority_received(1),
+        [
+            SyncCommand::LowerPriorityGarp { member: 0 },
+            SyncCommand::LowerPriorityGarp { member: 2 },
+        ]
+    );
+    assert!(g.lower_priority_received(3).is_empty());
 }

@@ -2,10 +2,7 @@
 //! reverse, weight-0 FAULT, track_file products, clamping and the address owner.
 
 use keeplb_vrrp::Event;
-use keeplb_vrrp::track::{
-    ScriptState, ScriptStatus, TrackInput, Tracker, TrackingUpdate, Weight, parse_track_file,
-    split_command,
-};
+use keeplb_vrrp::track::{ScriptState, ScriptStatus, TrackInput, Tracker, TrackingUpdate, Weight};
 
 fn script(name: &str, status: ScriptStatus) -> TrackInput {
     TrackInput::Script {
@@ -210,16 +207,6 @@ fn track_file_value_times_weight() {
 }
 
 #[test]
-fn track_file_parsing_like_strtol() {
-    assert_eq!(parse_track_file("42\n"), 42);
-    assert_eq!(parse_track_file("  -7 trailing"), -7);
-    assert_eq!(parse_track_file("+3"), 3);
-    assert_eq!(parse_track_file("abc"), 0);
-    assert_eq!(parse_track_file(""), 0);
-    assert_eq!(parse_track_file("99999999999999999999999"), i64::MAX);
-}
-
-#[test]
 fn events_since_previous_update() {
     let a = TrackingUpdate {
         effective_priority: 100,
@@ -247,19 +234,4 @@ fn events_since_previous_update() {
         c.events_since(None),
         vec![Event::ForceFault, Event::PriorityChanged(100)]
     );
-}
-
-#[test]
-fn script_lines_split_like_keepalived() {
-    assert_eq!(
-        split_command("sh -c 'exit 1'").expect("ok"),
-        ["sh", "-c", "exit 1"]
-    );
-    assert_eq!(
-        split_command(r#"/usr/bin/check "a b"  c\ d"#).expect("ok"),
-        ["/usr/bin/check", "a b", "c d"]
-    );
-    assert_eq!(split_command("x ''").expect("ok"), ["x", ""]);
-    assert!(split_command("  ").is_err());
-    assert!(split_command("sh -c 'oops").is_err());
 }

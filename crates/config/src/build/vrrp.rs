@@ -217,6 +217,7 @@ pub fn vrrp_instance(cx: &mut Cx, node: &Node, global: &GlobalDefs) -> Option<Vr
         notify_fault: None,
         notify_stop: None,
         notify: None,
+        notify_master_rx_lower_pri: None,
         garp_master_delay: global.vrrp_garp_master_delay,
         garp_master_repeat: global.vrrp_garp_master_repeat,
         garp_master_refresh: global.vrrp_garp_master_refresh,
@@ -309,7 +310,10 @@ pub fn vrrp_instance(cx: &mut Cx, node: &Node, global: &GlobalDefs) -> Option<Vr
                 seen.unicast_keyword = true;
                 i.unicast_peer.extend(unicast_peers(cx, child, &mut family));
             }
-            "notify_master_rx_lower_pri" | "notify_deleted" => {
+            "notify_master_rx_lower_pri" => {
+                cx.script_once(child, &mut i.notify_master_rx_lower_pri);
+            }
+            "notify_deleted" => {
                 // Not run by keeplb yet, but keepalived checks the script like the others
                 // (`notify_deleted` alone is a flag).
                 if !child.args.is_empty() {

@@ -174,12 +174,17 @@ impl VipOptions {
 }
 
 /// What a sync-group member's driver tells its group: sent on every state change, every
-/// change of [`Action::WantsMaster`], and after every tracking update (so that the group
-/// sees a member it released from FAULT confirm its state).
+/// change of [`Action::WantsMaster`], after every tracking update (so that the group
+/// sees a member it released from FAULT confirm its state), and when the member, as
+/// master, receives a lower-priority advertisement.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MemberReport {
     pub state: State,
     pub wants_master: bool,
+    /// Sent for [`Action::MasterReceivedLowerPriority`]: the other members are to send
+    /// their lower-priority gratuitous bursts
+    /// ([`crate::sync::SyncGroup::lower_priority_received`]).
+    pub lower_priority_received: bool,
 }
 
 /// What the driver tells its notifier, in order (keepalived's notify events).
@@ -228,6 +233,8 @@ pub enum SyncRequest {
     Backup,
     /// [`Event::SyncMaster`].
     Master,
+    /// [`Event::SyncLowerPriorityGarp`].
+    LowerPriorityGarp,
 }
 
 /// Every interface's [`InterfacePace`] by name, shared (cloned) by the drivers of one
@@ -394,6 +401,9 @@ pub async fn run_instance_with(
             request = sync_requested(sync_requests.as_mut()) => match request {
                 Some(SyncRequest::Backup) => driver.handle(Event::SyncBackup).await,
                 Some(SyncRequest::Master) => driver.handle(Event::SyncMaster).await,
+                Some(SyncRequest::LowerPriorityGarp) => {
+                    driver.handle(Event::SyncLowerPriorityGarp).await
+                }
                 None => sync_requests = None,
             },
         }
@@ -613,10 +623,15 @@ impl Driver {
 
     /// Tells the sync group (if any) the instance's state and wish.
     fn report_to_group(&self) {
+        self.send_to_group(false);
+    }
+
+    fn send_to_group(&self, lower_priority_received: bool) {
         if let Some(tx) = &self.group_tx {
             let _ = tx.send(MemberReport {
                 state: self.instance.state(),
                 wants_master: self.instance.wants_master(),
+                lower_priority_received,
             });
         }
     }
@@ -954,6 +969,7 @@ impl Driver {
                 self.notify(Notification::MasterRxLowerPriority {
                     priority: self.instance.effective_priority(),
                 });
+                self.send_to_group(true);
             }
         }
     }

@@ -20,8 +20,6 @@ use crate::packet::IPPROTO_VRRP;
 
 /// IP precedence "internetwork control", as keepalived sends.
 const TOS_INTERNETWORK_CONTROL: u32 = 0xc0;
-/// Ethernet minimum frame length without FCS: frames are padded up to it.
-const ETH_MIN_FRAME: usize = 60;
 
 /// The raw IPv4 VRRP socket of one interface: bound to it with `SO_BINDTODEVICE`,
 /// member of the multicast group on it (by index), with `IP_MULTICAST_ALL` off so that
@@ -290,15 +288,14 @@ impl PacketSocket {
         Ok(PacketSocket { fd, link })
     }
 
-    /// Sends `frame`, padded to the Ethernet minimum.
+    /// Sends `frame` as it is. A gratuitous ARP leaves as its 42 bytes, not padded to
+    /// the 60-byte Ethernet minimum: keepalived's send_arp hands the kernel exactly the
+    /// Ethernet header and the ARP payload, and a NIC pads short frames on the wire
+    /// (virtual links such as veth deliver them unpadded).
     pub fn send(&self, frame: &[u8]) -> io::Result<()> {
-        let mut padded = frame.to_vec();
-        if padded.len() < ETH_MIN_FRAME {
-            padded.resize(ETH_MIN_FRAME, 0);
-        }
         sendto(
             self.fd.as_fd().as_raw_fd(),
-            &padded,
+            frame,
             &self.link,
             MsgFlags::MSG_DONTWAIT,
         )

@@ -169,18 +169,27 @@ impl Lan {
         self.push_log(&name, "crashed".to_owned());
     }
 
-    /// Makes `members` (not started yet) a `vrrp_sync_group` called `name`.
+    /// Makes `members` (not started yet) a `vrrp_sync_group` called `name`, configured
+    /// as the daemon does (a group of owners with `state MASTER` is marked as such).
     pub fn sync_group(&mut self, name: &str, members: &[usize]) {
+        let owners = members.iter().all(|&m| {
+            let c = &self.routers[m].config;
+            c.is_owner() && c.initial_state == keeplb_vrrp::InitialState::Master
+        });
         for &m in members {
             assert!(
                 self.routers[m].instance.is_none(),
                 "add members before starting"
             );
             self.routers[m].config.sync_group = true;
+            self.routers[m].config.sync_group_owners = owners;
         }
         let names = members.iter().map(|&m| self.routers[m].name.clone());
-        self.groups
-            .push((SyncGroup::new(name, names), members.to_vec()));
+        let mut group = SyncGroup::new(name, names);
+        if owners {
+            group = group.starting_master();
+        }
+        self.groups.push((group, members.to_vec()));
     }
 
     /// The state of sync group `group` (in the order added).
@@ -188,9 +197,10 @@ impl Lan {
         self.groups[group].0.state()
     }
 
-    /// Tells `router`'s sync group (if any) its state and wish, and carries out what the
-    /// group asks.
-    fn report_to_group(&mut self, router: usize) {
+    /// Tells `router`'s sync group (if any) its state and wish (and, with
+    /// `lower_priority`, that it received a lower-priority advertisement as master), and
+    /// carries out what the group asks.
+    fn report_to_group(&mut self, router: usize, lower_priority: bool) {
         let Some(instance) = self.routers[router].instance.as_ref() else {
             return;
         };
@@ -204,7 +214,11 @@ impl Lan {
         };
         let members = members.clone();
         let name = group.name().to_owned();
-        for command in group.report(index, state, wants) {
+        let mut commands = group.report(index, state, wants);
+        if lower_priority {
+            commands.extend(group.lower_priority_received(index));
+        }
+        for command in commands {
             match command {
                 SyncCommand::ForceFault { member, fault } => {
                     let event = if fault {
@@ -216,6 +230,9 @@ impl Lan {
                 }
                 SyncCommand::Backup { member } => self.event(members[member], Event::SyncBackup),
                 SyncCommand::Master { member } => self.event(members[member], Event::SyncMaster),
+                SyncCommand::LowerPriorityGarp { member } => {
+                    self.event(members[member], Event::SyncLowerPriorityGarp)
+                }
                 SyncCommand::GroupState(to) => self.push_log(&name, format!("group {to}")),
             }
         }
@@ -346,19 +363,20 @@ impl Lan {
                 }
                 Action::StateChanged { from, to, cause } => {
                     self.push_log(&name, format!("state {from}->{to} {cause}"));
-                    self.report_to_group(router);
+                    self.report_to_group(router, false);
                 }
                 // Routers in FAULT/INIT keep receiving; counting that is not news.
                 Action::CountDrop(keeplb_vrrp::DropReason::Inactive) => {}
                 Action::CountDrop(reason) => self.push_log(&name, format!("drop {reason}")),
                 Action::MasterReceivedLowerPriority { from, priority } => {
                     self.push_log(&name, format!("rx-lower-prio from={from} prio={priority}"));
+                    self.report_to_group(router, true);
                 }
                 // The scenario files predate this action; the adverts show the priority.
                 Action::EffectivePriorityChanged { .. } => {}
                 Action::WantsMaster(wants) => {
                     self.push_log(&name, format!("wants-master {wants}"));
-                    self.report_to_group(router);
+                    self.report_to_group(router, false);
                 }
             }
         }
