@@ -123,11 +123,13 @@ impl<O: RelayObserver> Future for Bidirectional<'_, O> {
         }
         let ends = [(this.client, this.server), (this.server, this.client)];
         let mut finished = true;
-        for (pump, (from, to)) in this.pumps.iter_mut().zip(ends) {
+        for (index, (from, to)) in ends.into_iter().enumerate() {
+            let other_done = this.pumps[1 - index].done;
+            let pump = &mut this.pumps[index];
             if pump.done {
                 continue;
             }
-            match pump.poll_pump(cx, from, to, this.observer, this.activity) {
+            match pump.poll_pump(cx, from, to, this.observer, this.activity, other_done) {
                 Poll::Ready(Ok(())) => pump.done = true,
                 Poll::Ready(Err(e)) => return Poll::Ready(RelayEnd::Failed(e)),
                 Poll::Pending => finished = false,
@@ -168,6 +170,11 @@ impl Pump {
 
     /// Moves what can be moved now. Ready(Ok) once `from` closed and the close was
     /// passed on; Pending while waiting for either socket.
+    ///
+    /// When the other direction is already done (`other_done`), the relay ends with
+    /// this one and both sockets are closed at once: the close sends `to` its FIN, so no
+    /// `shutdown` call is spent on it (`to` already sent its own FIN, so no data can
+    /// come after the close and turn it into a reset).
     fn poll_pump(
         &mut self,
         cx: &mut Context<'_>,
@@ -175,6 +182,7 @@ impl Pump {
         to: &TcpStream,
         observer: &impl RelayObserver,
         activity: &LastActivity,
+        other_done: bool,
     ) -> Poll<io::Result<()>> {
         loop {
             if let Err(e) = ready!(self.poll_flush(cx, to)) {
@@ -207,11 +215,13 @@ impl Pump {
                 if let Some(pipe) = self.bulk.take() {
                     pipe::recycle(pipe);
                 }
-                match SockRef::from(to).shutdown(Shutdown::Write) {
-                    Err(e) if e.kind() != io::ErrorKind::NotConnected => {
-                        return Poll::Ready(Err(e));
+                if !other_done {
+                    match SockRef::from(to).shutdown(Shutdown::Write) {
+                        Err(e) if e.kind() != io::ErrorKind::NotConnected => {
+                            return Poll::Ready(Err(e));
+                        }
+                        _ => {}
                     }
-                    _ => {}
                 }
                 observer.half_closed(self.dir);
                 return Poll::Ready(Ok(()));
