@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::adm::AdmBackend;
 use crate::command::AdmCommand;
 use crate::error::{KernelError, Operation};
+use crate::model::ForwardMethod;
 use crate::snapshot::Snapshot;
 
 /// The protocol version this build speaks.
@@ -151,8 +152,7 @@ pub enum ApiError {
 /// The state of the cluster at a glance (`keeplb status`).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct StatusReport {
-    /// Every VRRP instance. Not filled yet: the daemon answers with an empty list until
-    /// the VRRP side reports its instances here.
+    /// Every VRRP instance.
     #[serde(default)]
     pub vrrp_instances: Vec<VrrpInstanceStatus>,
     /// Every virtual service with its real servers.
@@ -185,6 +185,8 @@ impl StatusReport {
                         inactive_conns: dest.inactive_conns,
                         persistent_conns: dest.persistent_conns,
                         forward: dest.config.forward,
+                        tunnel: (dest.config.forward == ForwardMethod::Tunnel)
+                            .then_some(dest.config.tunnel),
                         stats: dest.stats,
                     })
                     .collect(),
@@ -289,6 +291,9 @@ pub struct RealServerStatus {
     pub persistent_conns: u32,
     /// Forwarding method asked for.
     pub forward: crate::model::ForwardMethod,
+    /// The tunnel settings, for a tunnelled real server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<crate::model::Tunnel>,
     /// Counters and rates.
     #[serde(default)]
     pub stats: crate::snapshot::Stats,
@@ -460,6 +465,46 @@ mod tests {
         );
         let json = round_trip(&service());
         assert!(json.contains(r#""netmask":"255.255.255.0""#), "{json}");
+    }
+
+    #[test]
+    fn status_shows_the_tunnel_settings_of_tunnelled_real_servers_only() {
+        let tunnelled = DestConfig {
+            forward: ForwardMethod::Tunnel,
+            tunnel: Tunnel {
+                kind: crate::model::TunnelType::Gue,
+                port: 6080,
+                checksum: crate::model::TunnelChecksum::Csum,
+            },
+            ..dest()
+        };
+        let entry = |config| DestEntry {
+            config,
+            active_conns: 0,
+            inactive_conns: 0,
+            persistent_conns: 0,
+            stats: Stats::default(),
+        };
+        let snapshot = Snapshot {
+            services: vec![ServiceEntry {
+                config: service(),
+                stats: Stats::default(),
+                dests: vec![entry(tunnelled), entry(dest())],
+            }],
+            ..Snapshot::default()
+        };
+        let services = StatusReport::services_from(&snapshot);
+        let tunnels: Vec<_> = services[0].real_servers.iter().map(|r| r.tunnel).collect();
+        assert_eq!(tunnels, [Some(tunnelled.tunnel), None]);
+        let json = round_trip(&StatusReport {
+            vrrp_instances: Vec::new(),
+            services,
+        });
+        assert!(
+            json.contains(r#""tunnel":{"type":"gue","port":6080,"checksum":"csum"}"#),
+            "{json}"
+        );
+        assert_eq!(json.matches(r#""tunnel":{"#).count(), 1, "{json}");
     }
 
     #[test]
