@@ -117,14 +117,7 @@ async fn half_close_lets_the_server_answer_after_the_client_finished() {
     let vip = served.vip;
     let (name, mut stream) = who(vip).await;
     assert_eq!(name, "echo");
-    stream.get_mut().write_all(b"last words").await.unwrap();
-    stream.get_mut().shutdown().await.unwrap();
-    let mut echoed = Vec::new();
-    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut echoed))
-        .await
-        .expect("in time")
-        .unwrap();
-    assert_eq!(echoed, b"last words");
+    echoes_after_half_close(&mut stream, b"last words").await;
 }
 
 #[tokio::test]
@@ -230,11 +223,7 @@ async fn weight_zero_quiesces_without_cutting_existing_connections() {
     assert_eq!(name, "b");
     svc.edit(|s| s.pool.set_weight(b, 0)).unwrap();
     assert_eq!(spread(vip, 3).await, ["a", "a", "a"]);
-    kept.get_mut().write_all(b"still here").await.unwrap();
-    kept.get_mut().shutdown().await.unwrap();
-    let mut echoed = Vec::new();
-    kept.read_to_end(&mut echoed).await.unwrap();
-    assert_eq!(echoed, b"still here");
+    echoes_after_half_close(&mut kept, b"still here").await;
 }
 
 #[tokio::test]
@@ -248,11 +237,7 @@ async fn a_removed_service_drains() {
         std::net::TcpStream::connect(vip).is_err()
     })
     .await;
-    kept.get_mut().write_all(b"drain").await.unwrap();
-    kept.get_mut().shutdown().await.unwrap();
-    let mut echoed = Vec::new();
-    kept.read_to_end(&mut echoed).await.unwrap();
-    assert_eq!(echoed, b"drain");
+    echoes_after_half_close(&mut kept, b"drain").await;
 }
 
 #[tokio::test]

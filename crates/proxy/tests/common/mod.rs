@@ -48,6 +48,19 @@ pub async fn tcp_server(name: &str) -> SocketAddr {
     addr
 }
 
+/// Sends `words` on a connection to a [`tcp_server`], half-closes it, and checks that
+/// the words come back before the end of the stream: both directions got through.
+pub async fn echoes_after_half_close(stream: &mut BufReader<TcpStream>, words: &[u8]) {
+    stream.get_mut().write_all(words).await.unwrap();
+    stream.get_mut().shutdown().await.unwrap();
+    let mut echoed = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut echoed))
+        .await
+        .expect("echo and end of stream in time")
+        .unwrap();
+    assert_eq!(echoed, words);
+}
+
 /// A UDP real server answering every datagram with `NAME:` and the datagram.
 pub async fn udp_server(name: &str) -> SocketAddr {
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
