@@ -648,19 +648,7 @@ impl ConnTable {
             Protocol::Udp => ProtoState::Udp,
             Protocol::Ip => return None,
         };
-        let (dest, control) = match svc.persistence() {
-            Some(persistence) => {
-                let (dest, id) =
-                    self.sched_persist(svc, persistence, key.proto, flow, now, avoid)?;
-                (dest, Some(id))
-            }
-            None => (pick_avoiding(svc, flow, now, avoid)?, None),
-        };
-        let dport = if flow.vip.port() == svc.addr().port() && dest.addr().port() != 0 {
-            dest.addr().port()
-        } else {
-            flow.vip.port()
-        };
+        let (dest, dport, control) = self.bind(svc, key.proto, flow, now, avoid)?;
         dest.on_connect();
         let active = match state {
             ProtoState::Tcp(tcp) => self.settings.active_states.is_active(tcp),
@@ -690,6 +678,72 @@ impl ConnTable {
         );
         self.timers.push(Reverse((expires, TimerTarget::Conn(key))));
         Some(key)
+    }
+
+    /// The destination of a new entry of `flow`, avoiding those in `avoid`, chosen
+    /// through a persistence template when the service is persistent (the template
+    /// then controls one more connection); with the port the entry reaches it on
+    /// (port-zero services keep the client's destination port).
+    fn bind(
+        &mut self,
+        svc: &Service,
+        proto: Protocol,
+        flow: &Flow,
+        now: Duration,
+        avoid: &[SocketAddr],
+    ) -> Option<(Arc<Dest>, u16, Option<u64>)> {
+        let (dest, control) = match svc.persistence() {
+            Some(persistence) => {
+                let (dest, id) = self.sched_persist(svc, persistence, proto, flow, now, avoid)?;
+                (dest, Some(id))
+            }
+            None => (pick_avoiding(svc, flow, now, avoid)?, None),
+        };
+        let dport = if flow.vip.port() == svc.addr().port() && dest.addr().port() != 0 {
+            dest.addr().port()
+        } else {
+            flow.vip.port()
+        };
+        Some((dest, dport, control))
+    }
+
+    /// A datagram of `bytes` bytes arrived at `svc`, a UDP service with one-packet
+    /// scheduling (ipvsadm `-o`, keepalived `ops`): schedules it as a connection of its
+    /// own, through the persistence template when the service is persistent (found
+    /// and refreshed, or created, exactly as for [`ConnTable::connect`]), and counts
+    /// one connection and one incoming packet in the service's and the destination's
+    /// statistics. Returns the destination and the address to send the datagram to, or
+    /// `None` when no destination is available (or `proto` is [`Protocol::Ip`]).
+    ///
+    /// No entry is left behind: the kernel never hashes a one-packet connection
+    /// (`IP_VS_CONN_F_ONE_PACKET`) and expires it as soon as the packet is forwarded,
+    /// so `ipvsadm -Lnc` never shows it, the destination's `ActiveConn`/`InActConn`
+    /// stay as they were, and a template it went through controls no more connection
+    /// than before. Any existing entry for the same client is neither used nor
+    /// touched. The kernel ignores the flag for TCP; so should the caller.
+    pub fn schedule_one_packet(
+        &mut self,
+        svc: &Service,
+        proto: Protocol,
+        flow: &Flow,
+        bytes: u64,
+        now: Duration,
+    ) -> Option<(Arc<Dest>, SocketAddr)> {
+        self.expire(now);
+        if proto == Protocol::Ip {
+            return None;
+        }
+        let (dest, dport, control) = self.bind(svc, proto, flow, now, &[])?;
+        // The connection expired at once: its template controls it no more.
+        if let Some(template) = control.and_then(|id| self.templates.get_mut(&id)) {
+            template.n_control = template.n_control.saturating_sub(1);
+        }
+        for stats in [dest.stats(), svc.stats()] {
+            stats.count_conn();
+            stats.count_in(bytes);
+        }
+        let addr = SocketAddr::new(dest.addr().ip(), dport);
+        Some((dest, addr))
     }
 
     /// A packet of `bytes` bytes of connection `key` went through in direction `dir`:
@@ -1043,15 +1097,17 @@ mod tests {
     /// An rr service on 198.51.100.1:80 with real servers 10.0.0.1:80 and 10.0.0.2:80;
     /// rr hands out 10.0.0.1 first.
     fn service(persistence: Option<Persistence>) -> Service {
+        service_for(Protocol::Tcp, persistence)
+    }
+
+    /// [`service`] for protocol `proto`.
+    fn service_for(proto: Protocol, persistence: Option<Persistence>) -> Service {
         let mut pool = Pool::new(from_name("rr", SchedFlags::EMPTY).expect("rr"));
         for d in ["10.0.0.2:80", "10.0.0.1:80"] {
             pool.add(Arc::new(Dest::new(sa(d), 1).expect("dest")))
                 .expect("add");
         }
-        let svc = Service::new(
-            ServiceAddr::Addr(Protocol::Tcp, sa("198.51.100.1:80")),
-            pool,
-        );
+        let svc = Service::new(ServiceAddr::Addr(proto, sa("198.51.100.1:80")), pool);
         match persistence {
             Some(p) => svc.with_persistence(p),
             None => svc,
@@ -1541,6 +1597,112 @@ mod tests {
         assert_eq!(t.len(), 1);
         t.expire(secs(310));
         assert_eq!(counts(&svc, "10.0.0.1:53"), (0, 0, 0));
+    }
+
+    /// The real server each datagram of `client` went to, one datagram of 10 bytes a
+    /// second from `start`.
+    fn one_packet_dests(
+        t: &mut ConnTable,
+        svc: &Service,
+        client: &str,
+        start: u64,
+        datagrams: u64,
+    ) -> Vec<SocketAddr> {
+        (start..start + datagrams)
+            .map(|at| {
+                let (dest, addr) = t
+                    .schedule_one_packet(svc, Protocol::Udp, &flow(client), 10, secs(at))
+                    .expect("a destination");
+                assert_eq!(
+                    dest.addr(),
+                    addr,
+                    "a port-80 service sends to the dest's port"
+                );
+                addr
+            })
+            .collect()
+    }
+
+    #[test]
+    fn one_packet_schedules_every_datagram_and_leaves_no_entry() {
+        let svc = service_for(Protocol::Udp, None);
+        let mut t = ConnTable::default();
+        let (a, b) = (sa("10.0.0.1:80"), sa("10.0.0.2:80"));
+        assert_eq!(
+            one_packet_dests(&mut t, &svc, "192.0.2.1:5353", 0, 4),
+            [a, b, a, b],
+            "one client, yet rr moves on at each datagram"
+        );
+        let on_service = svc.stats().counters();
+        assert_eq!(
+            (on_service.conns, on_service.in_pkts, on_service.in_bytes),
+            (4, 4, 40)
+        );
+        for dest in ["10.0.0.1:80", "10.0.0.2:80"] {
+            let d = svc.pool.get(sa(dest)).expect("dest").stats().counters();
+            assert_eq!((d.conns, d.in_pkts, d.out_pkts), (2, 2, 0), "{dest}");
+            assert_eq!(counts(&svc, dest), (0, 0, 0), "no ActiveConn/InActConn");
+        }
+        assert!(t.is_empty());
+        assert_eq!(t.template_count(), 0);
+        assert!(t.entries(secs(4)).is_empty(), "ipvsadm -Lnc shows nothing");
+    }
+
+    #[test]
+    fn one_packet_follows_the_persistence_template_and_refreshes_it() {
+        let svc = service_for(Protocol::Udp, Some(Persistence::new(secs(300))));
+        let mut t = ConnTable::default();
+        let (a, b) = (sa("10.0.0.1:80"), sa("10.0.0.2:80"));
+        assert_eq!(
+            one_packet_dests(&mut t, &svc, "192.0.2.1:5353", 0, 3),
+            [a; 3]
+        );
+        assert_eq!(one_packet_dests(&mut t, &svc, "192.0.2.2:5353", 3, 1), [b]);
+        // Client 1 again from another port, at t=100: same template, re-armed.
+        assert_eq!(
+            one_packet_dests(&mut t, &svc, "192.0.2.1:6000", 100, 1),
+            [a]
+        );
+        assert_eq!(svc.stats().counters().conns, 5);
+        assert!(t.is_empty());
+        let entries = t.entries(secs(101));
+        assert_eq!(entries.len(), 2);
+        assert!(entries.iter().all(|e| e.template), "only the templates");
+        assert_eq!(counts(&svc, "10.0.0.1:80"), (0, 0, 1));
+        // Controlling no connection, each template goes one timeout after its last
+        // datagram: client 2's at 303, client 1's at 400.
+        t.expire(secs(399));
+        assert_eq!(t.template_count(), 1);
+        assert_eq!(counts(&svc, "10.0.0.2:80"), (0, 0, 0));
+        t.expire(secs(400));
+        assert_eq!(t.template_count(), 0);
+        assert_eq!(counts(&svc, "10.0.0.1:80"), (0, 0, 0));
+    }
+
+    #[test]
+    fn one_packet_leaves_an_existing_entry_alone_and_needs_a_destination() {
+        let mut svc = service_for(Protocol::Udp, None);
+        let mut t = ConnTable::default();
+        let f = flow("192.0.2.1:5353");
+        let key = t.connect(&svc, Protocol::Udp, &f, secs(0)).expect("conn");
+        assert_eq!(dest_of(&t, &key), sa("10.0.0.1:80"));
+        assert_eq!(
+            one_packet_dests(&mut t, &svc, "192.0.2.1:5353", 1, 1),
+            [sa("10.0.0.2:80")]
+        );
+        assert_eq!(t.len(), 1);
+        assert_eq!(
+            t.get(&key).expect("conn").expires(),
+            secs(300),
+            "not refreshed"
+        );
+        for dest in ["10.0.0.1:80", "10.0.0.2:80"] {
+            svc.pool.set_weight(sa(dest), 0).expect("quiesce");
+        }
+        assert!(
+            t.schedule_one_packet(&svc, Protocol::Udp, &f, 10, secs(2))
+                .is_none()
+        );
     }
 
     #[test]

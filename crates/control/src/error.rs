@@ -93,8 +93,6 @@ pub enum Unsupported {
     Sctp,
     /// Port 0: a service on every port of an address.
     AllPorts,
-    /// `-o`: one-packet scheduling.
-    OnePacket,
     /// `--pe`: persistence engines.
     PersistenceEngine,
     /// `--start-daemon`: connection synchronisation.
@@ -113,9 +111,6 @@ impl Unsupported {
             }
             Unsupported::AllPorts => {
                 "Port-zero services need kernel IPVS: keeplb's userspace proxy listens on one port per service"
-            }
-            Unsupported::OnePacket => {
-                "One-packet scheduling needs kernel IPVS: keeplb's userspace proxy schedules each client flow once"
             }
             Unsupported::PersistenceEngine => {
                 "Persistence engines need kernel IPVS: keeplb's userspace proxy has none"

@@ -178,6 +178,7 @@ impl TableOps for LiveTable {
             // ipvsadm has no service-wide method: real servers without one say -g.
             forwarding: Forwarding::Route,
             sched_flags: flags,
+            one_packet: config.one_packet,
             ..ServiceOptions::default()
         };
         let svc = VirtualService::new(service, self.settings, options).map_err(proxy_error)?;
@@ -200,7 +201,10 @@ impl TableOps for LiveTable {
             s.set_persistence(persistence(config));
             Ok(())
         })?;
-        svc.edit_options(|options| options.sched_flags = flags);
+        svc.edit_options(|options| {
+            options.sched_flags = flags;
+            options.one_packet = config.one_packet;
+        });
         Ok(())
     }
 
@@ -330,9 +334,6 @@ fn service_id(key: &ServiceKey) -> Result<(balancer::Protocol, SocketAddr), Kern
 
 /// Refuses the service options the proxy cannot honour.
 fn served_options(config: &ServiceConfig) -> Result<(), KernelError> {
-    if config.one_packet {
-        return Err(KernelError::NeedsKernel(Unsupported::OnePacket));
-    }
     if config.persistence_engine.is_some() {
         return Err(KernelError::NeedsKernel(Unsupported::PersistenceEngine));
     }
@@ -474,7 +475,7 @@ fn service_entry(svc: &VirtualService) -> ServiceEntry {
                 persistent: persistence
                     .map(|p| u32::try_from(p.timeout.as_secs()).unwrap_or(u32::MAX)),
                 netmask,
-                one_packet: false,
+                one_packet: options.one_packet,
                 persistence_engine: None,
             },
             stats: stats(s.stats()),

@@ -539,13 +539,10 @@ fn service(
     };
     let kind = vs.lb_algo;
     let mut flags = SchedFlags::EMPTY;
-    for flag in &vs.lb_flags {
-        if flag == "ops" {
-            tracing::warn!(
-                "virtual_server {vip}: one-packet scheduling (ops) is not available in the userspace proxy; each client address is one flow"
-            );
-            continue;
-        }
+    // keepalived sets IP_VS_SVC_F_ONEPACKET for UDP services only (the configuration
+    // already drops `ops` elsewhere, with a warning).
+    let one_packet = protocol == Protocol::Udp && vs.lb_flags.iter().any(|f| f == "ops");
+    for flag in vs.lb_flags.iter().filter(|f| *f != "ops") {
         // keepalived sets the generic bit whatever the scheduler; so does keeplb.
         flags |= [kind, SchedulerKind::Sh, SchedulerKind::Mh]
             .into_iter()
@@ -590,6 +587,7 @@ fn service(
         forwarding: service_forwarding,
         dest_forwarding,
         sched_flags: flags,
+        one_packet,
         ..ServiceOptions::default()
     };
     Ok((service, options))

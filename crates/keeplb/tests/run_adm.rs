@@ -239,6 +239,10 @@ fn seed_sessions_list_and_fail_like_ipvsadm() {
         "-A -u 192.168.109.128:53 -s sh -b sh-port",
         "-a -u 192.168.109.128:53 -r 192.168.126.131:53 -m -w 5",
         "-E -t 192.168.109.128:80 -s wlc -p 600 -M 255.255.255.0",
+        // one-packet scheduling: -E without -o turns it off, as in ipvsadm
+        "-A -u 192.168.109.128:5353 -s rr -o",
+        "-E -u 192.168.109.128:5353 -s rr",
+        "-E -u 192.168.109.128:5353 -s wrr -o",
         "-Z",
     ];
     for line in sessions {
@@ -254,6 +258,11 @@ fn seed_sessions_list_and_fail_like_ipvsadm() {
         listing.contains("UDP  192.168.109.128:53 sh (sh-port)"),
         "{listing}"
     );
+    assert!(
+        listing.contains("UDP  192.168.109.128:5353 wrr ops\n"),
+        "{listing}"
+    );
+    both(&control, &mut table, "-D -u 192.168.109.128:5353");
 
     // The errors operators meet, with ipvsadm's words and exit codes.
     let failures = [
@@ -285,6 +294,13 @@ fn seed_sessions_list_and_fail_like_ipvsadm() {
     // Parse errors never reach the daemon, and exit as ipvsadm does.
     both(&control, &mut table, "-A -t 10.9.9.9 -s rr");
     both(&control, &mut table, "-a -t 192.168.109.128:80 -w 3");
+    let tcp_ops = both(&control, &mut table, "-A -t 10.9.9.9:80 -s rr -o");
+    assert!(
+        tcp_ops
+            .stderr
+            .contains("One-Packet Scheduling is only for UDP virtual services"),
+        "{tcp_ops:?}"
+    );
 
     // Timeouts: the kernel's defaults, then --set.
     both(&control, &mut table, "-L --timeout");

@@ -8,7 +8,7 @@ use common::*;
 
 use std::collections::HashMap;
 use std::io::{BufReader, Read, Write};
-use std::net::{Shutdown, TcpStream, UdpSocket};
+use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -129,8 +129,10 @@ fn tcp_spread_is_what_ipvs_gives_per_scheduler() {
     stop(&keeplb);
 }
 
+/// A UDP service's flows stick to their real server; on an `ops` service (one-packet
+/// scheduling) over the same real servers, each datagram is scheduled on its own.
 #[test]
-fn udp_flows_stick_to_their_real_server() {
+fn udp_flows_stick_to_their_real_server_unless_ops() {
     let site = site("lvs-udp");
     for (host, name, ip) in site.real_servers.iter().take(2) {
         let socket = host
@@ -146,19 +148,21 @@ fn udp_flows_stick_to_their_real_server() {
             }
         });
     }
-    let conf = format!(
-        "virtual_server {VIP} 53 {{\n    lb_algo rr\n    protocol UDP\n    real_server {} 53 {{\n    }}\n    real_server {} 53 {{\n    }}\n}}\n",
-        REAL_SERVERS[0].1, REAL_SERVERS[1].1
-    );
+    let conf = [(53, ""), (54, "    ops\n")]
+        .map(|(port, ops)| format!(
+            "virtual_server {VIP} {port} {{\n    lb_algo rr\n    protocol UDP\n{ops}    real_server {} 53 {{\n    }}\n    real_server {} 53 {{\n    }}\n}}\n",
+            REAL_SERVERS[0].1, REAL_SERVERS[1].1
+        ))
+        .concat();
     let keeplb = site.run(&conf);
-    let vip = sa(VIP, 53);
-    let ask = |socket: &UdpSocket, what: &str| -> Option<String> {
+    let ask_at = |vip: SocketAddr, socket: &UdpSocket, what: &str| -> Option<String> {
         socket.send_to(what.as_bytes(), vip).ok()?;
         let mut buf = [0; 1500];
         let (len, from) = socket.recv_from(&mut buf).ok()?;
         assert_eq!(from, vip, "replies come from the VIP");
         Some(String::from_utf8_lossy(&buf[..len]).into_owned())
     };
+    let ask = |socket: &UdpSocket, what: &str| ask_at(sa(VIP, 53), socket, what);
     let client_socket = || {
         let socket = site
             .client
@@ -190,6 +194,17 @@ fn udp_flows_stick_to_their_real_server() {
         !other.starts_with(server),
         "a new flow goes to the next real server: {other}"
     );
+    let servers: Vec<String> = (0..4)
+        .map(|i| {
+            let answer = ask_at(sa(VIP, 54), &first, &format!("o{i}"))
+                .unwrap_or_else(|| panic!("no answer to o{i}\n{}", keeplb.output_so_far()));
+            let (server, payload) = answer.split_once(':').expect("name:payload");
+            assert_eq!(payload, format!("o{i}"));
+            server.to_owned()
+        })
+        .collect();
+    assert_ne!(servers[0], servers[1], "ops: one client, every real server");
+    assert_eq!([&servers[0], &servers[1]], [&servers[2], &servers[3]], "rr");
     stop(&keeplb);
 }
 

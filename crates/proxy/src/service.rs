@@ -79,6 +79,10 @@ pub struct ServiceOptions {
     /// The scheduler flags the service's scheduler was built with (`-b`, `lb_flags`);
     /// the scheduler does not report them back, listings need them.
     pub sched_flags: SchedFlags,
+    /// One-packet scheduling (ipvsadm `-o`, keepalived `ops`): every datagram of a UDP
+    /// service is scheduled on its own and leaves no connection entry. TCP services
+    /// keep the flag for listings and ignore it, as the kernel does.
+    pub one_packet: bool,
 }
 
 impl Default for ServiceOptions {
@@ -90,6 +94,7 @@ impl Default for ServiceOptions {
             forwarding: Forwarding::default(),
             dest_forwarding: HashMap::new(),
             sched_flags: SchedFlags::EMPTY,
+            one_packet: false,
         }
     }
 }
@@ -288,6 +293,22 @@ impl VirtualService {
         let service = self.service.read().unwrap_or_else(PoisonError::into_inner);
         let key = table.connect(&service, self.protocol, flow, now)?;
         binding(&table, key)
+    }
+
+    /// Schedules one datagram of `bytes` bytes of a one-packet service on its own,
+    /// counting it as a connection and an incoming packet; no entry is made.
+    pub(crate) fn schedule_one_packet(&self, flow: &Flow, bytes: usize) -> Option<Binding> {
+        let now = self.now();
+        let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
+        let mut table = self.table();
+        let service = self.service.read().unwrap_or_else(PoisonError::into_inner);
+        let (dest, target) =
+            table.schedule_one_packet(&service, self.protocol, flow, bytes, now)?;
+        Some(Binding {
+            key: None,
+            dest,
+            target,
+        })
     }
 
     /// Binds connection `key` elsewhere after its destination failed.

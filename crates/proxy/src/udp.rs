@@ -8,6 +8,12 @@
 //! flows per service (each costs a socket); beyond that, new clients' datagrams are
 //! dropped until flows expire. Removing the service ends its flows with it, so no
 //! socket of it lingers in the port's `SO_REUSEPORT` group.
+//!
+//! With one-packet scheduling (ipvsadm `-o`, keepalived `ops`) every datagram is
+//! scheduled on its own and counted as a connection, leaving no table entry, as IPVS
+//! does. A flow then belongs to a client *and* a real server: datagrams of a client
+//! that go to the same real server share its socket, and replies come back through it
+//! as for any flow.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -16,12 +22,12 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use keeplb_balancer::{ConnGuard, ConnKey, Direction, Flow};
+use keeplb_balancer::{ConnGuard, ConnKey, Dest, Direction, Flow};
 use tokio::net::UdpSocket;
 use tokio::task::JoinSet;
 
 use crate::activity::{IdleTimer, LastActivity};
-use crate::service::{Refusal, VirtualService};
+use crate::service::{Binding, Refusal, VirtualService};
 
 /// Largest UDP payload over IPv4 or IPv6 without jumbograms.
 const MAX_DATAGRAM: usize = 65_535;
@@ -38,56 +44,81 @@ thread_local! {
     static REPLY_BUFFER: RefCell<Box<[u8]>> = RefCell::new(vec![0; MAX_DATAGRAM].into_boxed_slice());
 }
 
-type Flows = Arc<Mutex<HashMap<SocketAddr, Arc<UdpFlow>>>>;
+/// A service's flows on one worker.
+type Flows = Arc<Mutex<HashMap<FlowId, Arc<UdpFlow>>>>;
 
-/// One client's flow.
+/// Which flow a datagram belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct FlowId {
+    client: SocketAddr,
+    /// The real server of a one-packet service's flow, whose datagrams are scheduled
+    /// before their flow is looked up; `None` for a client's only flow.
+    upstream: Option<SocketAddr>,
+}
+
+/// Where a flow's datagrams are counted.
+#[derive(Debug)]
+enum Tally {
+    /// In the connection table entry, which they keep alive.
+    Entry(ConnKey),
+    /// A one-packet service's flow: each datagram in was counted when it was
+    /// scheduled; replies count on the destination.
+    OnePacket(Arc<Dest>),
+    /// The sorry server, counted as a connection on its destination while the flow
+    /// lasts.
+    Sorry(ConnGuard),
+}
+
+/// One client's flow to one real server.
 #[derive(Debug)]
 struct UdpFlow {
-    /// The connection table entry; `None` on the sorry server.
-    key: Option<ConnKey>,
+    tally: Tally,
     upstream: UdpSocket,
     activity: LastActivity,
-    /// Counts a sorry-server flow on its destination.
-    sorry: Option<ConnGuard>,
+}
+
+/// One worker's share of a service: its socket and flows.
+struct Worker {
+    svc: Arc<VirtualService>,
+    socket: Arc<UdpSocket>,
+    flows: Flows,
+    /// Owned here, so aborting the worker's task (the service removed) ends every
+    /// flow too.
+    replies: JoinSet<()>,
 }
 
 /// Receives the clients' datagrams of `svc` on `socket` until the task is aborted.
 pub(crate) async fn serve(socket: UdpSocket, svc: Arc<VirtualService>) {
-    let socket = Arc::new(socket);
-    let flows: Flows = Arc::default();
-    // Owned here, so aborting this task (the service removed) ends every flow too.
-    let mut replies = JoinSet::new();
+    let mut worker = Worker {
+        svc,
+        socket: Arc::new(socket),
+        flows: Arc::default(),
+        replies: JoinSet::new(),
+    };
     let mut buf = vec![0; MAX_DATAGRAM];
     loop {
         let received = tokio::select! {
-            received = socket.recv_from(&mut buf) => received,
-            Some(_) = replies.join_next() => continue,
+            received = worker.socket.recv_from(&mut buf) => received,
+            Some(_) = worker.replies.join_next() => continue,
         };
         let (len, client) = match received {
             Ok(received) => received,
             Err(e) => {
-                tracing::debug!(service = %svc.vip(), "receive failed: {e}");
+                tracing::debug!(service = %worker.svc.vip(), "receive failed: {e}");
                 continue;
             }
         };
-        let existing = flows
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&client)
-            .cloned();
-        // A flow whose table entry expired (or was flushed) is scheduled afresh.
-        let flow = match existing {
-            Some(flow) if counted(&svc, &flow, Direction::Input, len) => flow,
-            _ => match open_flow(&svc, &socket, &flows, &mut replies, client).await {
-                Ok(flow) => {
-                    counted(&svc, &flow, Direction::Input, len);
-                    flow
-                }
-                Err(why) => {
-                    svc.warn_refused(client, why);
-                    continue;
-                }
-            },
+        let flow = if worker.svc.options().one_packet {
+            worker.one_packet_flow(client, len).await
+        } else {
+            worker.client_flow(client, len).await
+        };
+        let flow = match flow {
+            Ok(flow) => flow,
+            Err(why) => {
+                worker.svc.warn_refused(client, why);
+                continue;
+            }
         };
         let _ = flow.activity.touch();
         // A new socket's writability is only known after the first event: wait for
@@ -106,67 +137,162 @@ pub(crate) async fn serve(socket: UdpSocket, svc: Arc<VirtualService>) {
     }
 }
 
-/// Counts a datagram on `flow`'s table entry (or, on the sorry server, on its
-/// destination); false when the entry is gone.
-fn counted(svc: &VirtualService, flow: &UdpFlow, dir: Direction, len: usize) -> bool {
-    match (&flow.key, &flow.sorry) {
-        (Some(key), _) => svc.udp_datagram(key, dir, len),
-        (None, Some(sorry)) => {
-            svc.untracked_datagram(sorry.dest(), dir, len);
-            true
+impl Worker {
+    /// The flow of `client`'s datagram of `len` bytes, counted: the client's flow, or a
+    /// new one when it has none or its table entry expired (or was flushed).
+    async fn client_flow(
+        &mut self,
+        client: SocketAddr,
+        len: usize,
+    ) -> Result<Arc<UdpFlow>, Refusal> {
+        let id = FlowId {
+            client,
+            upstream: None,
+        };
+        if let Some(flow) = self.counted_existing(id, len) {
+            return Ok(flow);
         }
-        (None, None) => true,
+        self.ensure_room()?;
+        match self.svc.schedule(&Flow::new(client, self.svc.vip())) {
+            Some(Binding {
+                key: Some(key),
+                target,
+                ..
+            }) => {
+                let flow = self.open(id, target, Tally::Entry(key)).await?;
+                counted(&self.svc, &flow, Direction::Input, len);
+                Ok(flow)
+            }
+            _ => self.sorry_flow(id, len).await,
+        }
+    }
+
+    /// One-packet scheduling: the datagram is scheduled (and counted) on its own, then
+    /// goes through the flow of its client and real server, opened if need be, so
+    /// that replies still reach the client from the VIP.
+    async fn one_packet_flow(
+        &mut self,
+        client: SocketAddr,
+        len: usize,
+    ) -> Result<Arc<UdpFlow>, Refusal> {
+        let flow = Flow::new(client, self.svc.vip());
+        let Some(binding) = self.svc.schedule_one_packet(&flow, len) else {
+            let sorry = self.svc.sorry_binding().ok_or(Refusal::Unavailable)?;
+            let id = FlowId {
+                client,
+                upstream: Some(sorry.target),
+            };
+            return match self.counted_existing(id, len) {
+                Some(flow) => Ok(flow),
+                None => self.sorry_flow(id, len).await,
+            };
+        };
+        let id = FlowId {
+            client,
+            upstream: Some(binding.target),
+        };
+        match self.existing(id) {
+            Some(flow) => Ok(flow),
+            None => {
+                self.ensure_room()?;
+                self.open(id, binding.target, Tally::OnePacket(binding.dest))
+                    .await
+            }
+        }
+    }
+
+    /// A new flow `id` to the sorry server, with its first datagram of `len` bytes
+    /// counted.
+    async fn sorry_flow(&mut self, id: FlowId, len: usize) -> Result<Arc<UdpFlow>, Refusal> {
+        let sorry = self.svc.sorry_binding().ok_or(Refusal::Unavailable)?;
+        self.ensure_room()?;
+        let tally = Tally::Sorry(sorry.dest.connect());
+        let flow = self.open(id, sorry.target, tally).await?;
+        counted(&self.svc, &flow, Direction::Input, len);
+        Ok(flow)
+    }
+
+    /// Flow `id` with a datagram of `len` bytes counted on it, unless it does not exist
+    /// or its table entry is gone.
+    fn counted_existing(&self, id: FlowId, len: usize) -> Option<Arc<UdpFlow>> {
+        self.existing(id)
+            .filter(|flow| counted(&self.svc, flow, Direction::Input, len))
+    }
+
+    fn existing(&self, id: FlowId) -> Option<Arc<UdpFlow>> {
+        self.flows
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&id)
+            .cloned()
+    }
+
+    fn ensure_room(&self) -> Result<(), Refusal> {
+        if self
+            .flows
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+            >= MAX_FLOWS
+        {
+            return Err(Refusal::FlowTableFull);
+        }
+        Ok(())
+    }
+
+    /// Connects a socket to `target` for flow `id` and starts relaying the replies.
+    async fn open(
+        &mut self,
+        id: FlowId,
+        target: SocketAddr,
+        tally: Tally,
+    ) -> Result<Arc<UdpFlow>, Refusal> {
+        let upstream = match connected_socket(target).await {
+            Ok(socket) => socket,
+            Err(e) => {
+                tracing::debug!(real_server = %target, "cannot open a UDP flow: {e}");
+                if let Tally::Entry(key) = &tally {
+                    self.svc.forget(key);
+                }
+                return Err(Refusal::Unavailable);
+            }
+        };
+        let flow = Arc::new(UdpFlow {
+            tally,
+            upstream,
+            activity: LastActivity::new(),
+        });
+        self.flows
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, Arc::clone(&flow));
+        self.replies.spawn(relay_replies(
+            Arc::clone(&self.svc),
+            Arc::clone(&self.socket),
+            Arc::clone(&self.flows),
+            id,
+            Arc::clone(&flow),
+        ));
+        Ok(flow)
     }
 }
 
-/// Schedules a new client, connects a socket to its real server (or the sorry
-/// server) and starts relaying the replies.
-async fn open_flow(
-    svc: &Arc<VirtualService>,
-    listener: &Arc<UdpSocket>,
-    flows: &Flows,
-    replies: &mut JoinSet<()>,
-    client: SocketAddr,
-) -> Result<Arc<UdpFlow>, Refusal> {
-    if flows.lock().unwrap_or_else(PoisonError::into_inner).len() >= MAX_FLOWS {
-        return Err(Refusal::FlowTableFull);
-    }
-    let (binding, sorry) = match svc.schedule(&Flow::new(client, svc.vip())) {
-        Some(binding) => (binding, None),
-        None => {
-            let binding = svc.sorry_binding().ok_or(Refusal::Unavailable)?;
-            let guard = binding.dest.connect();
-            (binding, Some(guard))
-        }
-    };
-    let upstream = match connected_socket(binding.target).await {
-        Ok(socket) => socket,
-        Err(e) => {
-            tracing::debug!(real_server = %binding.target, "cannot open a UDP flow: {e}");
-            if let Some(key) = &binding.key {
-                svc.forget(key);
+/// Counts a datagram of `flow`; false when its table entry is gone.
+fn counted(svc: &VirtualService, flow: &UdpFlow, dir: Direction, len: usize) -> bool {
+    match &flow.tally {
+        Tally::Entry(key) => svc.udp_datagram(key, dir, len),
+        Tally::OnePacket(dest) => {
+            // Datagrams in were counted as they were scheduled.
+            if dir == Direction::Output {
+                svc.untracked_datagram(dest, dir, len);
             }
-            return Err(Refusal::Unavailable);
+            true
         }
-    };
-    let flow = Arc::new(UdpFlow {
-        key: binding.key,
-        upstream,
-        activity: LastActivity::new(),
-        sorry,
-    });
-    flows
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .insert(client, Arc::clone(&flow));
-    replies.spawn(relay_replies(
-        Arc::clone(svc),
-        Arc::clone(listener),
-        Arc::clone(flows),
-        client,
-        Arc::clone(&flow),
-    ));
-    Ok(flow)
+        Tally::Sorry(sorry) => {
+            svc.untracked_datagram(sorry.dest(), dir, len);
+            true
+        }
+    }
 }
 
 async fn connected_socket(target: SocketAddr) -> io::Result<UdpSocket> {
@@ -186,9 +312,10 @@ async fn relay_replies(
     svc: Arc<VirtualService>,
     listener: Arc<UdpSocket>,
     flows: Flows,
-    client: SocketAddr,
+    id: FlowId,
     flow: Arc<UdpFlow>,
 ) {
+    let client = id.client;
     let mut idle = IdleTimer::new(svc.conn_settings().timeouts.udp());
     loop {
         tokio::select! {
@@ -209,8 +336,8 @@ async fn relay_replies(
         }
     }
     let mut flows = flows.lock().unwrap_or_else(PoisonError::into_inner);
-    if flows.get(&client).is_some_and(|f| Arc::ptr_eq(f, &flow)) {
-        flows.remove(&client);
+    if flows.get(&id).is_some_and(|f| Arc::ptr_eq(f, &flow)) {
+        flows.remove(&id);
     }
 }
 

@@ -1,15 +1,18 @@
-//! UDP services on loopback: per-client flows, replies from the VIP, counters.
+//! UDP services on loopback: per-client flows, one-packet scheduling, replies from the
+//! VIP, counters.
 
 mod common;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use common::*;
-use keeplb_balancer::{Dest, Protocol};
+use keeplb_balancer::{Dest, Persistence, Protocol};
 use keeplb_proxy::ServiceOptions;
 use tokio::net::UdpSocket;
 
-async fn ask(socket: &UdpSocket, vip: std::net::SocketAddr, question: &str) -> String {
+async fn ask(socket: &UdpSocket, vip: SocketAddr, question: &str) -> String {
     socket
         .send_to(question.as_bytes(), vip)
         .await
@@ -59,10 +62,20 @@ async fn each_client_is_one_flow_on_one_real_server() {
 
 #[tokio::test]
 async fn the_sorry_server_answers_and_is_counted() {
+    sorry_server_answers_and_is_counted(false).await;
+}
+
+#[tokio::test]
+async fn the_sorry_server_answers_one_packet_services_too() {
+    sorry_server_answers_and_is_counted(true).await;
+}
+
+async fn sorry_server_answers_and_is_counted(one_packet: bool) {
     let sorry_addr = udp_server("sorry").await;
-    let sorry = Arc::new(Dest::new(sorry_addr, 1).unwrap());
+    let sorry = Arc::new(Dest::new(sorry_addr, 1).expect("sorry dest"));
     let options = ServiceOptions {
         sorry_server: Some(Arc::clone(&sorry)),
+        one_packet,
         ..ServiceOptions::default()
     };
     let Served {
@@ -73,7 +86,7 @@ async fn the_sorry_server_answers_and_is_counted() {
         .port(53)
         .options(options)
         .start();
-    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let client = UdpSocket::bind("127.0.0.1:0").await.expect("client");
     for question in ["q1", "q2"] {
         assert_eq!(
             ask(&client, vip, question).await,
@@ -89,4 +102,76 @@ async fn the_sorry_server_answers_and_is_counted() {
         svc.conn_entries().is_empty(),
         "the sorry server has no table entry"
     );
+    assert_eq!(
+        (sorry.active_conns(), sorry.inactive_conns()),
+        (0, 1),
+        "one flow on the sorry server"
+    );
+}
+
+/// An rr service on port 53 with one-packet scheduling over `a` and `b` (rr starts
+/// with `b`).
+fn one_packet_service(a: SocketAddr, b: SocketAddr) -> Setup {
+    let options = ServiceOptions {
+        one_packet: true,
+        ..ServiceOptions::default()
+    };
+    Setup::new(Protocol::Udp, &[(a, 1), (b, 1)])
+        .port(53)
+        .options(options)
+}
+
+#[tokio::test]
+async fn one_packet_scheduling_spreads_one_client_s_datagrams() {
+    let (a, b) = (udp_server("a").await, udp_server("b").await);
+    let Served {
+        plane: _plane,
+        svc,
+        vip,
+    } = one_packet_service(a, b).start();
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut answers = Vec::new();
+    for i in 0..4 {
+        answers.push(ask(&client, vip, &format!("q{i}")).await);
+    }
+    assert_eq!(answers, ["b:q0", "a:q1", "b:q2", "a:q3"]);
+    let counters = svc.read(|s| s.stats().counters());
+    assert_eq!(
+        (counters.conns, counters.in_pkts, counters.out_pkts),
+        (4, 4, 4),
+        "every datagram is a connection"
+    );
+    assert!(svc.conn_entries().is_empty(), "no entry is left");
+    svc.read(|s| {
+        for dest in [a, b] {
+            let d = s.pool.get(dest).unwrap();
+            let on_dest = d.stats().counters();
+            assert_eq!(
+                (on_dest.conns, on_dest.in_pkts, on_dest.out_pkts),
+                (2, 2, 2),
+                "{dest}: replies count on the real server that sent them"
+            );
+            assert_eq!((d.active_conns(), d.inactive_conns()), (0, 0));
+        }
+    });
+}
+
+#[tokio::test]
+async fn one_packet_scheduling_follows_persistence() {
+    let (a, b) = (udp_server("a").await, udp_server("b").await);
+    let Served {
+        plane: _plane,
+        svc,
+        vip,
+    } = one_packet_service(a, b)
+        .persistence(Persistence::new(Duration::from_secs(300)))
+        .start();
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for i in 0..3 {
+        assert_eq!(ask(&client, vip, &format!("q{i}")).await, format!("b:q{i}"));
+    }
+    assert_eq!(svc.read(|s| s.stats().counters().conns), 3);
+    let entries = svc.conn_entries();
+    assert_eq!(entries.len(), 1);
+    assert!(entries[0].template, "only the persistence template");
 }
