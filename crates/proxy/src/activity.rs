@@ -74,8 +74,11 @@ impl IdleTimer {
             return Poll::Ready(());
         }
         self.sleep.as_mut().reset(deadline);
-        // Registers the waker; the deadline is in the future, so it is pending.
-        let _ = self.sleep.as_mut().poll(cx);
+        // Registers the waker; the deadline is in the future, so it is pending. Polled
+        // outside tokio's cooperative budget: with the task's budget spent, a plain poll
+        // would return before registering, and since an armed timer is not polled
+        // again, it would never wake the task.
+        let _ = Pin::new(&mut tokio::task::unconstrained(self.sleep.as_mut())).poll(cx);
         self.armed = true;
         Poll::Pending
     }
@@ -100,6 +103,26 @@ mod tests {
             .idle(&activity)
             .await;
         assert_eq!(started.elapsed(), Duration::from_secs(15));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timer_armed_with_the_task_budget_spent_still_fires() {
+        let activity = LastActivity::new();
+        let started = Instant::now();
+        let mut timer = IdleTimer::new(Duration::from_secs(10));
+        // Spend the task's cooperative budget (128 units) on ready operations.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for i in 0..200 {
+            tx.send(i).unwrap();
+        }
+        let idle = std::future::poll_fn(|cx| {
+            while let Poll::Ready(Some(_)) = rx.poll_recv(cx) {}
+            timer.poll_idle(cx, &activity)
+        });
+        tokio::time::timeout(Duration::from_secs(3600), idle)
+            .await
+            .expect("the idle timer fired");
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
     }
 
     #[tokio::test(start_paused = true)]

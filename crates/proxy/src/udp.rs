@@ -1,6 +1,9 @@
 //! UDP services: one flow per client address, each with its own socket connected to
 //! the real server chosen for it, kept while datagrams pass and closed after the UDP
-//! timeout (IPVS's 300 s by default) of silence.
+//! timeout (IPVS's 300 s by default) of silence. A client whose real server left the
+//! service (or who is on the sorry server while a real server is available again) is
+//! scheduled afresh at its next datagram, as IPVS does with `expire_nodest_conn`:
+//! datagrams carry no connection worth draining.
 //!
 //! Replies are sent from the service's own socket, so the client sees them come from
 //! the VIP. Datagrams are never queued: when a socket's buffer is full the datagram is
@@ -24,7 +27,7 @@ use std::time::Duration;
 
 use keeplb_balancer::{ConnGuard, ConnKey, Dest, Direction, Flow};
 use tokio::net::UdpSocket;
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
 
 use crate::activity::{IdleTimer, LastActivity};
 use crate::service::{Binding, Refusal, VirtualService};
@@ -38,14 +41,21 @@ pub(crate) const MAX_FLOWS: usize = 16_384;
 /// How long a datagram may wait for room in a socket before it is dropped.
 const SEND_PATIENCE: Duration = Duration::from_millis(10);
 
+/// How long a one-packet flow waits for replies after its last datagram. IPVS keeps
+/// no state at all for one-packet scheduling; the proxy keeps a socket only so that
+/// replies come back from the VIP, and a request/response protocol (DNS, the reason
+/// for `ops`) answers within seconds. Holding such flows for the whole UDP timeout
+/// would fill the flow table with one socket per client port.
+const ONE_PACKET_REPLY_WINDOW: Duration = Duration::from_secs(10);
+
 thread_local! {
     /// Replies are read into one buffer per worker thread, so a flow owns no buffer
     /// while it waits.
     static REPLY_BUFFER: RefCell<Box<[u8]>> = RefCell::new(vec![0; MAX_DATAGRAM].into_boxed_slice());
 }
 
-/// A service's flows on one worker.
-type Flows = Arc<Mutex<HashMap<FlowId, Arc<UdpFlow>>>>;
+/// A service's flows on one worker, each with the task relaying its replies.
+type Flows = Arc<Mutex<HashMap<FlowId, (Arc<UdpFlow>, AbortHandle)>>>;
 
 /// Which flow a datagram belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -59,8 +69,9 @@ struct FlowId {
 /// Where a flow's datagrams are counted.
 #[derive(Debug)]
 enum Tally {
-    /// In the connection table entry, which they keep alive.
-    Entry(ConnKey),
+    /// In the connection table entry of the client, which they keep alive, bound to
+    /// `dest`.
+    Entry { key: ConnKey, dest: Arc<Dest> },
     /// A one-packet service's flow: each datagram in was counted when it was
     /// scheduled; replies count on the destination.
     OnePacket(Arc<Dest>),
@@ -157,9 +168,9 @@ impl Worker {
             Some(Binding {
                 key: Some(key),
                 target,
-                ..
+                dest,
             }) => {
-                let flow = self.open(id, target, Tally::Entry(key)).await?;
+                let flow = self.open(id, target, Tally::Entry { key, dest }).await?;
                 counted(&self.svc, &flow, Direction::Input, len);
                 Ok(flow)
             }
@@ -191,7 +202,7 @@ impl Worker {
             client,
             upstream: Some(binding.target),
         };
-        match self.existing(id) {
+        match self.bound(id) {
             Some(flow) => Ok(flow),
             None => {
                 self.ensure_room()?;
@@ -212,19 +223,50 @@ impl Worker {
         Ok(flow)
     }
 
-    /// Flow `id` with a datagram of `len` bytes counted on it, unless it does not exist
-    /// or its table entry is gone.
-    fn counted_existing(&self, id: FlowId, len: usize) -> Option<Arc<UdpFlow>> {
-        self.existing(id)
+    /// Flow `id` with a datagram of `len` bytes counted on it, unless it does not exist,
+    /// is no longer bound ([`Worker::bound`]) or its table entry is gone.
+    fn counted_existing(&mut self, id: FlowId, len: usize) -> Option<Arc<UdpFlow>> {
+        self.bound(id)
             .filter(|flow| counted(&self.svc, flow, Direction::Input, len))
     }
 
-    fn existing(&self, id: FlowId) -> Option<Arc<UdpFlow>> {
-        self.flows
+    /// Flow `id`, if it exists and may carry its client's next datagram: its real server
+    /// is still in the service, or, on the sorry server, no real server is available
+    /// yet. A flow that may not is ended (with its table entry), so that the datagram is
+    /// scheduled afresh: a removed real server is left at once, as IPVS does with
+    /// `expire_nodest_conn`, rather than kept for as long as the client keeps talking.
+    fn bound(&mut self, id: FlowId) -> Option<Arc<UdpFlow>> {
+        let flow = self
+            .flows
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&id)
-            .cloned()
+            .map(|(flow, _)| Arc::clone(flow))?;
+        let bound = match &flow.tally {
+            Tally::Entry { dest, .. } | Tally::OnePacket(dest) => self.svc.read(|s| {
+                s.pool
+                    .get(dest.addr())
+                    .is_some_and(|d| Arc::ptr_eq(d, dest))
+            }),
+            Tally::Sorry(_) => self
+                .svc
+                .read(|s| !s.pool.dests().iter().any(|d| d.available())),
+        };
+        if bound {
+            return Some(flow);
+        }
+        if let Tally::Entry { key, .. } = &flow.tally {
+            self.svc.forget(key);
+        }
+        let ended = self
+            .flows
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+        if let Some((_, relay)) = ended {
+            relay.abort();
+        }
+        None
     }
 
     fn ensure_room(&self) -> Result<(), Refusal> {
@@ -251,7 +293,7 @@ impl Worker {
             Ok(socket) => socket,
             Err(e) => {
                 tracing::debug!(real_server = %target, "cannot open a UDP flow: {e}");
-                if let Tally::Entry(key) = &tally {
+                if let Tally::Entry { key, .. } = &tally {
                     self.svc.forget(key);
                 }
                 return Err(Refusal::Unavailable);
@@ -262,17 +304,23 @@ impl Worker {
             upstream,
             activity: LastActivity::new(),
         });
-        self.flows
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id, Arc::clone(&flow));
-        self.replies.spawn(relay_replies(
+        let relay = self.replies.spawn(relay_replies(
             Arc::clone(&self.svc),
             Arc::clone(&self.socket),
             Arc::clone(&self.flows),
             id,
             Arc::clone(&flow),
         ));
+        let replaced = self
+            .flows
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, (Arc::clone(&flow), relay));
+        // A flow whose table entry expired or was flushed is replaced: its socket and
+        // its replies end here rather than at its idle timeout.
+        if let Some((_, relay)) = replaced {
+            relay.abort();
+        }
         Ok(flow)
     }
 }
@@ -280,7 +328,7 @@ impl Worker {
 /// Counts a datagram of `flow`; false when its table entry is gone.
 fn counted(svc: &VirtualService, flow: &UdpFlow, dir: Direction, len: usize) -> bool {
     match &flow.tally {
-        Tally::Entry(key) => svc.udp_datagram(key, dir, len),
+        Tally::Entry { key, .. } => svc.udp_datagram(key, dir, len),
         Tally::OnePacket(dest) => {
             // Datagrams in were counted as they were scheduled.
             if dir == Direction::Output {
@@ -316,7 +364,11 @@ async fn relay_replies(
     flow: Arc<UdpFlow>,
 ) {
     let client = id.client;
-    let mut idle = IdleTimer::new(svc.conn_settings().timeouts.udp());
+    let udp_timeout = svc.conn_settings().timeouts.udp();
+    let mut idle = IdleTimer::new(match flow.tally {
+        Tally::OnePacket(_) => udp_timeout.min(ONE_PACKET_REPLY_WINDOW),
+        _ => udp_timeout,
+    });
     loop {
         tokio::select! {
             ready = flow.upstream.readable() => {
@@ -336,7 +388,7 @@ async fn relay_replies(
         }
     }
     let mut flows = flows.lock().unwrap_or_else(PoisonError::into_inner);
-    if flows.get(&id).is_some_and(|f| Arc::ptr_eq(f, &flow)) {
+    if flows.get(&id).is_some_and(|(f, _)| Arc::ptr_eq(f, &flow)) {
         flows.remove(&id);
     }
 }

@@ -109,6 +109,52 @@ async fn sorry_server_answers_and_is_counted(one_packet: bool) {
     );
 }
 
+#[tokio::test]
+async fn a_client_leaves_a_removed_real_server_at_its_next_datagram() {
+    let (a, b) = (udp_server("a").await, udp_server("b").await);
+    let Served {
+        plane: _plane,
+        svc,
+        vip,
+    } = Setup::new(Protocol::Udp, &[(a, 1), (b, 1)])
+        .port(53)
+        .start();
+    let client = UdpSocket::bind("127.0.0.1:0").await.expect("client");
+    assert_eq!(ask(&client, vip, "q1").await, "b:q1");
+    svc.edit(|s| s.pool.remove(b).map(drop)).expect("remove b");
+    // A syslog-like client that never pauses would otherwise stay on b for good.
+    for question in ["q2", "q3"] {
+        assert_eq!(ask(&client, vip, question).await, format!("a:{question}"));
+    }
+    let entries = svc.conn_entries();
+    assert_eq!(entries.len(), 1, "the entry on b went with it");
+    assert_eq!(entries[0].destination, a);
+}
+
+#[tokio::test]
+async fn a_client_leaves_the_sorry_server_once_a_real_server_is_back() {
+    let real = udp_server("real").await;
+    let options = ServiceOptions {
+        sorry_server: Some(Arc::new(
+            Dest::new(udp_server("sorry").await, 1).expect("sorry dest"),
+        )),
+        ..ServiceOptions::default()
+    };
+    let Served {
+        plane: _plane,
+        svc,
+        vip,
+    } = Setup::new(Protocol::Udp, &[(real, 0)])
+        .port(53)
+        .options(options)
+        .start();
+    let client = UdpSocket::bind("127.0.0.1:0").await.expect("client");
+    assert_eq!(ask(&client, vip, "q1").await, "sorry:q1");
+    svc.edit(|s| s.pool.set_weight(real, 1))
+        .expect("weight back");
+    assert_eq!(ask(&client, vip, "q2").await, "real:q2");
+}
+
 /// An rr service on port 53 with one-packet scheduling over `a` and `b` (rr starts
 /// with `b`).
 fn one_packet_service(a: SocketAddr, b: SocketAddr) -> Setup {
