@@ -13,7 +13,14 @@
 //!   lower-priority advertisement ([`Action::MasterReceivedLowerPriority`]) queues its
 //!   `notify_master_rx_lower_pri` script (no extra arguments) the same way, between the
 //!   transitions around it, with a `MASTER_RX_LOWER_PRI` FIFO line (keepalived's
-//!   `send_event_notify`).
+//!   `send_event_notify`). Unlike the transitions, these runs are coalesced: while one
+//!   is still waiting behind the last queued job, further adverts only write their FIFO
+//!   line. keepalived forks the script for every advert; queued one per advert here, a
+//!   cut-off backup advertising every second and a script that takes seconds would grow
+//!   the queue for as long as the partition lasts and hold a later `notify_backup` or
+//!   `notify_fault` back by minutes. Coalesced, the script still runs after the last
+//!   advert (at most one run waits while another runs) and transitions wait behind at
+//!   most that one.
 //! - [`FifoWriter`]: `notify_fifo` / `vrrp_notify_fifo`, one line per event in keepalived's
 //!   format ([`fifo_line`]): `INSTANCE "VI_1" MASTER 100`; [`FifoScript`]: its
 //!   `notify_fifo_script`, started once with the FIFO's path.
@@ -29,7 +36,7 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
@@ -232,8 +239,45 @@ pub struct NotifyConfig {
 enum Job {
     /// A transition to `state`.
     State { state: State, priority: u8 },
-    /// `MASTER_RX_LOWER_PRI`.
-    MasterRxLowerPri,
+    /// `MASTER_RX_LOWER_PRI`; the number is the job's [`RxLowerCoalescer`] ticket.
+    MasterRxLowerPri(u64),
+}
+
+/// Keeps at most one `notify_master_rx_lower_pri` run waiting at the tail of the queue.
+/// Each such job gets a ticket; `tail` holds the ticket of the one that later adverts
+/// may merge into, or [`RxLowerCoalescer::NONE`]. The worker clears it when it takes
+/// that job (so an advert during the run queues one more), and a transition clears it
+/// (so an advert after the transition runs the script after the transition's scripts,
+/// not before).
+#[derive(Debug, Default)]
+struct RxLowerCoalescer {
+    tail: AtomicU64,
+    last_ticket: AtomicU64,
+}
+
+impl RxLowerCoalescer {
+    const NONE: u64 = 0;
+
+    /// A ticket for a new job, or `None` when a waiting job already covers this advert.
+    fn ticket(&self) -> Option<u64> {
+        let ticket = self.last_ticket.fetch_add(1, Ordering::Relaxed) + 1;
+        self.tail
+            .compare_exchange(Self::NONE, ticket, Ordering::AcqRel, Ordering::Acquire)
+            .ok()
+            .map(|_| ticket)
+    }
+
+    /// The worker took the job with `ticket`: it no longer absorbs adverts.
+    fn taken(&self, ticket: u64) {
+        let _ = self
+            .tail
+            .compare_exchange(ticket, Self::NONE, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// A transition was queued behind the waiting job, if any.
+    fn transition_queued(&self) {
+        self.tail.store(Self::NONE, Ordering::Release);
+    }
 }
 
 impl Job {
@@ -245,7 +289,7 @@ impl Job {
     ) -> Vec<ScriptCommand> {
         match *self {
             Job::State { state, priority } => scripts.commands(kind, name, state, priority),
-            Job::MasterRxLowerPri => scripts.master_rx_lower_pri.iter().cloned().collect(),
+            Job::MasterRxLowerPri(_) => scripts.master_rx_lower_pri.iter().cloned().collect(),
         }
     }
 }
@@ -256,6 +300,9 @@ pub struct Notifier {
     kind: NotifyKind,
     name: String,
     fifos: Vec<Arc<FifoWriter>>,
+    /// Whether `notify_master_rx_lower_pri` is configured (else adverts queue nothing).
+    has_rx_lower_script: bool,
+    rx_lower: Arc<RxLowerCoalescer>,
     tx: mpsc::UnboundedSender<Job>,
     worker: JoinHandle<()>,
 }
@@ -272,8 +319,14 @@ impl Notifier {
             fifos,
         } = config;
         let worker_name = name.clone();
+        let has_rx_lower_script = scripts.master_rx_lower_pri.is_some();
+        let rx_lower = Arc::new(RxLowerCoalescer::default());
+        let worker_rx_lower = Arc::clone(&rx_lower);
         let worker = tokio::spawn(async move {
             while let Some(job) = rx.recv().await {
+                if let Job::MasterRxLowerPri(ticket) = job {
+                    worker_rx_lower.taken(ticket);
+                }
                 for cmd in job.commands(&scripts, kind, &worker_name) {
                     match run_command(&cmd, timeout).await {
                         Ok(outcome) if outcome.success() => {
@@ -293,6 +346,8 @@ impl Notifier {
             kind,
             name,
             fifos,
+            has_rx_lower_script,
+            rx_lower,
             tx,
             worker,
         }
@@ -314,14 +369,27 @@ impl Notifier {
             state: to,
             priority,
         });
+        self.rx_lower.transition_queued();
     }
 
     /// The master received a lower-priority advertisement; `priority` is its effective
     /// priority. Writes the `MASTER_RX_LOWER_PRI` FIFO line at once and queues
-    /// `notify_master_rx_lower_pri` behind the scripts already queued.
+    /// `notify_master_rx_lower_pri` behind the scripts already queued, unless a run
+    /// queued for an earlier advert is still waiting last in the queue (see the module
+    /// docs).
     pub fn master_rx_lower_priority(&self, priority: u8) {
         self.fifo_event("MASTER_RX_LOWER_PRI", priority);
-        let _ = self.tx.send(Job::MasterRxLowerPri);
+        if !self.has_rx_lower_script {
+            return;
+        }
+        match self.rx_lower.ticket() {
+            Some(ticket) => {
+                let _ = self.tx.send(Job::MasterRxLowerPri(ticket));
+            }
+            None => {
+                tracing::trace!(instance = %self.name, "notify_master_rx_lower_pri already queued");
+            }
+        }
     }
 
     /// [`Notifier::state_changed`] for an [`Action::StateChanged`],
@@ -433,4 +501,36 @@ pub fn check_script_security(cmd: &ScriptCommand) -> Result<(), ScriptSecurityEr
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RxLowerCoalescer;
+
+    #[test]
+    fn one_waiting_rx_lower_job_absorbs_adverts_until_taken_or_passed() {
+        let coalescer = RxLowerCoalescer::default();
+        let first = coalescer.ticket().expect("nothing waits: a job is queued");
+        assert_eq!(
+            coalescer.ticket(),
+            None,
+            "the waiting job covers this advert"
+        );
+        coalescer.taken(first);
+        let second = coalescer
+            .ticket()
+            .expect("the first one runs: one more waits");
+        assert_ne!(second, first);
+        assert_eq!(coalescer.ticket(), None);
+        // Taking an older job does not release the one waiting now.
+        coalescer.taken(first);
+        assert_eq!(coalescer.ticket(), None);
+        // A transition behind it does: the next advert queues behind the transition.
+        coalescer.transition_queued();
+        let third = coalescer.ticket().expect("queued after the transition");
+        coalescer.taken(second);
+        assert_eq!(coalescer.ticket(), None, "the third job still waits");
+        coalescer.taken(third);
+        assert!(coalescer.ticket().is_some());
+    }
 }

@@ -29,18 +29,59 @@ impl Drop for TempDir {
     }
 }
 
+/// `sh -c script sh`: appended arguments are the script's `$1`, `$2`...
+fn shell(script: String) -> ScriptCommand {
+    ScriptCommand {
+        argv: vec!["sh".into(), "-c".into(), script, "sh".into()],
+        uid: None,
+        gid: None,
+    }
+}
+
 /// A script line appending its tag, a random-ish delay first (so that scripts started
 /// concurrently would finish out of order), and its arguments to `log`.
 fn appender(log: &Path, tag: &str, delay: &str) -> ScriptCommand {
-    ScriptCommand {
-        argv: vec![
-            "sh".into(),
-            "-c".into(),
-            format!("sleep {delay}; echo \"{tag} $*\" >> {}", log.display()),
-            "sh".into(),
-        ],
-        uid: None,
-        gid: None,
+    shell(format!(
+        "sleep {delay}; echo \"{tag} $*\" >> {}",
+        log.display()
+    ))
+}
+
+/// A script line that appends `{tag}-start`, takes `secs`, then appends `{tag}-end`.
+fn slow_marker(log: &Path, tag: &str, secs: &str) -> ScriptCommand {
+    let log = log.display();
+    shell(format!(
+        "echo {tag}-start >> {log}; sleep {secs}; echo {tag}-end >> {log}"
+    ))
+}
+
+fn instance_notifier(
+    name: &str,
+    scripts: NotifyScripts,
+    timeout: Duration,
+    fifos: Vec<Arc<FifoWriter>>,
+) -> Notifier {
+    Notifier::spawn(NotifyConfig {
+        kind: NotifyKind::Instance,
+        name: name.into(),
+        scripts,
+        timeout,
+        fifos,
+    })
+}
+
+/// Waits until `path` has a line equal to `line`, polling for at most `limit`; returns
+/// whether it appeared.
+async fn line_appears(path: &Path, line: &str, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if lines(path).iter().any(|l| l == line) {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -94,13 +135,7 @@ async fn arguments_order_and_fifo_lines_are_exact() {
         notify: Some(appender(&log, "notify", "0.01")),
         master_rx_lower_pri: Some(appender(&log, "rx_lower", "0.03")),
     };
-    let notifier = Notifier::spawn(NotifyConfig {
-        kind: NotifyKind::Instance,
-        name: "VI_1".into(),
-        scripts,
-        timeout: Duration::from_secs(10),
-        fifos: vec![fifo],
-    });
+    let notifier = instance_notifier("VI_1", scripts, Duration::from_secs(10), vec![fifo]);
     let change = |from, to| Action::StateChanged {
         from,
         to,
@@ -176,17 +211,12 @@ async fn group_priority_is_zero_and_missing_scripts_are_skipped() {
 async fn a_hanging_script_is_killed_and_the_queue_moves_on() {
     let dir = TempDir::new("notify-timeout");
     let log = dir.0.join("log");
-    let notifier = Notifier::spawn(NotifyConfig {
-        kind: NotifyKind::Instance,
-        name: "VI_2".into(),
-        scripts: NotifyScripts {
-            master: Some(appender(&log, "master", "30")),
-            backup: Some(appender(&log, "backup", "0")),
-            ..NotifyScripts::default()
-        },
-        timeout: Duration::from_millis(300),
-        fifos: vec![],
-    });
+    let scripts = NotifyScripts {
+        master: Some(appender(&log, "master", "30")),
+        backup: Some(appender(&log, "backup", "0")),
+        ..NotifyScripts::default()
+    };
+    let notifier = instance_notifier("VI_2", scripts, Duration::from_millis(300), vec![]);
     notifier.state_changed(State::Master, 100);
     notifier.state_changed(State::Backup, 100);
     notifier.close().await;
@@ -244,4 +274,89 @@ fn system_scripts_pass_and_missing_ones_are_reported() {
         matches!(missing, Err(ScriptSecurityError::NotFound { .. })),
         "{missing:?}"
     );
+}
+
+/// A notifier for `VI_RX` whose FIFO is a regular file (appended to, one line per event).
+fn rx_lower_notifier(dir: &TempDir, scripts: NotifyScripts) -> (Notifier, PathBuf) {
+    let fifo_path = dir.0.join("fifo-lines");
+    std::fs::write(&fifo_path, "").expect("fifo file");
+    let fifo = Arc::new(FifoWriter::open(&fifo_path).expect("fifo file opened"));
+    let notifier = instance_notifier("VI_RX", scripts, Duration::from_secs(30), vec![fifo]);
+    (notifier, fifo_path)
+}
+
+/// The one-way partition: a cut-off backup keeps advertising at a lower priority while
+/// `notify_master_rx_lower_pri` is slow. Adverts during a run queue one more run, not
+/// one each, and a transition's script waits behind that one only; the FIFO still gets
+/// a line per advert.
+#[tokio::test]
+async fn slow_rx_lower_pri_runs_are_coalesced_and_do_not_hold_back_transitions() {
+    const ADVERTS: usize = 20;
+    const SCRIPT_SECS: u64 = 1;
+    let dir = TempDir::new("notify-rx-coalesce");
+    let log = dir.0.join("log");
+    let (notifier, fifo_path) = rx_lower_notifier(
+        &dir,
+        NotifyScripts {
+            backup: Some(appender(&log, "backup", "0")),
+            master_rx_lower_pri: Some(slow_marker(&log, "rx", &SCRIPT_SECS.to_string())),
+            ..NotifyScripts::default()
+        },
+    );
+    notifier.master_rx_lower_priority(100);
+    assert!(
+        line_appears(&log, "rx-start", Duration::from_secs(20)).await,
+        "the first notify_master_rx_lower_pri run never started: {:?}",
+        lines(&log)
+    );
+    for _ in 1..ADVERTS {
+        notifier.master_rx_lower_priority(100);
+    }
+    notifier.state_changed(State::Backup, 100);
+    // Two runs at most stand before notify_backup (the running one and one more); one
+    // run per advert would hold it back for ADVERTS * SCRIPT_SECS.
+    let limit = Duration::from_secs(SCRIPT_SECS * (ADVERTS as u64) * 3 / 4);
+    assert!(
+        line_appears(&log, "backup ", limit).await,
+        "notify_backup still waiting after {limit:?}: {:?}",
+        lines(&log)
+    );
+    notifier.close().await;
+    assert_eq!(
+        lines(&log),
+        ["rx-start", "rx-end", "rx-start", "rx-end", "backup "]
+    );
+    let mut expected = vec!["INSTANCE \"VI_RX\" MASTER_RX_LOWER_PRI 100"; ADVERTS];
+    expected.push("INSTANCE \"VI_RX\" BACKUP 100");
+    assert_eq!(lines(&fifo_path), expected);
+}
+
+/// Coalescing never moves a run across a transition: adverts after a transition run the
+/// script after the transition's scripts, even while a run from before it still waits.
+#[tokio::test]
+async fn rx_lower_pri_runs_stay_between_the_transitions_around_them() {
+    let dir = TempDir::new("notify-rx-order");
+    let log = dir.0.join("log");
+    let (notifier, fifo_path) = rx_lower_notifier(
+        &dir,
+        NotifyScripts {
+            master: Some(appender(&log, "master", "0")),
+            backup: Some(appender(&log, "backup", "0")),
+            master_rx_lower_pri: Some(appender(&log, "rx", "0")),
+            ..NotifyScripts::default()
+        },
+    );
+    // Queued before the worker gets to run (the test's runtime has one thread and the
+    // worker only runs while this task awaits).
+    for _ in 0..3 {
+        notifier.master_rx_lower_priority(100);
+    }
+    notifier.state_changed(State::Backup, 90);
+    notifier.state_changed(State::Master, 100);
+    for _ in 0..3 {
+        notifier.master_rx_lower_priority(100);
+    }
+    notifier.close().await;
+    assert_eq!(lines(&log), ["rx ", "backup ", "master ", "rx "]);
+    assert_eq!(lines(&fifo_path).len(), 8);
 }
