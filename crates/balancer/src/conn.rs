@@ -945,10 +945,7 @@ impl ConnTable {
         if let Some(&id) = self.template_index.get(&key) {
             let expire_quiescent = self.settings.expire_quiescent_template;
             if let Some(template) = self.templates.get_mut(&id) {
-                let in_service = svc
-                    .pool
-                    .get(template.dest.addr())
-                    .is_some_and(|d| Arc::ptr_eq(d, &template.dest));
+                let in_service = svc.pool.holds(&template.dest);
                 let avoided = avoid.contains(&template.dest.addr());
                 if in_service && !avoided && !(expire_quiescent && template.dest.weight() == 0) {
                     template.n_control += 1;

@@ -45,6 +45,14 @@ impl Pool {
         self.dests.iter().find(|d| d.addr() == addr)
     }
 
+    /// Whether `dest` itself (not merely a destination at its address, which may have
+    /// been removed and added again since) is in the pool: the kernel's
+    /// `IP_VS_DEST_F_AVAILABLE`, which a connection or template bound to a removed
+    /// destination finds cleared.
+    pub fn holds(&self, dest: &Arc<Dest>) -> bool {
+        self.get(dest.addr()).is_some_and(|d| Arc::ptr_eq(d, dest))
+    }
+
     /// The scheduler in use.
     pub fn scheduler(&self) -> &dyn Scheduler {
         self.scheduler.as_ref()

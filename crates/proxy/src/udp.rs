@@ -22,7 +22,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use keeplb_balancer::{ConnGuard, ConnKey, Dest, Direction, Flow};
@@ -56,6 +56,12 @@ thread_local! {
 
 /// A service's flows on one worker, each with the task relaying its replies.
 type Flows = Arc<Mutex<HashMap<FlowId, (Arc<UdpFlow>, AbortHandle)>>>;
+
+/// The flows, also after a panic elsewhere (the map stays consistent: every change
+/// is one insert or remove).
+fn lock(flows: &Flows) -> MutexGuard<'_, HashMap<FlowId, (Arc<UdpFlow>, AbortHandle)>> {
+    flows.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Which flow a datagram belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -236,18 +242,13 @@ impl Worker {
     /// scheduled afresh: a removed real server is left at once, as IPVS does with
     /// `expire_nodest_conn`, rather than kept for as long as the client keeps talking.
     fn bound(&mut self, id: FlowId) -> Option<Arc<UdpFlow>> {
-        let flow = self
-            .flows
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        let flow = lock(&self.flows)
             .get(&id)
             .map(|(flow, _)| Arc::clone(flow))?;
         let bound = match &flow.tally {
-            Tally::Entry { dest, .. } | Tally::OnePacket(dest) => self.svc.read(|s| {
-                s.pool
-                    .get(dest.addr())
-                    .is_some_and(|d| Arc::ptr_eq(d, dest))
-            }),
+            Tally::Entry { dest, .. } | Tally::OnePacket(dest) => {
+                self.svc.read(|s| s.pool.holds(dest))
+            }
             Tally::Sorry(_) => self
                 .svc
                 .read(|s| !s.pool.dests().iter().any(|d| d.available())),
@@ -258,11 +259,7 @@ impl Worker {
         if let Tally::Entry { key, .. } = &flow.tally {
             self.svc.forget(key);
         }
-        let ended = self
-            .flows
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&id);
+        let ended = lock(&self.flows).remove(&id);
         if let Some((_, relay)) = ended {
             relay.abort();
         }
@@ -270,13 +267,7 @@ impl Worker {
     }
 
     fn ensure_room(&self) -> Result<(), Refusal> {
-        if self
-            .flows
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
-            >= MAX_FLOWS
-        {
+        if lock(&self.flows).len() >= MAX_FLOWS {
             return Err(Refusal::FlowTableFull);
         }
         Ok(())
@@ -311,11 +302,7 @@ impl Worker {
             id,
             Arc::clone(&flow),
         ));
-        let replaced = self
-            .flows
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id, (Arc::clone(&flow), relay));
+        let replaced = lock(&self.flows).insert(id, (Arc::clone(&flow), relay));
         // A flow whose table entry expired or was flushed is replaced: its socket and
         // its replies end here rather than at its idle timeout.
         if let Some((_, relay)) = replaced {
@@ -387,7 +374,7 @@ async fn relay_replies(
             () = idle.idle(&flow.activity) => break,
         }
     }
-    let mut flows = flows.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut flows = lock(&flows);
     if flows.get(&id).is_some_and(|(f, _)| Arc::ptr_eq(f, &flow)) {
         flows.remove(&id);
     }
