@@ -26,6 +26,11 @@ async fn ask(socket: &UdpSocket, vip: SocketAddr, question: &str) -> String {
     String::from_utf8_lossy(&buf[..len]).into_owned()
 }
 
+/// A UDP service on port 53 over `dests` (real server, weight).
+fn dns(dests: &[(SocketAddr, u32)]) -> Setup {
+    Setup::new(Protocol::Udp, dests).port(53)
+}
+
 #[tokio::test]
 async fn each_client_is_one_flow_on_one_real_server() {
     let (a, b) = (udp_server("a").await, udp_server("b").await);
@@ -33,9 +38,7 @@ async fn each_client_is_one_flow_on_one_real_server() {
         plane: _plane,
         svc,
         vip,
-    } = Setup::new(Protocol::Udp, &[(a, 1), (b, 1)])
-        .port(53)
-        .start();
+    } = dns(&[(a, 1), (b, 1)]).start();
     let first = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     for i in 0..3 {
         assert_eq!(ask(&first, vip, &format!("q{i}")).await, format!("b:q{i}"));
@@ -82,8 +85,7 @@ async fn sorry_server_answers_and_is_counted(one_packet: bool) {
         plane: _plane,
         svc,
         vip,
-    } = Setup::new(Protocol::Udp, &[(udp_server("quiesced").await, 0)])
-        .port(53)
+    } = dns(&[(udp_server("quiesced").await, 0)])
         .options(options)
         .start();
     let client = UdpSocket::bind("127.0.0.1:0").await.expect("client");
@@ -116,9 +118,7 @@ async fn a_client_leaves_a_removed_real_server_at_its_next_datagram() {
         plane: _plane,
         svc,
         vip,
-    } = Setup::new(Protocol::Udp, &[(a, 1), (b, 1)])
-        .port(53)
-        .start();
+    } = dns(&[(a, 1), (b, 1)]).start();
     let client = UdpSocket::bind("127.0.0.1:0").await.expect("client");
     assert_eq!(ask(&client, vip, "q1").await, "b:q1");
     svc.edit(|s| s.pool.remove(b).map(drop)).expect("remove b");
@@ -144,10 +144,7 @@ async fn a_client_leaves_the_sorry_server_once_a_real_server_is_back() {
         plane: _plane,
         svc,
         vip,
-    } = Setup::new(Protocol::Udp, &[(real, 0)])
-        .port(53)
-        .options(options)
-        .start();
+    } = dns(&[(real, 0)]).options(options).start();
     let client = UdpSocket::bind("127.0.0.1:0").await.expect("client");
     assert_eq!(ask(&client, vip, "q1").await, "sorry:q1");
     svc.edit(|s| s.pool.set_weight(real, 1))
@@ -162,9 +159,7 @@ fn one_packet_service(a: SocketAddr, b: SocketAddr) -> Setup {
         one_packet: true,
         ..ServiceOptions::default()
     };
-    Setup::new(Protocol::Udp, &[(a, 1), (b, 1)])
-        .port(53)
-        .options(options)
+    dns(&[(a, 1), (b, 1)]).options(options)
 }
 
 #[tokio::test]
