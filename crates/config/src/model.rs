@@ -378,6 +378,13 @@ pub struct VirtualServerGroup {
 pub struct SorryServer {
     pub ip: IpAddr,
     pub port: Option<u16>,
+    /// `sorry_server_lvs_method`, or else the virtual server's `lb_kind` (as keepalived:
+    /// the one in effect at the `sorry_server` line, or the final one if none was yet).
+    #[serde(rename = "lvs_method")]
+    pub lb_kind: LbKind,
+    /// The tunnel settings of a TUN sorry server; `None` with NAT and DR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<Tunnel>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

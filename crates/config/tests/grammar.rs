@@ -677,3 +677,65 @@ fn tun_options_keepalived_refuses_are_reported_and_not_applied() {
         );
     }
 }
+
+#[test]
+fn sorry_server_takes_its_own_method_or_the_one_keepalived_copies() {
+    let gue = Tunnel {
+        kind: TunnelType::Gue,
+        port: 6080,
+        checksum: TunnelChecksum::NoCsum,
+    };
+    for (lines, expected) in [
+        // lb_kind before the sorry server is copied at its line
+        ("lb_kind DR\n  sorry_server 10.0.1.9 80", (LbKind::Dr, None)),
+        // no lb_kind yet: the block's final one
+        ("sorry_server 10.0.1.9 80\n  lb_kind DR", (LbKind::Dr, None)),
+        // keepalived copied NAT at the line; a later lb_kind does not reach it
+        (
+            "lb_kind NAT\n  sorry_server 10.0.1.9 80\n  lb_kind DR",
+            (LbKind::Nat, None),
+        ),
+        (
+            "lb_kind NAT\n  sorry_server 10.0.1.9 80\n  sorry_server_lvs_method TUN type gue port 6080",
+            (LbKind::Tun, Some(gue)),
+        ),
+        (
+            "lb_kind TUN type gue port 6080\n  sorry_server 10.0.1.9 80",
+            (LbKind::Tun, Some(gue)),
+        ),
+    ] {
+        let text = format!(
+            "virtual_server 10.0.0.100 80 {{\n  lb_algo rr\n  protocol TCP\n  {lines}\n  real_server 10.0.1.1 80 {{\n  }}\n}}\n"
+        );
+        let loaded = load(&text);
+        assert_eq!(problems(&loaded), Vec::<String>::new(), "{lines}");
+        let sorry = loaded.config.virtual_server[0]
+            .sorry_server
+            .clone()
+            .expect("a sorry server");
+        assert_eq!((sorry.lb_kind, sorry.tunnel), expected, "{lines}");
+    }
+}
+
+#[test]
+fn only_a_tunnelled_sorry_server_may_be_of_the_other_family() {
+    let block = |method: &str| {
+        format!(
+            "virtual_server 10.0.0.100 80 {{\n  lb_algo rr\n  lb_kind NAT\n  protocol TCP\n  sorry_server 2001:db8::9 80\n{method}  real_server 10.0.1.1 80 {{\n  }}\n}}\n"
+        )
+    };
+    let tunnelled = load(&block("  sorry_server_lvs_method TUN\n"));
+    assert_eq!(problems(&tunnelled), Vec::<String>::new());
+    let sorry = tunnelled.config.virtual_server[0].sorry_server.clone();
+    assert_eq!(
+        sorry.map(|s| (s.ip.to_string(), s.lb_kind)),
+        Some(("2001:db8::9".to_owned(), LbKind::Tun))
+    );
+
+    let natted = load(&block(""));
+    assert_eq!(
+        problems(&natted),
+        ["mixed-families@/etc/keepalived/keepalived.conf:5:3"]
+    );
+    assert_eq!(natted.config.virtual_server[0].sorry_server, None);
+}

@@ -571,16 +571,22 @@ fn service(
         None => None,
     };
     let service_forwarding = forwarding(vs.lb_kind, vs.tunnel);
-    // a real server's own `lvs_method` (or its own TUN settings) differs from the service's
-    let dest_forwarding = vs
-        .real_server
-        .iter()
-        .map(|rs| {
+    // a real server's own `lvs_method` (or its own TUN settings) differs from the service's,
+    // and so may the sorry server's (`sorry_server_lvs_method`); a real server that is also
+    // the sorry server is listed with its own
+    let sorry_forwarding = vs
+        .sorry_server
+        .as_ref()
+        .zip(sorry_server.as_ref())
+        .map(|(sorry, dest)| (dest.addr(), forwarding(sorry.lb_kind, sorry.tunnel)));
+    let mut dest_forwarding: HashMap<_, _> = sorry_forwarding
+        .into_iter()
+        .chain(vs.real_server.iter().map(|rs| {
             let addr = SocketAddr::new(rs.ip, rs.port);
             (addr, forwarding(rs.lb_kind, rs.tunnel))
-        })
-        .filter(|(_, method)| *method != service_forwarding)
+        }))
         .collect();
+    dest_forwarding.retain(|_, method| *method != service_forwarding);
     let options = ServiceOptions {
         sorry_server,
         proxy_protocol,

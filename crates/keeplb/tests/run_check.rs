@@ -34,6 +34,19 @@ impl Site {
         self.lab.dir().join(name)
     }
 
+    /// `keeplb adm -Ln` against the daemon [`Site::run`] started.
+    fn adm_list(&self) -> String {
+        let out = std::process::Command::new(KEEPLB)
+            .arg("adm")
+            .arg("--control")
+            .arg(self.path("keepalived.sock"))
+            .arg("-Ln")
+            .output()
+            .expect("keeplb adm");
+        assert!(out.status.success(), "keeplb adm -Ln: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     fn make_certificate(&self) {
         let status = std::process::Command::new("openssl")
             .args([
@@ -304,7 +317,7 @@ fn losing_quorum_switches_to_the_sorry_server_and_back() {
     let check =
         "        TCP_CHECK {\n            connect_timeout 1\n            retry 0\n        }\n";
     let conf = format!(
-        "virtual_server {VIP} 80 {{\n    delay_loop 1\n    lb_algo rr\n    protocol TCP\n    quorum 2\n    sorry_server {} 80\n{}{}}}\n",
+        "virtual_server {VIP} 80 {{\n    delay_loop 1\n    lb_algo rr\n    lb_kind NAT\n    protocol TCP\n    quorum 2\n    sorry_server {} 80\n    sorry_server_lvs_method DR\n{}{}}}\n",
         REAL_SERVERS[2].1,
         real_server_block(REAL_SERVERS[0].1, 80, 1, check),
         real_server_block(REAL_SERVERS[1].1, 80, 1, check),
@@ -316,6 +329,15 @@ fn losing_quorum_switches_to_the_sorry_server_and_back() {
     wait_for("the sorry server takes over", &keeplb, || {
         site.spread(80, 3) == HashMap::from([("rs3".to_owned(), 3)])
     });
+    // Listed as keepalived puts it in IPVS: weight 1, with its own forwarding method.
+    let sorry_line = format!("{}:80", REAL_SERVERS[2].1);
+    let listing = site.adm_list();
+    let listed: Vec<&str> = listing
+        .lines()
+        .find(|line| line.contains(&sorry_line))
+        .map(|line| line.split_whitespace().take(4).collect())
+        .unwrap_or_default();
+    assert_eq!(listed, ["->", &sorry_line, "Route", "1"], "{listing}");
     nginx[0] = site.start_nginx(0);
     logged(&keeplb, "Gained quorum");
     wait_for("the real servers are back", &keeplb, || {

@@ -252,6 +252,7 @@ pub fn virtual_server(cx: &mut Cx, node: &Node) -> Option<VirtualServer> {
     let mut seen_algo = false;
     let mut seen_kind = false;
     let mut tunnel = Tunnel::default();
+    let mut sorry: Option<SorryMethod> = None;
     for child in node.children() {
         if inherited.read(cx, child, Level::Server) {
             continue;
@@ -327,6 +328,14 @@ pub fn virtual_server(cx: &mut Cx, node: &Node) -> Option<VirtualServer> {
                     "ignored: keepalived applies it only after a sorry_server line",
                 ),
             ),
+            "sorry_server_lvs_method" => {
+                let Some(sorry) = &mut sorry else { continue };
+                let mut options = sorry.tunnel;
+                if let Some(kind) = lb_kind(cx, child, &mut options) {
+                    sorry.lb_kind = Some(kind);
+                    sorry.tunnel = options;
+                }
+            }
             "sorry_server" => {
                 let Some(ip) = cx
                     .arg_allowing_more(child)
@@ -334,26 +343,23 @@ pub fn virtual_server(cx: &mut Cx, node: &Node) -> Option<VirtualServer> {
                 else {
                     continue;
                 };
-                if let VirtualServerKey::Address { ip: vip, .. } = vs.key
-                    && vip.is_ipv4() != ip.is_ipv4()
-                {
-                    cx.error(
-                        Diagnostic::error(
-                            "mixed-families",
-                            format!(
-                                "sorry_server {ip} is not of the virtual server's address family"
-                            ),
-                        )
-                        .at(child.line_span(), "keepalived skips this sorry server"),
-                    );
-                    continue;
-                }
                 let port = match child.args.get(1) {
                     Some(t) => cx.port_token(child, t),
                     None => None,
                 };
                 cx.no_extra_args(child, 2);
-                vs.sorry_server = Some(SorryServer { ip, port });
+                // The method is settled at the end of the block (see `SorryMethod`).
+                vs.sorry_server = Some(SorryServer {
+                    ip,
+                    port,
+                    lb_kind: vs.lb_kind,
+                    tunnel: None,
+                });
+                sorry = Some(SorryMethod {
+                    line: child.line_span(),
+                    lb_kind: seen_kind.then_some(vs.lb_kind),
+                    tunnel,
+                });
             }
             "sorry_server_inhibit" => {
                 if vs.sorry_server.is_some() {
@@ -457,6 +463,9 @@ pub fn virtual_server(cx: &mut Cx, node: &Node) -> Option<VirtualServer> {
         vs.delay_loop = delay_loop;
     }
     vs.tunnel = (vs.lb_kind == LbKind::Tun).then_some(tunnel);
+    if let Some(sorry) = sorry {
+        settle_sorry_server(cx, &mut vs, sorry, tunnel);
+    }
     check_scheduling_defaults(cx, node, &mut vs, seen_protocol, seen_algo, seen_kind);
     let defaults = VsDefaults {
         weight: default_weight,
@@ -493,6 +502,58 @@ pub fn virtual_server(cx: &mut Cx, node: &Node) -> Option<VirtualServer> {
     }
     check_real_servers(cx, node, &mut vs);
     Some(vs)
+}
+
+/// The sorry server's forwarding as the block's lines leave it.
+struct SorryMethod {
+    /// The `sorry_server` line.
+    line: crate::source::Span,
+    /// Its own method: from `sorry_server_lvs_method`, or the virtual server's `lb_kind`
+    /// when one came before the `sorry_server` line (keepalived copies it there). `None`:
+    /// the virtual server's final one.
+    lb_kind: Option<LbKind>,
+    tunnel: Tunnel,
+}
+
+/// Gives the sorry server its forwarding method, then checks its address family, which
+/// only a tunnel may cross (keepalived checks both at the end of the block too).
+fn settle_sorry_server(
+    cx: &mut Cx,
+    vs: &mut VirtualServer,
+    method: SorryMethod,
+    vs_tunnel: Tunnel,
+) {
+    let Some(sorry) = &mut vs.sorry_server else {
+        return;
+    };
+    let tunnel = match method.lb_kind {
+        Some(kind) => {
+            sorry.lb_kind = kind;
+            method.tunnel
+        }
+        None => {
+            sorry.lb_kind = vs.lb_kind;
+            vs_tunnel
+        }
+    };
+    sorry.tunnel = (sorry.lb_kind == LbKind::Tun).then_some(tunnel);
+    if let VirtualServerKey::Address { ip: vip, .. } = vs.key
+        && vip.is_ipv4() != sorry.ip.is_ipv4()
+        && sorry.lb_kind != LbKind::Tun
+    {
+        cx.error(
+            Diagnostic::error(
+                "mixed-families",
+                format!(
+                    "sorry_server {} is not of the virtual server's address family",
+                    sorry.ip
+                ),
+            )
+            .at(method.line, "keepalived skips this sorry server")
+            .with_note("only a TUN sorry server may be of the other family"),
+        );
+        vs.sorry_server = None;
+    }
 }
 
 /// keepalived reports every scheduling default it has to apply, and a missing protocol
