@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use keeplb_balancer::{
-    ConnEntry, ConnKey, ConnSettings, ConnTable, Dest, Direction, Flow, Protocol, SchedFlags,
-    Service, ServiceAddr, Stats, TcpFlags, TcpState, Tunnel,
+    ConnEntry, ConnGuard, ConnKey, ConnSettings, ConnTable, Dest, Direction, Flow, Protocol,
+    SchedFlags, Service, ServiceAddr, Stats, TcpFlags, TcpState, Tunnel,
 };
 use tokio::time::Instant;
 
@@ -107,6 +107,15 @@ impl ServiceOptions {
             .copied()
             .unwrap_or(self.forwarding)
     }
+}
+
+/// Where a client's connection to the sorry server counts besides the sorry server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SorryCount {
+    /// Nothing counted it yet: the service counts it too.
+    AlsoOnService,
+    /// The service counted it when a real server that failed was tried first.
+    SorryOnly,
 }
 
 /// keepalived's checkers default to a 5 s connect timeout; the proxy uses the same.
@@ -377,6 +386,27 @@ impl VirtualService {
                 stats.count_in(bytes);
             }
         }
+    }
+
+    /// A connection (or UDP flow) to the sorry server: counted in its destination's and
+    /// the service's statistics, as IPVS counts one to the sorry server keepalived
+    /// enters, and active or inactive on it while the guard lives.
+    pub(crate) fn connect_sorry_server(&self, sorry: &Arc<Dest>, count: SorryCount) -> ConnGuard {
+        sorry.stats().count_conn();
+        if count == SorryCount::AlsoOnService {
+            self.stats.count_conn();
+        }
+        sorry.connect()
+    }
+
+    /// Counts a datagram of `bytes` bytes of a one-packet service that went to the
+    /// sorry server as a connection of its own, as [`Self::schedule_one_packet`] counts
+    /// those scheduled to a real server.
+    pub(crate) fn one_packet_on_sorry_server(&self, sorry: &Dest, bytes: usize) {
+        for stats in [sorry.stats(), &self.stats] {
+            stats.count_conn();
+        }
+        self.untracked_datagram(sorry, Direction::Input, bytes);
     }
 
     /// Logs why a client was turned away, at most once a second for each reason.

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use keeplb_balancer::{ConnKey, Direction, Flow, Stats, TcpFlags};
+use keeplb_balancer::{ConnGuard, ConnKey, Direction, Flow, Stats, TcpFlags};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 use crate::proxy_protocol::Transport;
 use crate::relay::{self, RelayEnd, RelayObserver};
-use crate::service::{Binding, Refusal, ServiceOptions, VirtualService};
+use crate::service::{Binding, Refusal, ServiceOptions, SorryCount, VirtualService};
 
 /// Pause after a failed accept (descriptors exhausted, say) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -45,13 +45,12 @@ pub(crate) async fn accept_loop(listener: TcpListener, svc: Arc<VirtualService>)
 async fn serve(svc: Arc<VirtualService>, client: TcpStream, flow: Flow) {
     let _ = client.set_nodelay(true);
     let options = svc.options();
-    let Some((server, binding)) = connect_upstream(&svc, &flow, &options).await else {
+    let Some((server, binding, mut sorry_guard)) = connect_upstream(&svc, &flow, &options).await
+    else {
         svc.warn_refused(flow.client, Refusal::Unavailable);
         relay::reset_on_close(&client);
         return;
     };
-    // The sorry server has no table entry; a guard counts its connection instead.
-    let mut sorry_guard = binding.key.is_none().then(|| binding.dest.connect());
     if let Some(guard) = &mut sorry_guard {
         guard.established();
     }
@@ -82,17 +81,18 @@ async fn serve(svc: Arc<VirtualService>, client: TcpStream, flow: Flow) {
 }
 
 /// Connects to the scheduler's choice, then to the next ones while connects fail,
-/// then to the sorry server. `None` when nothing answered.
+/// then to the sorry server, which has no table entry: a guard counts a connection to
+/// it instead. `None` when nothing answered.
 async fn connect_upstream(
     svc: &VirtualService,
     flow: &Flow,
     options: &ServiceOptions,
-) -> Option<(TcpStream, Binding)> {
+) -> Option<(TcpStream, Binding, Option<ConnGuard>)> {
     let mut tried = Vec::new();
     let mut next = svc.schedule(flow);
     while let Some(binding) = next {
         match connect(binding.target, options.connect_timeout).await {
-            Ok(stream) => return Some((stream, binding)),
+            Ok(stream) => return Some((stream, binding, None)),
             Err(e) if real_server_failed(&e) => {
                 tracing::debug!(
                     service = %svc.vip(),
@@ -115,7 +115,15 @@ async fn connect_upstream(
     }
     let sorry = svc.sorry_binding()?;
     match connect(sorry.target, options.connect_timeout).await {
-        Ok(stream) => Some((stream, sorry)),
+        Ok(stream) => {
+            let count = if tried.is_empty() {
+                SorryCount::AlsoOnService
+            } else {
+                SorryCount::SorryOnly
+            };
+            let guard = svc.connect_sorry_server(&sorry.dest, count);
+            Some((stream, sorry, Some(guard)))
+        }
         Err(e) => {
             tracing::debug!(sorry_server = %sorry.target, "connect failed: {e}");
             None

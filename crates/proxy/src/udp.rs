@@ -30,7 +30,7 @@ use tokio::net::UdpSocket;
 use tokio::task::{AbortHandle, JoinSet};
 
 use crate::activity::{IdleTimer, LastActivity};
-use crate::service::{Binding, Refusal, VirtualService};
+use crate::service::{Binding, Refusal, SorryCount, VirtualService};
 
 /// Largest UDP payload over IPv4 or IPv6 without jumbograms.
 const MAX_DATAGRAM: usize = 65_535;
@@ -84,6 +84,8 @@ enum Tally {
     /// The sorry server, counted as a connection on its destination while the flow
     /// lasts.
     Sorry(ConnGuard),
+    /// The sorry server of a one-packet service: counted as [`Tally::OnePacket`].
+    OnePacketSorry(Arc<Dest>),
 }
 
 /// One client's flow to one real server.
@@ -192,28 +194,33 @@ impl Worker {
         client: SocketAddr,
         len: usize,
     ) -> Result<Arc<UdpFlow>, Refusal> {
+        // A flow from before the service became one-packet (`-E -o`) goes on until it
+        // expires, as the kernel goes on finding its entry in the table.
+        let before = FlowId {
+            client,
+            upstream: None,
+        };
+        if let Some(flow) = self.counted_existing(before, len) {
+            return Ok(flow);
+        }
         let flow = Flow::new(client, self.svc.vip());
-        let Some(binding) = self.svc.schedule_one_packet(&flow, len) else {
-            let sorry = self.svc.sorry_binding().ok_or(Refusal::Unavailable)?;
-            let id = FlowId {
-                client,
-                upstream: Some(sorry.target),
-            };
-            return match self.counted_existing(id, len) {
-                Some(flow) => Ok(flow),
-                None => self.sorry_flow(id, len).await,
-            };
+        let (target, tally) = match self.svc.schedule_one_packet(&flow, len) {
+            Some(binding) => (binding.target, Tally::OnePacket(binding.dest)),
+            None => {
+                let sorry = self.svc.sorry_binding().ok_or(Refusal::Unavailable)?;
+                self.svc.one_packet_on_sorry_server(&sorry.dest, len);
+                (sorry.target, Tally::OnePacketSorry(sorry.dest))
+            }
         };
         let id = FlowId {
             client,
-            upstream: Some(binding.target),
+            upstream: Some(target),
         };
         match self.bound(id) {
             Some(flow) => Ok(flow),
             None => {
                 self.ensure_room()?;
-                self.open(id, binding.target, Tally::OnePacket(binding.dest))
-                    .await
+                self.open(id, target, tally).await
             }
         }
     }
@@ -223,7 +230,10 @@ impl Worker {
     async fn sorry_flow(&mut self, id: FlowId, len: usize) -> Result<Arc<UdpFlow>, Refusal> {
         let sorry = self.svc.sorry_binding().ok_or(Refusal::Unavailable)?;
         self.ensure_room()?;
-        let tally = Tally::Sorry(sorry.dest.connect());
+        let tally = Tally::Sorry(
+            self.svc
+                .connect_sorry_server(&sorry.dest, SorryCount::AlsoOnService),
+        );
         let flow = self.open(id, sorry.target, tally).await?;
         counted(&self.svc, &flow, Direction::Input, len);
         Ok(flow)
@@ -249,7 +259,7 @@ impl Worker {
             Tally::Entry { dest, .. } | Tally::OnePacket(dest) => {
                 self.svc.read(|s| s.pool.holds(dest))
             }
-            Tally::Sorry(_) => self
+            Tally::Sorry(_) | Tally::OnePacketSorry(_) => self
                 .svc
                 .read(|s| !s.pool.dests().iter().any(|d| d.available())),
         };
@@ -316,7 +326,7 @@ impl Worker {
 fn counted(svc: &VirtualService, flow: &UdpFlow, dir: Direction, len: usize) -> bool {
     match &flow.tally {
         Tally::Entry { key, .. } => svc.udp_datagram(key, dir, len),
-        Tally::OnePacket(dest) => {
+        Tally::OnePacket(dest) | Tally::OnePacketSorry(dest) => {
             // Datagrams in were counted as they were scheduled.
             if dir == Direction::Output {
                 svc.untracked_datagram(dest, dir, len);
@@ -353,7 +363,7 @@ async fn relay_replies(
     let client = id.client;
     let udp_timeout = svc.conn_settings().timeouts.udp();
     let mut idle = IdleTimer::new(match flow.tally {
-        Tally::OnePacket(_) => udp_timeout.min(ONE_PACKET_REPLY_WINDOW),
+        Tally::OnePacket(_) | Tally::OnePacketSorry(_) => udp_timeout.min(ONE_PACKET_REPLY_WINDOW),
         _ => udp_timeout,
     });
     loop {

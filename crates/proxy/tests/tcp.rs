@@ -73,9 +73,9 @@ async fn a_refusing_real_server_costs_the_client_nothing() {
 
 #[tokio::test]
 async fn the_sorry_server_takes_what_nobody_else_can() {
-    let sorry = tcp_server("sorry").await;
+    let sorry = Arc::new(Dest::new(tcp_server("sorry").await, 1).unwrap());
     let options = ServiceOptions {
-        sorry_server: Some(Arc::new(Dest::new(sorry, 1).unwrap())),
+        sorry_server: Some(Arc::clone(&sorry)),
         ..ServiceOptions::default()
     };
     let served = Setup::new(
@@ -87,6 +87,9 @@ async fn the_sorry_server_takes_what_nobody_else_can() {
     .start();
     let vip = served.vip;
     assert_eq!(spread(vip, 2).await, ["sorry", "sorry"]);
+    // Counted as IPVS counts connections to the sorry server keepalived enters.
+    let on_service = served.svc.read(|s| s.stats().counters().conns);
+    assert_eq!((sorry.stats().counters().conns, on_service), (2, 2));
 }
 
 #[tokio::test]

@@ -104,10 +104,18 @@ async fn sorry_server_answers_and_is_counted(one_packet: bool) {
         svc.conn_entries().is_empty(),
         "the sorry server has no table entry"
     );
+    // A flow is one connection, inactive while it lasts; under one-packet scheduling
+    // every datagram is one, and none stays.
+    let (conns, inactive) = if one_packet { (2, 0) } else { (1, 1) };
+    assert_eq!(
+        (on_sorry.conns, on_service.conns),
+        (conns, conns),
+        "connections"
+    );
     assert_eq!(
         (sorry.active_conns(), sorry.inactive_conns()),
-        (0, 1),
-        "one flow on the sorry server"
+        (0, inactive),
+        "on the sorry server"
     );
 }
 
@@ -215,4 +223,34 @@ async fn one_packet_scheduling_follows_persistence() {
     let entries = svc.conn_entries();
     assert_eq!(entries.len(), 1);
     assert!(entries[0].template, "only the persistence template");
+}
+
+#[tokio::test]
+async fn a_flow_from_before_one_packet_scheduling_goes_on_until_it_expires() {
+    let (a, b) = (udp_server("a").await, udp_server("b").await);
+    let Served {
+        plane: _plane,
+        svc,
+        vip,
+    } = dns(&[(a, 1), (b, 1)]).start();
+    let earlier = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    assert_eq!(ask(&earlier, vip, "q0").await, "b:q0");
+    svc.set_options(ServiceOptions {
+        one_packet: true,
+        ..ServiceOptions::default()
+    });
+    // rr would give `a` next: the client's table entry is found first, as in the kernel.
+    for i in 1..3 {
+        assert_eq!(
+            ask(&earlier, vip, &format!("q{i}")).await,
+            format!("b:q{i}")
+        );
+    }
+    assert_eq!(svc.read(|s| s.stats().counters().conns), 1);
+    let newcomer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let answers = [
+        ask(&newcomer, vip, "x0").await,
+        ask(&newcomer, vip, "x1").await,
+    ];
+    assert_eq!(answers, ["a:x0", "b:x1"], "new clients are one-packet");
 }
