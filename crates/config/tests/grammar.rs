@@ -594,6 +594,27 @@ fn proxy_protocol_is_a_keeplb_extension_that_keepalived_would_reject() {
 }
 
 #[test]
+fn a_udp_service_takes_proxy_protocol_v2_only() {
+    let udp = |version: &str| {
+        load(&format!(
+            "{}  proxy_protocol {version}\n  real_server 10.0.0.1 53 {{\n  }}\n}}\n",
+            SERVICE_HEAD.replace("TCP", "UDP")
+        ))
+    };
+    let v2 = udp("v2");
+    assert_eq!(v2.config.virtual_server[0].proxy_protocol, Some(2));
+    let v1 = udp("v1");
+    assert_eq!(v1.config.virtual_server[0].proxy_protocol, None);
+    assert_eq!(
+        problems(&v1),
+        [
+            "keeplb-extension@/etc/keepalived/keepalived.conf:5:3",
+            "proxy-protocol-v1-udp@/etc/keepalived/keepalived.conf:5:18"
+        ]
+    );
+}
+
+#[test]
 fn tun_options_go_to_the_real_servers_unless_their_own_lvs_method_says_otherwise() {
     let text = "virtual_server 10.0.0.100 80 {\n  lb_algo rr\n  lb_kind TUN type gue port 6080 csum\n  protocol TCP\n  real_server 10.0.1.1 80 {\n  }\n  real_server 10.0.1.2 80 {\n    lvs_method TUN type gre\n  }\n  real_server 10.0.1.3 80 {\n    lvs_method TUN\n  }\n  real_server 10.0.1.4 80 {\n    lvs_method DR\n  }\n}\n";
     let loaded = load(text);

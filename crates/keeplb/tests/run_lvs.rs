@@ -148,7 +148,7 @@ fn udp_flows_stick_to_their_real_server_unless_ops() {
             }
         });
     }
-    let conf = [(53, ""), (54, "    ops\n")]
+    let conf = [(53, ""), (54, "    ops\n"), (55, "    proxy_protocol v2\n")]
         .map(|(port, ops)| format!(
             "virtual_server {VIP} {port} {{\n    lb_algo rr\n    protocol UDP\n{ops}    real_server {} 53 {{\n    }}\n    real_server {} 53 {{\n    }}\n}}\n",
             REAL_SERVERS[0].1, REAL_SERVERS[1].1
@@ -205,6 +205,26 @@ fn udp_flows_stick_to_their_real_server_unless_ops() {
         .collect();
     assert_ne!(servers[0], servers[1], "ops: one client, every real server");
     assert_eq!([&servers[0], &servers[1]], [&servers[2], &servers[3]], "rr");
+
+    // keeplb's `proxy_protocol v2`: the real server (which echoes) is told who asked.
+    let proxied = sa(VIP, 55);
+    first.send_to(b"pp", proxied).expect("send");
+    let mut buf = [0; 1500];
+    let (len, from) = first.recv_from(&mut buf).expect("answer");
+    assert_eq!(from, proxied);
+    let (SocketAddr::V4(client), SocketAddr::V4(vip)) =
+        (first.local_addr().expect("addr"), proxied)
+    else {
+        panic!("IPv4 site");
+    };
+    let mut header = b"\r\n\r\n\0\r\nQUIT\n\x21\x12\x00\x0c".to_vec();
+    header.extend_from_slice(&client.ip().octets());
+    header.extend_from_slice(&vip.ip().octets());
+    header.extend_from_slice(&client.port().to_be_bytes());
+    header.extend_from_slice(&vip.port().to_be_bytes());
+    let reply = &buf[..len];
+    let name_end = reply.iter().position(|&b| b == b':').expect("name:") + 1;
+    assert_eq!(&reply[name_end..], [&header[..], b"pp"].concat());
     stop(&keeplb);
 }
 

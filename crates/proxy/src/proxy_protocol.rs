@@ -17,6 +17,9 @@ const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
 /// Version 2, command PROXY.
 const V2_VERSION_PROXY: u8 = 0x21;
 
+/// The longest v2 header [`ProxyProtocol::header`] writes (IPv6 addresses).
+pub(crate) const V2_MAX_HEADER: usize = 16 + 36;
+
 /// Transport carried, for the v2 family byte's low nibble.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {

@@ -17,6 +17,10 @@
 //! does. A flow then belongs to a client *and* a real server: datagrams of a client
 //! that go to the same real server share its socket, and replies come back through it
 //! as for any flow.
+//!
+//! With PROXY protocol v2 (keeplb's `proxy_protocol v2`) every datagram to a real
+//! server starts with a v2 header for UDP, as dnsdist and the PowerDNS Recursor expect
+//! it: a datagram has no stream to announce once. Version 1 has no UDP form.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -30,6 +34,7 @@ use tokio::net::UdpSocket;
 use tokio::task::{AbortHandle, JoinSet};
 
 use crate::activity::{IdleTimer, LastActivity};
+use crate::proxy_protocol::{ProxyProtocol, Transport, V2_MAX_HEADER};
 use crate::service::{Binding, Refusal, SorryCount, VirtualService};
 
 /// Largest UDP payload over IPv4 or IPv6 without jumbograms.
@@ -94,6 +99,19 @@ struct UdpFlow {
     tally: Tally,
     upstream: UdpSocket,
     activity: LastActivity,
+    /// The PROXY protocol header each datagram to the real server starts with.
+    proxy_header: Option<Box<[u8]>>,
+}
+
+impl UdpFlow {
+    /// The datagram to send for the client's `len` bytes, received at
+    /// `buf[V2_MAX_HEADER..]`: the PROXY header, if any, is written just before them.
+    fn outgoing<'b>(&self, buf: &'b mut [u8], len: usize) -> &'b [u8] {
+        let header = self.proxy_header.as_deref().unwrap_or_default();
+        let start = V2_MAX_HEADER - header.len();
+        buf[start..V2_MAX_HEADER].copy_from_slice(header);
+        &buf[start..V2_MAX_HEADER + len]
+    }
 }
 
 /// One worker's share of a service: its socket and flows.
@@ -114,10 +132,11 @@ pub(crate) async fn serve(socket: UdpSocket, svc: Arc<VirtualService>) {
         flows: Arc::default(),
         replies: JoinSet::new(),
     };
-    let mut buf = vec![0; MAX_DATAGRAM];
+    // Room before the datagram for a PROXY protocol header.
+    let mut buf = vec![0; V2_MAX_HEADER + MAX_DATAGRAM];
     loop {
         let received = tokio::select! {
-            received = worker.socket.recv_from(&mut buf) => received,
+            received = worker.socket.recv_from(&mut buf[V2_MAX_HEADER..]) => received,
             Some(_) = worker.replies.join_next() => continue,
         };
         let (len, client) = match received {
@@ -140,11 +159,12 @@ pub(crate) async fn serve(socket: UdpSocket, svc: Arc<VirtualService>) {
             }
         };
         let _ = flow.activity.touch();
+        let datagram = flow.outgoing(&mut buf, len);
         // A new socket's writability is only known after the first event: wait for
         // it rather than drop. A full buffer later on drops, as a network would.
-        let sent = match flow.upstream.try_send(&buf[..len]) {
+        let sent = match flow.upstream.try_send(datagram) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                tokio::time::timeout(SEND_PATIENCE, flow.upstream.send(&buf[..len]))
+                tokio::time::timeout(SEND_PATIENCE, flow.upstream.send(datagram))
                     .await
                     .unwrap_or(Err(e))
             }
@@ -300,10 +320,19 @@ impl Worker {
                 return Err(Refusal::Unavailable);
             }
         };
+        let proxy_header = match self.svc.options().proxy_protocol {
+            Some(ProxyProtocol::V2) => Some(
+                ProxyProtocol::V2
+                    .header(Transport::Datagram, id.client, self.svc.vip())
+                    .into_boxed_slice(),
+            ),
+            Some(ProxyProtocol::V1) | None => None,
+        };
         let flow = Arc::new(UdpFlow {
             tally,
             upstream,
             activity: LastActivity::new(),
+            proxy_header,
         });
         let relay = self.replies.spawn(relay_replies(
             Arc::clone(&self.svc),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use keeplb_balancer::{Dest, Persistence, Protocol};
-use keeplb_proxy::ServiceOptions;
+use keeplb_proxy::{ProxyProtocol, ServiceOptions};
 use tokio::net::UdpSocket;
 
 async fn ask(socket: &UdpSocket, vip: SocketAddr, question: &str) -> String {
@@ -253,4 +253,40 @@ async fn a_flow_from_before_one_packet_scheduling_goes_on_until_it_expires() {
         ask(&newcomer, vip, "x1").await,
     ];
     assert_eq!(answers, ["a:x0", "b:x1"], "new clients are one-packet");
+}
+
+#[tokio::test]
+async fn proxy_protocol_v2_starts_every_datagram_to_the_real_server() {
+    let options = ServiceOptions {
+        proxy_protocol: Some(ProxyProtocol::V2),
+        ..ServiceOptions::default()
+    };
+    let Served {
+        plane: _plane,
+        svc: _svc,
+        vip,
+    } = dns(&[(udp_server("a").await, 1)]).options(options).start();
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (SocketAddr::V4(me), SocketAddr::V4(vip4)) = (client.local_addr().unwrap(), vip) else {
+        panic!("IPv4 loopback");
+    };
+    // The v2 signature, PROXY, AF_INET over DGRAM, 12 address bytes, then the client
+    // and the VIP it wrote to.
+    let mut header = b"\r\n\r\n\0\r\nQUIT\n\x21\x12\x00\x0c".to_vec();
+    header.extend_from_slice(&me.ip().octets());
+    header.extend_from_slice(&vip4.ip().octets());
+    header.extend_from_slice(&me.port().to_be_bytes());
+    header.extend_from_slice(&vip4.port().to_be_bytes());
+    for question in [&b"q1"[..], b"second"] {
+        client.send_to(question, vip).await.expect("send");
+        let mut buf = [0; 1500];
+        let (len, from) = tokio::time::timeout(PATIENCE, client.recv_from(&mut buf))
+            .await
+            .expect("answer in time")
+            .expect("receive");
+        assert_eq!(from, vip);
+        // The real server echoes what it got after its name; its reply goes back as is.
+        let expected = [&b"a:"[..], &header, question].concat();
+        assert_eq!(&buf[..len], &expected[..]);
+    }
 }

@@ -253,6 +253,7 @@ pub fn virtual_server(cx: &mut Cx, node: &Node) -> Option<VirtualServer> {
     let mut seen_kind = false;
     let mut tunnel = Tunnel::default();
     let mut sorry: Option<SorryMethod> = None;
+    let mut proxy_protocol_v1 = None;
     for child in node.children() {
         if inherited.read(cx, child, Level::Server) {
             continue;
@@ -423,7 +424,10 @@ pub fn virtual_server(cx: &mut Cx, node: &Node) -> Option<VirtualServer> {
             "proxy_protocol" => {
                 let Some(token) = cx.arg(child) else { continue };
                 match token.text.to_ascii_lowercase().as_str() {
-                    "v1" | "1" => vs.proxy_protocol = Some(1),
+                    "v1" | "1" => {
+                        vs.proxy_protocol = Some(1);
+                        proxy_protocol_v1 = Some(token.span);
+                    }
                     "v2" | "2" => vs.proxy_protocol = Some(2),
                     other => {
                         cx.error(
@@ -467,6 +471,20 @@ pub fn virtual_server(cx: &mut Cx, node: &Node) -> Option<VirtualServer> {
         settle_sorry_server(cx, &mut vs, sorry, tunnel);
     }
     check_scheduling_defaults(cx, node, &mut vs, seen_protocol, seen_algo, seen_kind);
+    if vs.protocol == Protocol::Udp
+        && vs.proxy_protocol == Some(1)
+        && let Some(span) = proxy_protocol_v1
+    {
+        vs.proxy_protocol = None;
+        cx.error(
+            Diagnostic::warning(
+                "proxy-protocol-v1-udp",
+                "PROXY protocol v1 has no form for UDP",
+            )
+            .at(span, "ignored for this UDP service")
+            .with_note("`proxy_protocol v2` starts every datagram with a header, as dnsdist and the PowerDNS Recursor read it"),
+        );
+    }
     let defaults = VsDefaults {
         weight: default_weight,
         port: match vs.key {
