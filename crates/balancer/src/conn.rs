@@ -945,7 +945,7 @@ impl ConnTable {
         if let Some(&id) = self.template_index.get(&key) {
             let expire_quiescent = self.settings.expire_quiescent_template;
             if let Some(template) = self.templates.get_mut(&id) {
-                let in_service = svc.pool.holds(&template.dest);
+                let in_service = template.dest.in_pool();
                 let avoided = avoid.contains(&template.dest.addr());
                 if in_service && !avoided && !(expire_quiescent && template.dest.weight() == 0) {
                     template.n_control += 1;

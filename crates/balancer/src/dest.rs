@@ -155,6 +155,8 @@ pub struct Dest {
     conns: AtomicU64,
     /// Persistence templates bound here (`persistconns`); not part of the load.
     persist_conns: AtomicU32,
+    /// In its service's pool: see [`Dest::in_pool`].
+    in_pool: AtomicBool,
     stats: Stats,
     observers: Observers,
 }
@@ -172,9 +174,24 @@ impl Dest {
             thresholds: AtomicU64::new(0),
             conns: AtomicU64::new(0),
             persist_conns: AtomicU32::new(0),
+            in_pool: AtomicBool::new(false),
             stats: Stats::new(),
             observers: Observers::default(),
         })
+    }
+
+    /// Whether this very destination is in its service's pool (the kernel's
+    /// `IP_VS_DEST_F_AVAILABLE`): a connection or persistence template bound to it finds
+    /// this false once it is removed, even when another destination at the same address
+    /// has been added since. A flag rather than a search of the pool, so that the data
+    /// path can ask on every datagram without the service's lock.
+    pub fn in_pool(&self) -> bool {
+        self.in_pool.load(Ordering::Acquire)
+    }
+
+    /// Set by the pool as it takes the destination in and lets it go.
+    pub(crate) fn set_in_pool(&self, in_pool: bool) {
+        self.in_pool.store(in_pool, Ordering::Release);
     }
 
     /// Builder form of [`Dest::set_thresholds`].

@@ -45,14 +45,6 @@ impl Pool {
         self.dests.iter().find(|d| d.addr() == addr)
     }
 
-    /// Whether `dest` itself (not merely a destination at its address, which may have
-    /// been removed and added again since) is in the pool: the kernel's
-    /// `IP_VS_DEST_F_AVAILABLE`, which a connection or template bound to a removed
-    /// destination finds cleared.
-    pub fn holds(&self, dest: &Arc<Dest>) -> bool {
-        self.get(dest.addr()).is_some_and(|d| Arc::ptr_eq(d, dest))
-    }
-
     /// The scheduler in use.
     pub fn scheduler(&self) -> &dyn Scheduler {
         self.scheduler.as_ref()
@@ -71,12 +63,14 @@ impl Pool {
         if self.get(dest.addr()).is_some() {
             return Err(PoolError::Duplicate(dest.addr()));
         }
+        debug_assert!(!dest.in_pool(), "a destination belongs to one pool");
         self.dests.insert(0, dest);
         if let Err(err) = self.scheduler.update(&self.dests) {
             self.dests.remove(0);
             self.resync();
             return Err(err.into());
         }
+        self.dests[0].set_in_pool(true);
         Ok(())
     }
 
@@ -90,6 +84,7 @@ impl Pool {
             self.resync();
             return Err(err.into());
         }
+        dest.set_in_pool(false);
         Ok(dest)
     }
 
@@ -142,6 +137,16 @@ impl Pool {
     }
 }
 
+/// A service's pool going away (the service deleted) takes its destinations out of
+/// service too, so that connections still bound to them see it.
+impl Drop for Pool {
+    fn drop(&mut self) {
+        for dest in &self.dests {
+            dest.set_in_pool(false);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,6 +176,26 @@ mod tests {
             vec![addr(2), addr(1), addr(0), addr(2)]
         );
         assert_eq!(pool.add(dest(1, 5)), Err(PoolError::Duplicate(addr(1))));
+    }
+
+    #[test]
+    fn a_destination_knows_while_it_is_in_the_pool() {
+        let mut pool = Pool::new(from_name("rr", SchedFlags::EMPTY).unwrap());
+        let first = dest(0, 1);
+        assert!(!first.in_pool());
+        pool.add(Arc::clone(&first)).unwrap();
+        assert!(first.in_pool());
+        pool.remove(addr(0)).unwrap();
+        assert!(!first.in_pool());
+        // Another destination at the same address is not the removed one.
+        let second = dest(0, 1);
+        pool.add(Arc::clone(&second)).unwrap();
+        assert!(second.in_pool() && !first.in_pool());
+        drop(pool);
+        assert!(
+            !second.in_pool(),
+            "a deleted service's destinations are out too"
+        );
     }
 
     #[test]

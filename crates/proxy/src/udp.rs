@@ -276,9 +276,7 @@ impl Worker {
             .get(&id)
             .map(|(flow, _)| Arc::clone(flow))?;
         let bound = match &flow.tally {
-            Tally::Entry { dest, .. } | Tally::OnePacket(dest) => {
-                self.svc.read(|s| s.pool.holds(dest))
-            }
+            Tally::Entry { dest, .. } | Tally::OnePacket(dest) => dest.in_pool(),
             Tally::Sorry(_) | Tally::OnePacketSorry(_) => self
                 .svc
                 .read(|s| !s.pool.dests().iter().any(|d| d.available())),
