@@ -189,9 +189,16 @@ impl Dest {
         self.in_pool.load(Ordering::Acquire)
     }
 
-    /// Set by the pool as it takes the destination in and lets it go.
-    pub(crate) fn set_in_pool(&self, in_pool: bool) {
-        self.in_pool.store(in_pool, Ordering::Release);
+    /// Taken in by a pool: false when another pool already holds it.
+    pub(crate) fn claim_for_pool(&self) -> bool {
+        self.in_pool
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Let go by its pool.
+    pub(crate) fn leave_pool(&self) {
+        self.in_pool.store(false, Ordering::Release);
     }
 
     /// Builder form of [`Dest::set_thresholds`].

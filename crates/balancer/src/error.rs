@@ -70,6 +70,9 @@ pub enum PoolError {
     /// `ipvsadm -e` / `-d` for an address not in the service (`ENOENT`).
     #[error("destination {0} does not exist")]
     NotFound(SocketAddr),
+    /// The destination is in another service's pool: a destination belongs to one.
+    #[error("destination {0} belongs to another service")]
+    InAnotherPool(SocketAddr),
     /// Invalid destination parameters.
     #[error(transparent)]
     Dest(#[from] DestError),

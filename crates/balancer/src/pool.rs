@@ -63,15 +63,24 @@ impl Pool {
         if self.get(dest.addr()).is_some() {
             return Err(PoolError::Duplicate(dest.addr()));
         }
-        debug_assert!(!dest.in_pool(), "a destination belongs to one pool");
+        if !dest.claim_for_pool() {
+            return Err(PoolError::InAnotherPool(dest.addr()));
+        }
         self.dests.insert(0, dest);
         if let Err(err) = self.scheduler.update(&self.dests) {
-            self.dests.remove(0);
+            self.dests.remove(0).leave_pool();
             self.resync();
             return Err(err.into());
         }
-        self.dests[0].set_in_pool(true);
         Ok(())
+    }
+
+    /// `ipvsadm -D`: the service is deleted, so every destination is out of service
+    /// ([`Dest::in_pool`]) for the connections that drain, as the kernel unlinks them.
+    pub fn withdraw_all(&self) {
+        for dest in &self.dests {
+            dest.leave_pool();
+        }
     }
 
     /// `ipvsadm -d`: removes a destination. Its connections keep their `Arc` and may go
@@ -84,7 +93,7 @@ impl Pool {
             self.resync();
             return Err(err.into());
         }
-        dest.set_in_pool(false);
+        dest.leave_pool();
         Ok(dest)
     }
 
@@ -137,16 +146,6 @@ impl Pool {
     }
 }
 
-/// A service's pool going away (the service deleted) takes its destinations out of
-/// service too, so that connections still bound to them see it.
-impl Drop for Pool {
-    fn drop(&mut self) {
-        for dest in &self.dests {
-            dest.set_in_pool(false);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,7 +190,13 @@ mod tests {
         let second = dest(0, 1);
         pool.add(Arc::clone(&second)).unwrap();
         assert!(second.in_pool() && !first.in_pool());
-        drop(pool);
+        let mut other = Pool::new(from_name("rr", SchedFlags::EMPTY).unwrap());
+        assert_eq!(
+            other.add(Arc::clone(&second)),
+            Err(PoolError::InAnotherPool(addr(0))),
+            "a destination belongs to one pool"
+        );
+        pool.withdraw_all();
         assert!(
             !second.in_pool(),
             "a deleted service's destinations are out too"

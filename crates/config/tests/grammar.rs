@@ -759,4 +759,14 @@ fn only_a_tunnelled_sorry_server_may_be_of_the_other_family() {
         ["mixed-families@/etc/keepalived/keepalived.conf:5:3"]
     );
     assert_eq!(natted.config.virtual_server[0].sorry_server, None);
+
+    // The sorry server took NAT at its line: a later lb_kind TUN does not reach it (the
+    // oracle fixture keyword_sorry_server_other_family_tun_after covers a block whose
+    // only lb_kind comes after the sorry server).
+    let late = load(&block("  lb_kind TUN\n"));
+    assert_eq!(
+        problems(&late),
+        ["mixed-families@/etc/keepalived/keepalived.conf:5:3"]
+    );
+    assert_eq!(late.config.virtual_server[0].sorry_server, None);
 }

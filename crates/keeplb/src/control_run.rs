@@ -423,7 +423,8 @@ fn proxy_error(error: ProxyError) -> KernelError {
 
 fn pool_error(error: PoolError) -> KernelError {
     match error {
-        PoolError::Duplicate(_) => KernelError::Exists,
+        // control commands make a destination of their own, so never another pool's
+        PoolError::Duplicate(_) | PoolError::InAnotherPool(_) => KernelError::Exists,
         PoolError::NotFound(_) => KernelError::NotFound,
         PoolError::Dest(_) => KernelError::Errno(ERANGE),
         // the kernel's mh refuses more real servers than its table has entries

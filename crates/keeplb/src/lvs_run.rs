@@ -160,7 +160,7 @@ impl Director {
         settings: ConnSettings,
         configured: &[SocketAddr],
     ) -> anyhow::Result<Arc<VirtualService>> {
-        let (service, options) = service(vs, vip)?;
+        let (service, mut options) = service(vs, vip)?;
         let protocol = match service.addr() {
             ServiceAddr::Addr(protocol, _) => protocol,
             ServiceAddr::Fwmark(mark) => bail!(keeplb_proxy::ProxyError::Fwmark { mark }),
@@ -193,6 +193,12 @@ impl Director {
         self.throw_away(&running, removed);
         if running.conn_settings() != settings {
             running.set_conn_settings(settings);
+        }
+        // An unchanged sorry server keeps its counters, and the connections counted on it.
+        if let (Some(new), Some(old)) = (&options.sorry_server, &running.options().sorry_server)
+            && new.addr() == old.addr()
+        {
+            options.sorry_server = Some(Arc::clone(old));
         }
         running.set_options(options);
         Ok(running)

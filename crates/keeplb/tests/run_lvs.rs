@@ -12,6 +12,7 @@ use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use keeplb_proxy::{ProxyProtocol, Transport};
 use keeplb_testlab::Process;
 
 const DIRECTOR: &str = "10.62.0.1";
@@ -212,16 +213,12 @@ fn udp_flows_stick_to_their_real_server_unless_ops() {
     let mut buf = [0; 1500];
     let (len, from) = first.recv_from(&mut buf).expect("answer");
     assert_eq!(from, proxied);
-    let (SocketAddr::V4(client), SocketAddr::V4(vip)) =
-        (first.local_addr().expect("addr"), proxied)
-    else {
-        panic!("IPv4 site");
-    };
-    let mut header = b"\r\n\r\n\0\r\nQUIT\n\x21\x12\x00\x0c".to_vec();
-    header.extend_from_slice(&client.ip().octets());
-    header.extend_from_slice(&vip.ip().octets());
-    header.extend_from_slice(&client.port().to_be_bytes());
-    header.extend_from_slice(&vip.port().to_be_bytes());
+    // The header's bytes are checked against the specification in keeplb-proxy's tests.
+    let header = ProxyProtocol::V2.header(
+        Transport::Datagram,
+        first.local_addr().expect("addr"),
+        proxied,
+    );
     let reply = &buf[..len];
     let name_end = reply.iter().position(|&b| b == b':').expect("name:") + 1;
     assert_eq!(&reply[name_end..], [&header[..], b"pp"].concat());

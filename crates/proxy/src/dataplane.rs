@@ -136,10 +136,11 @@ impl DataPlane {
     }
 
     /// Stops accepting new clients of a service and forgets it. Its connections go on
-    /// until they end (they drain).
+    /// until they end (they drain); its real servers are out of service for them.
     pub fn remove(&self, protocol: Protocol, vip: SocketAddr) -> Option<Arc<VirtualService>> {
         let id = (protocol, vip);
         let svc = self.services().remove(&id)?;
+        svc.read(|s| s.pool.withdraw_all());
         for worker in &self.workers {
             let _ = worker.commands.send(Command::Stop(id));
         }

@@ -17,7 +17,8 @@ const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
 /// Version 2, command PROXY.
 const V2_VERSION_PROXY: u8 = 0x21;
 
-/// The longest v2 header [`ProxyProtocol::header`] writes (IPv6 addresses).
+/// The longest v2 header [`ProxyProtocol::header`] writes (IPv6 addresses): UDP
+/// flows write the header in place before each datagram, in this much room.
 pub(crate) const V2_MAX_HEADER: usize = 16 + 36;
 
 /// Transport carried, for the v2 family byte's low nibble.
@@ -158,6 +159,11 @@ mod tests {
         );
         assert_eq!(&header[12..16], &[0x21, 0x22, 0x00, 36]);
         assert_eq!(header.len(), 16 + 36);
+        assert_eq!(
+            header.len(),
+            V2_MAX_HEADER,
+            "UDP flows keep room for the longest header before each datagram"
+        );
         assert_eq!(header[16 + 15], 1);
         assert_eq!(&header[16 + 32..], &[0, 1, 0, 2]);
         let local =

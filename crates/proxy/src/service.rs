@@ -392,10 +392,7 @@ impl VirtualService {
     /// the service's statistics, as IPVS counts one to the sorry server keepalived
     /// enters, and active or inactive on it while the guard lives.
     pub(crate) fn connect_sorry_server(&self, sorry: &Arc<Dest>, count: SorryCount) -> ConnGuard {
-        sorry.stats().count_conn();
-        if count == SorryCount::AlsoOnService {
-            self.stats.count_conn();
-        }
+        self.count_sorry_connection(sorry, count);
         sorry.connect()
     }
 
@@ -403,10 +400,15 @@ impl VirtualService {
     /// sorry server as a connection of its own, as [`Self::schedule_one_packet`] counts
     /// those scheduled to a real server.
     pub(crate) fn one_packet_on_sorry_server(&self, sorry: &Dest, bytes: usize) {
-        for stats in [sorry.stats(), &self.stats] {
-            stats.count_conn();
-        }
+        self.count_sorry_connection(sorry, SorryCount::AlsoOnService);
         self.untracked_datagram(sorry, Direction::Input, bytes);
+    }
+
+    fn count_sorry_connection(&self, sorry: &Dest, count: SorryCount) {
+        sorry.stats().count_conn();
+        if count == SorryCount::AlsoOnService {
+            self.stats.count_conn();
+        }
     }
 
     /// Logs why a client was turned away, at most once a second for each reason.

@@ -106,6 +106,8 @@ struct UdpFlow {
 impl UdpFlow {
     /// The datagram to send for the client's `len` bytes, received at
     /// `buf[V2_MAX_HEADER..]`: the PROXY header, if any, is written just before them.
+    /// (A datagram of the UDP maximum has no room left for a header: its send fails
+    /// with `EMSGSIZE` and it is dropped.)
     fn outgoing<'b>(&self, buf: &'b mut [u8], len: usize) -> &'b [u8] {
         let header = self.proxy_header.as_deref().unwrap_or_default();
         let start = V2_MAX_HEADER - header.len();

@@ -78,18 +78,27 @@ async fn the_sorry_server_takes_what_nobody_else_can() {
         sorry_server: Some(Arc::clone(&sorry)),
         ..ServiceOptions::default()
     };
+    let dead = closed_port();
     let served = Setup::new(
         Protocol::Tcp,
-        &[(closed_port(), 1), (tcp_server("quiesced").await, 0)],
+        &[(dead, 1), (tcp_server("quiesced").await, 0)],
     )
     .scheduler("wlc")
     .options(options)
     .start();
     let vip = served.vip;
+    let conns = || {
+        let on_service = served.svc.read(|s| s.stats().counters().conns);
+        (sorry.stats().counters().conns, on_service)
+    };
     assert_eq!(spread(vip, 2).await, ["sorry", "sorry"]);
-    // Counted as IPVS counts connections to the sorry server keepalived enters.
-    let on_service = served.svc.read(|s| s.stats().counters().conns);
-    assert_eq!((sorry.stats().counters().conns, on_service), (2, 2));
+    // Counted as IPVS counts connections to the sorry server keepalived enters; the
+    // service counted each client once, when the dead real server was tried first.
+    assert_eq!(conns(), (2, 2));
+    // With no real server to try, the sorry server's connections are the service's.
+    served.svc.edit(|s| s.pool.set_weight(dead, 0)).unwrap();
+    assert_eq!(spread(vip, 2).await, ["sorry", "sorry"]);
+    assert_eq!(conns(), (4, 4));
 }
 
 #[tokio::test]
@@ -231,11 +240,15 @@ async fn weight_zero_quiesces_without_cutting_existing_connections() {
 
 #[tokio::test]
 async fn a_removed_service_drains() {
-    let Served { plane, svc: _, vip } = Setup::new(Protocol::Tcp, &[(tcp_server("a").await, 1)])
+    let Served { plane, svc, vip } = Setup::new(Protocol::Tcp, &[(tcp_server("a").await, 1)])
         .workers(2)
         .start();
     let (_, mut kept) = who(vip).await;
     assert!(plane.remove(Protocol::Tcp, vip).is_some());
+    assert!(
+        svc.read(|s| s.pool.dests().iter().all(|d| !d.in_pool())),
+        "its real servers are out of service"
+    );
     eventually("listeners closed", || {
         std::net::TcpStream::connect(vip).is_err()
     })

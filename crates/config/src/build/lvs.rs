@@ -252,7 +252,7 @@ pub fn virtual_server(cx: &mut Cx, node: &Node) -> Option<VirtualServer> {
     let mut seen_algo = false;
     let mut seen_kind = false;
     let mut tunnel = Tunnel::default();
-    let mut sorry: Option<SorryMethod> = None;
+    let mut sorry: Option<SorryLines> = None;
     let mut proxy_protocol_v1 = None;
     for child in node.children() {
         if inherited.read(cx, child, Level::Server) {
@@ -319,7 +319,7 @@ pub fn virtual_server(cx: &mut Cx, node: &Node) -> Option<VirtualServer> {
                     ),
                 }
             }
-            "sorry_server_lvs_method" if vs.sorry_server.is_none() => cx.error(
+            "sorry_server_lvs_method" if sorry.is_none() => cx.error(
                 Diagnostic::warning(
                     "order",
                     "`sorry_server_lvs_method` before or without `sorry_server`",
@@ -331,10 +331,8 @@ pub fn virtual_server(cx: &mut Cx, node: &Node) -> Option<VirtualServer> {
             ),
             "sorry_server_lvs_method" => {
                 let Some(sorry) = &mut sorry else { continue };
-                let mut options = sorry.tunnel;
-                if let Some(kind) = lb_kind(cx, child, &mut options) {
+                if let Some(kind) = lb_kind(cx, child, &mut sorry.tunnel) {
                     sorry.lb_kind = Some(kind);
-                    sorry.tunnel = options;
                 }
             }
             "sorry_server" => {
@@ -349,21 +347,16 @@ pub fn virtual_server(cx: &mut Cx, node: &Node) -> Option<VirtualServer> {
                     None => None,
                 };
                 cx.no_extra_args(child, 2);
-                // The method is settled at the end of the block (see `SorryMethod`).
-                vs.sorry_server = Some(SorryServer {
+                sorry = Some(SorryLines {
                     ip,
                     port,
-                    lb_kind: vs.lb_kind,
-                    tunnel: None,
-                });
-                sorry = Some(SorryMethod {
                     line: child.line_span(),
                     lb_kind: seen_kind.then_some(vs.lb_kind),
                     tunnel,
                 });
             }
             "sorry_server_inhibit" => {
-                if vs.sorry_server.is_some() {
+                if sorry.is_some() {
                     vs.sorry_server_inhibit = cx.flag_only(child);
                 } else {
                     cx.error(
@@ -468,7 +461,7 @@ pub fn virtual_server(cx: &mut Cx, node: &Node) -> Option<VirtualServer> {
     }
     vs.tunnel = (vs.lb_kind == LbKind::Tun).then_some(tunnel);
     if let Some(sorry) = sorry {
-        settle_sorry_server(cx, &mut vs, sorry, tunnel);
+        vs.sorry_server = sorry_server(cx, &vs, sorry, tunnel);
     }
     check_scheduling_defaults(cx, node, &mut vs, seen_protocol, seen_algo, seen_kind);
     if vs.protocol == Protocol::Udp
@@ -522,56 +515,56 @@ pub fn virtual_server(cx: &mut Cx, node: &Node) -> Option<VirtualServer> {
     Some(vs)
 }
 
-/// The sorry server's forwarding as the block's lines leave it.
-struct SorryMethod {
+/// The sorry server as the block's lines leave it.
+struct SorryLines {
+    ip: IpAddr,
+    port: Option<u16>,
     /// The `sorry_server` line.
     line: crate::source::Span,
     /// Its own method: from `sorry_server_lvs_method`, or the virtual server's `lb_kind`
     /// when one came before the `sorry_server` line (keepalived copies it there). `None`:
-    /// the virtual server's final one.
+    /// not known yet when the block ends; the virtual server's final one then.
     lb_kind: Option<LbKind>,
     tunnel: Tunnel,
 }
 
-/// Gives the sorry server its forwarding method, then checks its address family, which
-/// only a tunnel may cross (keepalived checks both at the end of the block too).
-fn settle_sorry_server(
+/// The sorry server, unless keepalived skips it: only a tunnelled one may be of the
+/// other address family. keepalived checks that when the block ends, before a sorry
+/// server without a method of its own takes the virtual server's, so such a one is
+/// never tunnelled for this check.
+fn sorry_server(
     cx: &mut Cx,
-    vs: &mut VirtualServer,
-    method: SorryMethod,
+    vs: &VirtualServer,
+    lines: SorryLines,
     vs_tunnel: Tunnel,
-) {
-    let Some(sorry) = &mut vs.sorry_server else {
-        return;
-    };
-    let tunnel = match method.lb_kind {
-        Some(kind) => {
-            sorry.lb_kind = kind;
-            method.tunnel
-        }
-        None => {
-            sorry.lb_kind = vs.lb_kind;
-            vs_tunnel
-        }
-    };
-    sorry.tunnel = (sorry.lb_kind == LbKind::Tun).then_some(tunnel);
+) -> Option<SorryServer> {
     if let VirtualServerKey::Address { ip: vip, .. } = vs.key
-        && vip.is_ipv4() != sorry.ip.is_ipv4()
-        && sorry.lb_kind != LbKind::Tun
+        && vip.is_ipv4() != lines.ip.is_ipv4()
+        && lines.lb_kind != Some(LbKind::Tun)
     {
         cx.error(
             Diagnostic::error(
                 "mixed-families",
                 format!(
                     "sorry_server {} is not of the virtual server's address family",
-                    sorry.ip
+                    lines.ip
                 ),
             )
-            .at(method.line, "keepalived skips this sorry server")
-            .with_note("only a TUN sorry server may be of the other family"),
+            .at(lines.line, "keepalived skips this sorry server")
+            .with_note("only a sorry server with its own TUN method may be of the other family"),
         );
-        vs.sorry_server = None;
+        return None;
     }
+    let (lb_kind, tunnel) = match lines.lb_kind {
+        Some(kind) => (kind, lines.tunnel),
+        None => (vs.lb_kind, vs_tunnel),
+    };
+    Some(SorryServer {
+        ip: lines.ip,
+        port: lines.port,
+        lb_kind,
+        tunnel: (lb_kind == LbKind::Tun).then_some(tunnel),
+    })
 }
 
 /// keepalived reports every scheduling default it has to apply, and a missing protocol
