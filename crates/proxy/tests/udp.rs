@@ -31,19 +31,31 @@ fn dns(dests: &[(SocketAddr, u32)]) -> Setup {
     Setup::new(Protocol::Udp, dests).port(53)
 }
 
+/// Two real servers that answer with their names, `a` and `b`.
+async fn real_servers_a_and_b() -> (SocketAddr, SocketAddr) {
+    (udp_server("a").await, udp_server("b").await)
+}
+
+/// `dns` rr over `a` and `b`, started (rr starts with `b`).
+async fn rr_over_a_and_b() -> (SocketAddr, SocketAddr, Served) {
+    let (a, b) = real_servers_a_and_b().await;
+    (a, b, dns(&[(a, 1), (b, 1)]).start())
+}
+
+/// A client socket of its own (a flow of its own).
+async fn new_client() -> UdpSocket {
+    UdpSocket::bind("127.0.0.1:0").await.expect("client socket")
+}
+
 #[tokio::test]
 async fn each_client_is_one_flow_on_one_real_server() {
-    let (a, b) = (udp_server("a").await, udp_server("b").await);
-    let Served {
-        plane: _plane,
-        svc,
-        vip,
-    } = dns(&[(a, 1), (b, 1)]).start();
-    let first = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (a, b, served) = rr_over_a_and_b().await;
+    let (svc, vip) = (&served.svc, served.vip);
+    let first = new_client().await;
     for i in 0..3 {
         assert_eq!(ask(&first, vip, &format!("q{i}")).await, format!("b:q{i}"));
     }
-    let second = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let second = new_client().await;
     assert_eq!(ask(&second, vip, "x").await, "a:x");
     let counters = svc.read(|s| s.stats().counters());
     assert_eq!(
@@ -88,7 +100,7 @@ async fn sorry_server_answers_and_is_counted(one_packet: bool) {
     } = dns(&[(udp_server("quiesced").await, 0)])
         .options(options)
         .start();
-    let client = UdpSocket::bind("127.0.0.1:0").await.expect("client");
+    let client = new_client().await;
     for question in ["q1", "q2"] {
         assert_eq!(
             ask(&client, vip, question).await,
@@ -121,13 +133,9 @@ async fn sorry_server_answers_and_is_counted(one_packet: bool) {
 
 #[tokio::test]
 async fn a_client_leaves_a_removed_real_server_at_its_next_datagram() {
-    let (a, b) = (udp_server("a").await, udp_server("b").await);
-    let Served {
-        plane: _plane,
-        svc,
-        vip,
-    } = dns(&[(a, 1), (b, 1)]).start();
-    let client = UdpSocket::bind("127.0.0.1:0").await.expect("client");
+    let (a, b, served) = rr_over_a_and_b().await;
+    let (svc, vip) = (&served.svc, served.vip);
+    let client = new_client().await;
     assert_eq!(ask(&client, vip, "q1").await, "b:q1");
     svc.edit(|s| s.pool.remove(b).map(drop)).expect("remove b");
     // A syslog-like client that never pauses would otherwise stay on b for good.
@@ -153,7 +161,7 @@ async fn a_client_leaves_the_sorry_server_once_a_real_server_is_back() {
         svc,
         vip,
     } = dns(&[(real, 0)]).options(options).start();
-    let client = UdpSocket::bind("127.0.0.1:0").await.expect("client");
+    let client = new_client().await;
     assert_eq!(ask(&client, vip, "q1").await, "sorry:q1");
     svc.edit(|s| s.pool.set_weight(real, 1))
         .expect("weight back");
@@ -172,13 +180,13 @@ fn one_packet_service(a: SocketAddr, b: SocketAddr) -> Setup {
 
 #[tokio::test]
 async fn one_packet_scheduling_spreads_one_client_s_datagrams() {
-    let (a, b) = (udp_server("a").await, udp_server("b").await);
+    let (a, b) = real_servers_a_and_b().await;
     let Served {
         plane: _plane,
         svc,
         vip,
     } = one_packet_service(a, b).start();
-    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let client = new_client().await;
     let mut answers = Vec::new();
     for i in 0..4 {
         answers.push(ask(&client, vip, &format!("q{i}")).await);
@@ -207,7 +215,7 @@ async fn one_packet_scheduling_spreads_one_client_s_datagrams() {
 
 #[tokio::test]
 async fn one_packet_scheduling_follows_persistence() {
-    let (a, b) = (udp_server("a").await, udp_server("b").await);
+    let (a, b) = real_servers_a_and_b().await;
     let Served {
         plane: _plane,
         svc,
@@ -215,7 +223,7 @@ async fn one_packet_scheduling_follows_persistence() {
     } = one_packet_service(a, b)
         .persistence(Persistence::new(Duration::from_secs(300)))
         .start();
-    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let client = new_client().await;
     for i in 0..3 {
         assert_eq!(ask(&client, vip, &format!("q{i}")).await, format!("b:q{i}"));
     }
@@ -227,13 +235,9 @@ async fn one_packet_scheduling_follows_persistence() {
 
 #[tokio::test]
 async fn a_flow_from_before_one_packet_scheduling_goes_on_until_it_expires() {
-    let (a, b) = (udp_server("a").await, udp_server("b").await);
-    let Served {
-        plane: _plane,
-        svc,
-        vip,
-    } = dns(&[(a, 1), (b, 1)]).start();
-    let earlier = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (a, b, served) = rr_over_a_and_b().await;
+    let (svc, vip) = (&served.svc, served.vip);
+    let earlier = new_client().await;
     assert_eq!(ask(&earlier, vip, "q0").await, "b:q0");
     svc.set_options(ServiceOptions {
         one_packet: true,
@@ -247,7 +251,7 @@ async fn a_flow_from_before_one_packet_scheduling_goes_on_until_it_expires() {
         );
     }
     assert_eq!(svc.read(|s| s.stats().counters().conns), 1);
-    let newcomer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let newcomer = new_client().await;
     let answers = [
         ask(&newcomer, vip, "x0").await,
         ask(&newcomer, vip, "x1").await,
@@ -266,7 +270,7 @@ async fn proxy_protocol_v2_starts_every_datagram_to_the_real_server() {
         svc: _svc,
         vip,
     } = dns(&[(udp_server("a").await, 1)]).options(options).start();
-    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let client = new_client().await;
     let (SocketAddr::V4(me), SocketAddr::V4(vip4)) = (client.local_addr().unwrap(), vip) else {
         panic!("IPv4 loopback");
     };
