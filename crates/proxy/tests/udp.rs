@@ -49,7 +49,7 @@ async fn new_client() -> UdpSocket {
 
 #[tokio::test]
 async fn each_client_is_one_flow_on_one_real_server() {
-    let (a, b, served) = rr_over_a_and_b().await;
+    let (_, b, served) = rr_over_a_and_b().await;
     let (svc, vip) = (&served.svc, served.vip);
     let first = new_client().await;
     for i in 0..3 {
@@ -235,7 +235,7 @@ async fn one_packet_scheduling_follows_persistence() {
 
 #[tokio::test]
 async fn a_flow_from_before_one_packet_scheduling_goes_on_until_it_expires() {
-    let (a, b, served) = rr_over_a_and_b().await;
+    let (_, _, served) = rr_over_a_and_b().await;
     let (svc, vip) = (&served.svc, served.vip);
     let earlier = new_client().await;
     assert_eq!(ask(&earlier, vip, "q0").await, "b:q0");
