@@ -109,11 +109,16 @@ impl UdpFlow {
     /// (A datagram of the UDP maximum has no room left for a header: its send fails
     /// with `EMSGSIZE` and it is dropped.)
     fn outgoing<'b>(&self, buf: &'b mut [u8], len: usize) -> &'b [u8] {
-        let header = self.proxy_header.as_deref().unwrap_or_default();
-        let start = V2_MAX_HEADER - header.len();
-        buf[start..V2_MAX_HEADER].copy_from_slice(header);
-        &buf[start..V2_MAX_HEADER + len]
+        framed(buf, self.proxy_header.as_deref().unwrap_or_default(), len)
     }
+}
+
+/// `len` bytes received at `buf[V2_MAX_HEADER..]`, with `header` (at most
+/// `V2_MAX_HEADER` bytes, as every PROXY header is) written just before them.
+fn framed<'b>(buf: &'b mut [u8], header: &[u8], len: usize) -> &'b [u8] {
+    let start = V2_MAX_HEADER - header.len();
+    buf[start..V2_MAX_HEADER].copy_from_slice(header);
+    &buf[start..V2_MAX_HEADER + len]
 }
 
 /// One worker's share of a service: its socket and flows.
@@ -449,5 +454,30 @@ fn forward_replies(
                 return None;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_longest_header_fits_before_the_largest_datagram() {
+        let client: SocketAddr = "[2001:db8::1]:5353".parse().unwrap();
+        let vip: SocketAddr = "[2001:db8::53]:53".parse().unwrap();
+        let header = ProxyProtocol::V2.header(Transport::Datagram, client, vip);
+        let mut buf = vec![0; V2_MAX_HEADER + MAX_DATAGRAM];
+        buf[V2_MAX_HEADER..].fill(7);
+        let datagram = framed(&mut buf, &header, MAX_DATAGRAM);
+        assert_eq!(datagram.len(), header.len() + MAX_DATAGRAM);
+        assert_eq!(&datagram[..header.len()], &header[..]);
+        assert!(datagram[header.len()..].iter().all(|&b| b == 7));
+    }
+
+    #[test]
+    fn without_a_header_the_datagram_goes_as_received() {
+        let mut buf = vec![0; V2_MAX_HEADER + 3];
+        buf[V2_MAX_HEADER..].copy_from_slice(b"abc");
+        assert_eq!(framed(&mut buf, &[], 3), b"abc");
     }
 }
