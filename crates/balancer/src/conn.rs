@@ -44,7 +44,7 @@ use std::time::Duration;
 
 use crate::dest::{ConnState, Dest};
 use crate::flow::Flow;
-use crate::service::{FTP_PORT, Persistence, Protocol, Service, ServiceAddr};
+use crate::service::{FTP_PORT, Persistence, PersistenceEngine, Protocol, Service, ServiceAddr};
 use crate::stats::Stats;
 
 /// The port the kernel gives invalidated templates so that lookups miss them.
@@ -390,6 +390,8 @@ pub struct Conn {
     expires: Duration,
     queued: Duration,
     control: Option<u64>,
+    /// The persistence engine's key of its template (the SIP Call-ID), listed with it.
+    pe_data: Option<Arc<[u8]>>,
     svc_stats: Arc<Stats>,
 }
 
@@ -431,12 +433,14 @@ impl Conn {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct TemplateKey {
     proto: Protocol,
     caddr: IpAddr,
     vaddr: IpAddr,
     vport: u16,
+    /// What the service's persistence engine adds to the key (`pe_data`).
+    pe_data: Option<Arc<[u8]>>,
 }
 
 #[derive(Debug)]
@@ -477,6 +481,8 @@ pub struct ConnEntry {
     pub destination: SocketAddr,
     /// Whether this is a persistence template.
     pub template: bool,
+    /// The persistence engine and its key for this entry (`--persistent-conn`).
+    pub persistence_engine: Option<(PersistenceEngine, Arc<[u8]>)>,
 }
 
 impl ConnEntry {
@@ -582,6 +588,21 @@ impl ConnTable {
         flow: &Flow,
         now: Duration,
     ) -> Option<ConnKey> {
+        self.connect_with_payload(svc, proto, flow, &[], now)
+    }
+
+    /// [`ConnTable::connect`] for a first packet carrying `payload` (a UDP datagram),
+    /// which a persistence engine reads: with the SIP engine, a datagram without a
+    /// Call-ID ([`crate::sip::call_id`]) cannot be scheduled, and the kernel drops it. A
+    /// TCP connection's first packet (the SYN) carries nothing.
+    pub fn connect_with_payload(
+        &mut self,
+        svc: &Service,
+        proto: Protocol,
+        flow: &Flow,
+        payload: &[u8],
+        now: Duration,
+    ) -> Option<ConnKey> {
         self.expire(now);
         let key = ConnKey {
             proto,
@@ -597,7 +618,8 @@ impl ConnTable {
             }
             self.remove_conn(&key);
         }
-        self.schedule(svc, key, flow, now, &[], Counting::Both)
+        let pe_data = engine_key(svc, proto, payload)?;
+        self.schedule(svc, key, flow, pe_data, now, &[], Counting::Both)
     }
 
     /// The connection `key` could not be used (a proxy's connect to its destination
@@ -629,16 +651,21 @@ impl ConnTable {
             self.template_index.remove(&template.key);
         }
         let flow = Flow::new(key.client, key.vip);
-        self.schedule(svc, *key, &flow, now, tried, Counting::DestOnly)
+        let pe_data = control
+            .and_then(|id| self.templates.get(&id))
+            .and_then(|t| t.key.pe_data.clone());
+        self.schedule(svc, *key, &flow, pe_data, now, tried, Counting::DestOnly)
     }
 
     /// Schedules a new entry `key` for `flow`, avoiding the destinations in `avoid`,
     /// and enters it in the table.
+    #[allow(clippy::too_many_arguments)] // the kernel's ip_vs_schedule takes as many
     fn schedule(
         &mut self,
         svc: &Service,
         key: ConnKey,
         flow: &Flow,
+        pe_data: Option<Arc<[u8]>>,
         now: Duration,
         avoid: &[SocketAddr],
         counting: Counting,
@@ -648,7 +675,8 @@ impl ConnTable {
             Protocol::Udp => ProtoState::Udp,
             Protocol::Ip => return None,
         };
-        let (dest, dport, control) = self.bind(svc, key.proto, flow, now, avoid)?;
+        let (dest, dport, control) =
+            self.bind(svc, key.proto, flow, pe_data.clone(), now, avoid)?;
         dest.on_connect();
         let active = match state {
             ProtoState::Tcp(tcp) => self.settings.active_states.is_active(tcp),
@@ -673,6 +701,7 @@ impl ConnTable {
                 expires,
                 queued: expires,
                 control,
+                pe_data: control.and(pe_data),
                 svc_stats: Arc::clone(svc.stats()),
             },
         );
@@ -689,12 +718,18 @@ impl ConnTable {
         svc: &Service,
         proto: Protocol,
         flow: &Flow,
+        pe_data: Option<Arc<[u8]>>,
         now: Duration,
         avoid: &[SocketAddr],
     ) -> Option<(Arc<Dest>, u16, Option<u64>)> {
         let (dest, control) = match svc.persistence() {
             Some(persistence) => {
-                let (dest, id) = self.sched_persist(svc, persistence, proto, flow, now, avoid)?;
+                let template = TemplateParams {
+                    persistence,
+                    proto,
+                    pe_data,
+                };
+                let (dest, id) = self.sched_persist(svc, template, flow, now, avoid)?;
                 (dest, Some(id))
             }
             None => (pick_avoiding(svc, flow, now, avoid)?, None),
@@ -726,14 +761,16 @@ impl ConnTable {
         svc: &Service,
         proto: Protocol,
         flow: &Flow,
-        bytes: u64,
+        payload: &[u8],
         now: Duration,
     ) -> Option<(Arc<Dest>, SocketAddr)> {
         self.expire(now);
         if proto == Protocol::Ip {
             return None;
         }
-        let (dest, dport, control) = self.bind(svc, proto, flow, now, &[])?;
+        let bytes = u64::try_from(payload.len()).unwrap_or(u64::MAX);
+        let pe_data = engine_key(svc, proto, payload)?;
+        let (dest, dport, control) = self.bind(svc, proto, flow, pe_data, now, &[])?;
         // The connection expired at once: its template controls it no more.
         if let Some(template) = control.and_then(|id| self.templates.get_mut(&id)) {
             template.n_control = template.n_control.saturating_sub(1);
@@ -920,12 +957,16 @@ impl ConnTable {
     fn sched_persist(
         &mut self,
         svc: &Service,
-        persistence: Persistence,
-        proto: Protocol,
+        template: TemplateParams,
         flow: &Flow,
         now: Duration,
         avoid: &[SocketAddr],
     ) -> Option<(Arc<Dest>, u64)> {
+        let TemplateParams {
+            persistence,
+            proto,
+            pe_data,
+        } = template;
         let svc_port = svc.addr().port();
         let caddr = persistence.granularity.mask(flow.client.ip());
         let (tproto, vaddr, vport) = if flow.vip.port() == svc_port {
@@ -941,6 +982,7 @@ impl ConnTable {
             caddr,
             vaddr,
             vport,
+            pe_data,
         };
         if let Some(&id) = self.template_index.get(&key) {
             let expire_quiescent = self.settings.expire_quiescent_template;
@@ -972,6 +1014,7 @@ impl ConnTable {
         let id = self.next_template;
         self.next_template += 1;
         let expires = now + persistence.timeout;
+        self.template_index.insert(key.clone(), id);
         self.templates.insert(
             id,
             Template {
@@ -985,7 +1028,6 @@ impl ConnTable {
                 n_control: 1,
             },
         );
-        self.template_index.insert(key, id);
         self.timers
             .push(Reverse((expires, TimerTarget::Template(id))));
         Some((dest, id))
@@ -1007,6 +1049,7 @@ impl ConnTable {
                 virtual_addr: c.key.vip,
                 destination: c.dest_addr(),
                 template: false,
+                persistence_engine: engine_listing(c.pe_data.as_ref()),
             })
             .collect();
         conns.sort_by_key(|e| (e.source, e.virtual_addr));
@@ -1027,6 +1070,7 @@ impl ConnTable {
                     virtual_addr: SocketAddr::new(t.key.vaddr, vport),
                     destination: SocketAddr::new(t.dest.addr().ip(), dport),
                     template: true,
+                    persistence_engine: engine_listing(t.key.pe_data.as_ref()),
                 }
             })
             .collect();
@@ -1034,6 +1078,34 @@ impl ConnTable {
         conns.extend(templates);
         conns
     }
+}
+
+/// What a persistence template of a new connection is made of.
+struct TemplateParams {
+    persistence: Persistence,
+    proto: Protocol,
+    pe_data: Option<Arc<[u8]>>,
+}
+
+/// What the service's persistence engine adds to a template's key for a first packet
+/// carrying `payload`: `Some(None)` without an engine (or without persistence), `None`
+/// when the engine finds nothing to key on, so the packet cannot be scheduled (the
+/// kernel's `ip_vs_conn_fill_param_persist` fails and the packet is dropped).
+fn engine_key(svc: &Service, proto: Protocol, payload: &[u8]) -> Option<Option<Arc<[u8]>>> {
+    let engine = svc.persistence().and(svc.persistence_engine());
+    match engine {
+        None => Some(None),
+        Some(PersistenceEngine::Sip) if proto == Protocol::Udp => {
+            crate::sip::call_id(payload).map(|id| Some(Arc::from(id)))
+        }
+        Some(PersistenceEngine::Sip) => None,
+    }
+}
+
+/// An entry's persistence engine data as listings show it. Only the SIP engine exists,
+/// so data means SIP.
+fn engine_listing(pe_data: Option<&Arc<[u8]>>) -> Option<(PersistenceEngine, Arc<[u8]>)> {
+    pe_data.map(|data| (PersistenceEngine::Sip, Arc::clone(data)))
 }
 
 /// Which statistics a newly scheduled entry counts a connection in: a rescheduled one
@@ -1608,7 +1680,7 @@ mod tests {
         (start..start + datagrams)
             .map(|at| {
                 let (dest, addr) = t
-                    .schedule_one_packet(svc, Protocol::Udp, &flow(client), 10, secs(at))
+                    .schedule_one_packet(svc, Protocol::Udp, &flow(client), &[0; 10], secs(at))
                     .expect("a destination");
                 assert_eq!(
                     dest.addr(),
@@ -1697,7 +1769,7 @@ mod tests {
             svc.pool.set_weight(sa(dest), 0).expect("quiesce");
         }
         assert!(
-            t.schedule_one_packet(&svc, Protocol::Udp, &f, 10, secs(2))
+            t.schedule_one_packet(&svc, Protocol::Udp, &f, &[0; 10], secs(2))
                 .is_none()
         );
     }
@@ -1780,5 +1852,90 @@ mod tests {
         assert_eq!(timeouts.tcp(S::FinWait), secs(120));
         assert_eq!(timeouts.udp(), secs(60));
         assert_eq!(timeouts.tcp(S::Close), secs(10));
+    }
+
+    /// A SIP message of call `call_id`.
+    fn sip(call_id: &str) -> Vec<u8> {
+        format!("OPTIONS sip:x@y SIP/2.0\r\nCall-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\n\r\n")
+            .into_bytes()
+    }
+
+    /// A UDP rr service over 10.0.0.1 and 10.0.0.2 whose templates are keyed by the
+    /// SIP Call-ID alone (granularity 0.0.0.0: every client shares them).
+    fn sip_service() -> Service {
+        let persistence = Persistence::new(secs(60))
+            .with_granularity(Granularity::v4_netmask(Ipv4Addr::UNSPECIFIED));
+        let mut svc = service_for(Protocol::Udp, Some(persistence));
+        svc.set_persistence_engine(Some(PersistenceEngine::Sip));
+        svc
+    }
+
+    #[test]
+    fn the_sip_engine_sends_every_message_of_a_call_to_one_real_server() {
+        let svc = sip_service();
+        let mut t = ConnTable::default();
+        let (a, b) = (sa("10.0.0.1:80"), sa("10.0.0.2:80"));
+        let mut send = |client: &str, message: &[u8], at: u64| {
+            t.schedule_one_packet(&svc, Protocol::Udp, &flow(client), message, secs(at))
+                .map(|(dest, _)| dest.addr())
+        };
+        // Without the engine, rr would alternate; and the clients differ.
+        assert_eq!(send("192.0.2.1:5060", &sip("call-1@h"), 0), Some(a));
+        assert_eq!(send("192.0.2.1:5060", &sip("call-2@h"), 1), Some(b));
+        assert_eq!(send("192.0.2.7:5060", &sip("call-1@h"), 2), Some(a));
+        assert_eq!(send("192.0.2.9:5062", &sip("call-2@h"), 3), Some(b));
+        assert_eq!(send("192.0.2.1:5060", &sip("call-1@h"), 4), Some(a));
+        // No Call-ID, no scheduling: the kernel drops such a datagram.
+        assert_eq!(send("192.0.2.1:5060", b"not SIP", 5), None);
+        let entries = t.entries(secs(5));
+        let calls: Vec<(SocketAddr, Option<&[u8]>)> = entries
+            .iter()
+            .map(|e| {
+                let data = e.persistence_engine.as_ref().map(|(engine, data)| {
+                    assert_eq!(engine.name(), "sip");
+                    &data[..]
+                });
+                (e.destination, data)
+            })
+            .collect();
+        assert_eq!(
+            calls,
+            [(a, Some(&b"call-1@h"[..])), (b, Some(&b"call-2@h"[..]))],
+            "one template per call, listed with its Call-ID"
+        );
+    }
+
+    #[test]
+    fn a_udp_flow_of_a_sip_service_is_listed_with_its_call_id() {
+        let svc = sip_service();
+        let mut t = ConnTable::default();
+        let f = flow("192.0.2.1:5060");
+        let key = t
+            .connect_with_payload(&svc, Protocol::Udp, &f, &sip("c@h"), secs(0))
+            .expect("scheduled");
+        assert!(t.get(&key).expect("entry").is_persistent());
+        let entries = t.entries(secs(0));
+        assert_eq!(entries.len(), 2, "the flow and its template");
+        assert!(entries.iter().all(|e| {
+            e.persistence_engine
+                .as_ref()
+                .is_some_and(|(_, id)| &id[..] == b"c@h")
+        }));
+        assert_eq!(
+            t.connect_with_payload(&svc, Protocol::Udp, &flow("192.0.2.2:5060"), b"?", secs(0)),
+            None
+        );
+    }
+
+    #[test]
+    fn the_sip_engine_schedules_no_tcp_connection() {
+        let mut svc = service(Some(Persistence::new(secs(60))));
+        svc.set_persistence_engine(Some(PersistenceEngine::Sip));
+        let mut t = ConnTable::default();
+        // The kernel reads SIP from UDP only: a SYN fails the engine and is dropped.
+        assert_eq!(
+            t.connect(&svc, Protocol::Tcp, &flow("192.0.2.1:1000"), secs(0)),
+            None
+        );
     }
 }

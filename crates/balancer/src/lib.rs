@@ -80,6 +80,7 @@ mod hash;
 mod pool;
 pub mod scheduler;
 mod service;
+pub mod sip;
 pub mod stats;
 mod tunnel;
 
@@ -92,6 +93,8 @@ pub use error::{DestError, PoolError, SchedulerError};
 pub use flow::Flow;
 pub use pool::Pool;
 pub use scheduler::{SchedFlags, Scheduler, SchedulerKind, from_name};
-pub use service::{FTP_PORT, Granularity, Persistence, Protocol, Service, ServiceAddr};
+pub use service::{
+    FTP_PORT, Granularity, Persistence, PersistenceEngine, Protocol, Service, ServiceAddr,
+};
 pub use stats::{Counters, Rates, Stats};
 pub use tunnel::{Tunnel, TunnelChecksum, TunnelType};

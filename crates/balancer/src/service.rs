@@ -124,6 +124,32 @@ impl Granularity {
     }
 }
 
+/// A persistence engine (`ipvsadm --pe`, keepalived `persistence_engine`): what keys a
+/// persistence template besides the client's (masked) address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PersistenceEngine {
+    /// The SIP Call-ID of the datagram ([`crate::sip`]); UDP only.
+    Sip,
+}
+
+impl PersistenceEngine {
+    /// Every engine IPVS has.
+    pub const ALL: [Self; 1] = [Self::Sip];
+
+    /// The engine's name, as ipvsadm and keepalived write it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Sip => "sip",
+        }
+    }
+
+    /// The engine named `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|engine| engine.name() == name)
+    }
+}
+
 /// Persistence settings (`ipvsadm -p T -M MASK`, keepalived `persistence_timeout` and
 /// `persistence_granularity`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -165,6 +191,9 @@ pub struct Service {
     /// The destinations and the scheduler; edits go through it as before.
     pub pool: Pool,
     persistence: Option<Persistence>,
+    /// Kept apart from the persistence, as the kernel keeps it: a service may name an
+    /// engine without being persistent, and listings show it.
+    engine: Option<PersistenceEngine>,
     stats: Arc<Stats>,
 }
 
@@ -175,6 +204,7 @@ impl Service {
             addr,
             pool,
             persistence: None,
+            engine: None,
             stats: Arc::new(Stats::new()),
         }
     }
@@ -200,6 +230,17 @@ impl Service {
     /// as in the kernel.
     pub fn set_persistence(&mut self, persistence: Option<Persistence>) {
         self.persistence = persistence;
+    }
+
+    /// The persistence engine (`--pe`), which keys the templates of a persistent
+    /// service.
+    pub fn persistence_engine(&self) -> Option<PersistenceEngine> {
+        self.engine
+    }
+
+    /// `ipvsadm -A/-E --pe`: existing templates keep the key they were made with.
+    pub fn set_persistence_engine(&mut self, engine: Option<PersistenceEngine>) {
+        self.engine = engine;
     }
 
     /// The service's counters and rates (ipvsadm `--stats` / `--rate`).

@@ -344,6 +344,9 @@ pub use keeplb_balancer::{Tunnel, TunnelChecksum, TunnelType};
 /// IPVS scheduler names (`lb_algo`): the balancer's own list, so the two cannot differ.
 pub use keeplb_balancer::SchedulerKind;
 
+/// IPVS persistence engines (`persistence_engine`): the balancer's own list.
+pub use keeplb_balancer::PersistenceEngine;
+
 /// How a virtual server is addressed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -401,6 +404,9 @@ pub struct VirtualServer {
     pub tunnel: Option<Tunnel>,
     pub persistence_timeout: Option<u32>,
     pub persistence_granularity: Option<String>,
+    /// What else keys persistence templates (`sip`: the SIP Call-ID of UDP datagrams).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistence_engine: Option<PersistenceEngine>,
     pub protocol: Protocol,
     pub sorry_server: Option<SorryServer>,
     pub sorry_server_inhibit: bool,

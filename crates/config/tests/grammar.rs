@@ -5,8 +5,8 @@ use std::path::Path;
 
 use keeplb_config::env::FakeEnvironment;
 use keeplb_config::model::{
-    CheckKind, InitialState, LbKind, Protocol, SchedulerKind, Tunnel, TunnelChecksum, TunnelType,
-    VirtualServerKey,
+    CheckKind, InitialState, LbKind, PersistenceEngine, Protocol, SchedulerKind, Tunnel,
+    TunnelChecksum, TunnelType, VirtualServerKey,
 };
 use keeplb_config::{LoadOptions, Loaded, MemoryLoader, Severity, load_with};
 
@@ -40,10 +40,15 @@ fn load(text: &str) -> Loaded {
 
 /// `code@file:line:column` of every warning and error, for compact assertions.
 fn problems(loaded: &Loaded) -> Vec<String> {
+    located(loaded, |severity| severity != Severity::Note)
+}
+
+/// `code@file:line:column` of every diagnostic whose severity `keep` accepts.
+fn located(loaded: &Loaded, keep: impl Fn(Severity) -> bool) -> Vec<String> {
     loaded
         .diagnostics
         .iter()
-        .filter(|d| d.severity != Severity::Note)
+        .filter(|d| keep(d.severity))
         .map(|d| {
             let at = d
                 .primary
@@ -769,4 +774,49 @@ fn only_a_tunnelled_sorry_server_may_be_of_the_other_family() {
         ["mixed-families@/etc/keepalived/keepalived.conf:5:3"]
     );
     assert_eq!(late.config.virtual_server[0].sorry_server, None);
+}
+
+#[test]
+fn persistence_engine_sip_is_modelled_and_misuse_reported() {
+    let block = |protocol: &str, lines: &str| {
+        load(&format!(
+            "virtual_server 10.0.0.100 5060 {{\n  lb_algo rr\n  lb_kind NAT\n  protocol {protocol}\n{lines}  real_server 10.0.0.1 5060 {{\n  }}\n}}\n"
+        ))
+    };
+    let sip = block(
+        "UDP",
+        "  persistence_timeout 60\n  persistence_engine sip\n",
+    );
+    assert_eq!(problems(&sip), Vec::<String>::new());
+    assert_eq!(
+        sip.config.virtual_server[0].persistence_engine,
+        Some(PersistenceEngine::Sip)
+    );
+    // keepalived -t accepts all of these: keeplb explains them in notes.
+    let notes = |loaded: &Loaded| located(loaded, |severity| severity == Severity::Note);
+    for (protocol, lines, expected) in [
+        (
+            "TCP",
+            "  persistence_timeout 60\n  persistence_engine sip\n",
+            "sip-engine-needs-udp@/etc/keepalived/keepalived.conf:6:22",
+        ),
+        (
+            "UDP",
+            "  persistence_engine sip\n",
+            "sip-engine-needs-persistence@/etc/keepalived/keepalived.conf:5:22",
+        ),
+        (
+            "UDP",
+            "  persistence_timeout 60\n  persistence_engine rtsp\n",
+            "unknown-persistence-engine@/etc/keepalived/keepalived.conf:6:22",
+        ),
+    ] {
+        let loaded = block(protocol, lines);
+        assert_eq!(
+            problems(&loaded),
+            Vec::<String>::new(),
+            "{protocol} {lines}"
+        );
+        assert_eq!(notes(&loaded), [expected], "{protocol} {lines}");
+    }
 }

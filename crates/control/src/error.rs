@@ -93,8 +93,6 @@ pub enum Unsupported {
     Sctp,
     /// Port 0: a service on every port of an address.
     AllPorts,
-    /// `--pe`: persistence engines.
-    PersistenceEngine,
     /// `--start-daemon`: connection synchronisation.
     SyncDaemon,
 }
@@ -111,9 +109,6 @@ impl Unsupported {
             }
             Unsupported::AllPorts => {
                 "Port-zero services need kernel IPVS: keeplb's userspace proxy listens on one port per service"
-            }
-            Unsupported::PersistenceEngine => {
-                "Persistence engines need kernel IPVS: keeplb's userspace proxy has none"
             }
             Unsupported::SyncDaemon => {
                 "Connection synchronisation needs kernel IPVS: keeplb's userspace proxy has no sync daemon"

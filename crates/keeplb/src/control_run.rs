@@ -24,8 +24,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use keeplb_balancer::{
-    self as balancer, ConnSettings, Dest, Granularity, Persistence, Pool, PoolError, SchedulerKind,
-    Service, ServiceAddr, TcpState, Thresholds,
+    self as balancer, ConnSettings, Dest, Granularity, Persistence, PersistenceEngine, Pool,
+    PoolError, SchedulerKind, Service, ServiceAddr, TcpState, Thresholds,
 };
 use keeplb_control::api::{
     ApiError, Request, RequestBody, Response, ResponseBody, StatusReport, VrrpInstanceStatus,
@@ -167,13 +167,13 @@ impl TableOps for LiveTable {
 
     fn add_service(&mut self, config: &ServiceConfig) -> Result<(), KernelError> {
         let (protocol, vip) = service_id(&config.key)?;
-        served_options(config)?;
         let flags = sched_flags(config.sched_flags);
         let mut service = Service::new(
             ServiceAddr::Addr(protocol, vip),
             Pool::new(scheduler_kind(&config.scheduler)?.build(flags)),
         );
         service.set_persistence(persistence(config));
+        service.set_persistence_engine(persistence_engine(config));
         let options = ServiceOptions {
             // ipvsadm has no service-wide method: real servers without one say -g.
             forwarding: Forwarding::Route,
@@ -186,7 +186,6 @@ impl TableOps for LiveTable {
     }
 
     fn edit_service(&mut self, config: &ServiceConfig) -> Result<(), KernelError> {
-        served_options(config)?;
         let svc = self.existing(&config.key)?;
         let flags = sched_flags(config.sched_flags);
         let kind = scheduler_kind(&config.scheduler)?;
@@ -199,6 +198,7 @@ impl TableOps for LiveTable {
                     .map_err(pool_error)?;
             }
             s.set_persistence(persistence(config));
+            s.set_persistence_engine(persistence_engine(config));
             Ok(())
         })?;
         svc.edit_options(|options| {
@@ -332,14 +332,6 @@ fn service_id(key: &ServiceKey) -> Result<(balancer::Protocol, SocketAddr), Kern
     }
 }
 
-/// Refuses the service options the proxy cannot honour.
-fn served_options(config: &ServiceConfig) -> Result<(), KernelError> {
-    if config.persistence_engine.is_some() {
-        return Err(KernelError::NeedsKernel(Unsupported::PersistenceEngine));
-    }
-    Ok(())
-}
-
 fn scheduler_kind(name: &str) -> Result<SchedulerKind, KernelError> {
     name.parse().map_err(|_| KernelError::NotFound)
 }
@@ -370,6 +362,14 @@ fn persistence(config: &ServiceConfig) -> Option<Persistence> {
         Netmask::Prefix(prefix) => Granularity::v6_prefix(prefix),
     };
     Some(Persistence::new(timeout).with_granularity(granularity))
+}
+
+/// The service's persistence engine (check_service let through only those IPVS has).
+fn persistence_engine(config: &ServiceConfig) -> Option<PersistenceEngine> {
+    config
+        .persistence_engine
+        .as_deref()
+        .and_then(PersistenceEngine::from_name)
 }
 
 fn thresholds(dest: &DestConfig) -> Thresholds {
@@ -477,7 +477,7 @@ fn service_entry(svc: &VirtualService) -> ServiceEntry {
                     .map(|p| u32::try_from(p.timeout.as_secs()).unwrap_or(u32::MAX)),
                 netmask,
                 one_packet: options.one_packet,
-                persistence_engine: None,
+                persistence_engine: s.persistence_engine().map(|pe| pe.name().to_owned()),
             },
             stats: stats(s.stats()),
             dests: s
@@ -522,7 +522,12 @@ fn conn_entry(entry: balancer::ConnEntry) -> ConnEntry {
         dest_port: entry.destination.port(),
         state: entry.state.to_owned(),
         expires: u32::try_from(entry.expire.as_secs()).unwrap_or(u32::MAX),
-        persistence_engine: None,
+        persistence_engine: entry.persistence_engine.map(|(engine, data)| {
+            (
+                engine.name().to_owned(),
+                String::from_utf8_lossy(&data).into_owned(),
+            )
+        }),
     }
 }
 

@@ -177,6 +177,7 @@ impl Director {
                 live.pool.set_scheduler(kind.build(flags))?;
             }
             live.set_persistence(service.persistence());
+            live.set_persistence_engine(service.persistence_engine());
             let dropped: Vec<SocketAddr> = live
                 .pool
                 .dests()
@@ -557,6 +558,7 @@ fn service(
     }
     let pool = Pool::new(kind.build(flags));
     let mut service = Service::new(ServiceAddr::Addr(protocol, vip), pool);
+    service.set_persistence_engine(vs.persistence_engine);
     if let Some(timeout) = vs.persistence_timeout {
         let mut persistence = Persistence::new(Duration::from_secs(timeout.into()));
         if let Some(granularity) = &vs.persistence_granularity {

@@ -243,6 +243,10 @@ fn seed_sessions_list_and_fail_like_ipvsadm() {
         "-A -u 192.168.109.128:5353 -s rr -o",
         "-E -u 192.168.109.128:5353 -s rr",
         "-E -u 192.168.109.128:5353 -s wrr -o",
+        // the SIP persistence engine, persistent or not (the kernel keeps it either way)
+        "-A -u 192.168.109.128:5060 -s rr -p 60 -M 0.0.0.0 -o --pe sip",
+        "-A -u 192.168.109.128:5061 -s rr --pe sip",
+        "-E -u 192.168.109.128:5061 -s rr",
         "-Z",
     ];
     for line in sessions {
@@ -262,7 +266,17 @@ fn seed_sessions_list_and_fail_like_ipvsadm() {
         listing.contains("UDP  192.168.109.128:5353 wrr ops\n"),
         "{listing}"
     );
-    both(&control, &mut table, "-D -u 192.168.109.128:5353");
+    assert!(
+        listing.contains("UDP  192.168.109.128:5060 rr persistent 60 mask 0.0.0.0 pe sip ops\n"),
+        "{listing}"
+    );
+    for port in [5353, 5060, 5061] {
+        both(
+            &control,
+            &mut table,
+            &format!("-D -u 192.168.109.128:{port}"),
+        );
+    }
 
     // The errors operators meet, with ipvsadm's words and exit codes.
     let failures = [
@@ -282,6 +296,10 @@ fn seed_sessions_list_and_fail_like_ipvsadm() {
         ("-A -t 192.168.109.128:80 -s rr", "Service already exists\n"),
         (
             "-A -t 10.9.9.9:80 -s nosuch",
+            "Scheduler or persistence engine not found\n",
+        ),
+        (
+            "-A -u 10.9.9.9:5060 -s rr -p --pe nosuch",
             "Scheduler or persistence engine not found\n",
         ),
         ("-L -n -t 10.9.9.9:80", "No such service\n"),

@@ -131,7 +131,9 @@ fn tcp_spread_is_what_ipvs_gives_per_scheduler() {
 }
 
 /// A UDP service's flows stick to their real server; on an `ops` service (one-packet
-/// scheduling) over the same real servers, each datagram is scheduled on its own.
+/// scheduling) over the same real servers, each datagram is scheduled on its own; with
+/// `persistence_engine sip`, by its SIP Call-ID; with `proxy_protocol v2`, each datagram
+/// tells the real server who sent it.
 #[test]
 fn udp_flows_stick_to_their_real_server_unless_ops() {
     let site = site("lvs-udp");
@@ -149,7 +151,13 @@ fn udp_flows_stick_to_their_real_server_unless_ops() {
             }
         });
     }
-    let conf = [(53, ""), (54, "    ops\n"), (55, "    proxy_protocol v2\n")]
+    let sip_engine = "    ops\n    persistence_timeout 60\n    persistence_granularity 0.0.0.0\n    persistence_engine sip\n";
+    let conf = [
+        (53, ""),
+        (54, "    ops\n"),
+        (55, "    proxy_protocol v2\n"),
+        (5060, sip_engine),
+    ]
         .map(|(port, ops)| format!(
             "virtual_server {VIP} {port} {{\n    lb_algo rr\n    protocol UDP\n{ops}    real_server {} 53 {{\n    }}\n    real_server {} 53 {{\n    }}\n}}\n",
             REAL_SERVERS[0].1, REAL_SERVERS[1].1
@@ -206,6 +214,20 @@ fn udp_flows_stick_to_their_real_server_unless_ops() {
         .collect();
     assert_ne!(servers[0], servers[1], "ops: one client, every real server");
     assert_eq!([&servers[0], &servers[1]], [&servers[2], &servers[3]], "rr");
+
+    // `persistence_engine sip`: every message of a call reaches one real server, whichever
+    // client sends it; another call is scheduled (rr) to the other.
+    let sip = |socket: &UdpSocket, call: &str| -> String {
+        let message = format!("BYE sip:x@y SIP/2.0\r\nCall-ID: {call}\r\nCSeq: 2 BYE\r\n\r\n");
+        let answer = ask_at(sa(VIP, 5060), socket, &message)
+            .unwrap_or_else(|| panic!("no answer for {call}\n{}", keeplb.output_so_far()));
+        answer.split_once(':').expect("name:message").0.to_owned()
+    };
+    let call_1 = sip(&first, "call-1@h");
+    let call_2 = sip(&first, "call-2@h");
+    assert_ne!(call_1, call_2, "a new call is scheduled");
+    assert_eq!(sip(&second, "call-1@h"), call_1, "the call, not the client");
+    assert_eq!(sip(&second, "call-2@h"), call_2);
 
     // keeplb's `proxy_protocol v2`: the real server (which echoes) is told who asked.
     let proxied = sa(VIP, 55);

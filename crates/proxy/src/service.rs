@@ -295,24 +295,24 @@ impl VirtualService {
         self.conns.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Schedules a new connection.
-    pub(crate) fn schedule(&self, flow: &Flow) -> Option<Binding> {
+    /// Schedules a new connection (or UDP flow) whose first packet carries `payload`
+    /// (nothing for TCP, the datagram for UDP), which a persistence engine may read.
+    pub(crate) fn schedule(&self, flow: &Flow, payload: &[u8]) -> Option<Binding> {
         let now = self.now();
         let mut table = self.table();
         let service = self.service.read().unwrap_or_else(PoisonError::into_inner);
-        let key = table.connect(&service, self.protocol, flow, now)?;
+        let key = table.connect_with_payload(&service, self.protocol, flow, payload, now)?;
         binding(&table, key)
     }
 
-    /// Schedules one datagram of `bytes` bytes of a one-packet service on its own,
-    /// counting it as a connection and an incoming packet; no entry is made.
-    pub(crate) fn schedule_one_packet(&self, flow: &Flow, bytes: usize) -> Option<Binding> {
+    /// Schedules one `datagram` of a one-packet service on its own, counting it as a
+    /// connection and an incoming packet; no entry is made.
+    pub(crate) fn schedule_one_packet(&self, flow: &Flow, datagram: &[u8]) -> Option<Binding> {
         let now = self.now();
-        let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
         let mut table = self.table();
         let service = self.service.read().unwrap_or_else(PoisonError::into_inner);
         let (dest, target) =
-            table.schedule_one_packet(&service, self.protocol, flow, bytes, now)?;
+            table.schedule_one_packet(&service, self.protocol, flow, datagram, now)?;
         Some(Binding {
             key: None,
             dest,

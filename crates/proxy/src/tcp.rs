@@ -89,7 +89,8 @@ async fn connect_upstream(
     options: &ServiceOptions,
 ) -> Option<(TcpStream, Binding, Option<ConnGuard>)> {
     let mut tried = Vec::new();
-    let mut next = svc.schedule(flow);
+    // A SYN carries nothing for a persistence engine to read.
+    let mut next = svc.schedule(flow, &[]);
     while let Some(binding) = next {
         match connect(binding.target, options.connect_timeout).await {
             Ok(stream) => return Some((stream, binding, None)),

@@ -154,9 +154,13 @@ pub(crate) async fn serve(socket: UdpSocket, svc: Arc<VirtualService>) {
             }
         };
         let flow = if worker.svc.options().one_packet {
-            worker.one_packet_flow(client, len).await
+            worker
+                .one_packet_flow(client, &buf[V2_MAX_HEADER..V2_MAX_HEADER + len])
+                .await
         } else {
-            worker.client_flow(client, len).await
+            worker
+                .client_flow(client, &buf[V2_MAX_HEADER..V2_MAX_HEADER + len])
+                .await
         };
         let flow = match flow {
             Ok(flow) => flow,
@@ -184,13 +188,14 @@ pub(crate) async fn serve(socket: UdpSocket, svc: Arc<VirtualService>) {
 }
 
 impl Worker {
-    /// The flow of `client`'s datagram of `len` bytes, counted: the client's flow, or a
-    /// new one when it has none or its table entry expired (or was flushed).
+    /// The flow of `client`'s `datagram`, counted: the client's flow, or a new one when
+    /// it has none or its table entry expired (or was flushed).
     async fn client_flow(
         &mut self,
         client: SocketAddr,
-        len: usize,
+        datagram: &[u8],
     ) -> Result<Arc<UdpFlow>, Refusal> {
+        let len = datagram.len();
         let id = FlowId {
             client,
             upstream: None,
@@ -199,7 +204,10 @@ impl Worker {
             return Ok(flow);
         }
         self.ensure_room()?;
-        match self.svc.schedule(&Flow::new(client, self.svc.vip())) {
+        match self
+            .svc
+            .schedule(&Flow::new(client, self.svc.vip()), datagram)
+        {
             Some(Binding {
                 key: Some(key),
                 target,
@@ -219,8 +227,9 @@ impl Worker {
     async fn one_packet_flow(
         &mut self,
         client: SocketAddr,
-        len: usize,
+        datagram: &[u8],
     ) -> Result<Arc<UdpFlow>, Refusal> {
+        let len = datagram.len();
         // A flow from before the service became one-packet (`-E -o`) goes on until it
         // expires, as the kernel goes on finding its entry in the table.
         let before = FlowId {
@@ -231,7 +240,7 @@ impl Worker {
             return Ok(flow);
         }
         let flow = Flow::new(client, self.svc.vip());
-        let (target, tally) = match self.svc.schedule_one_packet(&flow, len) {
+        let (target, tally) = match self.svc.schedule_one_packet(&flow, datagram) {
             Some(binding) => (binding.target, Tally::OnePacket(binding.dest)),
             None => {
                 let sorry = self.svc.sorry_binding().ok_or(Refusal::Unavailable)?;

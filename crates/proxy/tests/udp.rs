@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use keeplb_balancer::{Dest, Persistence, Protocol};
+use keeplb_balancer::{Dest, Granularity, Persistence, PersistenceEngine, Protocol};
 use keeplb_proxy::{ProxyProtocol, ServiceOptions};
 use tokio::net::UdpSocket;
 
@@ -293,4 +293,51 @@ async fn proxy_protocol_v2_starts_every_datagram_to_the_real_server() {
         let expected = [&b"a:"[..], &header, question].concat();
         assert_eq!(&buf[..len], &expected[..]);
     }
+}
+
+/// A SIP message of call `call_id`, as a client would send it over UDP.
+fn sip_message(call_id: &str) -> String {
+    format!(
+        "OPTIONS sip:pbx@example.com SIP/2.0\r\nVia: SIP/2.0/UDP client\r\nCall-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+#[tokio::test]
+async fn the_sip_engine_keeps_each_call_on_one_real_server_whoever_sends() {
+    let (a, b) = real_servers_a_and_b().await;
+    // One-packet scheduling, templates shared by every client: the Call-ID decides.
+    let persistence = Persistence::new(Duration::from_secs(60))
+        .with_granularity(Granularity::v4_netmask(std::net::Ipv4Addr::UNSPECIFIED));
+    let served = dns(&[(a, 1), (b, 1)])
+        .persistence(persistence)
+        .options(ServiceOptions {
+            one_packet: true,
+            ..ServiceOptions::default()
+        })
+        .start();
+    let vip = served.vip;
+    served
+        .svc
+        .edit(|s| s.set_persistence_engine(Some(PersistenceEngine::Sip)));
+    let (alice, bob) = (new_client().await, new_client().await);
+    let answered_by = |answer: String| answer.split_once(':').map(|(name, _)| name.to_owned());
+    let first = answered_by(ask(&alice, vip, &sip_message("call-1@example.com")).await);
+    let other = answered_by(ask(&alice, vip, &sip_message("call-2@example.com")).await);
+    assert_ne!(first, other, "a new call is scheduled (rr)");
+    for (client, call, expected) in [
+        (&bob, "call-1@example.com", &first),
+        (&bob, "call-2@example.com", &other),
+        (&alice, "call-1@example.com", &first),
+    ] {
+        let by = answered_by(ask(client, vip, &sip_message(call)).await);
+        assert_eq!(&by, expected, "{call}");
+    }
+    // Without a Call-ID the datagram cannot be scheduled, and is dropped.
+    alice.send_to(b"not SIP", vip).await.expect("send");
+    let mut buf = [0; 1500];
+    let silence = tokio::time::timeout(Duration::from_millis(300), alice.recv_from(&mut buf)).await;
+    assert!(
+        silence.is_err(),
+        "no answer to a datagram without a Call-ID"
+    );
 }

@@ -7,8 +7,9 @@ use super::other;
 use crate::diagnostic::Diagnostic;
 use crate::model::{
     CheckCommon, CheckKind, Checker, DnsCheck, FileCheck, GroupEntry, HttpCheck, HttpUrl, LbKind,
-    MiscCheck, Protocol, RealServer, SchedulerKind, SmtpCheck, SorryServer, Tunnel, TunnelChecksum,
-    TunnelType, UdpCheck, VirtualServer, VirtualServerGroup, VirtualServerKey,
+    MiscCheck, PersistenceEngine, Protocol, RealServer, SchedulerKind, SmtpCheck, SorryServer,
+    Tunnel, TunnelChecksum, TunnelType, UdpCheck, VirtualServer, VirtualServerGroup,
+    VirtualServerKey,
 };
 use crate::syntax::{Node, Token};
 
@@ -229,6 +230,7 @@ pub fn virtual_server(cx: &mut Cx, node: &Node) -> Option<VirtualServer> {
         tunnel: None,
         persistence_timeout: None,
         persistence_granularity: None,
+        persistence_engine: None,
         protocol: Protocol::Tcp,
         sorry_server: None,
         sorry_server_inhibit: false,
@@ -254,6 +256,7 @@ pub fn virtual_server(cx: &mut Cx, node: &Node) -> Option<VirtualServer> {
     let mut tunnel = Tunnel::default();
     let mut sorry: Option<SorryLines> = None;
     let mut proxy_protocol_v1 = None;
+    let mut persistence_engine_at = None;
     for child in node.children() {
         if inherited.read(cx, child, Level::Server) {
             continue;
@@ -305,6 +308,28 @@ pub fn virtual_server(cx: &mut Cx, node: &Node) -> Option<VirtualServer> {
                 vs.persistence_granularity = Some(token.text.clone());
                 vs.persistence_timeout
                     .get_or_insert(DEFAULT_PERSISTENCE_TIMEOUT);
+            }
+            "persistence_engine" => {
+                let Some(token) = cx.arg(child) else { continue };
+                match PersistenceEngine::from_name(&token.text) {
+                    Some(engine) => {
+                        vs.persistence_engine = Some(engine);
+                        persistence_engine_at = Some(token.span);
+                    }
+                    // keepalived takes any name (and `keepalived -t` says nothing); the kernel then
+                    // refuses the service.
+                    None => cx.error(
+                        Diagnostic::note(
+                            "unknown-persistence-engine",
+                            format!("unknown persistence engine `{}`", token.text),
+                        )
+                        .at(
+                            token.span,
+                            "ignored: IPVS would refuse the service (ENOENT)",
+                        )
+                        .with_note("IPVS has one persistence engine: sip"),
+                    ),
+                }
             }
             "protocol" => {
                 seen_protocol = Some(child.keyword.span);
@@ -464,6 +489,11 @@ pub fn virtual_server(cx: &mut Cx, node: &Node) -> Option<VirtualServer> {
         vs.sorry_server = sorry_server(cx, &vs, sorry, tunnel);
     }
     check_scheduling_defaults(cx, node, &mut vs, seen_protocol, seen_algo, seen_kind);
+    if let (Some(PersistenceEngine::Sip), Some(span)) =
+        (vs.persistence_engine, persistence_engine_at)
+    {
+        check_sip_engine(cx, &vs, span);
+    }
     if vs.protocol == Protocol::Udp
         && vs.proxy_protocol == Some(1)
         && let Some(span) = proxy_protocol_v1
@@ -513,6 +543,36 @@ pub fn virtual_server(cx: &mut Cx, node: &Node) -> Option<VirtualServer> {
     }
     check_real_servers(cx, node, &mut vs);
     Some(vs)
+}
+
+/// The SIP engine keys templates by the Call-ID of UDP datagrams: without persistence
+/// it does nothing, and on any other protocol the kernel finds no Call-ID in the first
+/// packet and drops every connection. keepalived says nothing of either: notes.
+fn check_sip_engine(cx: &mut Cx, vs: &VirtualServer, span: crate::source::Span) {
+    if vs.protocol != Protocol::Udp {
+        cx.error(
+            Diagnostic::note(
+                "sip-engine-needs-udp",
+                "persistence_engine sip reads SIP over UDP only",
+            )
+            .at(
+                span,
+                "IPVS (and keeplb) drop every new connection of this service",
+            )
+            .with_note("use `protocol UDP`, or remove persistence_engine"),
+        );
+    } else if vs.persistence_timeout.is_none() {
+        cx.error(
+            Diagnostic::note(
+                "sip-engine-needs-persistence",
+                "persistence_engine sip has no effect without persistence_timeout",
+            )
+            .at(
+                span,
+                "the engine keys persistence templates, and this service makes none",
+            ),
+        );
+    }
 }
 
 /// The sorry server as the block's lines leave it.
