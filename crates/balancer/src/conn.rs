@@ -44,7 +44,9 @@ use std::time::Duration;
 
 use crate::dest::{ConnState, Dest};
 use crate::flow::Flow;
-use crate::service::{FTP_PORT, Persistence, PersistenceEngine, Protocol, Service, ServiceAddr};
+use crate::service::{
+    EngineKey, FTP_PORT, Persistence, PersistenceEngine, Protocol, Service, ServiceAddr,
+};
 use crate::stats::Stats;
 
 /// The port the kernel gives invalidated templates so that lookups miss them.
@@ -390,8 +392,6 @@ pub struct Conn {
     expires: Duration,
     queued: Duration,
     control: Option<u64>,
-    /// The persistence engine's key of its template (the SIP Call-ID), listed with it.
-    pe_data: Option<Arc<[u8]>>,
     svc_stats: Arc<Stats>,
 }
 
@@ -439,8 +439,9 @@ struct TemplateKey {
     caddr: IpAddr,
     vaddr: IpAddr,
     vport: u16,
-    /// What the service's persistence engine adds to the key (`pe_data`).
-    pe_data: Option<Arc<[u8]>>,
+    /// What the service's persistence engine adds to the key (`pe_data`), with the
+    /// engine, which the kernel compares too.
+    pe: Option<(PersistenceEngine, Arc<[u8]>)>,
 }
 
 #[derive(Debug)]
@@ -618,8 +619,15 @@ impl ConnTable {
             }
             self.remove_conn(&key);
         }
-        let pe_data = engine_key(svc, proto, payload)?;
-        self.schedule(svc, key, flow, pe_data, now, &[], Counting::Both)
+        let pe = match svc.engine_key(proto, payload) {
+            EngineKey::Refused => return None,
+            engine_key => engine_key.into_key(),
+        };
+        let attempt = Attempt {
+            avoid: &[],
+            counting: Counting::Both,
+        };
+        self.schedule(svc, key, flow, pe, now, attempt)
     }
 
     /// The connection `key` could not be used (a proxy's connect to its destination
@@ -651,32 +659,33 @@ impl ConnTable {
             self.template_index.remove(&template.key);
         }
         let flow = Flow::new(key.client, key.vip);
-        let pe_data = control
+        let pe = control
             .and_then(|id| self.templates.get(&id))
-            .and_then(|t| t.key.pe_data.clone());
-        self.schedule(svc, *key, &flow, pe_data, now, tried, Counting::DestOnly)
+            .and_then(|t| t.key.pe.clone());
+        let attempt = Attempt {
+            avoid: tried,
+            counting: Counting::DestOnly,
+        };
+        self.schedule(svc, *key, &flow, pe, now, attempt)
     }
 
     /// Schedules a new entry `key` for `flow`, avoiding the destinations in `avoid`,
     /// and enters it in the table.
-    #[allow(clippy::too_many_arguments)] // the kernel's ip_vs_schedule takes as many
     fn schedule(
         &mut self,
         svc: &Service,
         key: ConnKey,
         flow: &Flow,
-        pe_data: Option<Arc<[u8]>>,
+        pe: Option<(PersistenceEngine, Arc<[u8]>)>,
         now: Duration,
-        avoid: &[SocketAddr],
-        counting: Counting,
+        attempt: Attempt<'_>,
     ) -> Option<ConnKey> {
         let state = match key.proto {
             Protocol::Tcp => ProtoState::Tcp(TcpState::None.next(Direction::Input, TcpFlags::SYN)),
             Protocol::Udp => ProtoState::Udp,
             Protocol::Ip => return None,
         };
-        let (dest, dport, control) =
-            self.bind(svc, key.proto, flow, pe_data.clone(), now, avoid)?;
+        let (dest, dport, control) = self.bind(svc, key.proto, flow, pe, now, attempt.avoid)?;
         dest.on_connect();
         let active = match state {
             ProtoState::Tcp(tcp) => self.settings.active_states.is_active(tcp),
@@ -686,7 +695,7 @@ impl ConnTable {
             dest.on_established();
         }
         dest.stats().count_conn();
-        if counting == Counting::Both {
+        if attempt.counting == Counting::Both {
             svc.stats().count_conn();
         }
         let expires = now + self.settings.timeouts.of(state);
@@ -701,7 +710,6 @@ impl ConnTable {
                 expires,
                 queued: expires,
                 control,
-                pe_data: control.and(pe_data),
                 svc_stats: Arc::clone(svc.stats()),
             },
         );
@@ -718,7 +726,7 @@ impl ConnTable {
         svc: &Service,
         proto: Protocol,
         flow: &Flow,
-        pe_data: Option<Arc<[u8]>>,
+        pe: Option<(PersistenceEngine, Arc<[u8]>)>,
         now: Duration,
         avoid: &[SocketAddr],
     ) -> Option<(Arc<Dest>, u16, Option<u64>)> {
@@ -727,7 +735,7 @@ impl ConnTable {
                 let template = TemplateParams {
                     persistence,
                     proto,
-                    pe_data,
+                    pe,
                 };
                 let (dest, id) = self.sched_persist(svc, template, flow, now, avoid)?;
                 (dest, Some(id))
@@ -769,8 +777,11 @@ impl ConnTable {
             return None;
         }
         let bytes = u64::try_from(payload.len()).unwrap_or(u64::MAX);
-        let pe_data = engine_key(svc, proto, payload)?;
-        let (dest, dport, control) = self.bind(svc, proto, flow, pe_data, now, &[])?;
+        let pe = match svc.engine_key(proto, payload) {
+            EngineKey::Refused => return None,
+            engine_key => engine_key.into_key(),
+        };
+        let (dest, dport, control) = self.bind(svc, proto, flow, pe, now, &[])?;
         // The connection expired at once: its template controls it no more.
         if let Some(template) = control.and_then(|id| self.templates.get_mut(&id)) {
             template.n_control = template.n_control.saturating_sub(1);
@@ -965,7 +976,7 @@ impl ConnTable {
         let TemplateParams {
             persistence,
             proto,
-            pe_data,
+            pe,
         } = template;
         let svc_port = svc.addr().port();
         let caddr = persistence.granularity.mask(flow.client.ip());
@@ -982,7 +993,7 @@ impl ConnTable {
             caddr,
             vaddr,
             vport,
-            pe_data,
+            pe,
         };
         if let Some(&id) = self.template_index.get(&key) {
             let expire_quiescent = self.settings.expire_quiescent_template;
@@ -1049,7 +1060,8 @@ impl ConnTable {
                 virtual_addr: c.key.vip,
                 destination: c.dest_addr(),
                 template: false,
-                persistence_engine: engine_listing(c.pe_data.as_ref()),
+                // The kernel gives only templates the engine's data.
+                persistence_engine: None,
             })
             .collect();
         conns.sort_by_key(|e| (e.source, e.virtual_addr));
@@ -1070,7 +1082,7 @@ impl ConnTable {
                     virtual_addr: SocketAddr::new(t.key.vaddr, vport),
                     destination: SocketAddr::new(t.dest.addr().ip(), dport),
                     template: true,
-                    persistence_engine: engine_listing(t.key.pe_data.as_ref()),
+                    persistence_engine: t.key.pe.clone(),
                 }
             })
             .collect();
@@ -1084,28 +1096,14 @@ impl ConnTable {
 struct TemplateParams {
     persistence: Persistence,
     proto: Protocol,
-    pe_data: Option<Arc<[u8]>>,
+    pe: Option<(PersistenceEngine, Arc<[u8]>)>,
 }
 
-/// What the service's persistence engine adds to a template's key for a first packet
-/// carrying `payload`: `Some(None)` without an engine (or without persistence), `None`
-/// when the engine finds nothing to key on, so the packet cannot be scheduled (the
-/// kernel's `ip_vs_conn_fill_param_persist` fails and the packet is dropped).
-fn engine_key(svc: &Service, proto: Protocol, payload: &[u8]) -> Option<Option<Arc<[u8]>>> {
-    let engine = svc.persistence().and(svc.persistence_engine());
-    match engine {
-        None => Some(None),
-        Some(PersistenceEngine::Sip) if proto == Protocol::Udp => {
-            crate::sip::call_id(payload).map(|id| Some(Arc::from(id)))
-        }
-        Some(PersistenceEngine::Sip) => None,
-    }
-}
-
-/// An entry's persistence engine data as listings show it. Only the SIP engine exists,
-/// so data means SIP.
-fn engine_listing(pe_data: Option<&Arc<[u8]>>) -> Option<(PersistenceEngine, Arc<[u8]>)> {
-    pe_data.map(|data| (PersistenceEngine::Sip, Arc::clone(data)))
+/// How a new entry is scheduled: avoiding which destinations, counted where.
+#[derive(Clone, Copy)]
+struct Attempt<'a> {
+    avoid: &'a [SocketAddr],
+    counting: Counting,
 }
 
 /// Which statistics a newly scheduled entry counts a connection in: a rescheduled one
@@ -1915,15 +1913,37 @@ mod tests {
             .expect("scheduled");
         assert!(t.get(&key).expect("entry").is_persistent());
         let entries = t.entries(secs(0));
-        assert_eq!(entries.len(), 2, "the flow and its template");
-        assert!(entries.iter().all(|e| {
-            e.persistence_engine
-                .as_ref()
-                .is_some_and(|(_, id)| &id[..] == b"c@h")
-        }));
+        let listed: Vec<(bool, Option<&[u8]>)> = entries
+            .iter()
+            .map(|e| {
+                (
+                    e.template,
+                    e.persistence_engine.as_ref().map(|(_, id)| &id[..]),
+                )
+            })
+            .collect();
+        // As the kernel lists them: the engine's data on the template only.
+        assert_eq!(listed, [(false, None), (true, Some(&b"c@h"[..]))]);
         assert_eq!(
             t.connect_with_payload(&svc, Protocol::Udp, &flow("192.0.2.2:5060"), b"?", secs(0)),
             None
+        );
+    }
+
+    #[test]
+    fn without_persistence_the_engine_keys_nothing() {
+        let mut svc = service_for(Protocol::Udp, None);
+        svc.set_persistence_engine(Some(PersistenceEngine::Sip));
+        assert_eq!(
+            svc.engine_key(Protocol::Udp, b"not SIP"),
+            EngineKey::NoEngine
+        );
+        let mut t = ConnTable::default();
+        let f = flow("192.0.2.1:5060");
+        assert!(
+            t.connect_with_payload(&svc, Protocol::Udp, &f, b"not SIP", secs(0))
+                .is_some(),
+            "scheduled as without an engine"
         );
     }
 

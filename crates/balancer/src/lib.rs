@@ -94,7 +94,8 @@ pub use flow::Flow;
 pub use pool::Pool;
 pub use scheduler::{SchedFlags, Scheduler, SchedulerKind, from_name};
 pub use service::{
-    FTP_PORT, Granularity, Persistence, PersistenceEngine, Protocol, Service, ServiceAddr,
+    EngineKey, FTP_PORT, Granularity, Persistence, PersistenceEngine, Protocol, Service,
+    ServiceAddr,
 };
 pub use stats::{Counters, Rates, Stats};
 pub use tunnel::{Tunnel, TunnelChecksum, TunnelType};

@@ -150,6 +150,28 @@ impl PersistenceEngine {
     }
 }
 
+/// What a service's persistence engine makes of a new connection's first packet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EngineKey {
+    /// No engine in use: none is named, or the service is not persistent.
+    NoEngine,
+    /// What the engine adds to the persistence template's key (the kernel's `pe_data`).
+    Key(PersistenceEngine, Arc<[u8]>),
+    /// The engine found nothing to key on (a datagram without a SIP Call-ID, or any TCP
+    /// connection for the SIP engine): the kernel drops the packet.
+    Refused,
+}
+
+impl EngineKey {
+    /// The engine and its key, when there is one.
+    pub fn into_key(self) -> Option<(PersistenceEngine, Arc<[u8]>)> {
+        match self {
+            Self::Key(engine, key) => Some((engine, key)),
+            Self::NoEngine | Self::Refused => None,
+        }
+    }
+}
+
 /// Persistence settings (`ipvsadm -p T -M MASK`, keepalived `persistence_timeout` and
 /// `persistence_granularity`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -241,6 +263,21 @@ impl Service {
     /// `ipvsadm -A/-E --pe`: existing templates keep the key they were made with.
     pub fn set_persistence_engine(&mut self, engine: Option<PersistenceEngine>) {
         self.engine = engine;
+    }
+
+    /// What the persistence engine makes of the first packet of a new `proto`
+    /// connection, carrying `payload` (a UDP datagram; nothing for a TCP SYN). The engine
+    /// is used only by a persistent service, as in the kernel.
+    pub fn engine_key(&self, proto: Protocol, payload: &[u8]) -> EngineKey {
+        match self.persistence.and(self.engine) {
+            None => EngineKey::NoEngine,
+            Some(PersistenceEngine::Sip) => match crate::sip::call_id(payload) {
+                Some(id) if proto == Protocol::Udp => {
+                    EngineKey::Key(PersistenceEngine::Sip, Arc::from(id))
+                }
+                _ => EngineKey::Refused,
+            },
+        }
     }
 
     /// The service's counters and rates (ipvsadm `--stats` / `--rate`).

@@ -6,10 +6,16 @@
 //! What counts as the Call-ID follows the kernel's `ip_vs_pe_sip` (which uses
 //! netfilter's SIP header reader): a header line, not the request or status line and
 //! not a folded continuation, named `Call-ID` in any case or by its compact form `i`;
-//! the value after the colon is a SIP word, optionally `@` and a second word. A message
-//! without one (a header whose value is no word does not count), with one longer than [`MAX_CALL_ID`]
-//! bytes, or with one not ended by a line break, has no Call-ID: the kernel then drops
-//! the datagram.
+//! spaces (not tabs) around the colon, or a fold onto the next line; then the value, a
+//! SIP word, optionally `@` and a second word. A message without one (a header whose
+//! value is no word does not count), with one longer than [`MAX_CALL_ID`] bytes, or with
+//! one not ended by a line break, has no Call-ID: the kernel then drops the datagram.
+//!
+//! Three kernel quirks are not reproduced; each only changes which bytes key a call,
+//! never whether a call's messages stay together: after a folded line the kernel skips
+//! the first character of the value; after two Call-ID headers without a word it
+//! searches on from too far; and its C library counts Latin-1 letters as word
+//! characters, where this counts ASCII only.
 
 /// The longest Call-ID kept (the kernel's `IP_VS_PEDATA_MAXLEN`).
 pub const MAX_CALL_ID: usize = 255;
@@ -74,13 +80,13 @@ fn next_header_line(message: &[u8], from: usize) -> Option<usize> {
     }
 }
 
-/// The first byte at or after `i` that is not a space or a tab, following folded lines
-/// (a line break then a space or a tab); `None` at the end of the message or at a line
-/// break that ends the header.
+/// The first byte at or after `i` that is not a space, following folded lines (a line
+/// break then spaces or tabs); `None` at the end of the message or at a line break that
+/// ends the header.
 fn skip_whitespace(message: &[u8], mut i: usize) -> Option<usize> {
     loop {
         match message.get(i)? {
-            b' ' | b'\t' => i += 1,
+            b' ' => i += 1,
             b'\r' | b'\n' => {
                 let mut next = i + 1;
                 if message[i] == b'\r' && message.get(next) == Some(&b'\n') {
@@ -90,6 +96,9 @@ fn skip_whitespace(message: &[u8], mut i: usize) -> Option<usize> {
                     return None;
                 }
                 i = next;
+                while matches!(message.get(i), Some(b' ' | b'\t')) {
+                    i += 1;
+                }
             }
             _ => return Some(i),
         }
@@ -140,7 +149,6 @@ fn is_word_char(c: u8) -> bool {
                 | b'?'
                 | b'{'
                 | b'}'
-                | b'='
         )
 }
 
@@ -181,7 +189,7 @@ Content-Length: 0\r\n\r\n";
 
     #[test]
     fn the_header_name_is_case_insensitive_and_has_a_compact_form() {
-        for line in ["call-id: abc@h", "CALL-ID:abc@h", "i: abc@h", "I :\tabc@h"] {
+        for line in ["call-id: abc@h", "CALL-ID:abc@h", "i: abc@h", "I :  abc@h"] {
             assert_eq!(
                 call_id(&with_call_id_line(line)),
                 Some(&b"abc@h"[..]),
@@ -190,6 +198,9 @@ Content-Length: 0\r\n\r\n";
         }
         // `i` must not be the start of a longer name.
         assert_eq!(call_id(&with_call_id_line("in: abc@h")), None);
+        // Within a line only spaces may surround the colon.
+        assert_eq!(call_id(&with_call_id_line("Call-ID:\tabc@h")), None);
+        assert_eq!(call_id(&with_call_id_line("Call-ID\t: abc@h")), None);
     }
 
     #[test]
@@ -204,6 +215,8 @@ Content-Length: 0\r\n\r\n";
     fn a_call_id_header_without_a_word_is_passed_over() {
         let message = b"OPTIONS s SIP/2.0\r\nCall-ID: ;\r\ni: second@h\r\n\r\n";
         assert_eq!(call_id(message), Some(&b"second@h"[..]));
+        let twice = b"OPTIONS s SIP/2.0\r\nCall-ID: ;\r\ni: ;\r\nCall-ID: third@h\r\n\r\n";
+        assert_eq!(call_id(twice), Some(&b"third@h"[..]));
     }
 
     #[test]
@@ -236,6 +249,11 @@ Content-Length: 0\r\n\r\n";
             call_id(&with_call_id_line("Call-ID: abc@")),
             None,
             "no domain"
+        );
+        assert_eq!(
+            call_id(&with_call_id_line("Call-ID: a=b@h")),
+            None,
+            "`=` is no word character"
         );
         assert_eq!(
             call_id(&with_call_id_line("Call-ID: a b")),

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use keeplb_balancer::{
-    ConnEntry, ConnGuard, ConnKey, ConnSettings, ConnTable, Dest, Direction, Flow, Protocol,
-    SchedFlags, Service, ServiceAddr, Stats, TcpFlags, TcpState, Tunnel,
+    ConnEntry, ConnGuard, ConnKey, ConnSettings, ConnTable, Dest, Direction, EngineKey, Flow,
+    Protocol, SchedFlags, Service, ServiceAddr, Stats, TcpFlags, TcpState, Tunnel,
 };
 use tokio::time::Instant;
 
@@ -143,7 +143,7 @@ pub struct VirtualService {
     idle_timeout_ms: AtomicU64,
     /// Seconds since `epoch` of the last warning of each [`Refusal`], so an outage
     /// logs once a second, not once per refused client.
-    last_refusal_warning: [AtomicU64; 2],
+    last_refusal_warning: [AtomicU64; 3],
 }
 
 /// Why a new connection or flow was turned away.
@@ -153,6 +153,9 @@ pub(crate) enum Refusal {
     Unavailable,
     /// The worker already holds [`crate::udp::MAX_FLOWS`] flows of the service.
     FlowTableFull,
+    /// The persistence engine found nothing to key on (no SIP Call-ID): the kernel
+    /// drops such a packet, so it does not go to the sorry server either.
+    NoEngineKey,
 }
 
 /// What a new connection was bound to.
@@ -193,7 +196,7 @@ impl VirtualService {
             epoch: Instant::now(),
             stats,
             idle_timeout_ms: AtomicU64::new(idle_timeout_ms(&settings)),
-            last_refusal_warning: [AtomicU64::new(u64::MAX), AtomicU64::new(u64::MAX)],
+            last_refusal_warning: [const { AtomicU64::new(u64::MAX) }; 3],
         })
     }
 
@@ -303,6 +306,12 @@ impl VirtualService {
         let service = self.service.read().unwrap_or_else(PoisonError::into_inner);
         let key = table.connect_with_payload(&service, self.protocol, flow, payload, now)?;
         binding(&table, key)
+    }
+
+    /// Whether the persistence engine refuses a new connection whose first packet
+    /// carries `payload`: then neither a real server nor the sorry server takes it.
+    pub(crate) fn engine_refuses(&self, payload: &[u8]) -> bool {
+        self.read(|s| s.engine_key(self.protocol, payload) == EngineKey::Refused)
     }
 
     /// Schedules one `datagram` of a one-packet service on its own, counting it as a
@@ -423,6 +432,11 @@ impl VirtualService {
                 service = %self.vip,
                 %client,
                 "no real server can take the connection; closing it"
+            ),
+            Refusal::NoEngineKey => tracing::warn!(
+                service = %self.vip,
+                %client,
+                "the persistence engine found no SIP Call-ID (and reads none over TCP); dropped"
             ),
             Refusal::FlowTableFull => tracing::warn!(
                 service = %self.vip,

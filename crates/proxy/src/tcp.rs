@@ -47,7 +47,12 @@ async fn serve(svc: Arc<VirtualService>, client: TcpStream, flow: Flow) {
     let options = svc.options();
     let Some((server, binding, mut sorry_guard)) = connect_upstream(&svc, &flow, &options).await
     else {
-        svc.warn_refused(flow.client, Refusal::Unavailable);
+        let why = if svc.engine_refuses(&[]) {
+            Refusal::NoEngineKey
+        } else {
+            Refusal::Unavailable
+        };
+        svc.warn_refused(flow.client, why);
         relay::reset_on_close(&client);
         return;
     };
@@ -113,6 +118,9 @@ async fn connect_upstream(
                 return None;
             }
         }
+    }
+    if svc.engine_refuses(&[]) {
+        return None;
     }
     let sorry = svc.sorry_binding()?;
     match connect(sorry.target, options.connect_timeout).await {

@@ -153,14 +153,11 @@ pub(crate) async fn serve(socket: UdpSocket, svc: Arc<VirtualService>) {
                 continue;
             }
         };
+        let datagram = &buf[V2_MAX_HEADER..V2_MAX_HEADER + len];
         let flow = if worker.svc.options().one_packet {
-            worker
-                .one_packet_flow(client, &buf[V2_MAX_HEADER..V2_MAX_HEADER + len])
-                .await
+            worker.one_packet_flow(client, datagram).await
         } else {
-            worker
-                .client_flow(client, &buf[V2_MAX_HEADER..V2_MAX_HEADER + len])
-                .await
+            worker.client_flow(client, datagram).await
         };
         let flow = match flow {
             Ok(flow) => flow,
@@ -217,6 +214,7 @@ impl Worker {
                 counted(&self.svc, &flow, Direction::Input, len);
                 Ok(flow)
             }
+            _ if self.svc.engine_refuses(datagram) => Err(Refusal::NoEngineKey),
             _ => self.sorry_flow(id, len).await,
         }
     }
@@ -242,6 +240,7 @@ impl Worker {
         let flow = Flow::new(client, self.svc.vip());
         let (target, tally) = match self.svc.schedule_one_packet(&flow, datagram) {
             Some(binding) => (binding.target, Tally::OnePacket(binding.dest)),
+            None if self.svc.engine_refuses(datagram) => return Err(Refusal::NoEngineKey),
             None => {
                 let sorry = self.svc.sorry_binding().ok_or(Refusal::Unavailable)?;
                 self.svc.one_packet_on_sorry_server(&sorry.dest, len);

@@ -305,6 +305,7 @@ fn sip_message(call_id: &str) -> String {
 #[tokio::test]
 async fn the_sip_engine_keeps_each_call_on_one_real_server_whoever_sends() {
     let (a, b) = real_servers_a_and_b().await;
+    let sorry = Arc::new(Dest::new(udp_server("sorry").await, 1).expect("sorry dest"));
     // One-packet scheduling, templates shared by every client: the Call-ID decides.
     let persistence = Persistence::new(Duration::from_secs(60))
         .with_granularity(Granularity::v4_netmask(std::net::Ipv4Addr::UNSPECIFIED));
@@ -312,6 +313,7 @@ async fn the_sip_engine_keeps_each_call_on_one_real_server_whoever_sends() {
         .persistence(persistence)
         .options(ServiceOptions {
             one_packet: true,
+            sorry_server: Some(Arc::clone(&sorry)),
             ..ServiceOptions::default()
         })
         .start();
@@ -332,12 +334,21 @@ async fn the_sip_engine_keeps_each_call_on_one_real_server_whoever_sends() {
         let by = answered_by(ask(client, vip, &sip_message(call)).await);
         assert_eq!(&by, expected, "{call}");
     }
-    // Without a Call-ID the datagram cannot be scheduled, and is dropped.
+    // Without a Call-ID the datagram cannot be scheduled, and is dropped, as the kernel
+    // drops it: it goes to no real server and not to the sorry server either.
+    let conns = || served.svc.read(|s| s.stats().counters().conns);
+    let scheduled = conns();
     alice.send_to(b"not SIP", vip).await.expect("send");
     let mut buf = [0; 1500];
     let silence = tokio::time::timeout(Duration::from_millis(300), alice.recv_from(&mut buf)).await;
     assert!(
         silence.is_err(),
         "no answer to a datagram without a Call-ID"
+    );
+    assert_eq!(conns(), scheduled, "nothing was scheduled");
+    assert_eq!(
+        sorry.stats().counters().conns,
+        0,
+        "nor sent to the sorry server"
     );
 }

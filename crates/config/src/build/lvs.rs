@@ -549,7 +549,18 @@ pub fn virtual_server(cx: &mut Cx, node: &Node) -> Option<VirtualServer> {
 /// it does nothing, and on any other protocol the kernel finds no Call-ID in the first
 /// packet and drops every connection. keepalived says nothing of either: notes.
 fn check_sip_engine(cx: &mut Cx, vs: &VirtualServer, span: crate::source::Span) {
-    if vs.protocol != Protocol::Udp {
+    if vs.persistence_timeout.is_none() {
+        cx.error(
+            Diagnostic::note(
+                "sip-engine-needs-persistence",
+                "persistence_engine sip has no effect without persistence_timeout",
+            )
+            .at(
+                span,
+                "the engine keys persistence templates, and this service makes none",
+            ),
+        );
+    } else if vs.protocol != Protocol::Udp {
         cx.error(
             Diagnostic::note(
                 "sip-engine-needs-udp",
@@ -560,17 +571,6 @@ fn check_sip_engine(cx: &mut Cx, vs: &VirtualServer, span: crate::source::Span) 
                 "IPVS (and keeplb) drop every new connection of this service",
             )
             .with_note("use `protocol UDP`, or remove persistence_engine"),
-        );
-    } else if vs.persistence_timeout.is_none() {
-        cx.error(
-            Diagnostic::note(
-                "sip-engine-needs-persistence",
-                "persistence_engine sip has no effect without persistence_timeout",
-            )
-            .at(
-                span,
-                "the engine keys persistence templates, and this service makes none",
-            ),
         );
     }
 }
