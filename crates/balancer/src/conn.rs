@@ -441,7 +441,7 @@ struct TemplateKey {
     vport: u16,
     /// What the service's persistence engine adds to the key (`pe_data`), with the
     /// engine, which the kernel compares too.
-    pe: Option<(PersistenceEngine, Arc<[u8]>)>,
+    pe: Option<EngineData>,
 }
 
 #[derive(Debug)]
@@ -589,13 +589,14 @@ impl ConnTable {
         flow: &Flow,
         now: Duration,
     ) -> Option<ConnKey> {
-        self.connect_with_payload(svc, proto, flow, &[], now)
+        self.connect_with_payload(svc, proto, flow, &[], now).ok()
     }
 
     /// [`ConnTable::connect`] for a first packet carrying `payload` (a UDP datagram),
-    /// which a persistence engine reads: with the SIP engine, a datagram without a
-    /// Call-ID ([`crate::sip::call_id`]) cannot be scheduled, and the kernel drops it. A
-    /// TCP connection's first packet (the SYN) carries nothing.
+    /// which a persistence engine reads, and saying why nothing was scheduled: with the
+    /// SIP engine, a datagram without a Call-ID ([`crate::sip::call_id`]) is
+    /// [`Unscheduled::EngineRefused`], and the kernel drops it. A TCP connection's first
+    /// packet (the SYN) carries nothing.
     pub fn connect_with_payload(
         &mut self,
         svc: &Service,
@@ -603,7 +604,7 @@ impl ConnTable {
         flow: &Flow,
         payload: &[u8],
         now: Duration,
-    ) -> Option<ConnKey> {
+    ) -> Result<ConnKey, Unscheduled> {
         self.expire(now);
         let key = ConnKey {
             proto,
@@ -615,19 +616,17 @@ impl ConnTable {
                 conn.state,
                 ProtoState::Tcp(TcpState::TimeWait | TcpState::Close)
             ) {
-                return Some(key);
+                return Ok(key);
             }
             self.remove_conn(&key);
         }
-        let pe = match svc.engine_key(proto, payload) {
-            EngineKey::Refused => return None,
-            engine_key => engine_key.into_key(),
-        };
+        let pe = engine_template_key(svc, proto, payload)?;
         let attempt = Attempt {
             avoid: &[],
             counting: Counting::Both,
         };
         self.schedule(svc, key, flow, pe, now, attempt)
+            .ok_or(Unscheduled::NoDestination)
     }
 
     /// The connection `key` could not be used (a proxy's connect to its destination
@@ -676,7 +675,7 @@ impl ConnTable {
         svc: &Service,
         key: ConnKey,
         flow: &Flow,
-        pe: Option<(PersistenceEngine, Arc<[u8]>)>,
+        pe: Option<EngineData>,
         now: Duration,
         attempt: Attempt<'_>,
     ) -> Option<ConnKey> {
@@ -726,7 +725,7 @@ impl ConnTable {
         svc: &Service,
         proto: Protocol,
         flow: &Flow,
-        pe: Option<(PersistenceEngine, Arc<[u8]>)>,
+        pe: Option<EngineData>,
         now: Duration,
         avoid: &[SocketAddr],
     ) -> Option<(Arc<Dest>, u16, Option<u64>)> {
@@ -756,7 +755,7 @@ impl ConnTable {
     /// and refreshed, or created, exactly as for [`ConnTable::connect`]), and counts
     /// one connection and one incoming packet in the service's and the destination's
     /// statistics. Returns the destination and the address to send the datagram to, or
-    /// `None` when no destination is available (or `proto` is [`Protocol::Ip`]).
+    /// why there is none (`proto` [`Protocol::Ip`] has no destination either).
     ///
     /// No entry is left behind: the kernel never hashes a one-packet connection
     /// (`IP_VS_CONN_F_ONE_PACKET`) and expires it as soon as the packet is forwarded,
@@ -771,17 +770,16 @@ impl ConnTable {
         flow: &Flow,
         payload: &[u8],
         now: Duration,
-    ) -> Option<(Arc<Dest>, SocketAddr)> {
+    ) -> Result<(Arc<Dest>, SocketAddr), Unscheduled> {
         self.expire(now);
         if proto == Protocol::Ip {
-            return None;
+            return Err(Unscheduled::NoDestination);
         }
         let bytes = u64::try_from(payload.len()).unwrap_or(u64::MAX);
-        let pe = match svc.engine_key(proto, payload) {
-            EngineKey::Refused => return None,
-            engine_key => engine_key.into_key(),
-        };
-        let (dest, dport, control) = self.bind(svc, proto, flow, pe, now, &[])?;
+        let pe = engine_template_key(svc, proto, payload)?;
+        let (dest, dport, control) = self
+            .bind(svc, proto, flow, pe, now, &[])
+            .ok_or(Unscheduled::NoDestination)?;
         // The connection expired at once: its template controls it no more.
         if let Some(template) = control.and_then(|id| self.templates.get_mut(&id)) {
             template.n_control = template.n_control.saturating_sub(1);
@@ -791,7 +789,7 @@ impl ConnTable {
             stats.count_in(bytes);
         }
         let addr = SocketAddr::new(dest.addr().ip(), dport);
-        Some((dest, addr))
+        Ok((dest, addr))
     }
 
     /// A packet of `bytes` bytes of connection `key` went through in direction `dir`:
@@ -1092,11 +1090,38 @@ impl ConnTable {
     }
 }
 
+/// A persistence engine and what it adds to a template's key (the kernel's `pe`
+/// and `pe_data`).
+type EngineData = (PersistenceEngine, Arc<[u8]>);
+
+/// Why a new connection (or one-packet datagram) was not scheduled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unscheduled {
+    /// No destination is available.
+    NoDestination,
+    /// The persistence engine found nothing to key on ([`EngineKey::Refused`]): the
+    /// kernel drops the packet, so no sorry server should take it either.
+    EngineRefused,
+}
+
+/// What the persistence engine adds to the template key of a first packet carrying
+/// `payload`, or the refusal that stops its scheduling.
+fn engine_template_key(
+    svc: &Service,
+    proto: Protocol,
+    payload: &[u8],
+) -> Result<Option<EngineData>, Unscheduled> {
+    match svc.engine_key(proto, payload) {
+        EngineKey::Refused => Err(Unscheduled::EngineRefused),
+        engine_key => Ok(engine_key.into_key()),
+    }
+}
+
 /// What a persistence template of a new connection is made of.
 struct TemplateParams {
     persistence: Persistence,
     proto: Protocol,
-    pe: Option<(PersistenceEngine, Arc<[u8]>)>,
+    pe: Option<EngineData>,
 }
 
 /// How a new entry is scheduled: avoiding which destinations, counted where.
@@ -1768,7 +1793,7 @@ mod tests {
         }
         assert!(
             t.schedule_one_packet(&svc, Protocol::Udp, &f, &[0; 10], secs(2))
-                .is_none()
+                .is_err()
         );
     }
 
@@ -1875,6 +1900,7 @@ mod tests {
         let (a, b) = (sa("10.0.0.1:80"), sa("10.0.0.2:80"));
         let mut send = |client: &str, message: &[u8], at: u64| {
             t.schedule_one_packet(&svc, Protocol::Udp, &flow(client), message, secs(at))
+                .ok()
                 .map(|(dest, _)| dest.addr())
         };
         // Without the engine, rr would alternate; and the clients differ.
@@ -1925,7 +1951,8 @@ mod tests {
         // As the kernel lists them: the engine's data on the template only.
         assert_eq!(listed, [(false, None), (true, Some(&b"c@h"[..]))]);
         assert_eq!(
-            t.connect_with_payload(&svc, Protocol::Udp, &flow("192.0.2.2:5060"), b"?", secs(0)),
+            t.connect_with_payload(&svc, Protocol::Udp, &flow("192.0.2.2:5060"), b"?", secs(0))
+                .ok(),
             None
         );
     }
@@ -1942,7 +1969,7 @@ mod tests {
         let f = flow("192.0.2.1:5060");
         assert!(
             t.connect_with_payload(&svc, Protocol::Udp, &f, b"not SIP", secs(0))
-                .is_some(),
+                .is_ok(),
             "scheduled as without an engine"
         );
     }

@@ -86,7 +86,7 @@ mod tunnel;
 
 pub use conn::{
     ActiveStates, Conn, ConnEntry, ConnKey, ConnSettings, ConnTable, Direction, ProtoState,
-    TcpFlags, TcpState, Timeouts,
+    TcpFlags, TcpState, Timeouts, Unscheduled,
 };
 pub use dest::{ConnGuard, ConnState, Dest, Load, MAX_WEIGHT, Thresholds};
 pub use error::{DestError, PoolError, SchedulerError};

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use keeplb_balancer::{
-    ConnEntry, ConnGuard, ConnKey, ConnSettings, ConnTable, Dest, Direction, EngineKey, Flow,
-    Protocol, SchedFlags, Service, ServiceAddr, Stats, TcpFlags, TcpState, Tunnel,
+    ConnEntry, ConnGuard, ConnKey, ConnSettings, ConnTable, Dest, Direction, Flow, Protocol,
+    SchedFlags, Service, ServiceAddr, Stats, TcpFlags, TcpState, Tunnel, Unscheduled,
 };
 use tokio::time::Instant;
 
@@ -231,6 +231,12 @@ impl VirtualService {
         self.options.load_full()
     }
 
+    /// Whether the service schedules every datagram on its own (`ops`); asked once per
+    /// datagram, so without taking a reference to the options.
+    pub(crate) fn one_packet(&self) -> bool {
+        self.options.load().one_packet
+    }
+
     /// Replaces the proxy options; connections already made keep theirs.
     pub fn set_options(&self, options: ServiceOptions) {
         self.options.store(Arc::new(options));
@@ -300,29 +306,27 @@ impl VirtualService {
 
     /// Schedules a new connection (or UDP flow) whose first packet carries `payload`
     /// (nothing for TCP, the datagram for UDP), which a persistence engine may read.
-    pub(crate) fn schedule(&self, flow: &Flow, payload: &[u8]) -> Option<Binding> {
+    pub(crate) fn schedule(&self, flow: &Flow, payload: &[u8]) -> Result<Binding, Unscheduled> {
         let now = self.now();
         let mut table = self.table();
         let service = self.service.read().unwrap_or_else(PoisonError::into_inner);
         let key = table.connect_with_payload(&service, self.protocol, flow, payload, now)?;
-        binding(&table, key)
-    }
-
-    /// Whether the persistence engine refuses a new connection whose first packet
-    /// carries `payload`: then neither a real server nor the sorry server takes it.
-    pub(crate) fn engine_refuses(&self, payload: &[u8]) -> bool {
-        self.read(|s| s.engine_key(self.protocol, payload) == EngineKey::Refused)
+        binding(&table, key).ok_or(Unscheduled::NoDestination)
     }
 
     /// Schedules one `datagram` of a one-packet service on its own, counting it as a
     /// connection and an incoming packet; no entry is made.
-    pub(crate) fn schedule_one_packet(&self, flow: &Flow, datagram: &[u8]) -> Option<Binding> {
+    pub(crate) fn schedule_one_packet(
+        &self,
+        flow: &Flow,
+        datagram: &[u8],
+    ) -> Result<Binding, Unscheduled> {
         let now = self.now();
         let mut table = self.table();
         let service = self.service.read().unwrap_or_else(PoisonError::into_inner);
         let (dest, target) =
             table.schedule_one_packet(&service, self.protocol, flow, datagram, now)?;
-        Some(Binding {
+        Ok(Binding {
             key: None,
             dest,
             target,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use keeplb_balancer::{ConnGuard, ConnKey, Direction, Flow, Stats, TcpFlags};
+use keeplb_balancer::{ConnGuard, ConnKey, Direction, Flow, Stats, TcpFlags, Unscheduled};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 use crate::proxy_protocol::Transport;
@@ -45,16 +45,13 @@ pub(crate) async fn accept_loop(listener: TcpListener, svc: Arc<VirtualService>)
 async fn serve(svc: Arc<VirtualService>, client: TcpStream, flow: Flow) {
     let _ = client.set_nodelay(true);
     let options = svc.options();
-    let Some((server, binding, mut sorry_guard)) = connect_upstream(&svc, &flow, &options).await
-    else {
-        let why = if svc.engine_refuses(&[]) {
-            Refusal::NoEngineKey
-        } else {
-            Refusal::Unavailable
-        };
-        svc.warn_refused(flow.client, why);
-        relay::reset_on_close(&client);
-        return;
+    let (server, binding, mut sorry_guard) = match connect_upstream(&svc, &flow, &options).await {
+        Ok(upstream) => upstream,
+        Err(why) => {
+            svc.warn_refused(flow.client, why);
+            relay::reset_on_close(&client);
+            return;
+        }
     };
     if let Some(guard) = &mut sorry_guard {
         guard.established();
@@ -87,18 +84,22 @@ async fn serve(svc: Arc<VirtualService>, client: TcpStream, flow: Flow) {
 
 /// Connects to the scheduler's choice, then to the next ones while connects fail,
 /// then to the sorry server, which has no table entry: a guard counts a connection to
-/// it instead. `None` when nothing answered.
+/// it instead. Why not, when nothing answered.
 async fn connect_upstream(
     svc: &VirtualService,
     flow: &Flow,
     options: &ServiceOptions,
-) -> Option<(TcpStream, Binding, Option<ConnGuard>)> {
+) -> Result<(TcpStream, Binding, Option<ConnGuard>), Refusal> {
     let mut tried = Vec::new();
     // A SYN carries nothing for a persistence engine to read.
-    let mut next = svc.schedule(flow, &[]);
+    let mut next = match svc.schedule(flow, &[]) {
+        Ok(binding) => Some(binding),
+        Err(Unscheduled::EngineRefused) => return Err(Refusal::NoEngineKey),
+        Err(Unscheduled::NoDestination) => None,
+    };
     while let Some(binding) = next {
         match connect(binding.target, options.connect_timeout).await {
-            Ok(stream) => return Some((stream, binding, None)),
+            Ok(stream) => return Ok((stream, binding, None)),
             Err(e) if real_server_failed(&e) => {
                 tracing::debug!(
                     service = %svc.vip(),
@@ -115,14 +116,11 @@ async fn connect_upstream(
                 if let Some(key) = &binding.key {
                     svc.forget(key);
                 }
-                return None;
+                return Err(Refusal::Unavailable);
             }
         }
     }
-    if svc.engine_refuses(&[]) {
-        return None;
-    }
-    let sorry = svc.sorry_binding()?;
+    let sorry = svc.sorry_binding().ok_or(Refusal::Unavailable)?;
     match connect(sorry.target, options.connect_timeout).await {
         Ok(stream) => {
             let count = if tried.is_empty() {
@@ -131,11 +129,11 @@ async fn connect_upstream(
                 SorryCount::SorryOnly
             };
             let guard = svc.connect_sorry_server(&sorry.dest, count);
-            Some((stream, sorry, Some(guard)))
+            Ok((stream, sorry, Some(guard)))
         }
         Err(e) => {
             tracing::debug!(sorry_server = %sorry.target, "connect failed: {e}");
-            None
+            Err(Refusal::Unavailable)
         }
     }
 }

@@ -29,7 +29,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use keeplb_balancer::{ConnGuard, ConnKey, Dest, Direction, Flow};
+use keeplb_balancer::{ConnGuard, ConnKey, Dest, Direction, Flow, Unscheduled};
 use tokio::net::UdpSocket;
 use tokio::task::{AbortHandle, JoinSet};
 
@@ -154,7 +154,7 @@ pub(crate) async fn serve(socket: UdpSocket, svc: Arc<VirtualService>) {
             }
         };
         let datagram = &buf[V2_MAX_HEADER..V2_MAX_HEADER + len];
-        let flow = if worker.svc.options().one_packet {
+        let flow = if worker.svc.one_packet() {
             worker.one_packet_flow(client, datagram).await
         } else {
             worker.client_flow(client, datagram).await
@@ -205,7 +205,7 @@ impl Worker {
             .svc
             .schedule(&Flow::new(client, self.svc.vip()), datagram)
         {
-            Some(Binding {
+            Ok(Binding {
                 key: Some(key),
                 target,
                 dest,
@@ -214,7 +214,7 @@ impl Worker {
                 counted(&self.svc, &flow, Direction::Input, len);
                 Ok(flow)
             }
-            _ if self.svc.engine_refuses(datagram) => Err(Refusal::NoEngineKey),
+            Err(Unscheduled::EngineRefused) => Err(Refusal::NoEngineKey),
             _ => self.sorry_flow(id, len).await,
         }
     }
@@ -239,9 +239,9 @@ impl Worker {
         }
         let flow = Flow::new(client, self.svc.vip());
         let (target, tally) = match self.svc.schedule_one_packet(&flow, datagram) {
-            Some(binding) => (binding.target, Tally::OnePacket(binding.dest)),
-            None if self.svc.engine_refuses(datagram) => return Err(Refusal::NoEngineKey),
-            None => {
+            Ok(binding) => (binding.target, Tally::OnePacket(binding.dest)),
+            Err(Unscheduled::EngineRefused) => return Err(Refusal::NoEngineKey),
+            Err(Unscheduled::NoDestination) => {
                 let sorry = self.svc.sorry_binding().ok_or(Refusal::Unavailable)?;
                 self.svc.one_packet_on_sorry_server(&sorry.dest, len);
                 (sorry.target, Tally::OnePacketSorry(sorry.dest))
