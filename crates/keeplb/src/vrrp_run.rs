@@ -265,6 +265,27 @@ fn notify_scripts(
     }
 }
 
+/// An instance's notify scripts as they will run: the five of [`notify_scripts`], and
+/// `notify_master_rx_lower_pri`, which only instances have.
+fn instance_notify_scripts(i: &VrrpInstance, global: &GlobalDefs) -> NotifyScripts {
+    let scripts = [
+        &i.notify_master,
+        &i.notify_backup,
+        &i.notify_fault,
+        &i.notify_stop,
+        &i.notify,
+    ];
+    NotifyScripts {
+        master_rx_lower_pri: model_script(
+            &i.notify_master_rx_lower_pri,
+            global,
+            "notify_master_rx_lower_pri",
+            &i.name,
+        ),
+        ..notify_scripts(scripts, global, &i.name)
+    }
+}
+
 /// The `vrrp_script`s that can run (the others are reported and disabled, as keepalived
 /// does: instances tracking them ignore them).
 fn script_specs(config: &model::Config) -> HashMap<String, ScriptSpec> {
@@ -874,11 +895,10 @@ fn plan(config: &model::Config) -> Vec<UnitPlan<'_>> {
     for unit in &mut units {
         let members: Vec<&VrrpInstance> = unit.members.iter().map(|(i, _)| *i).collect();
         unit.spec = UnitSpec::of(&members, unit.group.as_ref().map(|g| &g.config), config);
-        // keepalived starts a sync group of owners with `state MASTER` in MASTER.
         let owners = unit.group.is_some()
-            && unit.members.iter().all(|(_, (engine, _))| {
-                engine.is_owner() && engine.initial_state == InitialState::Master
-            });
+            && keeplb_vrrp::sync::is_group_of_owners(
+                unit.members.iter().map(|(_, (engine, _))| engine),
+            );
         for (_, (engine, _)) in &mut unit.members {
             engine.sync_group_owners = owners;
         }
@@ -1112,21 +1132,7 @@ impl Vrrp {
             options.tracking = Some(watch_rx);
 
             // Notifications, in transition order, until the engine is gone.
-            let i = instance;
-            let scripts = [
-                &i.notify_master,
-                &i.notify_backup,
-                &i.notify_fault,
-                &i.notify_stop,
-                &i.notify,
-            ];
-            let mut scripts = notify_scripts(scripts, global, &name);
-            scripts.master_rx_lower_pri = model_script(
-                &i.notify_master_rx_lower_pri,
-                global,
-                "notify_master_rx_lower_pri",
-                &name,
-            );
+            let scripts = instance_notify_scripts(instance, global);
             if scripts.iter().next().is_some() || !self.fifos.is_empty() {
                 let (notify_tx, notify_rx) = mpsc::unbounded_channel();
                 options.notify = Some(notify_tx);
@@ -1604,10 +1610,12 @@ async fn coordinate(
     }
     drop(tx);
     while let Some((i, report)) = rx.recv().await {
-        let mut commands = group.report(i, report.state, report.wants_master);
-        if report.lower_priority_received {
-            commands.extend(group.lower_priority_received(i));
-        }
+        let commands = group.member_report(
+            i,
+            report.state,
+            report.wants_master,
+            report.lower_priority_received,
+        );
         for command in commands {
             match command {
                 SyncCommand::ForceFault { member, fault } => {
@@ -1990,14 +1998,7 @@ mod tests {
         );
         let config = load(&text);
         let global = &config.global_defs;
-        let script_of = |i: &VrrpInstance| {
-            model_script(
-                &i.notify_master_rx_lower_pri,
-                global,
-                "notify_master_rx_lower_pri",
-                &i.name,
-            )
-        };
+        let script_of = |i: &VrrpInstance| instance_notify_scripts(i, global).master_rx_lower_pri;
         let script = script_of(&config.vrrp_instance[0]).expect("VI_1's script");
         assert_eq!(script.argv, ["/bin/echo", "lower", "two words"]);
         assert_eq!(script.uid, None);

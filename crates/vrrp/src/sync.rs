@@ -24,6 +24,7 @@
 //!   change is one [`SyncCommand::GroupState`] (the group's notify scripts).
 
 use crate::event::State;
+use crate::instance::{InitialState, InstanceConfig};
 
 /// What the coordinator asks of a member (by index, in the order the members were
 /// given), or tells about the group.
@@ -88,7 +89,7 @@ impl SyncGroup {
     }
 
     /// A group whose members are all address owners with `state MASTER`
-    /// ([`crate::InstanceConfig::sync_group_owners`]): keepalived starts it in MASTER
+    /// ([`is_group_of_owners`]): keepalived starts it in MASTER
     /// (`vrrp_sync_set_group`), so its members becoming Master at startup change nothing
     /// and notify nothing for the group (its next notification is the first real
     /// change, e.g. STOP).
@@ -151,6 +152,22 @@ impl SyncGroup {
             out.push(SyncCommand::GroupState(to));
         }
         out
+    }
+
+    /// What member `member` reports after an event: [`SyncGroup::report`], and, when as
+    /// master it received a lower-priority advertisement, [`SyncGroup::lower_priority_received`].
+    pub fn member_report(
+        &mut self,
+        member: usize,
+        state: State,
+        wants_master: bool,
+        lower_priority_received: bool,
+    ) -> Vec<SyncCommand> {
+        let mut commands = self.report(member, state, wants_master);
+        if lower_priority_received {
+            commands.extend(self.lower_priority_received(member));
+        }
+        commands
     }
 
     /// Member `member`, as master, received a lower-priority advertisement (and sent its
@@ -234,4 +251,13 @@ impl SyncGroup {
             None
         }
     }
+}
+
+/// Whether a sync group of members configured so is a group of owners, which keepalived
+/// starts in MASTER ([`SyncGroup::starting_master`]): every member an address owner with
+/// `state MASTER` ([`InstanceConfig::sync_group_owners`] then tells each).
+pub fn is_group_of_owners<'a>(members: impl IntoIterator<Item = &'a InstanceConfig>) -> bool {
+    members
+        .into_iter()
+        .all(|c| c.is_owner() && c.initial_state == InitialState::Master)
 }

@@ -72,15 +72,8 @@ fn veth_lab(name: &str) -> Result<(Lab, Host, Host), Box<dyn std::error::Error>>
     let a = lab.host("a")?;
     let b = lab.host("b")?;
     let (here, there) = a.link_to("eth0", &b, "eth0")?;
-    a.run(&[
-        "ip",
-        "link",
-        "set",
-        "dev",
-        "eth0",
-        "address",
-        "02:77:00:00:00:01",
-    ])?;
+    let mac = MAC.map(|byte| format!("{byte:02x}")).join(":");
+    a.run(&["ip", "link", "set", "dev", "eth0", "address", &mac])?;
     here.add_address("10.77.0.1/24")?;
     there.add_address("10.77.0.2/24")?;
     Ok((lab, a, b))
@@ -93,18 +86,15 @@ fn keeplb_sends_keepalived_s_unpadded_garp() -> Result<(), Box<dyn std::error::E
 
     // keepalived first: what it puts on the wire today, with this lab's MAC and VIP.
     let (lab, a, b) = veth_lab("vrrp-garp-ka")?;
-    let conf = lab.dir().join("keepalived.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "global_defs {{\n    router_id garp\n}}\n\
-             vrrp_instance VI_1 {{\n    state MASTER\n    interface eth0\n    \
-             virtual_router_id 51\n    priority 255\n    advert_int 1\n    \
-             virtual_ipaddress {{\n        {VIP}/24\n    }}\n}}\n"
+    let fd = capture_socket(&b)?;
+    let ka = io_lab::start_keepalived(
+        &lab,
+        &a,
+        &format!(
+            "    state MASTER\n    interface eth0\n    virtual_router_id 51\n    \
+             priority 255\n    advert_int 1\n    virtual_ipaddress {{\n        {VIP}/24\n    }}\n"
         ),
     )?;
-    let fd = capture_socket(&b)?;
-    let ka = a.spawn_keepalived(&conf)?;
     let from_keepalived = first_garp(&fd, SETTLE);
     ka.signal(Signal::SIGTERM)?;
     assert!(

@@ -164,19 +164,15 @@ fn start_keepalived(
     host: &Host,
     priority: u8,
 ) -> Result<Process, Box<dyn std::error::Error>> {
-    let dir = lab.dir();
-    let conf = dir.join("keepalived.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "global_defs {{\n    router_id ka\n}}\n\
-             vrrp_instance VI_1 {{\n    state BACKUP\n    interface eth0\n    \
-             virtual_router_id 51\n    version 3\n    priority {priority}\n    \
-             advert_int 0.2\n    virtual_ipaddress {{\n        {VIP_LL}\n        \
-             {VIP_GLOBAL}\n    }}\n}}\n"
+    io_lab::start_keepalived(
+        lab,
+        host,
+        &format!(
+            "    state BACKUP\n    interface eth0\n    virtual_router_id 51\n    \
+             version 3\n    priority {priority}\n    advert_int 0.2\n    \
+             virtual_ipaddress {{\n        {VIP_LL}\n        {VIP_GLOBAL}\n    }}\n"
         ),
-    )?;
-    Ok(host.spawn_keepalived(&conf)?)
+    )
 }
 
 fn keepalived_logged(ka: &Process, needle: &str) -> bool {

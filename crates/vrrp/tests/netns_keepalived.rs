@@ -20,18 +20,15 @@ fn start_keepalived(
     version: u8,
     advert_int: &str,
 ) -> Result<Process, Box<dyn std::error::Error>> {
-    let dir = lab.dir();
-    let conf = dir.join("keepalived.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "global_defs {{\n    router_id ka\n}}\n\
-             vrrp_instance VI_1 {{\n    state BACKUP\n    interface eth0\n    \
-             virtual_router_id 51\n    version {version}\n    priority {priority}\n    \
-             advert_int {advert_int}\n    virtual_ipaddress {{\n        {VIP}/32\n    }}\n}}\n"
+    io_lab::start_keepalived(
+        lab,
+        host,
+        &format!(
+            "    state BACKUP\n    interface eth0\n    virtual_router_id 51\n    \
+             version {version}\n    priority {priority}\n    advert_int {advert_int}\n    \
+             virtual_ipaddress {{\n        {VIP}/32\n    }}\n"
         ),
-    )?;
-    Ok(host.spawn_keepalived(&conf)?)
+    )
 }
 
 /// Waits until keepalived's log says it entered `state` (e.g. "BACKUP").

@@ -71,7 +71,8 @@ fn instance_notifier(
 }
 
 /// Waits until `path` has a line equal to `line`, polling for at most `limit`; returns
-/// whether it appeared.
+/// whether it appeared. Async, unlike `keeplb_testlab::wait_until`, whose thread sleep
+/// would stop the notifier running on this test's single-threaded runtime.
 async fn line_appears(path: &Path, line: &str, limit: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + limit;
     loop {

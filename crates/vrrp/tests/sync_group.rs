@@ -434,7 +434,7 @@ fn a_member_announces_for_its_group_only_as_master() {
     let (mut backup, t0, _) = started(150, |c| c.sync_group = true);
     assert!(backup.handle(Event::SyncLowerPriorityGarp, t0).is_empty());
 
-    let (mut inst, t0, down) = started(150, |c| c.sync_group = true);
+    let (mut inst, _, down) = started(150, |c| c.sync_group = true);
     inst.handle(Event::TimerExpired(TimerKind::MasterDown), down);
     inst.handle(Event::SyncMaster, down);
     assert_eq!(inst.state(), State::Master);
@@ -453,7 +453,6 @@ fn a_member_announces_for_its_group_only_as_master() {
             },
         ]
     );
-    assert!(t0 < at);
 
     let (mut silent, _, down) = started(150, |c| {
         c.sync_group = true;

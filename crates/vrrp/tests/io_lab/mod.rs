@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use keeplb_testlab::{Host, wait_until};
+use keeplb_testlab::{Host, Lab, Process, wait_until};
 use keeplb_vrrp::{
     AdverInterval, DriverOptions, InstanceConfig, IoError, State, Stats, Version, run_instance_with,
 };
@@ -17,6 +17,22 @@ use tokio::sync::watch;
 pub const VIP: &str = "10.0.0.100";
 /// How often tests poll `ip addr` / the state.
 pub const POLL: Duration = Duration::from_millis(10);
+
+/// Starts real keepalived (foreground, console log, VRRP only) in `host`, from a
+/// keepalived.conf in the lab's directory with one `vrrp_instance VI_1` made of the
+/// keyword lines `instance`.
+pub fn start_keepalived(
+    lab: &Lab,
+    host: &Host,
+    instance: &str,
+) -> Result<Process, Box<dyn std::error::Error>> {
+    let conf = lab.dir().join("keepalived.conf");
+    std::fs::write(
+        &conf,
+        format!("global_defs {{\n    router_id ka\n}}\nvrrp_instance VI_1 {{\n{instance}}}\n"),
+    )?;
+    Ok(host.spawn_keepalived(&conf)?)
+}
 
 pub fn vip() -> IpAddr {
     VIP.parse().expect("VIP literal")

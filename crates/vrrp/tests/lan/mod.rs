@@ -172,10 +172,8 @@ impl Lan {
     /// Makes `members` (not started yet) a `vrrp_sync_group` called `name`, configured
     /// as the daemon does (a group of owners with `state MASTER` is marked as such).
     pub fn sync_group(&mut self, name: &str, members: &[usize]) {
-        let owners = members.iter().all(|&m| {
-            let c = &self.routers[m].config;
-            c.is_owner() && c.initial_state == keeplb_vrrp::InitialState::Master
-        });
+        let owners =
+            keeplb_vrrp::sync::is_group_of_owners(members.iter().map(|&m| &self.routers[m].config));
         for &m in members {
             assert!(
                 self.routers[m].instance.is_none(),
@@ -214,10 +212,7 @@ impl Lan {
         };
         let members = members.clone();
         let name = group.name().to_owned();
-        let mut commands = group.report(index, state, wants);
-        if lower_priority {
-            commands.extend(group.lower_priority_received(index));
-        }
+        let commands = group.member_report(index, state, wants, lower_priority);
         for command in commands {
             match command {
                 SyncCommand::ForceFault { member, fault } => {
