@@ -30,9 +30,10 @@ udp=$root/bench/proxy/target/release/udp
 
 work=$(mktemp -d)
 pids=()
+declare -A pid=([direct]="")   # what each path's CPU is read from
 cleanup() {
-  local pid
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  local p
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$work"
 }
@@ -43,7 +44,7 @@ start() { # name cmd... (on CPU 1)
   local name=$1; shift
   taskset -c 1 "$@" >"$work/$name.out" 2>&1 &
   pids+=("$!")
-  eval "pid_$name=$!"
+  pid[$name]=$!
 }
 
 cat >"$work/nginx.conf" <<CONF
@@ -100,7 +101,6 @@ ticks() { # pid and its children -> utime + stime
 hz=$(getconf CLK_TCK)
 
 declare -A addr=([direct]=$BE1 [nginx]=$NGINX_PORT [keeplb]=$KEEPLB_PORT)
-declare -A pid=([direct]="" [nginx]=$pid_nginx [keeplb]=$pid_keeplb)
 results=$work/results.txt
 for rep in $(seq 1 "$REPS"); do
   for path in direct nginx keeplb; do

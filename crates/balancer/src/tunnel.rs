@@ -19,6 +19,14 @@ pub enum TunnelType {
 }
 
 impl TunnelType {
+    /// Every encapsulation IPVS has.
+    pub const ALL: [Self; 3] = [Self::Ipip, Self::Gue, Self::Gre];
+
+    /// The encapsulation named `name` (as ipvsadm and keepalived name them).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.name() == name)
+    }
+
     /// The name ipvsadm uses.
     pub fn name(self) -> &'static str {
         match self {

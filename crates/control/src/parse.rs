@@ -845,12 +845,8 @@ impl Record {
             }
             Opt::TunType => {
                 o.set(Col::TunType)?;
-                self.dest.tunnel_type = match value {
-                    "ipip" => TunnelType::Ipip,
-                    "gue" => TunnelType::Gue,
-                    "gre" => TunnelType::Gre,
-                    _ => return Err(ParseFailure::fail("illegal tunnel type specified").into()),
-                };
+                self.dest.tunnel_type = TunnelType::from_name(value)
+                    .ok_or_else(|| ParseFailure::fail("illegal tunnel type specified"))?;
             }
             Opt::TunPort => {
                 o.set(Col::TunPort)?;

@@ -11,14 +11,7 @@ use crate::model::{
     DestConfig, ServiceConfig, ServiceKey, SyncDaemon, SyncRole, Timeouts, TunnelType,
 };
 use crate::snapshot::{DestEntry, ServiceEntry, Snapshot, Stats};
-
-/// The schedulers keeplb implements, by their IPVS names.
-pub const SCHEDULERS: &[&str] = &[
-    "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos",
-];
-
-/// The persistence engines the kernel knows.
-pub const PERSISTENCE_ENGINES: &[&str] = &["sip"];
+use keeplb_balancer::{PersistenceEngine, SchedulerKind};
 
 /// ERANGE, which the kernel returns for a negative weight or a lower threshold above the
 /// upper one.
@@ -67,11 +60,12 @@ pub trait TableOps {
 /// Whether the kernel accepts a service's settings: a known scheduler and persistence
 /// engine (ENOENT otherwise).
 pub fn check_service(config: &ServiceConfig) -> Result<(), KernelError> {
-    if !SCHEDULERS.contains(&config.scheduler.as_str()) {
+    // The balancer's own lists of schedulers and engines, so the two cannot differ.
+    if config.scheduler.parse::<SchedulerKind>().is_err() {
         return Err(KernelError::NotFound);
     }
     if let Some(pe) = &config.persistence_engine
-        && !PERSISTENCE_ENGINES.contains(&pe.as_str())
+        && PersistenceEngine::from_name(pe).is_none()
     {
         return Err(KernelError::NotFound);
     }

@@ -400,13 +400,7 @@ fn forward_method(forwarding: Forwarding) -> (ForwardMethod, Tunnel) {
 
 fn set_forwarding(svc: &VirtualService, addr: SocketAddr, dest: &DestConfig) {
     let wanted = forwarding(dest);
-    svc.edit_options(|options| {
-        if wanted == options.forwarding {
-            options.dest_forwarding.remove(&addr);
-        } else {
-            options.dest_forwarding.insert(addr, wanted);
-        }
-    });
+    svc.edit_options(|options| options.set_forwarding_of(addr, wanted));
 }
 
 fn proxy_error(error: ProxyError) -> KernelError {

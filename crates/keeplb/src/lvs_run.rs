@@ -578,32 +578,29 @@ fn service(
         Some(_) => Some(ProxyProtocol::V2),
         None => None,
     };
-    let service_forwarding = forwarding(vs.lb_kind, vs.tunnel);
-    // a real server's own `lvs_method` (or its own TUN settings) differs from the service's,
-    // and so may the sorry server's (`sorry_server_lvs_method`); a real server that is also
-    // the sorry server is listed with its own
+    // a real server's own `lvs_method` (or its own TUN settings) may differ from the
+    // service's, and so may the sorry server's (`sorry_server_lvs_method`); a real server
+    // that is also the sorry server is listed with its own
     let sorry_forwarding = vs
         .sorry_server
         .as_ref()
         .zip(sorry_server.as_ref())
         .map(|(sorry, dest)| (dest.addr(), forwarding(sorry.lb_kind, sorry.tunnel)));
-    let mut dest_forwarding: HashMap<_, _> = sorry_forwarding
-        .into_iter()
-        .chain(vs.real_server.iter().map(|rs| {
-            let addr = SocketAddr::new(rs.ip, rs.port);
-            (addr, forwarding(rs.lb_kind, rs.tunnel))
-        }))
-        .collect();
-    dest_forwarding.retain(|_, method| *method != service_forwarding);
-    let options = ServiceOptions {
+    let mut options = ServiceOptions {
         sorry_server,
         proxy_protocol,
-        forwarding: service_forwarding,
-        dest_forwarding,
+        forwarding: forwarding(vs.lb_kind, vs.tunnel),
         sched_flags: flags,
         one_packet,
         ..ServiceOptions::default()
     };
+    let requested = vs.real_server.iter().map(|rs| {
+        let addr = SocketAddr::new(rs.ip, rs.port);
+        (addr, forwarding(rs.lb_kind, rs.tunnel))
+    });
+    for (addr, method) in sorry_forwarding.into_iter().chain(requested) {
+        options.set_forwarding_of(addr, method);
+    }
     Ok((service, options))
 }
 

@@ -100,6 +100,16 @@ impl Default for ServiceOptions {
 }
 
 impl ServiceOptions {
+    /// Real server `dest` asks for `method`: kept only where it differs from the
+    /// service's own.
+    pub fn set_forwarding_of(&mut self, dest: SocketAddr, method: Forwarding) {
+        if method == self.forwarding {
+            self.dest_forwarding.remove(&dest);
+        } else {
+            self.dest_forwarding.insert(dest, method);
+        }
+    }
+
     /// The forwarding method requested for real server `dest`.
     pub fn forwarding_of(&self, dest: SocketAddr) -> Forwarding {
         self.dest_forwarding

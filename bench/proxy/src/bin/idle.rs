@@ -288,16 +288,15 @@ impl Progress {
     fn apply(&mut self, report: Report) {
         let Report { role, shard, line } = report;
         let line = line.unwrap_or_else(|| panic!("{role:?} process of shard {shard} exited"));
-        let parsed = |prefix: &str| line.strip_prefix(prefix).and_then(|n| n.parse().ok());
-        match (role, line.as_str()) {
-            (Role::Backend, "ready") => self.backend_ready[shard] = true,
-            (Role::Backend, _) if parsed("accepted ").is_some() => {
-                self.accepted[shard] = parsed("accepted ").unwrap_or_default();
-            }
-            (Role::Client, _) if parsed("connected ").is_some() => {
-                self.connected[shard] = parsed("connected ");
-            }
-            _ => panic!("{role:?} process of shard {shard}: {line}"),
+        let count = |prefix: &str| {
+            line.strip_prefix(prefix)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("{role:?} process of shard {shard}: {line}"))
+        };
+        match role {
+            Role::Backend if line == "ready" => self.backend_ready[shard] = true,
+            Role::Backend => self.accepted[shard] = count("accepted "),
+            Role::Client => self.connected[shard] = Some(count("connected ")),
         }
     }
 }

@@ -815,12 +815,10 @@ fn tunnel_option<'a>(
     let mut value = || rest.next().map(|t| t.text.as_str());
     match word {
         "type" => {
-            tunnel.kind = match value() {
-                Some("ipip") => TunnelType::Ipip,
-                Some("gue") => TunnelType::Gue,
-                Some("gre") => TunnelType::Gre,
-                _ => return false,
+            let Some(kind) = value().and_then(TunnelType::from_name) else {
+                return false;
             };
+            tunnel.kind = kind;
         }
         // keepalived takes 1 to 65535
         "port" => match value()
