@@ -25,13 +25,10 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
-use nix::sys::signal::{Signal, kill};
 use nix::sys::socket::{setsockopt, sockopt::IpBindAddressNoPort};
-use nix::unistd::Pid;
 use tokio::signal::unix::{SignalKind, signal};
 
 const FIRST_VIP_PORT: u16 = 29001;
@@ -44,6 +41,9 @@ const SPARE_DESCRIPTORS: u64 = 200;
 const BATCH: usize = 500;
 const START_DEADLINE: Duration = Duration::from_secs(60);
 const OPEN_DEADLINE: Duration = Duration::from_secs(300);
+const SETTLE_POLL: Duration = Duration::from_millis(100);
+const SETTLED_READINGS: usize = 5;
+const SETTLE_DEADLINE: Duration = Duration::from_secs(30);
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -171,16 +171,8 @@ struct Killed {
     _stdin: Option<ChildStdin>,
 }
 
-/// Children not yet reaped, for `kill_children_on_signal`.
-static RUNNING: Mutex<Vec<u32>> = Mutex::new(Vec::new());
-
-fn running() -> MutexGuard<'static, Vec<u32>> {
-    RUNNING.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl Killed {
     fn new(mut child: Child) -> Self {
-        running().push(child.id());
         let stdin = child.stdin.take();
         Self {
             child,
@@ -192,15 +184,14 @@ impl Killed {
 impl Drop for Killed {
     fn drop(&mut self) {
         let _ = self.child.kill();
-        // Until reaped the pid cannot be reused, so the signal handler may still kill it.
-        running().retain(|&pid| pid != self.child.id());
         let _ = self.child.wait();
     }
 }
 
-/// A signal ends this process without running the `Killed` guards, and the keeplb
-/// shards would keep running: kill every child first.
-fn kill_children_on_signal() {
+/// A signal ends this process without running the `Killed` guards or removing the
+/// temporary directory. The children end anyway (the keeplb shards by their parent-death
+/// signal, the others when their stdin closes); the directory is removed here.
+fn clean_up_on_signal() {
     let runtime = current_thread_runtime();
     let kinds = [
         SignalKind::interrupt(),
@@ -219,12 +210,7 @@ fn kill_children_on_signal() {
             for (kind, mut stream) in streams {
                 tokio::spawn(async move {
                     stream.recv().await;
-                    eprintln!("signal {}: killing the children", kind.as_raw_value());
-                    for &pid in running().iter() {
-                        if let Ok(pid) = i32::try_from(pid) {
-                            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-                        }
-                    }
+                    eprintln!("signal {}: stopping", kind.as_raw_value());
                     let _ = std::fs::remove_dir_all(temp_dir());
                     std::process::exit(128 + kind.as_raw_value());
                 });
@@ -411,6 +397,28 @@ fn rss_kib(pid: u32) -> u64 {
         .expect("VmRSS")
 }
 
+/// Each process's RSS once it has stopped changing: read every [`SETTLE_POLL`] until
+/// [`SETTLED_READINGS`] readings in a row are identical (keeplb may still be setting up
+/// what follows the last accepted connection), or [`SETTLE_DEADLINE`] passes, which
+/// is reported rather than hidden.
+fn settled_rss_kib(pids: &[u32], keeplbs: &mut [Killed]) -> Vec<u64> {
+    let deadline = Instant::now() + SETTLE_DEADLINE;
+    let mut last: Vec<u64> = pids.iter().map(|&pid| rss_kib(pid)).collect();
+    let mut same = 1;
+    while same < SETTLED_READINGS {
+        if Instant::now() >= deadline {
+            println!("RSS still changing after {SETTLE_DEADLINE:?}: reporting the last reading");
+            break;
+        }
+        std::thread::sleep(SETTLE_POLL);
+        check_alive(keeplbs);
+        let reading: Vec<u64> = pids.iter().map(|&pid| rss_kib(pid)).collect();
+        same = if reading == last { same + 1 } else { 1 };
+        last = reading;
+    }
+    last
+}
+
 fn descriptors(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
 }
@@ -447,7 +455,7 @@ fn write_config(path: &Path, vip: SocketAddr, backend_ports: &[u16]) {
 }
 
 fn measure(wanted: usize) {
-    kill_children_on_signal();
+    clean_up_on_signal();
     let (limit, why) = raise_descriptor_limit();
     let per_process =
         usize::try_from(limit.saturating_sub(SPARE_DESCRIPTORS) / 2).unwrap_or(usize::MAX);
@@ -491,7 +499,11 @@ fn measure(wanted: usize) {
     for shard in 0..shards {
         let conf = dir.0.join(format!("shard{shard}.conf"));
         write_config(&conf, vip(shard), &backend_ports(shard));
-        let child = Command::new(&keeplb_bin)
+        // setpriv (util-linux) keeps the pid and has the kernel kill keeplb if this
+        // bench dies, even by SIGKILL, when no handler of ours can run.
+        let child = Command::new("setpriv")
+            .args(["--pdeathsig", "KILL", "--"])
+            .arg(&keeplb_bin)
             .args(["run", "--workers", "1", "-f"])
             .arg(&conf)
             .arg("--control")
@@ -525,9 +537,8 @@ fn measure(wanted: usize) {
         &mut keeplbs,
         |p| p.accepted.iter().all(|&a| a >= 1),
     );
-    std::thread::sleep(Duration::from_millis(500));
     let pids: Vec<u32> = keeplbs.iter().map(|k| k.child.id()).collect();
-    let baselines: Vec<u64> = pids.iter().map(|&pid| rss_kib(pid)).collect();
+    let baselines = settled_rss_kib(&pids, &mut keeplbs);
 
     let started = Instant::now();
     for (shard, &count) in counts.iter().enumerate() {
@@ -555,10 +566,7 @@ fn measure(wanted: usize) {
         all_open,
     );
     let opened = started.elapsed();
-    // Let keeplb finish whatever follows each connection's setup before reading memory.
-    std::thread::sleep(Duration::from_secs(1));
-    check_alive(&mut keeplbs);
-    let rss: Vec<u64> = pids.iter().map(|&pid| rss_kib(pid)).collect();
+    let rss = settled_rss_kib(&pids, &mut keeplbs);
     let fds: Vec<usize> = pids.iter().map(|&pid| descriptors(pid)).collect();
 
     let held: usize = progress.accepted.iter().sum();
