@@ -154,6 +154,9 @@ pub struct VirtualService {
     /// Seconds since `epoch` of the last warning of each [`Refusal`], so an outage
     /// logs once a second, not once per refused client.
     last_refusal_warning: [AtomicU64; 3],
+    /// Bumped by every [`VirtualService::edit`]: lets a reader of the pool tell that
+    /// nothing was added, removed or reweighted since it last looked.
+    edits: AtomicU64,
 }
 
 /// Why a new connection or flow was turned away.
@@ -207,6 +210,7 @@ impl VirtualService {
             stats,
             idle_timeout_ms: AtomicU64::new(idle_timeout_ms(&settings)),
             last_refusal_warning: [const { AtomicU64::new(u64::MAX) }; 3],
+            edits: AtomicU64::new(0),
         })
     }
 
@@ -233,7 +237,21 @@ impl VirtualService {
     /// Edits the balancer's service (`ipvsadm -E/-a/-e/-d`, health checks). Existing
     /// connections keep their destinations.
     pub fn edit<R>(&self, f: impl FnOnce(&mut Service) -> R) -> R {
-        f(&mut self.service.write().unwrap_or_else(PoisonError::into_inner))
+        let mut service = self.service.write().unwrap_or_else(PoisonError::into_inner);
+        let result = f(&mut service);
+        self.edits.fetch_add(1, Ordering::Release);
+        result
+    }
+
+    /// How many edits the service has had ([`VirtualService::edit`]).
+    pub(crate) fn edits(&self) -> u64 {
+        // Acquire: a look at the pool made after this reads a pool at least this new.
+        self.edits.load(Ordering::Acquire)
+    }
+
+    /// Whether no real server of the pool would take a new client now.
+    pub(crate) fn no_real_server_available(&self) -> bool {
+        self.read(|s| !s.pool.dests().iter().any(|d| d.available()))
     }
 
     /// The proxy options in force.

@@ -32,6 +32,7 @@ use std::time::Duration;
 use keeplb_balancer::{ConnGuard, ConnKey, Dest, Direction, Flow, Unscheduled};
 use tokio::net::UdpSocket;
 use tokio::task::{AbortHandle, JoinSet};
+use tokio::time::Instant;
 
 use crate::activity::{IdleTimer, LastActivity};
 use crate::proxy_protocol::{ProxyProtocol, Transport, V2_MAX_HEADER};
@@ -129,6 +130,24 @@ struct Worker {
     /// Owned here, so aborting the worker's task (the service removed) ends every
     /// flow too.
     replies: JoinSet<()>,
+    /// Whether no real server was available, as last found for a flow on the sorry
+    /// server.
+    sorry_check: Option<SorryCheck>,
+}
+
+/// How often a flow on the sorry server looks at the pool again when the service was
+/// not edited: a real server's thresholds free up without an edit.
+const SORRY_RECHECK: Duration = Duration::from_millis(100);
+
+/// The last look at the pool for flows on the sorry server. Every datagram of such a
+/// flow asks whether a real server is available again; the answer is taken from the
+/// pool (a scan of every real server) only after an edit of the service or once per
+/// [`SORRY_RECHECK`].
+#[derive(Clone, Copy)]
+struct SorryCheck {
+    edits: u64,
+    at: Instant,
+    none_available: bool,
 }
 
 /// Receives the clients' datagrams of `svc` on `socket` until the task is aborted.
@@ -138,6 +157,7 @@ pub(crate) async fn serve(socket: UdpSocket, svc: Arc<VirtualService>) {
         socket: Arc::new(socket),
         flows: Arc::default(),
         replies: JoinSet::new(),
+        sorry_check: None,
     };
     // Room before the datagram for a PROXY protocol header.
     let mut buf = vec![0; V2_MAX_HEADER + MAX_DATAGRAM];
@@ -292,9 +312,7 @@ impl Worker {
             .map(|(flow, _)| Arc::clone(flow))?;
         let bound = match &flow.tally {
             Tally::Entry { dest, .. } | Tally::OnePacket(dest) => dest.in_pool(),
-            Tally::Sorry(_) | Tally::OnePacketSorry(_) => self
-                .svc
-                .read(|s| !s.pool.dests().iter().any(|d| d.available())),
+            Tally::Sorry(_) | Tally::OnePacketSorry(_) => self.no_real_server_available(),
         };
         if bound {
             return Some(flow);
@@ -307,6 +325,27 @@ impl Worker {
             relay.abort();
         }
         None
+    }
+
+    /// Whether no real server is available, from the pool when it may have changed
+    /// ([`SorryCheck`]).
+    fn no_real_server_available(&mut self) -> bool {
+        let edits = self.svc.edits();
+        let now = Instant::now();
+        match self.sorry_check {
+            Some(last) if last.edits == edits && now < last.at + SORRY_RECHECK => {
+                last.none_available
+            }
+            _ => {
+                let none_available = self.svc.no_real_server_available();
+                self.sorry_check = Some(SorryCheck {
+                    edits,
+                    at: now,
+                    none_available,
+                });
+                none_available
+            }
+        }
     }
 
     fn ensure_room(&self) -> Result<(), Refusal> {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use keeplb_balancer::{Dest, Granularity, Persistence, PersistenceEngine, Protocol};
+use keeplb_balancer::{Dest, Granularity, Persistence, PersistenceEngine, Protocol, Thresholds};
 use keeplb_proxy::{ProxyProtocol, ServiceOptions};
 use tokio::net::UdpSocket;
 
@@ -162,10 +162,65 @@ async fn a_client_leaves_the_sorry_server_once_a_real_server_is_back() {
         vip,
     } = dns(&[(real, 0)]).options(options).start();
     let client = new_client().await;
-    assert_eq!(ask(&client, vip, "q1").await, "sorry:q1");
+    for question in ["q0", "q1"] {
+        assert_eq!(
+            ask(&client, vip, question).await,
+            format!("sorry:{question}")
+        );
+    }
+    // At once: the edit tells the flow to look at the pool again.
     svc.edit(|s| s.pool.set_weight(real, 1))
         .expect("weight back");
     assert_eq!(ask(&client, vip, "q2").await, "real:q2");
+}
+
+#[tokio::test]
+async fn a_client_leaves_the_sorry_server_once_a_real_server_is_no_longer_overloaded() {
+    let real = udp_server("real").await;
+    let options = ServiceOptions {
+        sorry_server: Some(Arc::new(
+            Dest::new(udp_server("sorry").await, 1).expect("sorry dest"),
+        )),
+        ..ServiceOptions::default()
+    };
+    let Served {
+        plane: _plane,
+        svc,
+        vip,
+    } = dns(&[(real, 1)]).options(options).start();
+    svc.edit(|s| {
+        s.pool
+            .set_thresholds(real, Thresholds { upper: 1, lower: 0 })
+    })
+    .expect("thresholds");
+    let dest = svc
+        .read(|s| s.pool.get(real).cloned())
+        .expect("real server");
+    let other_client = dest.connect();
+    let client = new_client().await;
+    for question in ["q0", "q1"] {
+        assert_eq!(
+            ask(&client, vip, question).await,
+            format!("sorry:{question}")
+        );
+    }
+    // The real server frees up without any edit of the service, as when one of its
+    // connections ends: the flow must still look at the pool again.
+    drop(other_client);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    for i in 2.. {
+        let question = format!("q{i}");
+        let answer = ask(&client, vip, &question).await;
+        if answer == format!("real:{question}") {
+            break;
+        }
+        assert_eq!(answer, format!("sorry:{question}"));
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the client stayed on the sorry server"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// An rr service on port 53 with one-packet scheduling over `a` and `b` (rr starts
