@@ -9,8 +9,9 @@
 //!
 //! HTTP_GET/SSL_GET fetch one url per round (`delay_loop` apart) and are up when every url
 //! passed in a row; a server that went down must pass the url that failed and then all the
-//! urls again. MISC_CHECK measures its delays from the script's start and turns exit
-//! statuses 2–255 into weights under `misc_dynamic`.
+//! urls again. With `fast_recovery` the next url follows at once while the checker has not
+//! run yet, or is down and its failed url passed. MISC_CHECK measures its delays from the
+//! script's start and turns exit statuses 2–255 into weights under `misc_dynamic`.
 
 use std::time::Duration;
 
@@ -44,6 +45,9 @@ pub(crate) struct HttpState {
     pub url_it: usize,
     /// The url that took the server down, until it passes again.
     pub failed_url: Option<usize>,
+    /// `fast_recovery`: the next url at once while the checker has not run yet, or is
+    /// down with no url known to fail (keepalived 2.2's epilog).
+    pub fast_recovery: bool,
 }
 
 /// What the machine needs to know about a url to log as keepalived does.
@@ -157,6 +161,11 @@ fn log(message: String, reason: Option<&Reason>) -> Action {
 }
 
 impl Machine {
+    /// Whether it runs probes (FILE_CHECK follows its file instead).
+    pub fn is_probed(&self) -> bool {
+        !matches!(self.flavor, Flavor::File(_))
+    }
+
     /// The url the next probe of an HTTP checker fetches (0 for the others).
     pub fn next_url(&self) -> usize {
         match &self.flavor {
@@ -165,8 +174,37 @@ impl Machine {
         }
     }
 
+    /// What keepalived logs when this checker's socket cannot take its source options
+    /// (`bindto`, `bind_port`, `bind_if`, `fwmark`): TCP, HTTP, SSL, SMTP and DNS checks
+    /// then try again after `delay_loop` without counting a failure (the address may
+    /// not be on this director yet); UDP and PING checks count it as one (None).
+    fn bind_failed_message(&self) -> Option<String> {
+        match &self.flavor {
+            Flavor::Simple(SimpleKind::Tcp) => Some("TCP socket bind failed. Rescheduling.".into()),
+            Flavor::Simple(SimpleKind::Smtp) => {
+                Some("SMTP_CHECK socket bind failed. Rescheduling.".into())
+            }
+            Flavor::Simple(SimpleKind::Dns) => Some(format!(
+                "DNS_CHECK ({}) UDP socket bind failed. Rescheduling.",
+                self.rs_name
+            )),
+            Flavor::Http(_) => Some("WEB socket bind failed. Rescheduling".into()),
+            Flavor::Simple(SimpleKind::Udp | SimpleKind::Ping)
+            | Flavor::Misc(_)
+            | Flavor::File(_) => None,
+        }
+    }
+
     /// Digests one probe result (`url`: which url it fetched, for HTTP).
     pub fn step(&mut self, url: usize, outcome: Outcome) -> Step {
+        if let Outcome::Down(reason @ Reason::Bind(_)) = &outcome
+            && let Some(message) = self.bind_failed_message()
+        {
+            let mut step = self.new_step(self.delay_loop);
+            step.has_run_after = false;
+            step.logs.push(log(message, Some(reason)));
+            return step;
+        }
         match &self.flavor {
             Flavor::Simple(kind) => {
                 let kind = *kind;
@@ -349,9 +387,15 @@ impl Machine {
                     self.retry_it = self.retry;
                 }
                 step.delay = self.delay_loop;
+                let has_run = self.has_run || step.has_run_after;
+                let is_up = step.transition.unwrap_or(self.is_up);
+                if http.fast_recovery && (!has_run || (!is_up && http.failed_url.is_none())) {
+                    step.delay = Duration::ZERO;
+                }
             }
             Err(reason) => {
-                if self.is_up || !self.has_run {
+                let retried = self.is_up || !self.has_run;
+                if retried {
                     if self.log_all_failures {
                         step.logs.push(log(
                             format!("{} server {rs}.", reason.http_message()),
@@ -382,6 +426,13 @@ impl Machine {
                 } else {
                     self.delay_before_retry
                 };
+                // keepalived would also go on at once after a failure of a checker
+                // already down whose failed url passed since: the same url again and
+                // again without pause. That one waits delay_before_retry here.
+                let is_up = step.transition.unwrap_or(self.is_up);
+                if http.fast_recovery && retried && !is_up && http.failed_url.is_none() {
+                    step.delay = Duration::ZERO;
+                }
             }
         }
         step

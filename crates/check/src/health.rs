@@ -9,11 +9,12 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use keeplb_config::model::{
-    CheckKind, Checker, Config, RealServer, Script, TrackFile, VirtualServer, VirtualServerKey,
+    CheckKind, Checker, Config, OtherKeywords, RealServer, Script, TrackFile, VirtualServer,
+    VirtualServerKey,
 };
 use tokio::time::Instant;
 
@@ -60,8 +61,9 @@ struct Dest {
     alive: bool,
     effective_weight: i64,
     num_failed_checkers: u32,
-    /// The weight it had in the pool under the previous configuration (reload).
-    adopted_weight: Option<u32>,
+    /// Taken over from the previous configuration on reload (keepalived's `reloaded`):
+    /// its effective weight there, which the new one replaces at start.
+    previous_weight: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +80,22 @@ fn real_weight(effective: i64) -> u32 {
 }
 
 impl Dest {
+    /// keepalived's clear_service_rs log line (`verb`: "Removing" or "Shutting down").
+    fn clearing_log(&self, verb: &str, vs_name: &str) -> Action {
+        Action::Log {
+            message: format!(
+                "{verb} {}service {} from VS {vs_name}",
+                if self.inhibit && !self.alive {
+                    "(inhibited) "
+                } else {
+                    ""
+                },
+                self.name
+            ),
+            reason: None,
+        }
+    }
+
     /// keepalived's `ipvs_cmd` for a destination: inhibit turns removal into weight 0 and
     /// re-adding into a weight change.
     fn cmd(&mut self, vs: VsIndex, cmd: Cmd, out: &mut Vec<Action>) {
@@ -112,9 +130,50 @@ impl Dest {
     }
 }
 
+/// What makes two checkers the same checker across a reload, as keepalived's `compare`
+/// functions see it: what it probes and how it connects (not its timings or retries).
+#[derive(Debug, Clone, PartialEq)]
+struct Identity {
+    kind: CheckKind,
+    connect_ip: Option<IpAddr>,
+    connect_port: Option<u16>,
+    bindto: Option<IpAddr>,
+    bind_port: Option<u16>,
+    bind_if: Option<String>,
+    connect_timeout: f64,
+    fwmark: Option<u32>,
+}
+
+impl Identity {
+    fn of(checker: &Checker) -> Self {
+        let c = &checker.common;
+        // keepalived does not compare these: changing them keeps the checker's state.
+        let mut kind = checker.kind.clone();
+        match &mut kind {
+            CheckKind::Misc(misc) => misc.misc_timeout = None,
+            CheckKind::Http(http) | CheckKind::Ssl(http) => {
+                http.http_protocol = None;
+                http.enable_sni = false;
+            }
+            _ => {}
+        }
+        Identity {
+            kind,
+            connect_ip: c.connect_ip,
+            connect_port: c.connect_port,
+            bindto: c.bindto,
+            bind_port: c.bind_port,
+            bind_if: c.bind_if.clone(),
+            connect_timeout: c.connect_timeout,
+            fwmark: c.fwmark,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Slot {
     machine: Machine,
+    identity: Identity,
     /// When the next probe is due; None while one runs (or before start / after stop).
     due: Option<Instant>,
     started: Option<Instant>,
@@ -168,6 +227,11 @@ pub struct RealServerStatus {
 pub struct Health {
     virtual_servers: Vec<VsHealth>,
     queue: BinaryHeap<Reverse<(Instant, CheckerId)>>,
+    /// What a reload decided before [`Health::start`] (real servers the new configuration
+    /// dropped): emitted first by `start`.
+    pending: Vec<Action>,
+    /// `rs_init_notifies`: real servers added alive at start get their `notify_up`.
+    rs_init_notifies: bool,
 }
 
 /// Seconds from the configuration as a Duration (negative or not a number: zero).
@@ -193,11 +257,22 @@ fn passed_test(url: &keeplb_config::model::HttpUrl) -> &'static str {
     }
 }
 
+/// A keyword keeplb's configuration keeps without a field of its own, as a BOOL that
+/// may be left out (`fast_recovery`, `checker_log_all_failures [true]`).
+fn optional_flag(other: &OtherKeywords, keyword: &str) -> bool {
+    other.get(keyword).is_some_and(|words| {
+        words
+            .first()
+            .is_none_or(|w| matches!(w.as_str(), "on" | "true" | "yes"))
+    })
+}
+
 fn machine(
     vs: &VirtualServer,
     rs: &RealServer,
     checker: &Checker,
     track_files: &[TrackFile],
+    log_all_failures: bool,
 ) -> Machine {
     let rs_name = names::real_server_name(rs.ip, rs.port, vs.protocol);
     let flavor = match &checker.kind {
@@ -232,6 +307,7 @@ fn machine(
                 .collect(),
             url_it: 0,
             failed_url: None,
+            fast_recovery: optional_flag(&checker.other, "fast_recovery"),
         }),
         CheckKind::Misc(m) => Flavor::Misc(MiscState {
             dynamic: m.misc_dynamic,
@@ -261,7 +337,7 @@ fn machine(
         delay_loop,
         delay_before_retry: seconds(common.delay_before_retry),
         warmup: common.warmup.map_or(delay_loop, seconds),
-        log_all_failures: common.log_all_failures,
+        log_all_failures: common.log_all_failures || log_all_failures,
         rs_name,
         vs_name: names::virtual_server_name(vs),
     }
@@ -272,6 +348,7 @@ impl Health {
     /// real servers alive unless one of their checkers has `alpha`.
     pub fn new(config: &Config) -> Self {
         let track_files = &config.track_file;
+        let log_all_failures = optional_flag(&config.global_defs.other, "checker_log_all_failures");
         let virtual_servers = config
             .virtual_server
             .iter()
@@ -284,7 +361,8 @@ impl Health {
                             .checkers
                             .iter()
                             .map(|c| Slot {
-                                machine: machine(vs, rs, c, track_files),
+                                machine: machine(vs, rs, c, track_files, log_all_failures),
+                                identity: Identity::of(c),
                                 due: None,
                                 started: None,
                             })
@@ -297,7 +375,7 @@ impl Health {
                             alive: false,
                             effective_weight: i64::from(rs.weight),
                             num_failed_checkers: 0,
-                            adopted_weight: None,
+                            previous_weight: None,
                         };
                         let mut checkers = checkers;
                         for slot in &mut checkers {
@@ -324,7 +402,7 @@ impl Health {
                         alive: false,
                         effective_weight: 1,
                         num_failed_checkers: 0,
-                        adopted_weight: None,
+                        previous_weight: None,
                     }
                 });
                 VsHealth {
@@ -346,68 +424,170 @@ impl Health {
         Health {
             virtual_servers,
             queue: BinaryHeap::new(),
+            pending: Vec::new(),
+            rs_init_notifies: optional_flag(&config.global_defs.other, "rs_init_notifies"),
         }
     }
 
     /// On reload, before [`Health::start`]: carries over what the previous
-    /// configuration's checks knew, as keepalived's `migrate_checkers` does. Virtual
-    /// servers match by name, real servers by address, checkers by position and kind.
-    /// A matched checker keeps its up/down state and progress (a healthy server is not
-    /// taken down by one failure because the new checks start "initially"); a matched
-    /// real server keeps being in the pool or not, so `start` neither re-adds a dead
-    /// one nor removes and re-adds a live one, and edits a weight the new
-    /// configuration changed; quorum and the sorry server keep their state.
-    /// FILE_CHECKs are not carried over: their state comes from the file.
+    /// configuration's checks knew, as keepalived's `clear_diff_services` and
+    /// `migrate_checkers` do. Virtual servers match by name, real servers by address,
+    /// checkers by what they probe (kind, urls, script, connection options: a checker
+    /// whose probe changed is a new checker).
     ///
-    /// Real servers the new configuration dropped are the caller's to remove from the
-    /// pools (keepalived's `clear_diff_rs`).
+    /// - A matched checker keeps its up/down state (once it has run), whether it has run,
+    ///   its retries so far (at most one short of the new `retry`), and a MISC_CHECK its
+    ///   last exit status and `misc_dynamic` weight.
+    /// - Every other checker starts up with its retries unspent (keepalived's "one
+    ///   failure is enough" holds only at first start), except on a real server with a
+    ///   failed checker, or one out of the pool whose checkers never ran: there an
+    ///   `alpha` checker starts down and one failure is enough.
+    /// - A matched real server keeps being in the pool or not; `start` adds one left
+    ///   with no failed checker, takes out one with a failed checker, and moves its
+    ///   weight to the new configuration's. Quorum and the sorry server keep their state.
+    /// - A real server the new configuration dropped (or whose virtual server it
+    ///   dropped) that was alive gets its `notify_down` and FIFO line at `start` (a
+    ///   dropped virtual server with quorum its `quorum_down`), in the previous
+    ///   configuration's terms (`vs` indices are the previous configuration's). Taking
+    ///   them out of the pools is the caller's.
+    ///
+    /// FILE_CHECKs are not carried over: their state comes from the file.
     pub fn inherit(&mut self, old: &Health) {
+        self.pending = Self::dropped(&self.virtual_servers, old);
         for vs in &mut self.virtual_servers {
-            let Some(old_vs) = old.virtual_servers.iter().find(|o| o.name == vs.name) else {
-                continue;
-            };
-            vs.quorum_state_up = old_vs.quorum_state_up;
-            if let (Some(sorry), Some(old_sorry)) = (&mut vs.sorry, &old_vs.sorry)
-                && sorry.addr == old_sorry.addr
-            {
-                sorry.set = old_sorry.set;
-                sorry.alive = old_sorry.alive;
+            let old_vs = old.virtual_servers.iter().find(|o| o.name == vs.name);
+            if let Some(old_vs) = old_vs {
+                vs.quorum_state_up = old_vs.quorum_state_up;
+                if let (Some(sorry), Some(old_sorry)) = (&mut vs.sorry, &old_vs.sorry)
+                    && sorry.addr == old_sorry.addr
+                {
+                    sorry.set = old_sorry.set;
+                    sorry.alive = old_sorry.alive;
+                }
             }
             for rs in &mut vs.real_servers {
-                let Some(old_rs) = old_vs
-                    .real_servers
-                    .iter()
-                    .find(|o| o.dest.addr == rs.dest.addr)
-                else {
-                    continue;
-                };
-                for (slot, old_slot) in rs.checkers.iter_mut().zip(&old_rs.checkers) {
-                    let new = &mut slot.machine;
-                    let old = &old_slot.machine;
-                    if matches!(new.flavor, Flavor::File(_))
-                        || std::mem::discriminant(&new.flavor)
-                            != std::mem::discriminant(&old.flavor)
-                    {
-                        continue;
+                // keepalived sets alpha checkers down and spends their retries only at
+                // first start; on reload every checker starts up, with its retries.
+                for slot in rs.checkers.iter_mut().filter(|s| s.machine.is_probed()) {
+                    slot.machine.is_up = true;
+                    slot.machine.retry_it = 0;
+                }
+                let old_rs = old_vs
+                    .and_then(|o| o.real_servers.iter().find(|o| o.dest.addr == rs.dest.addr));
+                match old_rs {
+                    Some(old_rs) => Self::migrate_checkers(rs, old_rs),
+                    None => {
+                        // keepalived's check_new_rs_state.
+                        for slot in rs.checkers.iter_mut().filter(|s| s.machine.alpha) {
+                            slot.machine.is_up = false;
+                        }
                     }
-                    new.is_up = old.is_up;
-                    new.has_run = old.has_run;
-                    new.retry_it = if old.retry_it >= new.retry {
-                        new.retry.saturating_sub(1)
-                    } else {
-                        old.retry_it
-                    };
                 }
                 rs.dest.num_failed_checkers =
                     u32::try_from(rs.checkers.iter().filter(|s| !s.machine.is_up).count())
                         .unwrap_or(u32::MAX);
-                rs.dest.set = old_rs.dest.set;
-                rs.dest.alive = old_rs.dest.alive;
-                if old_rs.dest.set {
-                    rs.dest.adopted_weight = Some(real_weight(old_rs.dest.effective_weight));
+            }
+        }
+    }
+
+    /// keepalived's `migrate_checkers` for a real server in both configurations.
+    fn migrate_checkers(rs: &mut RsHealth, old_rs: &RsHealth) {
+        let mut taken = vec![false; old_rs.checkers.len()];
+        for slot in rs.checkers.iter_mut().filter(|s| s.machine.is_probed()) {
+            let Some(index) = old_rs
+                .checkers
+                .iter()
+                .enumerate()
+                .position(|(i, o)| !taken[i] && o.identity == slot.identity)
+            else {
+                continue;
+            };
+            taken[index] = true;
+            let old = &old_rs.checkers[index].machine;
+            let new = &mut slot.machine;
+            if old.has_run {
+                new.is_up = old.is_up;
+            }
+            new.has_run = old.has_run;
+            if old.retry_it > 0 && new.retry > 0 {
+                new.retry_it = old.retry_it.min(new.retry - 1);
+            }
+            if let (Flavor::Misc(misc), Flavor::Misc(old_misc)) = (&mut new.flavor, &old.flavor) {
+                misc.last_exit_code = old_misc.last_exit_code;
+                // The weight the last exit status gave, against the new configured
+                // weight. (keepalived's migrate_misc_check computes −weight for a last
+                // status 0, a weight of 0 its checks never give: status 0 keeps the
+                // configured weight here, as every check does.)
+                if misc.dynamic && old_misc.last_exit_code >= 2 {
+                    misc.cur_weight = i64::from(old_misc.last_exit_code) - 2 - misc.initial_weight;
+                    rs.dest.effective_weight += misc.cur_weight;
                 }
             }
         }
+        let probed = || rs.checkers.iter().filter(|s| s.machine.is_probed());
+        let failed = probed()
+            .filter(|s| s.machine.has_run && !s.machine.is_up)
+            .count();
+        let any_ran = probed().any(|s| s.machine.has_run);
+        if failed > 0 || (!old_rs.dest.alive && !any_ran) {
+            for slot in rs
+                .checkers
+                .iter_mut()
+                .filter(|s| s.machine.is_probed() && !s.machine.has_run)
+            {
+                if slot.machine.alpha {
+                    slot.machine.is_up = false;
+                }
+                // One failure is enough.
+                slot.machine.retry_it = slot.machine.retry;
+            }
+        }
+        rs.dest.set = old_rs.dest.set;
+        rs.dest.alive = old_rs.dest.alive;
+        rs.dest.previous_weight = Some(old_rs.dest.effective_weight);
+    }
+
+    /// Real servers of the previous configuration that the new one no longer has:
+    /// keepalived's `clear_service_rs` (and `update_vs_notifies` of a dropped virtual
+    /// server) without the pool changes.
+    fn dropped(new: &[VsHealth], old: &Health) -> Vec<Action> {
+        let mut out = Vec::new();
+        for (old_index, old_vs) in old.virtual_servers.iter().enumerate() {
+            let kept = new.iter().find(|v| v.name == old_vs.name);
+            if kept.is_none() {
+                out.push(Action::Log {
+                    message: format!("Removing Virtual Server {}", old_vs.name),
+                    reason: None,
+                });
+            }
+            for rs in &old_vs.real_servers {
+                if kept.is_some_and(|v| v.real_servers.iter().any(|r| r.dest.addr == rs.dest.addr))
+                {
+                    continue;
+                }
+                if kept.is_some() {
+                    out.push(Action::Log {
+                        message: format!("service {} no longer exist", rs.dest.name),
+                        reason: None,
+                    });
+                }
+                if !rs.dest.set {
+                    continue;
+                }
+                out.push(rs.dest.clearing_log("Removing", &old_vs.name));
+                if rs.dest.alive {
+                    let mut gone = rs.clone();
+                    gone.dest.alive = false;
+                    Self::do_rs_notifies(old_index, &old_vs.name, &gone, false, &mut out);
+                }
+            }
+            if kept.is_none() && old_vs.quorum_state_up {
+                let mut gone = old_vs.clone();
+                gone.quorum_state_up = false;
+                Self::do_vs_notifies(old_index, &gone, false, &mut out);
+            }
+        }
+        out
     }
 
     /// Fills the pools (keepalived's `init_services`) and schedules every checker's first
@@ -418,7 +598,7 @@ impl Health {
         now: Instant,
         mut warmup_share: impl FnMut(Duration) -> Duration,
     ) -> Vec<Action> {
-        let mut out = Vec::new();
+        let mut out = std::mem::take(&mut self.pending);
         for vs_index in 0..self.virtual_servers.len() {
             let vs = &mut self.virtual_servers[vs_index];
             for rs in &mut vs.real_servers {
@@ -441,21 +621,49 @@ impl Health {
                     slot.due = Some(due);
                 }
             }
+            // The end of keepalived's migrate_checkers, for real servers taken over on
+            // reload: one with no failed checker belongs in the pool, one with a failed
+            // checker does not (or at weight 0 with inhibit_on_failure).
+            for rs_index in 0..self.virtual_servers[vs_index].real_servers.len() {
+                let dest = &mut self.virtual_servers[vs_index].real_servers[rs_index].dest;
+                let Some(previous) = dest.previous_weight else {
+                    continue;
+                };
+                if dest.num_failed_checkers == 0 && !dest.alive {
+                    // With the weight it had; the new one follows below, as in keepalived.
+                    let weight = std::mem::replace(&mut dest.effective_weight, previous);
+                    self.perform_svr_state(vs_index, rs_index, true, &mut out);
+                    self.virtual_servers[vs_index].real_servers[rs_index]
+                        .dest
+                        .effective_weight = weight;
+                } else if dest.num_failed_checkers > 0 && dest.set != dest.inhibit {
+                    let dest = &mut self.virtual_servers[vs_index].real_servers[rs_index].dest;
+                    let cmd = if dest.inhibit { Cmd::Add } else { Cmd::Del };
+                    dest.cmd(vs_index, cmd, &mut out);
+                }
+            }
             // init_service_rs
-            for rs in &mut vs.real_servers {
-                let dest = &mut rs.dest;
+            for rs_index in 0..self.virtual_servers[vs_index].real_servers.len() {
+                let dest = &mut self.virtual_servers[vs_index].real_servers[rs_index].dest;
+                if let Some(previous) = dest.previous_weight {
+                    // Taken over on reload: only its weight moves to the new one's.
+                    let weight = dest.effective_weight;
+                    if weight != previous {
+                        dest.effective_weight = previous;
+                        self.update_svr_wgt(vs_index, rs_index, weight, false, &mut out);
+                    }
+                    continue;
+                }
                 if (dest.num_failed_checkers == 0 && !dest.alive) || (dest.inhibit && !dest.set) {
                     dest.cmd(vs_index, Cmd::Add, &mut out);
                     if dest.num_failed_checkers == 0 {
                         dest.alive = true;
+                        if self.rs_init_notifies {
+                            let vs = &self.virtual_servers[vs_index];
+                            let rs = &vs.real_servers[rs_index];
+                            Self::do_rs_notifies(vs_index, &vs.name, rs, false, &mut out);
+                        }
                     }
-                } else if dest.alive
-                    && dest
-                        .adopted_weight
-                        .is_some_and(|w| w != real_weight(dest.effective_weight))
-                {
-                    // Taken over on reload with the old configuration's weight.
-                    dest.cmd(vs_index, Cmd::Edit, &mut out);
                 }
             }
             self.update_quorum_state(vs_index, true, &mut out);
@@ -612,7 +820,7 @@ impl Health {
             WeightChange::Dynamic { old, new } => {
                 let rs = &self.virtual_servers[id.vs].real_servers[id.rs];
                 let weight = rs.dest.effective_weight - old + new;
-                self.update_svr_wgt(id.vs, id.rs, weight, out);
+                self.update_svr_wgt(id.vs, id.rs, weight, true, out);
             }
             WeightChange::Silent { old, new } => {
                 let dest = &mut self.virtual_servers[id.vs].real_servers[id.rs].dest;
@@ -913,12 +1121,13 @@ impl Health {
         }
     }
 
-    /// keepalived's `update_svr_wgt` (always updating the quorum).
+    /// keepalived's `update_svr_wgt`.
     fn update_svr_wgt(
         &mut self,
         vs_index: usize,
         rs_index: usize,
         weight: i64,
+        update_quorum: bool,
         out: &mut Vec<Action>,
     ) {
         let vs = &mut self.virtual_servers[vs_index];
@@ -942,7 +1151,9 @@ impl Health {
         if dest.set && dest.alive && may_edit {
             dest.cmd(vs_index, Cmd::Edit, out);
         }
-        self.update_quorum_state(vs_index, false, out);
+        if update_quorum {
+            self.update_quorum_state(vs_index, false, out);
+        }
     }
 
     /// Shutdown (keepalived's `clear_services` without `lvs_flush`): every destination
@@ -965,19 +1176,7 @@ impl Health {
                 sorry.alive = false;
             }
             for rs in &mut vs.real_servers {
-                out.push(Action::Log {
-                    message: format!(
-                        "Shutting down {}service {} from VS {}",
-                        if rs.dest.inhibit && !rs.dest.alive {
-                            "(inhibited) "
-                        } else {
-                            ""
-                        },
-                        rs.dest.name,
-                        vs.name
-                    ),
-                    reason: None,
-                });
+                out.push(rs.dest.clearing_log("Shutting down", &vs.name));
                 if !rs.dest.set {
                     continue;
                 }

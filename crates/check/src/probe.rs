@@ -90,10 +90,62 @@ pub struct MiscSpec {
 #[derive(Debug, Clone)]
 pub struct UdpSpec {
     pub payload: Vec<u8>,
-    /// `require_reply`: a reply must come (starting with these bytes, when given).
-    pub require_reply: Option<Vec<u8>>,
+    /// `require_reply`: a reply must come (and, when bytes are given, match them).
+    pub require_reply: Option<ReplyPattern>,
+    /// Checked only when `require_reply` gives bytes, as keepalived does.
     pub min_reply_length: usize,
+    /// keepalived's default is 255.
     pub max_reply_length: usize,
+}
+
+/// `require_reply`'s bytes: a reply's first bytes must equal `data` except in the
+/// bits `wildcard` sets (an `x` nibble in the configuration).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplyPattern {
+    pub data: Vec<u8>,
+    pub wildcard: Vec<u8>,
+}
+
+impl ReplyPattern {
+    /// keepalived's `read_hex_str`: hex digits in pairs, blanks between octets (a digit
+    /// alone before a blank is one octet), `x`/`X` for any nibble. None when not hex.
+    pub fn parse(text: &str) -> Option<ReplyPattern> {
+        fn nibble(c: char) -> Option<(u8, u8)> {
+            match c {
+                'x' | 'X' => Some((0, 0x0f)),
+                _ => c.to_digit(16).map(|d| (d as u8, 0)),
+            }
+        }
+        let mut pattern = ReplyPattern::default();
+        let mut chars = text.chars().peekable();
+        loop {
+            while chars.next_if(|c| *c == ' ' || *c == '\t').is_some() {}
+            let Some(first) = chars.next() else { break };
+            let (mut value, mut wildcard) = nibble(first)?;
+            if let Some(second) = chars.next_if(|c| *c != ' ' && *c != '\t') {
+                let (low, low_wildcard) = nibble(second)?;
+                value = value << 4 | low;
+                wildcard = wildcard << 4 | low_wildcard;
+            }
+            pattern.data.push(value);
+            pattern.wildcard.push(wildcard);
+        }
+        Some(pattern)
+    }
+}
+
+/// Whether a UDP_CHECK reply passes (keepalived's `check_udp_reply`): with bytes to
+/// match, its length must be within the bounds and its first bytes (as many as both
+/// have) must match; without, any reply passes.
+pub fn udp_reply_passes(udp: &UdpSpec, reply: &[u8]) -> bool {
+    let Some(pattern) = udp.require_reply.as_ref().filter(|p| !p.data.is_empty()) else {
+        return true;
+    };
+    (udp.min_reply_length..=udp.max_reply_length).contains(&reply.len())
+        && reply
+            .iter()
+            .zip(pattern.data.iter().zip(&pattern.wildcard))
+            .all(|(got, (want, wildcard))| (got ^ want) & !wildcard == 0)
 }
 
 /// A checker whose configuration keeplb cannot use as written.
@@ -271,12 +323,16 @@ fn spec(
         },
         CheckKind::Udp(u) => ProbeKind::Udp(UdpSpec {
             payload: u.payload.as_deref().and_then(hex_bytes).unwrap_or_default(),
-            require_reply: u
-                .require_reply
-                .as_deref()
-                .map(|r| hex_bytes(r).unwrap_or_default()),
+            require_reply: u.require_reply.as_deref().map(|r| {
+                ReplyPattern::parse(r).unwrap_or_else(|| {
+                    problem(format!(
+                        "require_reply `{r}` is not hexadecimal: any reply passes"
+                    ));
+                    ReplyPattern::default()
+                })
+            }),
             min_reply_length: u.min_reply_length.map_or(0, |v| v as usize),
-            max_reply_length: u.max_reply_length.map_or(65535, |v| v as usize),
+            max_reply_length: u.max_reply_length.map_or(255, |v| v as usize),
         }),
         CheckKind::Ping => ProbeKind::Ping,
         CheckKind::File(f) => match config.track_file.iter().find(|t| t.name == f.track_file) {
@@ -596,19 +652,8 @@ async fn probe_udp(spec: &ProbeSpec, udp: &UdpSpec) -> Result<(), Reason> {
         Err(_) if udp.require_reply.is_none() => Ok(()),
         Err(_) => Err(Reason::IoTimeout),
         Ok(Err(e)) => Err(connect_error(e)),
-        Ok(Ok(n)) => match &udp.require_reply {
-            None => Ok(()),
-            Some(expected) => {
-                let reply = &buf[..n];
-                let length_ok = (udp.min_reply_length..=udp.max_reply_length).contains(&n);
-                let prefix = expected.len().min(n);
-                if length_ok && reply[..prefix] == expected[..prefix] {
-                    Ok(())
-                } else {
-                    Err(Reason::Protocol("reply data mismatch".into()))
-                }
-            }
-        },
+        Ok(Ok(n)) if udp_reply_passes(udp, &buf[..n]) => Ok(()),
+        Ok(Ok(_)) => Err(Reason::Protocol("reply data mismatch".into())),
     }
 }
 
@@ -629,5 +674,35 @@ mod tests {
     fn hex_payloads_decode() {
         assert_eq!(hex_bytes("0a1B"), Some(vec![0x0a, 0x1b]));
         assert_eq!(hex_bytes("abc"), None);
+    }
+
+    #[test]
+    fn reply_patterns_read_as_keepalived_reads_hex() {
+        let p = ReplyPattern::parse("6b 65X x1 7").unwrap();
+        assert_eq!(p.data, vec![0x6b, 0x65, 0x00, 0x01, 0x07]);
+        assert_eq!(p.wildcard, vec![0, 0, 0x0f, 0xf0, 0]);
+        assert_eq!(ReplyPattern::parse("6g"), None);
+    }
+
+    #[test]
+    fn udp_replies_are_judged_as_keepalived_does() {
+        let udp = |reply: &str, max: usize| UdpSpec {
+            payload: Vec::new(),
+            require_reply: Some(ReplyPattern::parse(reply).unwrap()),
+            min_reply_length: 2,
+            max_reply_length: max,
+        };
+        assert!(udp_reply_passes(&udp("6bxx", 255), b"ke"));
+        assert!(udp_reply_passes(&udp("6b65", 255), b"keeplb"));
+        assert!(!udp_reply_passes(&udp("6b66", 255), b"keeplb"));
+        // Length bounds: default at most 255 octets.
+        assert!(!udp_reply_passes(&udp("6b", 255), &[0x6b; 256]));
+        assert!(!udp_reply_passes(&udp("6b", 255), b"k"));
+        // A bare require_reply takes any reply, whatever its length.
+        let bare = UdpSpec {
+            require_reply: Some(ReplyPattern::default()),
+            ..udp("6b", 255)
+        };
+        assert!(udp_reply_passes(&bare, &[0; 1000]));
     }
 }

@@ -24,7 +24,18 @@ struct Sim {
 
 impl Sim {
     fn start(text: &str) -> Sim {
+        Sim::starting(Health::new(&common::load(text)))
+    }
+
+    /// A reload at the current (paused) time: `text`'s checks take over this
+    /// simulation's state; the new simulation counts time from now.
+    fn reload(&self, text: &str) -> Sim {
         let mut health = Health::new(&common::load(text));
+        health.inherit(&self.health);
+        Sim::starting(health)
+    }
+
+    fn starting(mut health: Health) -> Sim {
         let t0 = Instant::now();
         let actions = health
             .start(t0, |_| Duration::ZERO)
@@ -660,10 +671,7 @@ virtual_server 10.0.0.1 80 {
     assert_eq!(sim.health.next_due(), None);
 }
 
-#[tokio::test(start_paused = true)]
-async fn misc_dynamic_turns_exit_codes_into_weights() {
-    let mut sim = Sim::start(
-        r#"
+const MISC_DYNAMIC: &str = r#"
 virtual_server 10.0.0.1 80 {
     protocol TCP
     delay_loop 5
@@ -676,8 +684,11 @@ virtual_server 10.0.0.1 80 {
         }
     }
 }
-"#,
-    );
+"#;
+
+#[tokio::test(start_paused = true)]
+async fn misc_dynamic_turns_exit_codes_into_weights() {
+    let mut sim = Sim::start(MISC_DYNAMIC);
     // Exit 0 (weight unchanged), then 7 (weight 5), then 2 (weight 0, still alive),
     // then 1 (down), then 12 (up with weight 10).
     let script = [0, 7, 2, 1, 12];
@@ -1067,4 +1078,403 @@ async fn a_reload_carries_over_the_previous_state() {
             .any(|a| matches!(a, Action::Log { message, .. } if message.contains("quorum"))),
         "quorum carried over: {actions:?}"
     );
+}
+
+/// keepalived's migrate_misc_check: the weight a `misc_dynamic` script gave survives a
+/// reload; the same exit status after it changes nothing.
+#[tokio::test(start_paused = true)]
+async fn a_reload_keeps_the_weight_misc_dynamic_gave() {
+    let mut old = Sim::start(MISC_DYNAMIC);
+    let weigh = |_: Probe, _: f64| (Duration::from_millis(100), Outcome::Exited(7));
+    old.run_until(20.0, weigh).await;
+    let dest = addr("192.168.0.1:80");
+    assert_eq!(
+        old.pool_changes().last(),
+        Some(&(
+            1100,
+            Action::SetWeight {
+                vs: 0,
+                dest,
+                weight: 5
+            }
+        ))
+    );
+    let mut new = old.reload(MISC_DYNAMIC);
+    new.run_until(30.0, weigh).await;
+    assert_eq!(new.pool_changes(), vec![], "{:?}", new.logs());
+    assert_eq!(new.health.real_servers(0)[0].weight, 5);
+    // A new configured weight moves the effective weight by as much.
+    let heavier = MISC_DYNAMIC.replace("weight 10", "weight 12");
+    let mut heavier = new.reload(&heavier);
+    heavier.run_until(30.0, weigh).await;
+    assert_eq!(heavier.health.real_servers(0)[0].weight, 5);
+    assert_eq!(heavier.pool_changes(), vec![]);
+}
+
+/// keepalived's clear_service_rs and clear_service_vs on reload: a live real server the
+/// new configuration dropped gets its notify_down and FIFO line; a dropped virtual server
+/// with quorum its quorum_down.
+#[tokio::test(start_paused = true)]
+async fn a_reload_notifies_the_servers_it_drops() {
+    let vs = |vip: &str, servers: &[&str]| {
+        let mut text = format!(
+            "virtual_server {vip} 80 {{\n  protocol TCP\n  delay_loop 5\n  quorum_down \"/bin/qdown {vip}\"\n"
+        );
+        for ip in servers {
+            text.push_str(&format!(
+                "  real_server {ip} 80 {{\n    notify_down \"/bin/down {ip}\"\n    TCP_CHECK {{\n      warmup 0\n    }}\n  }}\n"
+            ));
+        }
+        text + "}\n"
+    };
+    let old_text =
+        vs("10.0.0.1", &["192.168.0.1", "192.168.0.2"]) + &vs("10.0.0.2", &["192.168.0.3"]);
+    let mut old = Sim::start(&old_text);
+    old.run_until(10.0, |_, _| UP).await;
+    assert!(old.scripts().is_empty());
+    let new = old.reload(&vs("10.0.0.1", &["192.168.0.1"]));
+    let scripts: Vec<(String, ScriptEvent)> = new
+        .scripts()
+        .into_iter()
+        .map(|(_, script, event, _)| (script, event))
+        .collect();
+    assert_eq!(
+        scripts,
+        vec![
+            (
+                "/bin/down 192.168.0.2".to_owned(),
+                ScriptEvent::RealServerDown {
+                    vs: 0,
+                    dest: addr("192.168.0.2:80")
+                }
+            ),
+            (
+                "/bin/down 192.168.0.3".to_owned(),
+                ScriptEvent::RealServerDown {
+                    vs: 1,
+                    dest: addr("192.168.0.3:80")
+                }
+            ),
+            (
+                "/bin/qdown 10.0.0.2".to_owned(),
+                ScriptEvent::QuorumDown { vs: 1 }
+            ),
+        ]
+    );
+    assert_eq!(
+        new.fifo_lines(),
+        vec![
+            (
+                0,
+                "RS [192.168.0.2]:tcp:80 [10.0.0.1]:tcp:80 DOWN\n".to_owned()
+            ),
+            (
+                0,
+                "RS [192.168.0.3]:tcp:80 [10.0.0.2]:tcp:80 DOWN\n".to_owned()
+            ),
+            (0, "VS [10.0.0.2]:tcp:80 DOWN\n".to_owned()),
+        ]
+    );
+    assert_eq!(
+        new.logged("service [192.168.0.2]:tcp:80 no longer exist"),
+        vec![0]
+    );
+    assert_eq!(
+        new.logged("Removing service [192.168.0.2]:tcp:80 from VS [10.0.0.1]:tcp:80"),
+        vec![0]
+    );
+    assert_eq!(
+        new.logged("Removing Virtual Server [10.0.0.2]:tcp:80"),
+        vec![0]
+    );
+    // The pools are the caller's: no change for the kept server.
+    assert_eq!(new.pool_changes(), vec![]);
+}
+
+/// keepalived's migrate_checkers sets alpha checkers down only on a real server that
+/// has failed (or never ran): an alpha checker a reload adds to a live server starts up,
+/// and its first failure takes the server out.
+#[tokio::test(start_paused = true)]
+async fn an_alpha_checker_added_by_a_reload_to_a_live_server_starts_up() {
+    let head = "virtual_server 10.0.0.1 80 {\n  protocol TCP\n  delay_loop 5\n  real_server 192.168.0.1 80 {\n    TCP_CHECK {\n      warmup 0\n    }\n";
+    let mut old = Sim::start(&format!("{head}  }}\n}}\n"));
+    old.run_until(10.0, |_, _| UP).await;
+    let with_alpha = format!(
+        "{head}    MISC_CHECK {{\n      misc_path /bin/check\n      alpha\n      warmup 0\n    }}\n  }}\n}}\n"
+    );
+    let mut new = old.reload(&with_alpha);
+    assert!(new.health.real_servers(0)[0].alive);
+    assert_eq!(new.health.real_servers(0)[0].failed_checkers, 0);
+    new.run_until(10.0, |probe, _| {
+        if probe.id.checker == 1 {
+            (Duration::ZERO, Outcome::Exited(1))
+        } else {
+            UP
+        }
+    })
+    .await;
+    let dest = addr("192.168.0.1:80");
+    assert_eq!(
+        new.pool_changes(),
+        vec![(1000, Action::RemoveDest { vs: 0, dest })]
+    );
+}
+
+/// A checker whose probe changed is a new checker for keepalived: a server it kept out
+/// comes back at the reload (nothing failed yet) until the new check's first failure; a
+/// new real server's checkers get their retries (one failure is enough only at the
+/// daemon's start).
+#[tokio::test(start_paused = true)]
+async fn a_reload_starts_changed_checkers_and_new_servers_afresh() {
+    let config = |port: u16, servers: &[&str]| {
+        let mut text = "virtual_server 10.0.0.1 80 {\n  protocol TCP\n  delay_loop 10\n".to_owned();
+        for ip in servers {
+            text.push_str(&format!(
+                "  real_server {ip} 80 {{\n    TCP_CHECK {{\n      connect_port {port}\n      retry 2\n      delay_before_retry 1\n      warmup 0\n    }}\n  }}\n"
+            ));
+        }
+        text + "}\n"
+    };
+    let mut old = Sim::start(&config(8080, &["192.168.0.1"]));
+    old.run_until(5.0, |_, _| (Duration::ZERO, Outcome::Down(Reason::Refused)))
+        .await;
+    let first = addr("192.168.0.1:80");
+    assert!(!old.health.real_servers(0)[0].alive);
+    let mut new = old.reload(&config(8081, &["192.168.0.1", "192.168.0.2"]));
+    new.run_until(30.0, |_, _| {
+        (Duration::ZERO, Outcome::Down(Reason::Refused))
+    })
+    .await;
+    let second = addr("192.168.0.2:80");
+    assert_eq!(
+        new.pool_changes(),
+        vec![
+            (
+                0,
+                Action::AddDest {
+                    vs: 0,
+                    dest: first,
+                    weight: 1
+                }
+            ),
+            (
+                0,
+                Action::AddDest {
+                    vs: 0,
+                    dest: second,
+                    weight: 1
+                }
+            ),
+            // Out of the pool before, with no checker that ran: one failure is enough.
+            (1000, Action::RemoveDest { vs: 0, dest: first }),
+            // New: probes at 1, 2, 3 s, down at the third failure.
+            (
+                3000,
+                Action::RemoveDest {
+                    vs: 0,
+                    dest: second
+                }
+            ),
+        ]
+    );
+    assert_eq!(
+        new.logged("Adding service [192.168.0.1]:tcp:80 to VS [10.0.0.1]:tcp:80"),
+        vec![0]
+    );
+}
+
+/// keepalived's `fast_recovery` (HTTP_GET/SSL_GET): at start, and once the url that took
+/// a server down passes again, the other urls are fetched at once instead of one per
+/// `delay_loop`.
+#[tokio::test(start_paused = true)]
+async fn fast_recovery_fetches_the_remaining_urls_at_once() {
+    let config = |fast: &str| {
+        format!(
+            r#"
+virtual_server 10.0.0.1 80 {{
+    protocol TCP
+    delay_loop 10
+    real_server 192.168.0.1 80 {{
+        HTTP_GET {{
+            url {{
+                path /a
+            }}
+            url {{
+                path /b
+            }}
+            url {{
+                path /c
+            }}
+            retry 0
+            delay_before_retry 2
+            warmup 0
+            {fast}
+        }}
+    }}
+}}
+"#
+        )
+    };
+    // /b fails between 40 and 60 s.
+    let run = |text: String| async move {
+        let mut sim = Sim::start(&text);
+        let mut fetched = Vec::new();
+        sim.run_until(100.0, |p, t| {
+            fetched.push(((t * 1000.0).round() as u64, p.url));
+            if p.url == 1 && (40.0..60.0).contains(&t) {
+                (Duration::ZERO, Outcome::Down(Reason::HttpStatus(500)))
+            } else {
+                UP
+            }
+        })
+        .await;
+        let changes: Vec<u128> = sim.pool_changes().into_iter().map(|(t, _)| t).collect();
+        (fetched, changes)
+    };
+    let (fetched, changes) = run(config("fast_recovery")).await;
+    assert_eq!(
+        &fetched[..12],
+        &[
+            // Start: all three at once, then one per delay_loop.
+            (1000, 0),
+            (1000, 1),
+            (1000, 2),
+            (11000, 0),
+            (21000, 1),
+            (31000, 2),
+            (41000, 0),
+            // Down at its failure; the failed url after delay_loop.
+            (51000, 1),
+            // It passes: all the urls at once, up again.
+            (61000, 1),
+            (61000, 0),
+            (61000, 1),
+            (61000, 2),
+        ]
+    );
+    assert_eq!(changes, vec![0, 51000, 61000]);
+    // Without it: one url per delay_loop all along.
+    let (fetched, changes) = run(config("fast_recovery off")).await;
+    let times: Vec<u64> = fetched.iter().map(|(t, _)| *t).take(10).collect();
+    assert_eq!(
+        times,
+        vec![
+            1000, 11000, 21000, 31000, 41000, 51000, 61000, 71000, 81000, 91000
+        ]
+    );
+    assert_eq!(changes, vec![0, 41000, 91000]);
+}
+
+/// keepalived's `rs_init_notifies`: real servers put in the pool alive at start get their
+/// notify_up (and FIFO line) at once; without it, only later changes notify.
+#[tokio::test(start_paused = true)]
+async fn rs_init_notifies_runs_notify_up_for_servers_added_at_start() {
+    let servers = r#"
+virtual_server 10.0.0.1 80 {
+    protocol TCP
+    real_server 192.168.0.1 80 {
+        notify_up "/bin/up 1"
+        TCP_CHECK {
+        }
+    }
+    real_server 192.168.0.2 80 {
+        notify_up "/bin/up 2"
+        TCP_CHECK {
+            alpha
+        }
+    }
+}
+"#;
+    let with = Sim::start(&format!(
+        "global_defs {{\n    rs_init_notifies\n}}\n{servers}"
+    ));
+    assert_eq!(
+        with.scripts(),
+        vec![(
+            0,
+            "/bin/up 1".to_owned(),
+            ScriptEvent::RealServerUp {
+                vs: 0,
+                dest: addr("192.168.0.1:80")
+            },
+            None
+        )]
+    );
+    assert_eq!(
+        with.fifo_lines()[0],
+        (
+            0,
+            "RS [192.168.0.1]:tcp:80 [10.0.0.1]:tcp:80 UP\n".to_owned()
+        )
+    );
+    let without = Sim::start(servers);
+    assert_eq!(without.scripts(), vec![]);
+}
+
+/// keepalived's global `checker_log_all_failures` logs every failed attempt of every
+/// checker, as `log_all_failures` does for one.
+#[tokio::test(start_paused = true)]
+async fn checker_log_all_failures_logs_every_failed_attempt() {
+    let text = format!("global_defs {{\n    checker_log_all_failures\n}}\n{TCP_ONE}");
+    let mut sim = Sim::start(&text);
+    sim.run_until(40.0, |_, t| if t < 20.0 { UP } else { timeout(3.0) })
+        .await;
+    // Probes at 1, 11, 21 (fails), retried at 26 and 31: down after 2 retries at 34.
+    assert_eq!(
+        sim.logged("TCP connection to [192.168.0.1]:tcp:80 timeout."),
+        vec![24000, 29000, 34000]
+    );
+    let quiet = Sim::start(TCP_ONE);
+    let mut quiet = quiet;
+    quiet
+        .run_until(40.0, |_, t| if t < 20.0 { UP } else { timeout(3.0) })
+        .await;
+    assert_eq!(
+        quiet.logged("TCP connection to [192.168.0.1]:tcp:80 timeout."),
+        vec![]
+    );
+}
+
+/// keepalived's TCP, HTTP, SSL, SMTP and DNS checkers reschedule after `delay_loop`
+/// without counting a failure when their socket cannot be bound to its source (a
+/// `bindto` address not on this director yet, as on a BACKUP): the servers stay as they
+/// are. A real failure after it still gets its retries.
+#[tokio::test(start_paused = true)]
+async fn a_source_that_cannot_be_bound_changes_nothing() {
+    let mut sim = Sim::start(TCP_ONE);
+    let unbindable = (
+        Duration::ZERO,
+        Outcome::Down(Reason::Bind("Cannot assign requested address".into())),
+    );
+    sim.run_until(80.0, |_, t| match t {
+        t if t < 10.0 => UP,
+        t if t < 50.0 => unbindable.clone(),
+        _ => timeout(3.0),
+    })
+    .await;
+    assert_eq!(
+        sim.logged("TCP socket bind failed. Rescheduling."),
+        vec![11000, 21000, 31000, 41000]
+    );
+    // Still alive at 51: timeouts at 51, 56 and 61 (retry 2, delay_before_retry 2).
+    let dest = addr("192.168.0.1:80");
+    let (added, removed) = sim
+        .pool_changes()
+        .into_iter()
+        .unzip::<_, _, Vec<_>, Vec<_>>();
+    assert_eq!(added, vec![0, 64000]);
+    assert!(matches!(
+        removed[..],
+        [Action::AddDest { weight: 3, .. }, Action::RemoveDest { vs: 0, dest: d }] if d == dest
+    ));
+
+    // alpha: the server stays out, and no notify_down runs for it.
+    let mut alpha = Sim::start(
+        &TCP_ONE
+            .replace("weight 3", "weight 3\n        notify_down /bin/down")
+            .replace("warmup 0", "warmup 0\n            alpha"),
+    );
+    alpha.run_until(30.0, |_, _| unbindable.clone()).await;
+    assert_eq!(alpha.pool_changes(), vec![]);
+    assert_eq!(alpha.scripts(), vec![]);
 }

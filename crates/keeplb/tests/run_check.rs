@@ -12,7 +12,7 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use keeplb_testlab::Process;
+use keeplb_testlab::{Process, Signal};
 
 const DIRECTOR: &str = "10.63.0.1";
 const VIP: &str = "10.63.0.10";
@@ -344,6 +344,73 @@ fn losing_quorum_switches_to_the_sorry_server_and_back() {
         let spread = site.spread(80, 4);
         spread.len() == 2 && !spread.contains_key("rs3")
     });
+    stop(&keeplb);
+}
+
+/// A reload (SIGHUP) keeps what the checks knew, as keepalived's migrate_checkers does:
+/// the weight a `misc_dynamic` script gave stays (no flap back to the configured weight),
+/// and a live real server the new file drops gets its `notify_down`.
+#[test]
+fn a_reload_keeps_misc_dynamic_weights_and_notifies_dropped_servers() {
+    let site = site("check-reload");
+    let _nginx: Vec<Process> = (0..2).map(|i| site.start_nginx(i)).collect();
+    let runs = site.path("misc-runs");
+    let script = site.path("misc.sh");
+    // Exit 5: weight 3.
+    write_script(&script, &format!("echo run >> {}\nexit 5", runs.display()));
+    let dropped = site.path("notify-down");
+    let notify = site.path("notify-down.sh");
+    write_script(&notify, &format!("echo \"$@\" >> {}", dropped.display()));
+    let misc = format!(
+        "        MISC_CHECK {{\n            misc_path \"{}\"\n            misc_timeout 2\n            misc_dynamic\n            warmup 0\n        }}\n",
+        script.display()
+    );
+    let tcp = format!(
+        "        notify_down \"{} rs2\"\n        TCP_CHECK {{\n            connect_timeout 1\n            warmup 0\n        }}\n",
+        notify.display()
+    );
+    let conf = |with_rs2: bool| {
+        format!(
+            "virtual_server {VIP} 80 {{\n    delay_loop 1\n    lb_algo wrr\n    protocol TCP\n{}{}}}\n",
+            real_server_block(REAL_SERVERS[0].1, 80, 1, &misc),
+            if with_rs2 {
+                real_server_block(REAL_SERVERS[1].1, 80, 1, &tcp)
+            } else {
+                String::new()
+            },
+        )
+    };
+    let keeplb = site.run(&conf(true));
+    site.wait_serving(&keeplb, 80, 4, 2);
+    let weighed = "Changing weight from 1 to 3 for active service [10.63.0.11]:tcp:80 of VS [10.63.0.10]:tcp:80";
+    logged(&keeplb, weighed);
+
+    write_config(&site.path("keepalived.conf"), &conf(false));
+    keeplb.signal(Signal::SIGHUP).expect("SIGHUP");
+    logged(&keeplb, "keepalived.conf applied");
+    let runs_at_reload = read(&runs).lines().count();
+    wait_for("rs2's notify_down", &keeplb, || {
+        std::fs::read_to_string(&dropped).is_ok_and(|text| text == "rs2\n")
+    });
+    // The new checks ran the script twice since: the weight never left 3.
+    wait_for("two misc runs after the reload", &keeplb, || {
+        read(&runs).lines().count() >= runs_at_reload + 2
+    });
+    let log = keeplb.output_so_far().stderr;
+    assert_eq!(log.matches(weighed).count(), 1, "{log}");
+    assert!(!log.contains("Changing weight from 3 to 1"), "{log}");
+    let listing = site.adm_list();
+    let rs1 = format!("{}:80", REAL_SERVERS[0].1);
+    let weight: Vec<&str> = listing
+        .lines()
+        .find(|line| line.contains(&rs1))
+        .map(|line| line.split_whitespace().skip(3).take(1).collect())
+        .unwrap_or_default();
+    assert_eq!(weight, ["3"], "{listing}");
+    assert!(
+        !listing.contains(&format!("{}:80", REAL_SERVERS[1].1)),
+        "{listing}"
+    );
     stop(&keeplb);
 }
 
