@@ -933,6 +933,27 @@ fn changes(running: &[(&str, &UnitSpec)], planned: &[(&str, &UnitSpec)]) -> Chan
     }
 }
 
+/// How a member of a quietly restarted unit starts again.
+struct Resume {
+    /// Its state before the reload (MASTER or BACKUP).
+    state: State,
+    /// For a master that resumes as such: the addresses it held.
+    held: Option<Vec<VipOptions>>,
+}
+
+/// The addresses `member` of a running unit holds as master, with their options.
+fn held_addresses(spec: &UnitSpec, member: &str) -> Vec<VipOptions> {
+    spec.members
+        .iter()
+        .filter(|(instance, _, _)| instance.name == member)
+        .flat_map(|(instance, _, _)| {
+            (instance.virtual_ipaddress.iter())
+                .chain(&instance.virtual_ipaddress_excluded)
+                .map(vip_options)
+        })
+        .collect()
+}
+
 /// Whether a changed unit can be replaced without its masters resigning (keepalived
 /// keeps a reloaded instance's state and only diffs its addresses): every old member is
 /// still in it with the same interface and router id, and every address it may hold is
@@ -988,15 +1009,15 @@ impl Vrrp {
     /// A removed unit stops as on SIGTERM. A changed one that
     /// [`can_restart_quietly`] is dropped where it stands instead: no priority-0
     /// advertisement, no notify_stop, its addresses left in place; its members that
-    /// were MASTER start again with `state MASTER`, so they advertise again within one
-    /// interval and its skew, before any peer's Master_Down_Interval (three intervals
-    /// and a skew) can expire: the peers see no change, and the master keeps its role
+    /// were MASTER resume as MASTER at once, keeping the addresses the new configuration
+    /// still has (keepalived's `reload_master`: [`DriverOptions::resume_master`]) and
+    /// advertising at once, so the peers see no change, and the master keeps its role
     /// unless the new configuration makes a peer better, which then preempts as the
-    /// protocol says. Members that were BACKUP start as `state BACKUP`. Neither
-    /// notifies the way back to its old state ([`Resumed`]), as keepalived, which keeps
-    /// the state, notifies nothing. (The new engine removes and re-adds its addresses
-    /// on the way, a gap of about one interval on this director; keepalived keeps them
-    /// throughout.)
+    /// protocol says. (In a sync group, only if every member was MASTER, as keepalived
+    /// resumes a group as MASTER only then; otherwise they start with `state MASTER`.)
+    /// Members that were BACKUP start as `state BACKUP`. Neither notifies the way back
+    /// to its old state ([`Resumed`]), as keepalived, which keeps the state, notifies
+    /// nothing.
     /// Any other changed unit stops as on SIGTERM and starts again.
     async fn apply(&mut self, config: &model::Config) {
         let plans = plan(config);
@@ -1021,14 +1042,23 @@ impl Vrrp {
                     .board
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                for name in &unit.members {
-                    let state = board.get(name).map(|s| s.state.as_str());
-                    let state = [State::Master, State::Backup]
-                        .into_iter()
-                        .find(|s| state == Some(s.keepalived_name()));
-                    if let Some(state) = state {
-                        resumed.insert(name.clone(), state);
-                    }
+                let states: Vec<_> = unit
+                    .members
+                    .iter()
+                    .map(|name| {
+                        let state = board.get(name).map(|s| s.state.as_str());
+                        let state = [State::Master, State::Backup]
+                            .into_iter()
+                            .find(|s| state == Some(s.keepalived_name()));
+                        (name, state)
+                    })
+                    .collect();
+                let all_master = states.iter().all(|(_, s)| *s == Some(State::Master));
+                for (name, state) in states {
+                    let Some(state) = state else { continue };
+                    let held = (state == State::Master && all_master)
+                        .then(|| held_addresses(&unit.spec, name));
+                    resumed.insert(name.clone(), Resume { state, held });
                 }
                 tracing::info!("{key}: restarting with its new configuration");
                 let _ = unit.quiet_stop.send(true);
@@ -1068,7 +1098,7 @@ impl Vrrp {
         &mut self,
         plan: UnitPlan,
         config: &model::Config,
-        resumed: &HashMap<String, State>,
+        resumed: &HashMap<String, Resume>,
     ) -> RunningUnit {
         let global = &config.global_defs;
         let specs = script_specs(config);
@@ -1082,7 +1112,9 @@ impl Vrrp {
         for (instance, (mut engine, mut options)) in plan.members {
             let name = instance.name.clone();
             members.push(name.clone());
-            let resumed = resumed.get(&name).map(|&state| {
+            let resumed = resumed.get(&name).map(|resume| {
+                let state = resume.state;
+                options.resume_master = resume.held.clone();
                 engine.initial_state = if state == State::Master {
                     InitialState::Master
                 } else {
@@ -1159,7 +1191,12 @@ impl Vrrp {
             });
         }
         if let Some(group) = group {
-            followers.spawn(group.start(config, &self.fifos));
+            // keepalived: a group whose members all resume as MASTER is MASTER at once,
+            // and notifies nothing for it.
+            let resumed_master = members
+                .iter()
+                .all(|name| resumed.get(name).is_some_and(|r| r.held.is_some()));
+            followers.spawn(group.start(config, &self.fifos, resumed_master));
         }
         let task = tokio::spawn(run_unit(
             engines,
@@ -1551,11 +1588,14 @@ impl GroupSetup {
         (link, forced_rx)
     }
 
-    /// The group's coordinator, to run until every member has stopped.
+    /// The group's coordinator, to run until every member has stopped; in MASTER from
+    /// the start for a group of owners, or when every member `resumed_master` after a
+    /// reload.
     fn start(
         self,
         config: &model::Config,
         fifos: &[Arc<FifoWriter>],
+        resumed_master: bool,
     ) -> impl Future<Output = ()> + Send + 'static {
         let name = self.config.name.clone();
         let global = &config.global_defs;
@@ -1579,7 +1619,7 @@ impl GroupSetup {
             })
         });
         let mut group = SyncGroup::new(name, self.members.iter().map(|m| m.name.clone()));
-        if self.owners {
+        if self.owners || resumed_master {
             group = group.starting_master();
         }
         coordinate(group, self.members, notifier)

@@ -334,3 +334,54 @@ fn unicast_interop_with_keepalived() {
     });
     stop(&ka);
 }
+
+/// A VIP removed behind keeplb's back (`ip addr del`) while it is master, with keepalived
+/// as backup: keeplb does what keepalived does (keepalived_netlink.c: a deleted VIP
+/// makes the master go to BACKUP with a priority-0 advertisement and take over again
+/// after its Skew_Time), so the VIP is back at once and the backup, whose skew is
+/// longer, never becomes master.
+#[test]
+fn a_vip_removed_behind_the_masters_back_comes_back() {
+    const VIP: &str = "10.98.0.100";
+    let lab = Lab::new("run-vip-removed").expect("lab (needs root and iproute2)");
+    let (ka_host, kl_host) = two_hosts(&lab, 98);
+    // VRRPv2 at 1 s: keeplb's skew (256 - 250)/256 s = 23 ms, keepalived's
+    // (256 - 50)/256 s = 805 ms: a wide margin under load.
+    let body = |state: &str, priority: u8| {
+        format!(
+            "    state {state}\n    virtual_router_id 98\n    priority {priority}\n    version 2\n    advert_int 1\n    virtual_ipaddress {{\n        {VIP}/24\n    }}\n"
+        )
+    };
+    let kl = start(&kl_host, &write_conf(&lab, "kl", "", &body("MASTER", 250)));
+    let ka = start_keepalived(&ka_host, &write_conf(&lab, "ka", "", &body("BACKUP", 50)));
+    wait_for("keeplb becomes master", &kl, || holds(&kl_host, VIP));
+    wait_for("keepalived starts as backup", &ka, || {
+        logged(&ka, "(VI_1) Entering BACKUP STATE")
+    });
+    let takeovers = || {
+        let out = kl.output_so_far();
+        strip_ansi(&out.stderr).matches("cause=master_down").count()
+    };
+    let before = takeovers();
+    let out = kl_host
+        .run(&["ip", "addr", "del", &format!("{VIP}/24"), "dev", "eth0"])
+        .expect("ip addr del");
+    assert!(out.status.success(), "{out:?}");
+    wait_for("keeplb notices and goes to BACKUP", &kl, || {
+        logged(&kl, "cause=address_removed")
+    });
+    wait_for("keeplb puts the VIP back as master", &kl, || {
+        holds(&kl_host, VIP) && takeovers() > before
+    });
+    // keepalived heard the priority 0, then keeplb's advertisement before its own skew
+    // ran out.
+    stays(
+        "keepalived stays backup",
+        &ka,
+        Duration::from_secs(2),
+        || holds(&ka_host, VIP) || logged(&ka, "(VI_1) Entering MASTER STATE"),
+    );
+    assert!(holds(&kl_host, VIP));
+    stop(&kl);
+    stop(&ka);
+}

@@ -9,13 +9,13 @@
 mod common;
 use common::*;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use keeplb_testlab::{Lab, Process, Signal};
+use keeplb_testlab::{Host, Lab, Process, Signal};
 
 const VIP1: &str = "10.65.0.100";
 const VIP2: &str = "10.65.0.101";
@@ -52,6 +52,59 @@ fn reload(process: &Process, n: usize) {
             .count()
             >= n
     });
+}
+
+/// A lab with one director (`dir1`) on a LAN at `address`, and where its configuration
+/// goes.
+fn one_director(test: &str, address: &str) -> (Lab, Host, PathBuf) {
+    let lab = Lab::new(test).expect("lab (needs root and iproute2)");
+    let lan = lab.switch("lan").expect("switch");
+    let one = lab.host("dir1").expect("host");
+    one.attach(&lan, "eth0", &[address]).expect("link");
+    let conf = lab.dir().join("dir1.conf");
+    (lab, one, conf)
+}
+
+/// Looks for a VIP on a host every [`POLL`] in a thread, counting the polls that miss it.
+struct VipWatch {
+    watching: Arc<AtomicBool>,
+    missing: Arc<AtomicUsize>,
+    thread: thread::JoinHandle<()>,
+}
+
+impl VipWatch {
+    fn start(host: &Host, vip: &'static str) -> Self {
+        let watching = Arc::new(AtomicBool::new(true));
+        let missing = Arc::new(AtomicUsize::new(0));
+        let thread = {
+            let (watching, missing) = (Arc::clone(&watching), Arc::clone(&missing));
+            let host = host.clone();
+            thread::spawn(move || {
+                // Bounded: the tests end well within this.
+                for _ in 0..3000 {
+                    if !watching.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    if !holds(&host, vip) {
+                        missing.fetch_add(1, Ordering::Relaxed);
+                    }
+                    thread::sleep(POLL);
+                }
+            })
+        };
+        VipWatch {
+            watching,
+            missing,
+            thread,
+        }
+    }
+
+    /// Stops looking; how many polls missed the VIP.
+    fn stop(self) -> usize {
+        self.watching.store(false, Ordering::Relaxed);
+        self.thread.join().expect("watcher");
+        self.missing.load(Ordering::Relaxed)
+    }
 }
 
 /// `keeplb status` of the daemon started with `conf`: the line of `instance`.
@@ -108,24 +161,7 @@ fn reload_keeps_unchanged_instances_and_applies_the_others() {
         read(&states) == "BACKUP\nMASTER\n"
     });
     // VI_1 must hold its VIP on director one through both reloads.
-    let watching = Arc::new(AtomicBool::new(true));
-    let lost = Arc::new(AtomicBool::new(false));
-    let watcher = {
-        let (watching, lost) = (Arc::clone(&watching), Arc::clone(&lost));
-        let one = one.clone();
-        thread::spawn(move || {
-            // Bounded: the test ends well within this.
-            for _ in 0..3000 {
-                if !watching.load(Ordering::Relaxed) {
-                    return;
-                }
-                if !holds(&one, VIP1) {
-                    lost.store(true, Ordering::Relaxed);
-                }
-                thread::sleep(POLL);
-            }
-        })
-    };
+    let watcher = VipWatch::start(&one, VIP1);
     let vi1_before = (transitions(&master, "VI_1"), transitions(&backup, "VI_1"));
     // The count sees the transitions made so far (INIT to BACKUP to MASTER; to BACKUP).
     assert!(vi1_before.0 >= 2 && vi1_before.1 >= 1, "{vi1_before:?}");
@@ -175,8 +211,7 @@ fn reload_keeps_unchanged_instances_and_applies_the_others() {
     // Longer than the Master_Down_Interval (0.6 s + skew): a missed advertisement
     // would have shown on the backup.
     thread::sleep(Duration::from_secs(1));
-    watching.store(false, Ordering::Relaxed);
-    watcher.join().expect("watcher");
+    let missing = watcher.stop();
 
     assert_eq!(
         (transitions(&master, "VI_1"), transitions(&backup, "VI_1")),
@@ -185,10 +220,7 @@ fn reload_keeps_unchanged_instances_and_applies_the_others() {
         master.output_so_far(),
         backup.output_so_far()
     );
-    assert!(
-        !lost.load(Ordering::Relaxed),
-        "VI_1's VIP left director one"
-    );
+    assert_eq!(missing, 0, "VI_1's VIP left director one");
     // The master's VI_2 restarted as MASTER within the backup's Master_Down_Interval.
     assert_eq!(
         transitions(&backup, "VI_2"),
@@ -226,4 +258,90 @@ fn reload_keeps_unchanged_instances_and_applies_the_others() {
     assert!(line.contains("INIT -> BACKUP (startup)"), "{line}");
     stop(&master);
     stop(&backup);
+}
+
+/// A reload that changes a master's priority (150 to 170) keeps its VIP throughout, as
+/// keepalived does (it keeps a reloaded master's state and addresses): polled every
+/// 20 ms, the VIP never leaves, no stale address is removed and the instance resumes
+/// as MASTER straight away, without passing through BACKUP.
+#[test]
+fn a_reloaded_master_keeps_its_vip_throughout() {
+    // The lab lives (and its namespaces with it) until the end of the test.
+    let (_lab, one, conf) = one_director("run-vrrp-reload-master", "10.66.0.1/24");
+    write_config(&conf, &instance("VI_1", 70, 150, &[VIP1]));
+    let master = start(&one, &conf);
+    wait_for("the master takes its VIP", &master, || holds(&one, VIP1));
+    let before = transitions(&master, "VI_1");
+    let watcher = VipWatch::start(&one, VIP1);
+    write_config(&conf, &instance("VI_1", 70, 170, &[VIP1]));
+    reload(&master, 1);
+    wait_for("VI_1 restarts", &master, || {
+        transitions(&master, "VI_1") > before
+    });
+    // Longer than the old way's gap (an interval and its skew).
+    thread::sleep(Duration::from_secs(1));
+    let missing = watcher.stop();
+
+    let log = master.output_so_far().stderr;
+    assert_eq!(missing, 0, "the VIP left during the reload\n{log}");
+    assert!(holds(&one, VIP1));
+    assert!(!log.contains("removing stale virtual address"), "{log}");
+    // One transition, straight back to MASTER.
+    assert_eq!(transitions(&master, "VI_1"), before + 1, "{log}");
+    let line = status_line(&conf, "VI_1");
+    assert!(
+        line.contains("MASTER") && line.contains("INIT -> MASTER (reload)"),
+        "{line}"
+    );
+    stop(&master);
+}
+
+/// The same for a `vrrp_sync_group` whose members are all MASTER: a reload changing one
+/// member's priority keeps both VIPs throughout, the members resume as MASTER straight
+/// away, and the group, MASTER again at once as with keepalived, notifies nothing.
+#[test]
+fn a_reloaded_master_sync_group_keeps_its_vips_throughout() {
+    let (lab, one, conf) = one_director("run-vrrp-reload-group", "10.67.0.1/24");
+    let states = lab.dir().join("group.states");
+    let script = lab.dir().join("notify.sh");
+    write_script(&script, &format!("echo \"$3\" >> {}", states.display()));
+    let text = |priority: u8| {
+        format!(
+            "vrrp_sync_group G {{\n    group {{\n        VI_1\n        VI_2\n    }}\n    notify {}\n}}\n{}{}",
+            script.display(),
+            instance("VI_1", 71, priority, &[VIP1]),
+            instance("VI_2", 72, 150, &[VIP2])
+        )
+    };
+    write_config(&conf, &text(150));
+    let master = start(&one, &conf);
+    wait_for("the group takes both VIPs", &master, || {
+        holds(&one, VIP1) && holds(&one, VIP2)
+    });
+    wait_for("the group notifies MASTER", &master, || {
+        read(&states).ends_with("MASTER\n")
+    });
+    let notified = read(&states);
+    let before = (transitions(&master, "VI_1"), transitions(&master, "VI_2"));
+
+    let first = VipWatch::start(&one, VIP1);
+    let second = VipWatch::start(&one, VIP2);
+    write_config(&conf, &text(170));
+    reload(&master, 1);
+    wait_for("both members restart", &master, || {
+        transitions(&master, "VI_1") > before.0 && transitions(&master, "VI_2") > before.1
+    });
+    // Longer than the old way's gap (an interval and its skew) and the group's wait.
+    thread::sleep(Duration::from_secs(1));
+    let missing = (first.stop(), second.stop());
+
+    let log = master.output_so_far().stderr;
+    assert_eq!(missing, (0, 0), "a VIP left during the reload\n{log}");
+    assert_eq!(
+        (transitions(&master, "VI_1"), transitions(&master, "VI_2")),
+        (before.0 + 1, before.1 + 1),
+        "{log}"
+    );
+    assert_eq!(read(&states), notified, "the group notified its restart");
+    stop(&master);
 }

@@ -78,6 +78,10 @@ pub(crate) enum Debug<'a> {
     StaleTimer {
         kind: TimerKind,
     },
+    /// Master: one of our addresses was removed by someone else.
+    VirtualAddressRemoved {
+        addr: &'a IpAddr,
+    },
     EventIgnored {
         event: &'static str,
         state: State,
@@ -176,6 +180,15 @@ impl Debug<'_> {
                 info!(
                     instance, vrid, %src, count,
                     "advertised addresses differ from ours; processing anyway"
+                );
+            }
+            Debug::VirtualAddressRemoved { addr } => {
+                // keepalived logs the transition this causes ("Entering BACKUP STATE",
+                // "sent 0 priority"); the removal itself deserves a warning: someone
+                // else is changing the addresses.
+                warn!(
+                    instance, vrid, %addr,
+                    "virtual address removed from its interface, not by us: giving up MASTER to take it back"
                 );
             }
             Debug::StaleTimer { kind } => {

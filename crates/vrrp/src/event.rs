@@ -20,6 +20,19 @@ pub enum Event {
     /// everyone else Backup (or Fault if the interface is down, tracking says so, or there
     /// is no source address).
     Startup,
+    /// Startup of an instance that a configuration reload restarted while it was master
+    /// (keepalived's `reload_master`): its addresses are still in place and it goes
+    /// straight to Master, advertising at once, without passing through Backup (or to
+    /// Fault, giving them up, if it cannot run). `held` are the addresses it held before
+    /// the reload; if the new configuration has others, all are announced.
+    ResumeMaster { held: Vec<IpAddr> },
+    /// One of the instance's virtual addresses (advertised or excluded) disappeared from
+    /// its interface although the instance did not remove it (`ip addr del`). A master
+    /// does what keepalived does (keepalived_netlink.c, "If one of our VIPs/eVIPs has been
+    /// deleted, transition to backup"): it resigns with priority 0, removes the rest, goes
+    /// to Backup and takes over again after its Skew_Time, before any backup's, putting
+    /// the addresses back. Ignored in any other state.
+    AddressRemoved(IpAddr),
     /// Stop: a master resigns (priority 0 advertisement, addresses removed); every state
     /// ends in Initialize with all timers cancelled.
     Shutdown,
@@ -183,6 +196,10 @@ pub enum Cause {
     /// The interface has no address to send from and none is configured (keepalived:
     /// "entering FAULT state (src address not configured)").
     NoSourceAddress,
+    /// [`Event::ResumeMaster`]: a master restarted by a configuration reload.
+    Reload,
+    /// [`Event::AddressRemoved`]: a virtual address was removed behind the master's back.
+    AddressRemoved,
 }
 
 impl Cause {
@@ -200,6 +217,8 @@ impl Cause {
             Cause::TrackingRecovered => "tracking_recovered",
             Cause::SyncGroup => "sync_group",
             Cause::NoSourceAddress => "no_source_address",
+            Cause::Reload => "reload",
+            Cause::AddressRemoved => "address_removed",
         }
     }
 }

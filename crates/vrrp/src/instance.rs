@@ -558,6 +558,8 @@ impl Instance {
         let mut out = Vec::new();
         match event {
             Event::Startup => self.on_startup(now, &mut out),
+            Event::ResumeMaster { held } => self.on_resume_master(&held, now, &mut out),
+            Event::AddressRemoved(addr) => self.on_address_removed(addr, now, &mut out),
             Event::Shutdown => self.on_shutdown(&mut out),
             Event::AdvertReceived(rx) => self.on_advert(&rx, now, &mut out),
             Event::TimerExpired(kind) => self.on_timer(kind, now, &mut out),
@@ -627,21 +629,38 @@ impl Instance {
 
     // ===== events =====
 
-    fn on_startup(&mut self, now: Instant, out: &mut Vec<Action>) {
+    /// What [`Event::Startup`] and [`Event::ResumeMaster`] do first: nothing unless in
+    /// Initialize, and Fault if the instance cannot run (giving up the addresses it
+    /// still `holds` from before a reload). Whether to go on starting.
+    fn begin_start(&mut self, event: &'static str, holds: bool, out: &mut Vec<Action>) -> bool {
         if self.state != State::Initialize {
             self.log(Debug::EventIgnored {
-                event: "startup",
+                event,
                 state: self.state,
             });
-            return;
+            return false;
         }
         self.master_adver_int = self.config.adver_int;
-        if let Some(cause) = self.fault_cause() {
-            if cause == Cause::NoSourceAddress {
-                self.log(Debug::NoSourceAddress);
-            }
-            self.set_state(State::Fault, cause, out);
-        } else if self.is_owner()
+        let Some(cause) = self.fault_cause() else {
+            return true;
+        };
+        if cause == Cause::NoSourceAddress {
+            self.log(Debug::NoSourceAddress);
+        }
+        if holds {
+            // keepalived: an instance that cannot run after a reload goes through its
+            // initial state, which removes the addresses it held.
+            out.push(Action::RemoveVips);
+        }
+        self.set_state(State::Fault, cause, out);
+        false
+    }
+
+    fn on_startup(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if !self.begin_start("startup", false, out) {
+            return;
+        }
+        if self.is_owner()
             && self.config.initial_state == InitialState::Master
             && (!self.config.sync_group || self.config.sync_group_owners)
         {
@@ -661,6 +680,53 @@ impl Instance {
             self.arm(TimerKind::MasterDown, now + wait, out);
             self.set_state(State::Backup, Cause::Startup, out);
         }
+    }
+
+    /// keepalived's reload of a master (`restore_vrrp_state`, then `vrrp_init_state` with
+    /// `reload_master`): the state is kept, the addresses too (the new ones are added and
+    /// announced), and the first advertisement goes out at once.
+    fn on_resume_master(&mut self, held: &[IpAddr], now: Instant, out: &mut Vec<Action>) {
+        if !self.begin_start("resume master", true, out) {
+            return;
+        }
+        // Adds only what is missing: the held addresses are replaced in place.
+        self.advertise_and_add_vips(now, out);
+        let garp = self.config.garp;
+        let added = (self.config.vips.iter())
+            .chain(&self.config.excluded_vips)
+            .any(|a| !held.contains(a));
+        if added {
+            // keepalived announces every address when any was added.
+            self.send_gratuitous(garp.master_repeat, out);
+        }
+        if !garp.master_refresh.is_zero() {
+            self.arm(TimerKind::GarpRefresh, now + garp.master_refresh, out);
+        }
+        self.set_state(State::Master, Cause::Reload, out);
+    }
+
+    /// keepalived's `set_vrrp_backup` for a deleted VIP/eVIP: `vrrp_state_leave_master`
+    /// with a priority-0 advertisement, then the Master_Down timer set to Skew_Time ("we
+    /// want a quick transition back to master"). The backups, told by the priority 0 to
+    /// wait only their own (longer) skew, hear us again first.
+    fn on_address_removed(&mut self, addr: IpAddr, now: Instant, out: &mut Vec<Action>) {
+        let ours = self.config.vips.contains(&addr) || self.config.excluded_vips.contains(&addr);
+        if self.state != State::Master || !ours {
+            self.log(Debug::EventIgnored {
+                event: "address removed",
+                state: self.state,
+            });
+            return;
+        }
+        self.log(Debug::VirtualAddressRemoved { addr: &addr });
+        self.cancel_all(out);
+        self.send_advert(PRIORITY_RESIGN, out);
+        out.push(Action::RemoveVips);
+        self.stats.released_master += 1;
+        self.preempt_until = None;
+        self.master = None;
+        self.arm(TimerKind::MasterDown, now + self.skew_time(), out);
+        self.set_state(State::Backup, Cause::AddressRemoved, out);
     }
 
     fn on_shutdown(&mut self, out: &mut Vec<Action>) {
@@ -1107,13 +1173,7 @@ impl Instance {
         self.master_adver_int = self.config.adver_int;
         self.preempt_until = None;
         self.master = None;
-        self.send_advert(self.effective_priority, out);
-        self.arm(
-            TimerKind::Advert,
-            now + self.config.adver_int.as_duration(),
-            out,
-        );
-        out.push(Action::AddVips);
+        self.advertise_and_add_vips(now, out);
         let garp = self.config.garp;
         self.send_gratuitous(garp.master_repeat, out);
         if !garp.master_delay.is_zero() {
@@ -1124,6 +1184,18 @@ impl Instance {
         }
         self.stats.became_master += 1;
         self.set_state(State::Master, cause, out);
+    }
+
+    /// How every way into Master begins: advertise at once (so that an old master drops
+    /// the addresses first), arm the Adver_Timer, then add the addresses.
+    fn advertise_and_add_vips(&mut self, now: Instant, out: &mut Vec<Action>) {
+        self.send_advert(self.effective_priority, out);
+        self.arm(
+            TimerKind::Advert,
+            now + self.config.adver_int.as_duration(),
+            out,
+        );
+        out.push(Action::AddVips);
     }
 
     /// Master to Backup after a better advertisement (or with its sync group).

@@ -1022,3 +1022,150 @@ fn unicast_v3_switches_to_the_old_checksum_when_a_peer_uses_it() {
         assert_eq!(out.checksum_form, expected, "auto {auto}");
     }
 }
+
+// ===== addresses removed behind our back =====
+
+#[test]
+fn a_master_whose_address_is_removed_resigns_and_takes_over_again_after_its_skew() {
+    let mut c = cfg(100);
+    c.excluded_vips = vec![ip("10.0.0.200")];
+    let mut rig = Rig::master(c);
+    let actions = rig.handle(Event::AddressRemoved(ip("10.0.0.200")), 10.0);
+    // keepalived's set_vrrp_backup: priority 0, the remaining addresses removed, BACKUP.
+    assert_eq!(sent(&actions), [0]);
+    assert!(actions.contains(&Action::RemoveVips));
+    assert_eq!(
+        transition(&actions),
+        Some((State::Master, State::Backup, Cause::AddressRemoved))
+    );
+    assert_eq!(rig.inst.timer(TimerKind::Advert), None);
+    // Master_Down set to Skew_Time, (256 - 100)/256 s, not Master_Down_Interval.
+    let back_at = armed(&actions, TimerKind::MasterDown).expect("master down armed");
+    assert_eq!(back_at, rig.at(10.0) + micros(609_375));
+    // A backup with a lower priority, told by the priority 0 to wait its own skew, waits
+    // longer: we advertise again before it takes over.
+    let mut peer_config = cfg(90);
+    peer_config.src_addr = Some(ip("10.0.0.2"));
+    let mut peer = Rig::new(peer_config);
+    peer.t0 = rig.t0;
+    peer.start();
+    let peer_actions = peer.receive(OURS, 0, 10.0);
+    let peer_at = armed(&peer_actions, TimerKind::MasterDown).expect("peer master down");
+    assert!(back_at < peer_at, "{back_at:?} vs {peer_at:?}");
+    let actions = rig.fire(TimerKind::MasterDown);
+    assert_eq!(sent(&actions), [100]);
+    assert!(actions.contains(&Action::AddVips));
+    assert_eq!(
+        transition(&actions),
+        Some((State::Backup, State::Master, Cause::MasterDown))
+    );
+    assert_eq!(rig.inst.stats().released_master, 1);
+    assert_eq!(rig.inst.stats().became_master, 2);
+}
+
+#[test]
+fn the_owner_also_gives_up_a_removed_address_and_takes_it_back_at_once() {
+    let mut c = cfg(PRIORITY_OWNER);
+    c.initial_state = InitialState::Master;
+    let mut rig = Rig::new(c);
+    rig.start();
+    assert_eq!(rig.inst.state(), State::Master);
+    let actions = rig.handle(Event::AddressRemoved(ip(VIP)), 2.0);
+    assert_eq!(sent(&actions), [0]);
+    assert_eq!(
+        armed(&actions, TimerKind::MasterDown),
+        Some(rig.at(2.0) + micros(3_906))
+    );
+    let actions = rig.fire(TimerKind::MasterDown);
+    assert_eq!(sent(&actions), [255]);
+    assert_eq!(rig.inst.state(), State::Master);
+}
+
+#[test]
+fn an_address_removal_counts_only_for_a_master_and_its_own_addresses() {
+    let mut rig = Rig::master(cfg(100));
+    assert!(
+        rig.handle(Event::AddressRemoved(ip("10.0.0.9")), 5.0)
+            .is_empty()
+    );
+    assert_eq!(rig.inst.state(), State::Master);
+    // Once Backup, the removal (its own, or anyone's) changes nothing.
+    let mut backup = Rig::new(cfg(100));
+    backup.start();
+    let down = backup.inst.timer(TimerKind::MasterDown);
+    assert!(
+        backup
+            .handle(Event::AddressRemoved(ip(VIP)), 1.0)
+            .is_empty()
+    );
+    assert_eq!(backup.inst.state(), State::Backup);
+    assert_eq!(backup.inst.timer(TimerKind::MasterDown), down);
+}
+
+// ===== a master restarted by a reload =====
+
+#[test]
+fn a_resumed_master_keeps_its_addresses_and_advertises_at_once() {
+    let mut rig = Rig::new(cfg(170));
+    let t0 = rig.t0;
+    let actions = rig.handle(
+        Event::ResumeMaster {
+            held: vec![ip(VIP)],
+        },
+        0.0,
+    );
+    assert_eq!(sent(&actions), [170]);
+    assert_eq!(
+        actions[1..],
+        [
+            Action::ArmTimer {
+                kind: TimerKind::Advert,
+                at: t0 + Duration::from_secs(1)
+            },
+            // Adds what is missing; nothing is removed and nothing announced again.
+            Action::AddVips,
+            Action::StateChanged {
+                from: State::Initialize,
+                to: State::Master,
+                cause: Cause::Reload
+            },
+        ]
+    );
+    assert_eq!(rig.inst.timer(TimerKind::MasterDown), None);
+}
+
+#[test]
+fn a_resumed_master_with_a_new_address_announces_them_all() {
+    let mut c = cfg(100);
+    c.vips.push(ip("10.0.0.101"));
+    let mut rig = Rig::new(c);
+    let actions = rig.handle(
+        Event::ResumeMaster {
+            held: vec![ip(VIP)],
+        },
+        0.0,
+    );
+    assert!(actions.contains(&Action::SendGratuitous {
+        addresses: vec![ip(VIP), ip("10.0.0.101")],
+        repeat: 5
+    }));
+    assert_eq!(rig.inst.state(), State::Master);
+}
+
+#[test]
+fn a_resumed_master_that_cannot_run_gives_up_its_addresses() {
+    let mut rig = Rig::new(cfg(100));
+    rig.handle(Event::InterfaceDown, 0.0);
+    let actions = rig.handle(
+        Event::ResumeMaster {
+            held: vec![ip(VIP)],
+        },
+        0.0,
+    );
+    assert!(sent(&actions).is_empty());
+    assert!(actions.contains(&Action::RemoveVips));
+    assert_eq!(
+        transition(&actions),
+        Some((State::Initialize, State::Fault, Cause::InterfaceDown))
+    );
+}

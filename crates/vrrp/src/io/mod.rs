@@ -26,6 +26,11 @@
 //! FAULT, having given up its addresses; when it is back, [`Event::InterfaceUp`] with its
 //! current primary address (also sent whenever that address changes). The sockets are
 //! (re)opened whenever the interface (re)appears with a new index.
+//!
+//! Address removals in the namespace arrive at once from an rtnetlink subscription
+//! ([`netlink::AddressWatch`]); one of a master's own addresses that is gone (checked
+//! against the kernel, since the notification may be about a removal of ours, since
+//! undone) becomes [`Event::AddressRemoved`].
 
 pub mod netlink;
 mod socket;
@@ -49,7 +54,10 @@ use crate::pace::{AnnounceIntervals, AnnounceQueue, InterfacePace};
 use crate::packet::Family;
 use crate::track::{TrackInput, TrackingUpdate};
 
-use netlink::{AddrAttrs, IFA_F_NODAD, IFA_F_NOPREFIXROUTE, InterfaceAddr, Netlink, NetlinkError};
+use netlink::{
+    AddrAttrs, AddressWatch, IFA_F_NODAD, IFA_F_NOPREFIXROUTE, InterfaceAddr, Netlink,
+    NetlinkError, RemovedAddr,
+};
 use socket::{PacketSocket, VrrpSocket, VrrpSocketV4, VrrpSocketV6};
 
 /// How often the driver looks at its interface (presence, up, carrier, addresses).
@@ -289,6 +297,13 @@ pub struct DriverOptions {
     /// Gets the instance's state, last transition (with its cause), current master and
     /// counters whenever one of them changes.
     pub report: Option<watch::Sender<InstanceReport>>,
+    /// For an instance that a configuration reload restarts while it was master: the
+    /// addresses it held (its previous configuration's, still on the interfaces). The
+    /// driver keeps those the new configuration still has (where it would otherwise
+    /// remove them as stale at startup), removes the others, and starts the instance
+    /// with [`Event::ResumeMaster`] instead of [`Event::Startup`], as keepalived keeps a
+    /// reloaded master's state and addresses.
+    pub resume_master: Option<Vec<VipOptions>>,
 }
 
 impl DriverOptions {
@@ -303,6 +318,7 @@ impl DriverOptions {
             paces: InterfacePaces::default(),
             notify: None,
             report: None,
+            resume_master: None,
         }
     }
 }
@@ -341,7 +357,14 @@ pub async fn run_instance_with(
     // Tells the instance whether the interface is there (InterfaceDown before Startup
     // starts it in FAULT) and its primary address.
     driver.refresh_link().await;
-    driver.handle(Event::Startup).await;
+    match driver.keep.take() {
+        Some(held) => {
+            driver.remove_unconfigured(&held).await;
+            let held = held.iter().map(|v| v.address).collect();
+            driver.handle(Event::ResumeMaster { held }).await;
+        }
+        None => driver.handle(Event::Startup).await,
+    }
 
     let stop = async move {
         // A dropped sender means nobody can stop us any more: stop now.
@@ -379,6 +402,10 @@ pub async fn run_instance_with(
             () = sleep_until(driver.announce_at.unwrap_or_else(Instant::now)), if driver.announce_at.is_some() => {
                 driver.announce_due();
             }
+            removed = address_removed(driver.address_watch.as_mut()) => match removed {
+                Some(removed) => driver.address_removed(removed).await,
+                None => driver.address_watch = None,
+            },
             _ = link_poll.tick() => driver.refresh_link().await,
             changed = tracking_changed(tracking.as_mut()) => {
                 if changed {
@@ -417,6 +444,15 @@ pub async fn run_instance_with(
 async fn tracking_changed(rx: Option<&mut watch::Receiver<TrackingUpdate>>) -> bool {
     match rx {
         Some(rx) => rx.changed().await.is_ok(),
+        None => std::future::pending().await,
+    }
+}
+
+/// The next address removal in the namespace; `None` when the subscription is gone;
+/// never, without one.
+async fn address_removed(watch: Option<&mut AddressWatch>) -> Option<RemovedAddr> {
+    match watch {
+        Some(watch) => watch.next_removed().await,
         None => std::future::pending().await,
     }
 }
@@ -522,8 +558,13 @@ struct Driver {
     /// The last problem with the interface, logged once rather than every poll.
     link_problem: Option<String>,
     netlink: Netlink,
+    /// The namespace's address removals, if the subscription could be opened.
+    address_watch: Option<AddressWatch>,
     /// Advertised and excluded addresses with their options.
     vips: Vec<VipOptions>,
+    /// Until startup, for a master resumed after a reload: the addresses it held
+    /// ([`DriverOptions::resume_master`]).
+    keep: Option<Vec<VipOptions>>,
     timers: [Option<Instant>; TimerKind::ALL.len()],
     state_tx: Option<watch::Sender<State>>,
     notify_tx: Option<mpsc::UnboundedSender<Notification>>,
@@ -563,7 +604,18 @@ impl Driver {
             primary: None,
             link_problem: None,
             netlink: Netlink::open()?,
+            address_watch: match AddressWatch::open() {
+                Ok(watch) => Some(watch),
+                Err(error) => {
+                    tracing::warn!(
+                        instance = %config.name, %error,
+                        "cannot watch address removals: a virtual address removed by someone else will go unnoticed"
+                    );
+                    None
+                }
+            },
             vips,
+            keep: options.resume_master,
             timers: [None; TimerKind::ALL.len()],
             state_tx: options.state,
             notify_tx: options.notify,
@@ -738,9 +790,11 @@ impl Driver {
         let ifindex = info.ifindex;
         let present = self.netlink.addresses(ifindex).await?;
         for stale in present.iter().filter(|a| {
-            self.vips
-                .iter()
-                .any(|v| v.dev.is_none() && v.address == a.addr)
+            self.vips.iter().any(|v| {
+                v.dev.is_none()
+                    && v.address == a.addr
+                    && !(self.is_kept(v) && v.prefix == a.prefix_len)
+            })
         }) {
             tracing::warn!(
                 instance = %config.name, interface, address = %stale.addr,
@@ -751,7 +805,11 @@ impl Driver {
                 .await?;
         }
         // Addresses on other interfaces (`dev IF`) left by a previous run.
-        for vip in self.vips.iter().filter(|v| v.dev.is_some()) {
+        for vip in self
+            .vips
+            .iter()
+            .filter(|v| v.dev.is_some() && !self.is_kept(v))
+        {
             let Some(dev_index) = vip_dev_index(vip) else {
                 continue;
             };
@@ -818,6 +876,85 @@ impl Driver {
             sock,
             packet,
         })
+    }
+
+    /// Whether `vip` was held before a reload and stays (same address, prefix and
+    /// interface), so it is no stale address.
+    fn is_kept(&self, vip: &VipOptions) -> bool {
+        self.keep.as_ref().is_some_and(|held| {
+            held.iter()
+                .any(|h| h.address == vip.address && h.prefix == vip.prefix && h.dev == vip.dev)
+        })
+    }
+
+    /// Removes the addresses a master held before a reload that the new configuration
+    /// no longer has (keepalived's `clear_diff_vrrp_vip`).
+    async fn remove_unconfigured(&self, held: &[VipOptions]) {
+        let name = &self.instance.config().name;
+        let port_index = self.port.as_ref().map(|p| p.ifindex);
+        for old in held.iter().filter(|h| {
+            !self
+                .vips
+                .iter()
+                .any(|v| v.address == h.address && v.prefix == h.prefix && v.dev == h.dev)
+        }) {
+            let ifindex = match &old.dev {
+                None => port_index,
+                Some(_) => vip_dev_index(old),
+            };
+            let Some(ifindex) = ifindex else { continue };
+            tracing::info!(
+                instance = %name, address = %old.address, prefix = old.prefix,
+                "removing a virtual address the new configuration no longer has"
+            );
+            if let Err(error) = self
+                .netlink
+                .del_address(ifindex, old.address, old.prefix)
+                .await
+            {
+                tracing::error!(instance = %name, address = %old.address, %error, "removing VIP");
+            }
+        }
+    }
+
+    /// An address left an interface: if it is one of ours, on its interface, and still
+    /// missing (the notification may be about our own removal, since undone), the
+    /// instance decides what to do.
+    async fn address_removed(&mut self, removed: RemovedAddr) {
+        if self.instance.state() != State::Master {
+            return;
+        }
+        if !interface_is_up(&self.interface) {
+            // The interface went down (taking its IPv6 addresses with it): that is
+            // FAULT, which the link poll decides, not a removal.
+            self.refresh_link().await;
+            return;
+        }
+        let port_index = self.port.as_ref().map(|p| p.ifindex);
+        let Some(vip) = self.vips.iter().find(|v| {
+            let ifindex = match &v.dev {
+                None => port_index,
+                Some(_) => vip_dev_index(v),
+            };
+            v.address == removed.addr.addr && ifindex == Some(removed.ifindex)
+        }) else {
+            return;
+        };
+        let addr = vip.address;
+        match self.netlink.addresses(removed.ifindex).await {
+            Ok(present) if present.iter().any(|a| a.addr == addr) => return,
+            Ok(_) => {}
+            // Trust the kernel's notification, as keepalived does.
+            Err(error) => tracing::warn!(
+                instance = %self.instance.config().name, %addr, %error,
+                "cannot confirm the removal of a virtual address"
+            ),
+        }
+        tracing::info!(
+            instance = %self.instance.config().name, %addr, ifindex = removed.ifindex,
+            "virtual address removed from its interface"
+        );
+        self.handle(Event::AddressRemoved(addr)).await;
     }
 
     /// Feeds the instance what changed in tracking since `previous`.

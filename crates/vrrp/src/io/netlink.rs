@@ -10,12 +10,15 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use nix::errno::Errno;
-use rtnetlink::packet_route::AddressFamily;
+use rtnetlink::MulticastGroup;
+use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
 use rtnetlink::packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
 };
+use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 /// Address flag: a secondary IPv4 address (another one of its subnet came first).
@@ -185,6 +188,77 @@ impl Netlink {
             }) => Ok(()),
             other => other,
         }
+    }
+}
+
+/// An address removed from an interface (`RTM_DELADDR`), as the kernel reported it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RemovedAddr {
+    pub ifindex: u32,
+    pub addr: InterfaceAddr,
+}
+
+/// A netlink socket subscribed to the address changes of its network namespace (both
+/// families), as keepalived's netlink reflector: the driver learns at once that one of
+/// its addresses was removed behind its back.
+#[derive(Debug)]
+pub struct AddressWatch {
+    removed: mpsc::UnboundedReceiver<RemovedAddr>,
+    connection: JoinHandle<()>,
+    reader: JoinHandle<()>,
+}
+
+impl Drop for AddressWatch {
+    fn drop(&mut self) {
+        self.connection.abort();
+        self.reader.abort();
+    }
+}
+
+impl AddressWatch {
+    /// Opens the socket, joins the IPv4 and IPv6 address groups and spawns its
+    /// connection task and the task that picks the removals out of its messages (needs a
+    /// tokio runtime).
+    pub fn open() -> Result<Self, NetlinkError> {
+        let groups = [MulticastGroup::Ipv4Ifaddr, MulticastGroup::Ipv6Ifaddr];
+        let (connection, _, mut messages) =
+            rtnetlink::new_multicast_connection(&groups).map_err(|source| NetlinkError::Io {
+                op: "address subscription",
+                source,
+            })?;
+        let (tx, removed) = mpsc::unbounded_channel();
+        let reader = tokio::spawn(async move {
+            while let Some((message, _)) = messages.next().await {
+                if let Some(removal) = removed_addr(message)
+                    && tx.send(removal).is_err()
+                {
+                    return;
+                }
+            }
+        });
+        Ok(AddressWatch {
+            removed,
+            connection: tokio::spawn(connection),
+            reader,
+        })
+    }
+
+    /// The next address removal; `None` once the connection is gone.
+    pub async fn next_removed(&mut self) -> Option<RemovedAddr> {
+        self.removed.recv().await
+    }
+}
+
+/// The removal an `RTM_DELADDR` notification reports.
+fn removed_addr(message: NetlinkMessage<RouteNetlinkMessage>) -> Option<RemovedAddr> {
+    match message.payload {
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelAddress(removed)) => {
+            Some(RemovedAddr {
+                ifindex: removed.header.index,
+                addr: interface_addr(&removed)?,
+            })
+        }
+        _ => None,
     }
 }
 
