@@ -67,6 +67,10 @@ struct Layout {
     /// Services the configuration made (those added with `keeplb adm` are left alone
     /// by reloads, as keepalived leaves services it did not create).
     owned: HashSet<ServiceId>,
+    /// The real servers the configuration gives each service it made: a reload removes
+    /// only those the previous configuration had (keepalived's `clear_diff_rs`), so real
+    /// servers added with `keeplb adm -a` stay.
+    configured: HashMap<ServiceId, Vec<SocketAddr>>,
 }
 
 impl Director {
@@ -102,6 +106,13 @@ impl Director {
     /// the configuration no longer has stop accepting and drain.
     pub fn reconcile(&self, config: &model::Config) {
         let settings = conn_settings(&config.global_defs);
+        let before = std::mem::take(
+            &mut self
+                .layout
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .configured,
+        );
         let mut layout = Layout::default();
         for vs in &config.virtual_server {
             let name = describe(&vs.key);
@@ -116,9 +127,11 @@ impl Director {
                 .collect();
             let mut services = Vec::new();
             for vip in addresses {
-                match self.serve_block_address(vs, vip, settings, &configured) {
+                match self.serve_block_address(vs, vip, settings, &configured, &before) {
                     Ok(svc) => {
-                        layout.owned.insert((svc.protocol(), svc.vip()));
+                        let id = (svc.protocol(), svc.vip());
+                        layout.owned.insert(id);
+                        layout.configured.insert(id, configured.clone());
                         services.push(svc);
                     }
                     Err(e) => tracing::error!("virtual_server {name} ({vip}): not served: {e:#}"),
@@ -152,19 +165,22 @@ impl Director {
     }
 
     /// The service of block `vs` on `vip`: the running one, brought to the block's
-    /// settings, or a new one.
+    /// settings (the real servers the configuration gave it `before` and no longer
+    /// gives it leave it), or a new one.
     fn serve_block_address(
         &self,
         vs: &model::VirtualServer,
         vip: SocketAddr,
         settings: ConnSettings,
         configured: &[SocketAddr],
+        before: &HashMap<ServiceId, Vec<SocketAddr>>,
     ) -> anyhow::Result<Arc<VirtualService>> {
         let (service, mut options) = service(vs, vip)?;
         let protocol = match service.addr() {
             ServiceAddr::Addr(protocol, _) => protocol,
             ServiceAddr::Fwmark(mark) => bail!(keeplb_proxy::ProxyError::Fwmark { mark }),
         };
+        let previously = before.get(&(protocol, vip)).map_or(&[][..], Vec::as_slice);
         let Some(running) = self.plane.get(protocol, vip) else {
             let svc = Arc::new(VirtualService::new(service, settings, options)?);
             self.plane.add(Arc::clone(&svc))?;
@@ -183,7 +199,7 @@ impl Director {
                 .dests()
                 .iter()
                 .map(|d| d.addr())
-                .filter(|a| !configured.contains(a) && Some(*a) != sorry)
+                .filter(|a| previously.contains(a) && !configured.contains(a) && Some(*a) != sorry)
                 .collect();
             let mut removed = Vec::new();
             for addr in dropped {

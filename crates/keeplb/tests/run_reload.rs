@@ -147,6 +147,29 @@ fn reload_under_traffic_fails_nothing_and_a_broken_file_changes_nothing() {
         ask(&client).is_ok_and(|n| n == "rs3")
     });
 
+    // A real server added by hand to the configured service survives a reload that
+    // does not concern it, as keepalived removes only what the old configuration had.
+    let hand_added = "10.64.0.12:80";
+    let service = format!("{VIP}:80");
+    adm(
+        &control,
+        &["-a", "-t", &service, "-r", hand_added, "-m", "-w", "1"],
+    );
+    master.signal(Signal::SIGHUP).expect("SIGHUP");
+    wait_for("the second reload is applied", &master, || {
+        master
+            .output_so_far()
+            .stderr
+            .matches("dir1.conf applied")
+            .count()
+            == 2
+    });
+    assert!(
+        adm(&control, &["-Ln"]).contains(hand_added),
+        "the reload kept the real server added by hand"
+    );
+    adm(&control, &["-d", "-t", &service, "-r", hand_added]);
+
     // A broken file: reported with its line, and nothing changes.
     write_config(
         &master_conf,
@@ -211,4 +234,17 @@ fn reload_under_traffic_fails_nothing_and_a_broken_file_changes_nothing() {
     );
     stop(&master);
     stop(&backup);
+}
+
+/// `keeplb adm ARGS` against the daemon at `control`, which must succeed: its output.
+fn adm(control: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(KEEPLB)
+        .arg("adm")
+        .arg("--control")
+        .arg(control)
+        .args(args)
+        .output()
+        .expect("keeplb adm");
+    assert!(out.status.success(), "adm {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
