@@ -5,8 +5,7 @@
 //! [`FakeEnvironment`]; the binary uses [`SystemEnvironment`].
 
 use std::collections::BTreeSet;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InterfaceState {
@@ -106,41 +105,36 @@ impl Environment for SystemEnvironment {
         found
     }
 
+    /// keepalived's rule (`keeplb_script::check_program`, which `keeplb run` applies
+    /// too), for a script run as root: keeplb's default without `script_user`, and the
+    /// case the rule protects.
     fn script(&self, program: &str) -> ScriptState {
-        let Some(path) = resolve_program(program) else {
-            return ScriptState::Missing;
-        };
-        let insecure = path
-            .ancestors()
-            .find(|p| !p.as_os_str().is_empty() && writable_by_non_root(p))
-            .map(Path::to_path_buf);
-        ScriptState::Found { path, insecure }
+        use keeplb_script::ScriptSecurityError as Refused;
+        match keeplb_script::check_program(program, program, 0, 0) {
+            Ok(path) => ScriptState::Found {
+                path,
+                insecure: None,
+            },
+            // Not a file (a directory…) is "not found", as before this rule was shared.
+            Err(
+                Refused::NotFound { .. }
+                | Refused::PathPermission { .. }
+                | Refused::WrongType { .. },
+            ) => ScriptState::Missing,
+            Err(Refused::Insecure {
+                script_path, path, ..
+            }) => ScriptState::Found {
+                path: script_path,
+                insecure: Some(path),
+            },
+            Err(Refused::NotExecutable { path, .. }) => ScriptState::Found {
+                path,
+                insecure: None,
+            },
+        }
     }
 
     fn user_exists(&self, name: &str) -> Option<bool> {
         Some(matches!(nix::unistd::User::from_name(name), Ok(Some(_))))
     }
-}
-
-/// An absolute path as is; a bare name searched in `PATH`, as keepalived looks scripts up.
-fn resolve_program(program: &str) -> Option<PathBuf> {
-    let candidate = Path::new(program);
-    if program.contains('/') {
-        return candidate.is_file().then(|| candidate.to_path_buf());
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
-}
-
-/// keepalived's script security: a script, and every directory above it, must not be
-/// writable by anyone but root.
-fn writable_by_non_root(path: &Path) -> bool {
-    let Ok(meta) = std::fs::metadata(path) else {
-        return false;
-    };
-    const GROUP_OR_OTHER_WRITE: u32 = 0o022;
-    let sticky_dir = meta.is_dir() && meta.mode() & 0o1000 != 0;
-    meta.uid() != 0 || (meta.mode() & GROUP_OR_OTHER_WRITE != 0 && !sticky_dir)
 }

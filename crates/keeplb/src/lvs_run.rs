@@ -26,6 +26,7 @@ use keeplb_control::model::{Protocol as ControlProtocol, ServiceKey};
 use keeplb_proxy::{
     DataPlane, Forwarding, ProxyProtocol, ServiceId, ServiceOptions, VirtualService,
 };
+use keeplb_script::{ScriptCommand, ScriptSecurityError, check_script_security};
 use tokio::sync::mpsc;
 
 /// Group ranges wider than this are refused rather than expanded.
@@ -243,15 +244,16 @@ impl Director {
         let mut previous: Option<Health> = None;
         loop {
             let (reports, mut probe_reports) = mpsc::unbounded_channel();
+            let checked = runnable_scripts(&config);
             let (mut checks, problems) = Checks::new(
-                &config,
+                &checked,
                 RunOptions {
                     max_in_flight: MAX_CHECKS_IN_FLIGHT,
                     reports: self.check_results.get().map(|_| reports),
                     ..RunOptions::default()
                 },
             );
-            let labels = CheckLabels::new(&config);
+            let labels = CheckLabels::new(&checked);
             let forward_reports = async {
                 while let Some(report) = probe_reports.recv().await {
                     if let (Some(results), Some(key)) =
@@ -351,6 +353,92 @@ impl Director {
                 tracing::error!("{} {}: {e}", svc.protocol(), svc.vip());
             }
         }
+    }
+}
+
+/// The configuration the health checks run, without the scripts keepalived's checker
+/// disables (`check_check_script_security`, check_data.c; `check_script_secure`,
+/// lib/notify.c): a MISC_CHECK whose script may not run is removed from its real server
+/// (`check_misc_script_security`, check_misc.c), a real server's `notify_up` /
+/// `notify_down` or a virtual server's `quorum_up` / `quorum_down` that may not run is
+/// dropped. A script may not run when it is missing, not executable by its user, or,
+/// with `enable_script_security`, modifiable by a non-root user while it runs as root.
+/// Scripts that cannot even be parsed, or name an unknown user, are left to the checks,
+/// which report them.
+fn runnable_scripts(config: &model::Config) -> model::Config {
+    let global = &config.global_defs;
+    let runs = |line: &str, user: Option<&str>, group: Option<&str>| {
+        script_verdict(line, user.map(|u| (u, group)), global)
+    };
+    let runs_script = |script: &Option<model::Script>| {
+        script
+            .as_ref()
+            .is_none_or(|s| runs(&s.script, s.user.as_deref(), s.group.as_deref()).is_ok())
+    };
+    let mut checked = config.clone();
+    for vs in &mut checked.virtual_server {
+        for quorum in [&mut vs.quorum_up, &mut vs.quorum_down] {
+            if !runs_script(quorum) {
+                *quorum = None;
+            }
+        }
+        for rs in &mut vs.real_server {
+            for notify in [&mut rs.notify_up, &mut rs.notify_down] {
+                if !runs_script(notify) {
+                    *notify = None;
+                }
+            }
+            rs.checkers.retain(|checker| {
+                let model::CheckKind::Misc(misc) = &checker.kind else {
+                    return true;
+                };
+                let Err((command, refusal)) =
+                    runs(&misc.misc_path, misc.user.as_deref(), misc.group.as_deref())
+                else {
+                    return true;
+                };
+                match refusal {
+                    ScriptSecurityError::NotFound { .. }
+                    | ScriptSecurityError::PathPermission { .. } => {
+                        tracing::warn!("Disabling misc script {command} since not found/accessible")
+                    }
+                    ScriptSecurityError::Insecure { .. }
+                    | ScriptSecurityError::WrongType { .. } => {
+                        tracing::warn!("Disabling misc script {command} due to insecure")
+                    }
+                    // keepalived says no more than check_script_secure's warning.
+                    ScriptSecurityError::NotExecutable { .. } => {}
+                }
+                false
+            });
+        }
+    }
+    checked
+}
+
+/// Whether a checker-side script may run, as keepalived's `check_script_secure` decides
+/// (see [`runnable_scripts`]), logging its line; Err with the command and why not.
+fn script_verdict(
+    line: &str,
+    own_user: Option<(&str, Option<&str>)>,
+    global: &model::GlobalDefs,
+) -> Result<(), (String, ScriptSecurityError)> {
+    let script_user = global
+        .script_user
+        .as_ref()
+        .map(|s| (s.user.as_str(), s.group.as_deref()));
+    let Ok(command) = ScriptCommand::configured(line, own_user, script_user) else {
+        return Ok(());
+    };
+    let Err(refusal) = check_script_security(&command) else {
+        return Ok(());
+    };
+    let security = global.enable_script_security;
+    tracing::warn!(reason = %refusal, "{}", refusal.keepalived_log(security));
+    if refusal.disables(security) {
+        Err((command.keepalived_quoted(), refusal))
+    } else {
+        Ok(())
     }
 }
 

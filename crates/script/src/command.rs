@@ -106,6 +106,37 @@ impl ScriptCommand {
         Ok(self)
     }
 
+    /// A configured script as keepalived runs it: as its own `user` (and `group`) if it
+    /// names one, else as the configuration's `script_user` (`default`), else as keeplb.
+    pub fn configured(
+        line: &str,
+        own: Option<(&str, Option<&str>)>,
+        default: Option<(&str, Option<&str>)>,
+    ) -> Result<Self, CommandError> {
+        let command = Self::parse(line)?;
+        match own.or(default) {
+            Some((user, group)) => command.with_user(user, group),
+            None => Ok(command),
+        }
+    }
+
+    /// The command as keepalived's `cmd_str` shows it in its logs: each word in single
+    /// quotes, except a first word starting with `<` or `>` (a redirection-only test).
+    pub fn keepalived_quoted(&self) -> String {
+        self.argv
+            .iter()
+            .enumerate()
+            .map(|(index, word)| {
+                if index == 0 && word.starts_with(['<', '>']) {
+                    word.clone()
+                } else {
+                    format!("'{word}'")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     /// The program, as written (first word).
     pub fn program(&self) -> &str {
         self.argv.first().map_or("", String::as_str)

@@ -92,3 +92,15 @@ async fn timeout_kills_the_process_group() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn commands_are_quoted_as_keepalived_logs_them() {
+    // keepalived 2.2.7: "Disabling misc script '/tmp/x/ww/misc.sh' due to insecure".
+    let misc = ScriptCommand::parse("/tmp/x/ww/misc.sh").expect("parse");
+    assert_eq!(misc.keepalived_quoted(), "'/tmp/x/ww/misc.sh'");
+    let with_args = ScriptCommand::parse("/bin/check \"a b\" c").expect("parse");
+    assert_eq!(with_args.keepalived_quoted(), "'/bin/check' 'a b' 'c'");
+    // A redirection-only test keeps its first word bare.
+    let redirect = ScriptCommand::parse("</etc/ready").expect("parse");
+    assert_eq!(redirect.keepalived_quoted(), "</etc/ready");
+}

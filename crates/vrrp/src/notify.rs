@@ -24,17 +24,17 @@
 //! - [`FifoWriter`]: `notify_fifo` / `vrrp_notify_fifo`, one line per event in keepalived's
 //!   format ([`fifo_line`]): `INSTANCE "VI_1" MASTER 100`; [`FifoScript`]: its
 //!   `notify_fifo_script`, started once with the FIFO's path.
-//! - [`check_script_security`]: `enable_script_security`: refuses a script that a non-root
-//!   user could modify, naming the file or directory at fault (keepalived just disables
-//!   such scripts with a terse log line, issues #742, #842, #1372).
+//! - [`check_script_security`]: `enable_script_security`: keepalived's rule, shared with
+//!   the health checks and `check-config` (`keeplb_script`); refuses a script that a
+//!   non-root user could modify, naming the file or directory at fault (keepalived just
+//!   disables such scripts with a terse log line, issues #742, #842, #1372).
 //!
 //! State names: [`State::Initialize`] as a target is keepalived's STOP (the instance was
 //! shut down). A group's priority is always 0 (keepalived).
 
 use std::fmt;
 use std::io;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -47,8 +47,8 @@ use tokio::task::JoinHandle;
 
 use crate::event::{Action, State};
 use crate::track::{ScriptCommand, run_command};
-pub use keeplb_script::FifoWriter;
 use keeplb_script::spawn_in_group;
+pub use keeplb_script::{FifoWriter, ScriptSecurityError, check_script_security};
 
 /// keepalived's name for a state in notifications: INIT as a target means STOP.
 pub const fn notify_state_name(state: State) -> &'static str {
@@ -424,83 +424,6 @@ impl Notifier {
         drop(self.tx);
         let _ = self.worker.await;
     }
-}
-
-/// Why [`check_script_security`] refused a script.
-#[derive(Debug, thiserror::Error)]
-pub enum ScriptSecurityError {
-    #[error("script `{script}`: cannot find `{program}`: {reason}")]
-    NotFound {
-        script: String,
-        program: String,
-        reason: String,
-    },
-    #[error(
-        "script `{script}` is insecure with enable_script_security: {path} is {reason}, so a non-root user could change what runs as root; make it owned by root and not group/world-writable (chown root:root, chmod go-w)"
-    )]
-    Insecure {
-        script: String,
-        /// The file or directory at fault.
-        path: PathBuf,
-        reason: String,
-    },
-}
-
-/// Finds a program as `execvp` would: a name with a `/` as is, else along `PATH`.
-fn resolve_program(program: &str) -> Option<PathBuf> {
-    if program.contains('/') {
-        return Some(PathBuf::from(program));
-    }
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
-}
-
-fn insecure_reason(meta: &std::fs::Metadata) -> Option<String> {
-    let mode = meta.mode();
-    if meta.uid() != 0 {
-        Some(format!("owned by uid {} (not root)", meta.uid()))
-    } else if mode & 0o002 != 0 {
-        Some(format!("writable by everyone (mode {:o})", mode & 0o7777))
-    } else if mode & 0o020 != 0 && meta.gid() != 0 {
-        Some(format!(
-            "writable by group {} (mode {:o})",
-            meta.gid(),
-            mode & 0o7777
-        ))
-    } else {
-        None
-    }
-}
-
-/// `enable_script_security`: the program (after resolving `PATH` and symbolic links) and
-/// every directory above it must be owned by root and not writable by a non-root group
-/// or by everyone, as keepalived requires.
-pub fn check_script_security(cmd: &ScriptCommand) -> Result<(), ScriptSecurityError> {
-    let script = cmd.to_string();
-    let program = cmd.program();
-    let not_found = |reason: String| ScriptSecurityError::NotFound {
-        script: script.clone(),
-        program: program.to_owned(),
-        reason,
-    };
-    let found = resolve_program(program).ok_or_else(|| not_found("not in PATH".to_owned()))?;
-    let real = found
-        .canonicalize()
-        .map_err(|e| not_found(format!("{}: {e}", found.display())))?;
-    for path in real.ancestors() {
-        let meta =
-            std::fs::metadata(path).map_err(|e| not_found(format!("{}: {e}", path.display())))?;
-        if let Some(reason) = insecure_reason(&meta) {
-            return Err(ScriptSecurityError::Insecure {
-                script,
-                path: path.to_owned(),
-                reason,
-            });
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

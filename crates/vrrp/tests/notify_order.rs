@@ -1,6 +1,7 @@
 //! Notifications: keepalived's arguments and FIFO lines, transition order under rapid
 //! changes, and enable_script_security.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -229,15 +230,17 @@ fn insecure_script_is_refused_naming_the_culprit() {
     let dir = TempDir::new("notify-security");
     let script = dir.0.join("notify.sh");
     std::fs::write(&script, "#!/bin/sh\nexit 0\n").expect("write script");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let cmd = ScriptCommand::parse(&format!("{} arg", script.display())).expect("parse");
-    let err = check_script_security(&cmd).expect_err("a script under the temp dir is insecure");
+    // Root-owned, in a root-owned directory under the sticky /tmp: keepalived runs it.
+    check_script_security(&cmd).expect("secure under the sticky /tmp");
+    // In a directory anyone may write to, it is refused, naming the directory.
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let err = check_script_security(&cmd).expect_err("a world-writable directory");
     match &err {
-        // The temp dir (world-writable /tmp, or a non-root owner) is named.
-        ScriptSecurityError::Insecure { path, .. } => {
-            assert!(
-                script.starts_with(path),
-                "{path:?} is not the script or a parent"
-            );
+        ScriptSecurityError::Insecure { path, reason, .. } => {
+            assert_eq!(path, &dir.0);
+            assert!(reason.contains("writable by everyone"), "{reason}");
         }
         other => panic!("unexpected error {other}"),
     }
@@ -254,11 +257,14 @@ fn insecure_script_is_refused_naming_the_culprit() {
 
 #[test]
 fn world_writable_file_is_refused_even_in_a_root_dir() {
-    // /tmp itself: root-owned but writable by everyone.
-    let cmd = ScriptCommand::parse("/tmp").expect("parse");
+    let dir = TempDir::new("notify-world-file");
+    let script = dir.0.join("notify.sh");
+    std::fs::write(&script, "#!/bin/sh\nexit 0\n").expect("write script");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o757)).expect("chmod");
+    let cmd = ScriptCommand::parse(&script.display().to_string()).expect("parse");
     match check_script_security(&cmd) {
         Err(ScriptSecurityError::Insecure { path, reason, .. }) => {
-            assert_eq!(path, Path::new("/tmp"));
+            assert_eq!(path, script);
             assert!(reason.contains("writable by everyone"), "{reason}");
         }
         other => panic!("unexpected {other:?}"),
