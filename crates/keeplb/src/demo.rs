@@ -122,9 +122,13 @@ pub fn run(advert_int: &str, version: u8) -> anyhow::Result<()> {
     let master_conf = config(150, "MASTER", advert_int, version);
     println!("{master_conf}");
     let mut daemons: Vec<(&Host, Process)> = Vec::new();
+    let mut interval_in_force = None;
     for (host, priority, state) in [(&dir1, 150, "MASTER"), (&dir2, 100, "BACKUP")] {
         let path = lab.dir().join(format!("{}.conf", host.name()));
         std::fs::write(&path, config(priority, state, advert_int, version))?;
+        if interval_in_force.is_none() {
+            interval_in_force = Some(advert_int_in_force(&path)?);
+        }
         let path = path.to_str().context("lab path is not UTF-8")?.to_owned();
         // Each director its own control socket: they share this machine's /run.
         let control = lab.dir().join(format!("{}.sock", host.name()));
@@ -216,14 +220,36 @@ pub fn run(advert_int: &str, version: u8) -> anyhow::Result<()> {
         "the client could not reach {VIP} for {} ms after the master died ({} requests; VRRPv{version} Master_Down at priority 100 is {} ms)",
         outage.as_millis(),
         probes.len(),
-        master_down_ms(advert_int, version)
+        master_down_ms(interval_in_force.unwrap_or(1.0), version)
     );
     Ok(())
 }
 
-/// 3 × interval + skew for priority 100 (RFC 5798).
-fn master_down_ms(advert_int: &str, version: u8) -> u64 {
-    let interval_ms = advert_int.parse::<f64>().unwrap_or(1.0) * 1000.0;
+/// The advertisement interval keeplb runs the demo's configuration at `path` with, in
+/// seconds: as written, or as keepalived rounds it (whole seconds for VRRPv2).
+fn advert_int_in_force(path: &std::path::Path) -> anyhow::Result<f64> {
+    let loaded = keeplb_config::load(
+        path,
+        &keeplb_config::LoadOptions {
+            config_id: String::new(),
+        },
+    )?;
+    for diagnostic in loaded.diagnostics.iter() {
+        if diagnostic.code == "advert-int-rounded" {
+            println!("note: {}", diagnostic.message);
+        }
+    }
+    loaded
+        .config
+        .vrrp_instance
+        .first()
+        .map(|instance| instance.advert_int)
+        .context("the demo's configuration has no vrrp_instance")
+}
+
+/// 3 × interval + skew for priority 100 (RFC 5798), the interval in seconds.
+fn master_down_ms(advert_int: f64, version: u8) -> u64 {
+    let interval_ms = advert_int * 1000.0;
     let skew_ms = if version == 3 {
         interval_ms * 156.0 / 256.0
     } else {
@@ -271,7 +297,7 @@ mod tests {
 
     #[test]
     fn master_down_interval() {
-        assert_eq!(master_down_ms("1", 2), 3609);
-        assert_eq!(master_down_ms("0.1", 3), 360);
+        assert_eq!(master_down_ms(1.0, 2), 3609);
+        assert_eq!(master_down_ms(0.1, 3), 360);
     }
 }
