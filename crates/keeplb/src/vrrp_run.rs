@@ -956,23 +956,15 @@ fn held_addresses(spec: &UnitSpec, member: &str) -> Vec<VipOptions> {
 
 /// Whether a changed unit can be replaced without its masters resigning (keepalived
 /// keeps a reloaded instance's state and only diffs its addresses): every old member is
-/// still in it with the same interface and router id, and every address it may hold is
-/// still configured (so none must be removed and no peer needs to take over).
+/// still in it with the same interface and router id. A master that resumes keeps the
+/// addresses still configured, adds the new ones and removes those no longer
+/// configured, as keepalived's `clear_diff_vrrp_vip` does.
 fn can_restart_quietly(old: &UnitSpec, new: &UnitSpec) -> bool {
-    let held = |i: &VrrpInstance| -> Vec<(IpAddr, Option<String>)> {
-        i.virtual_ipaddress
-            .iter()
-            .chain(&i.virtual_ipaddress_excluded)
-            .map(|v| (v.address, v.dev.clone()))
-            .collect()
-    };
     old.members.iter().all(|(old, _, _)| {
         new.members.iter().any(|(new, _, _)| {
-            let still_held = held(new);
             new.name == old.name
                 && new.interface == old.interface
                 && new.virtual_router_id == old.virtual_router_id
-                && held(old).iter().all(|a| still_held.contains(a))
         })
     })
 }
@@ -1937,7 +1929,7 @@ mod tests {
     }
 
     #[test]
-    fn a_master_restarts_quietly_only_when_it_can_keep_what_it_holds() {
+    fn a_master_restarts_quietly_unless_its_interface_or_router_id_changes() {
         let text = |interface: &str, vrid: u8, priority: u8, vips: &str| {
             format!(
                 "vrrp_instance VI_1 {{\n interface {interface}\n virtual_router_id {vrid}\n priority {priority}\n virtual_ipaddress {{\n{vips}\n}}\n}}\n"
@@ -1948,11 +1940,11 @@ mod tests {
             let new = load(&new);
             can_restart_quietly(&plan(&old)[0].spec, &plan(&new)[0].spec)
         };
-        // The same addresses and more: quietly, whatever else changes.
+        // Other addresses or priorities: quietly (the addresses are diffed).
         assert!(quietly(text("eth0", 1, 90, "10.0.0.100")));
         assert!(quietly(text("eth0", 1, 100, "10.0.0.100\n10.0.0.7")));
-        // An address less, another interface or router id: the old one must resign.
-        assert!(!quietly(text("eth0", 1, 100, "10.0.0.7")));
+        assert!(quietly(text("eth0", 1, 100, "10.0.0.7")));
+        // Another interface or router id: the old one must resign.
         assert!(!quietly(text("eth1", 1, 100, "10.0.0.100")));
         assert!(!quietly(text("eth0", 2, 100, "10.0.0.100")));
     }

@@ -296,6 +296,33 @@ fn a_reloaded_master_keeps_its_vip_throughout() {
     stop(&master);
 }
 
+/// A reload that replaces a master's address: the new one is added and the old one
+/// removed while the instance stays MASTER (keepalived's `clear_diff_vrrp_vip`), with
+/// no resignation a peer would act on.
+#[test]
+fn a_reloaded_master_swaps_its_addresses_without_resigning() {
+    let (_lab, one, conf) = one_director("run-vrrp-reload-swap", "10.68.0.1/24");
+    write_config(&conf, &instance("VI_1", 73, 150, &[VIP1]));
+    let master = start(&one, &conf);
+    wait_for("the master takes its VIP", &master, || holds(&one, VIP1));
+    let before = transitions(&master, "VI_1");
+    write_config(&conf, &instance("VI_1", 73, 150, &[VIP2]));
+    reload(&master, 1);
+    wait_for("the new address replaces the old one", &master, || {
+        holds(&one, VIP2) && !holds(&one, VIP1)
+    });
+    let log = master.output_so_far().stderr;
+    assert_eq!(transitions(&master, "VI_1"), before + 1, "{log}");
+    assert!(
+        log.contains("VI_1: restarting with its new configuration")
+            && !log.contains("VI_1: stopping"),
+        "restarted quietly, not resigned\n{log}"
+    );
+    let line = status_line(&conf, "VI_1");
+    assert!(line.contains("INIT -> MASTER (reload)"), "{line}");
+    stop(&master);
+}
+
 /// The same for a `vrrp_sync_group` whose members are all MASTER: a reload changing one
 /// member's priority keeps both VIPs throughout, the members resume as MASTER straight
 /// away, and the group, MASTER again at once as with keepalived, notifies nothing.
