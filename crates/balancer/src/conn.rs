@@ -43,11 +43,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::dest::{ConnState, Dest};
+use crate::error::SyncImportError;
 use crate::flow::Flow;
 use crate::service::{
     EngineKey, FTP_PORT, Persistence, PersistenceEngine, Protocol, Service, ServiceAddr,
 };
 use crate::stats::Stats;
+use crate::sync::{DEFAULT_TEMPLATE_TIMEOUT, SyncConn, TEMPLATE_FLAGS, TEMPLATE_STATE};
 
 /// The port the kernel gives invalidated templates so that lookups miss them.
 pub const INVALID_TEMPLATE_PORT: u16 = 0xffff;
@@ -455,6 +457,8 @@ struct Template {
     expires: Duration,
     queued: Duration,
     n_control: u32,
+    /// Created or re-armed since the last [`ConnTable::export_templates`].
+    unexported: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -945,6 +949,7 @@ impl ConnTable {
         if template.expires <= at && template.n_control > 0 {
             template.timeout = TEMPLATE_RETRY;
             template.expires = at + TEMPLATE_RETRY;
+            template.unexported = true;
         }
         if template.expires > at {
             template.queued = template.expires;
@@ -1001,6 +1006,7 @@ impl ConnTable {
                 if in_service && !avoided && !(expire_quiescent && template.dest.weight() == 0) {
                     template.n_control += 1;
                     template.expires = now + template.timeout;
+                    template.unexported = true;
                     if template.expires < template.queued {
                         template.queued = template.expires;
                         self.timers
@@ -1035,6 +1041,7 @@ impl ConnTable {
                 expires,
                 queued: expires,
                 n_control: 1,
+                unexported: true,
             },
         );
         self.timers
@@ -1087,6 +1094,202 @@ impl ConnTable {
         templates.sort_by_key(|e| (e.source, e.virtual_addr, e.destination));
         conns.extend(templates);
         conns
+    }
+
+    /// For the sync daemon of a MASTER (keepalived's `lvs_sync_daemon`): the
+    /// persistence templates created or re-armed since the previous call, as sync
+    /// entries ([`crate::sync::encode`] puts them on the wire). Call it every second or
+    /// so and send what it returns: a template that nothing renewed is not sent again,
+    /// and an invalidated one (ports 65535) is never sent.
+    ///
+    /// Each entry carries the template's timeout, not the time it has left, as the
+    /// kernel sends `cp->timeout`: the backup's copy then lives one timeout from its
+    /// arrival (at most one export period longer than the master's), and a backup that
+    /// becomes master re-arms it with that same timeout. Flags and state are those of
+    /// a kernel template of a NAT destination ([`crate::sync::TEMPLATE_FLAGS`],
+    /// [`crate::sync::TEMPLATE_STATE`]). The kernel syncs a template whenever a
+    /// connection it controls is synced; keeplb syncs no connection, so a template is
+    /// also sent when its timer keeps it 60 s more for the connections it controls.
+    pub fn export_templates(&mut self, now: Duration) -> Vec<SyncConn> {
+        self.export(now, false)
+    }
+
+    /// Every live persistence template, as [`ConnTable::export_templates`] gives the
+    /// changed ones (and clearing their changes). The kernel has no such dump: it
+    /// syncs a template only when traffic renews it, so a backup that starts empty (a
+    /// rebooted former master) learns an idle client's template only when the client
+    /// comes back. A caller may send this when it becomes MASTER, or when a peer
+    /// appears, to close that gap.
+    pub fn export_all_templates(&mut self, now: Duration) -> Vec<SyncConn> {
+        self.export(now, true)
+    }
+
+    fn export(&mut self, now: Duration, all: bool) -> Vec<SyncConn> {
+        self.expire(now);
+        let mut ids: Vec<u64> = self
+            .templates
+            .iter()
+            .filter(|(_, t)| all || t.unexported)
+            .map(|(&id, _)| id)
+            .collect();
+        ids.sort_unstable();
+        ids.into_iter()
+            .filter_map(|id| {
+                let template = self.templates.get_mut(&id)?;
+                template.unexported = false;
+                template.hashed.then(|| template.to_sync())
+            })
+            .collect()
+    }
+
+    /// For the sync daemon of a BACKUP: enters the received template `conn` of
+    /// service `svc` (the caller finds it with [`SyncConn::matches_service`]), bound
+    /// to its real server in the service's pool, found as the kernel's
+    /// `ip_vs_find_dest` does (address and port, then the address with port 0) and,
+    /// for templates of port 0 (port-zero and FTP services), the first real server of
+    /// that address in list order. The template counts in the real server's
+    /// persistent connections and expires `conn.timeout` from `now` (3 minutes when
+    /// none was sent, as in `ip_vs_proc_conn`) unless connections come through it: a
+    /// new connection of that client, should this director become master, finds it and
+    /// goes to its real server exactly as through a template made here.
+    ///
+    /// A template already present for the same key is refreshed with the received
+    /// timeout; if it points to another real server it is rebound to the received one
+    /// (the kernel keeps the old binding, see [`Imported::Rebound`]). Connections are
+    /// refused ([`SyncImportError::NotATemplate`]): a proxy's connections cannot move.
+    pub fn import_template(
+        &mut self,
+        svc: &Service,
+        conn: &SyncConn,
+        now: Duration,
+    ) -> Result<Imported, SyncImportError> {
+        self.expire(now);
+        if !conn.is_template() {
+            return Err(SyncImportError::NotATemplate {
+                client: conn.client,
+            });
+        }
+        let dest = synced_dest(svc, conn.dest).ok_or(SyncImportError::UnknownDest(conn.dest))?;
+        let timeout = if conn.timeout.is_zero() {
+            DEFAULT_TEMPLATE_TIMEOUT
+        } else {
+            conn.timeout
+        };
+        let expires = now + timeout;
+        let key = TemplateKey {
+            proto: conn.protocol,
+            caddr: conn.client.ip(),
+            vaddr: conn.vip.ip(),
+            vport: conn.vip.port(),
+            pe: conn.persistence_engine.clone(),
+        };
+        let existing = self.template_index.get(&key).copied();
+        if let Some(id) = existing
+            && let Some(template) = self.templates.get_mut(&id)
+        {
+            let outcome = if Arc::ptr_eq(&template.dest, &dest) {
+                Imported::Refreshed
+            } else {
+                let from = template.dest.addr();
+                template.dest.on_template_unbind();
+                dest.on_template_bind();
+                template.dest = dest;
+                Imported::Rebound { from }
+            };
+            template.dport = conn.dest.port();
+            template.timeout = timeout;
+            template.expires = expires;
+            if expires < template.queued {
+                template.queued = expires;
+                self.timers
+                    .push(Reverse((expires, TimerTarget::Template(id))));
+            }
+            return Ok(outcome);
+        }
+        dest.on_template_bind();
+        let id = self.next_template;
+        self.next_template += 1;
+        self.template_index.insert(key.clone(), id);
+        self.templates.insert(
+            id,
+            Template {
+                key,
+                hashed: true,
+                dest,
+                dport: conn.dest.port(),
+                timeout,
+                expires,
+                queued: expires,
+                n_control: 0,
+                // Received, not made here: the peer has it already.
+                unexported: false,
+            },
+        );
+        self.timers
+            .push(Reverse((expires, TimerTarget::Template(id))));
+        Ok(Imported::Created)
+    }
+}
+
+impl Template {
+    /// This template as a sync entry.
+    fn to_sync(&self) -> SyncConn {
+        SyncConn {
+            protocol: self.key.proto,
+            client: SocketAddr::new(self.key.caddr, 0),
+            vip: SocketAddr::new(self.key.vaddr, self.key.vport),
+            dest: SocketAddr::new(self.dest.addr().ip(), self.dport),
+            fwmark: if self.key.proto == Protocol::Ip {
+                mark_of(self.key.vaddr)
+            } else {
+                0
+            },
+            flags: TEMPLATE_FLAGS,
+            state: TEMPLATE_STATE,
+            timeout: self.timeout,
+            persistence_engine: self.key.pe.clone(),
+        }
+    }
+}
+
+/// What [`ConnTable::import_template`] did with a received template.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Imported {
+    /// A new template.
+    Created,
+    /// The template was there, bound to the same real server: its timer was re-armed.
+    Refreshed,
+    /// The template was there, bound to real server `from`: it now points to the
+    /// received one, and the persistent-connection counts moved with it. The kernel's
+    /// `ip_vs_proc_conn` would keep `from` (it only updates flags, state and timeout
+    /// of an existing template), which leaves the backup on a choice the master has
+    /// abandoned for as long as syncs keep refreshing it; keeplb follows the master.
+    Rebound {
+        /// The real server the template pointed to before.
+        from: SocketAddr,
+    },
+}
+
+/// The real server of a received template in `svc`'s pool (see
+/// [`ConnTable::import_template`]).
+fn synced_dest(svc: &Service, addr: SocketAddr) -> Option<Arc<Dest>> {
+    let pool = &svc.pool;
+    pool.get(addr)
+        .or_else(|| pool.get(SocketAddr::new(addr.ip(), 0)))
+        .or_else(|| {
+            (addr.port() == 0)
+                .then(|| pool.dests().iter().find(|d| d.addr().ip() == addr.ip()))
+                .flatten()
+        })
+        .cloned()
+}
+
+/// The firewall mark a fwmark template carries as its virtual address (the inverse of
+/// [`mark_addr`]).
+fn mark_of(vaddr: IpAddr) -> u32 {
+    match vaddr {
+        IpAddr::V4(v4) => v4.to_bits(),
+        IpAddr::V6(v6) => u32::try_from(v6.to_bits() >> 96).unwrap_or(0),
     }
 }
 
@@ -1984,5 +2187,331 @@ mod tests {
             t.connect(&svc, Protocol::Tcp, &flow("192.0.2.1:1000"), secs(0)),
             None
         );
+    }
+
+    /// Connects TCP client `client` to `svc` at `at` through `t`: its real server.
+    fn connect_dest(t: &mut ConnTable, svc: &Service, client: &str, at: u64) -> SocketAddr {
+        let key = t
+            .connect(svc, Protocol::Tcp, &flow(client), secs(at))
+            .expect("conn");
+        dest_of(t, &key)
+    }
+
+    /// A persistent (300 s) rr service at `addr` over `dests` (the last added first).
+    fn persistent_service(addr: ServiceAddr, dests: &[&str]) -> Service {
+        let mut pool = Pool::new(from_name("rr", SchedFlags::EMPTY).expect("rr"));
+        for d in dests {
+            pool.add(Arc::new(Dest::new(sa(d), 1).expect("dest")))
+                .expect("add");
+        }
+        Service::new(addr, pool).with_persistence(Persistence::new(secs(300)))
+    }
+
+    /// The templates `t` would send now, as (client, real server) pairs.
+    fn exported(t: &mut ConnTable, at: u64) -> Vec<(SocketAddr, SocketAddr)> {
+        t.export_templates(secs(at))
+            .into_iter()
+            .map(|c| (c.client, c.dest))
+            .collect()
+    }
+
+    #[test]
+    fn export_sends_only_templates_created_or_rearmed_since_the_last_call() {
+        let mut svc = service(Some(Persistence::new(secs(300))));
+        let mut t = ConnTable::default();
+        let (a, b) = (sa("10.0.0.1:80"), sa("10.0.0.2:80"));
+        let (c1, c2) = (sa("192.0.2.1:0"), sa("192.0.2.2:0"));
+        assert_eq!(exported(&mut t, 0), []);
+        t.connect(&svc, Protocol::Tcp, &flow("192.0.2.1:1000"), secs(0))
+            .expect("conn");
+        t.connect(&svc, Protocol::Tcp, &flow("192.0.2.2:1000"), secs(0))
+            .expect("conn");
+        assert_eq!(exported(&mut t, 1), [(c1, a), (c2, b)]);
+        assert_eq!(exported(&mut t, 2), [], "nothing changed");
+        // Client 1 again: its template is re-armed, and only it is sent.
+        t.connect(&svc, Protocol::Tcp, &flow("192.0.2.1:1001"), secs(3))
+            .expect("conn");
+        let sent = t.export_templates(secs(3));
+        assert_eq!(sent.len(), 1);
+        let entry = &sent[0];
+        assert_eq!((entry.client, entry.dest), (c1, a));
+        assert_eq!(entry.protocol, Protocol::Tcp);
+        assert_eq!(entry.vip, sa("198.51.100.1:80"));
+        assert_eq!(entry.timeout, secs(300), "the timeout, as cp->timeout");
+        assert_eq!(
+            (entry.flags, entry.state, entry.fwmark),
+            (0x1100, 0, 0),
+            "TEMPLATE | INACTIVE, IP_VS_CTPL_S_NONE"
+        );
+        assert!(entry.is_template() && entry.persistence_engine.is_none());
+        // Real server 1 leaves: client 1's template is invalidated and a new one, to
+        // the other server, is made; only the new one is sent.
+        svc.pool.remove(a).expect("removed");
+        t.connect(&svc, Protocol::Tcp, &flow("192.0.2.1:1002"), secs(4))
+            .expect("conn");
+        assert_eq!(exported(&mut t, 4), [(c1, b)]);
+        assert_eq!(t.template_count(), 3, "the invalidated one is still there");
+        // The full dump: both live templates, never the invalidated one.
+        let all: Vec<(SocketAddr, SocketAddr)> = t
+            .export_all_templates(secs(5))
+            .into_iter()
+            .map(|c| (c.client, c.dest))
+            .collect();
+        assert_eq!(all, [(c2, b), (c1, b)]);
+        assert_eq!(exported(&mut t, 5), []);
+    }
+
+    #[test]
+    fn export_resends_a_template_its_connections_keep_alive() {
+        let svc = service(Some(Persistence::new(secs(30))));
+        let mut t = ConnTable::default();
+        let key = t
+            .connect(&svc, Protocol::Tcp, &flow("192.0.2.1:1000"), secs(0))
+            .expect("conn");
+        assert!(t.set_tcp_state(&key, TcpState::Established, secs(0)));
+        assert_eq!(exported(&mut t, 0).len(), 1);
+        assert_eq!(exported(&mut t, 29), []);
+        // At 30 s the timer fires with a connection left: 60 s more, sent again.
+        let sent = t.export_templates(secs(30));
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].timeout, TEMPLATE_RETRY);
+    }
+
+    #[test]
+    fn an_imported_template_sends_the_client_to_the_synced_server() {
+        let svc = service(Some(Persistence::new(secs(300))));
+        let mut backup = ConnTable::default();
+        let synced = SyncConn {
+            protocol: Protocol::Tcp,
+            client: sa("192.0.2.1:0"),
+            vip: sa("198.51.100.1:80"),
+            // rr would pick 10.0.0.1 first.
+            dest: sa("10.0.0.2:80"),
+            fwmark: 0,
+            flags: TEMPLATE_FLAGS,
+            state: TEMPLATE_STATE,
+            timeout: secs(100),
+            persistence_engine: None,
+        };
+        assert!(synced.matches_service(svc.addr()));
+        assert_eq!(
+            backup.import_template(&svc, &synced, secs(0)),
+            Ok(Imported::Created)
+        );
+        assert_eq!(counts(&svc, "10.0.0.2:80"), (0, 0, 1), "a persistent conn");
+        assert_eq!(
+            exported(&mut backup, 0),
+            [],
+            "received templates are not sent back"
+        );
+        // This director becomes master: the client's new connection follows the
+        // template, and re-arms it with the received timeout.
+        assert_eq!(
+            connect_dest(&mut backup, &svc, "192.0.2.1:2000", 50),
+            sa("10.0.0.2:80")
+        );
+        let sent = backup.export_templates(secs(50));
+        assert_eq!(sent.len(), 1);
+        assert_eq!((sent[0].dest, sent[0].timeout), (synced.dest, secs(100)));
+        // Another client is scheduled as usual.
+        assert_eq!(
+            connect_dest(&mut backup, &svc, "192.0.2.9:2000", 50),
+            sa("10.0.0.1:80")
+        );
+    }
+
+    #[test]
+    fn an_imported_template_expires_after_its_timeout() {
+        let (svc, mut backup, mut synced) = backup_with_template();
+        synced.timeout = secs(100);
+        backup
+            .import_template(&svc, &synced, secs(0))
+            .expect("imported");
+        backup.expire(secs(99));
+        assert_eq!(backup.template_count(), 1);
+        backup.expire(secs(100));
+        assert_eq!(backup.template_count(), 0);
+        assert_eq!(counts(&svc, "10.0.0.1:80"), (0, 0, 0));
+        // A refresh re-arms it from its arrival; no timeout (version 0) means 180 s.
+        synced.timeout = Duration::ZERO;
+        backup
+            .import_template(&svc, &synced, secs(200))
+            .expect("imported");
+        assert_eq!(
+            backup.import_template(&svc, &synced, secs(300)),
+            Ok(Imported::Refreshed)
+        );
+        backup.expire(secs(479));
+        assert_eq!(backup.template_count(), 1);
+        backup.expire(secs(480));
+        assert_eq!(backup.template_count(), 0);
+    }
+
+    /// A backup's service and empty table, and the template of client 192.0.2.1 that a
+    /// master with the same configuration sent (to 10.0.0.1:80, for 300 s).
+    fn backup_with_template() -> (Service, ConnTable, SyncConn) {
+        (
+            service(Some(Persistence::new(secs(300)))),
+            ConnTable::default(),
+            master_template("192.0.2.1:1000"),
+        )
+    }
+
+    /// The template a master with its own copy of the persistent (300 s) [`service`]
+    /// makes for `client`, as it exports it.
+    fn master_template(client: &str) -> SyncConn {
+        let svc = service(Some(Persistence::new(secs(300))));
+        let mut master = ConnTable::default();
+        master
+            .connect(&svc, Protocol::Tcp, &flow(client), secs(0))
+            .expect("conn");
+        let mut sent = master.export_templates(secs(0));
+        assert_eq!(sent.len(), 1);
+        sent.remove(0)
+    }
+
+    #[test]
+    fn a_template_for_a_client_already_known_is_rebound_to_the_received_server() {
+        let (svc, mut backup, to_a) = backup_with_template();
+        assert_eq!(to_a.dest, sa("10.0.0.1:80"));
+        backup.import_template(&svc, &to_a, secs(0)).expect("a");
+        let to_b = SyncConn {
+            dest: sa("10.0.0.2:80"),
+            ..to_a.clone()
+        };
+        assert_eq!(
+            backup.import_template(&svc, &to_b, secs(10)),
+            Ok(Imported::Rebound {
+                from: sa("10.0.0.1:80")
+            })
+        );
+        assert_eq!(backup.template_count(), 1);
+        assert_eq!(counts(&svc, "10.0.0.1:80"), (0, 0, 0));
+        assert_eq!(counts(&svc, "10.0.0.2:80"), (0, 0, 1));
+        assert_eq!(
+            connect_dest(&mut backup, &svc, "192.0.2.1:1001", 11),
+            sa("10.0.0.2:80")
+        );
+    }
+
+    #[test]
+    fn imports_refuse_connections_and_unknown_real_servers() {
+        let (svc, mut backup, template) = backup_with_template();
+        let unknown = SyncConn {
+            dest: sa("10.0.0.9:80"),
+            ..template.clone()
+        };
+        assert_eq!(
+            backup.import_template(&svc, &unknown, secs(0)),
+            Err(SyncImportError::UnknownDest(sa("10.0.0.9:80")))
+        );
+        let connection = SyncConn {
+            flags: crate::sync::flags::INACTIVE,
+            ..template
+        };
+        assert_eq!(
+            backup.import_template(&svc, &connection, secs(0)),
+            Err(SyncImportError::NotATemplate {
+                client: sa("192.0.2.1:0")
+            })
+        );
+        assert_eq!(backup.template_count(), 0);
+        assert_eq!(counts(&svc, "10.0.0.1:80"), (0, 0, 0));
+    }
+
+    #[test]
+    fn port_zero_templates_find_their_server_by_address() {
+        let ftp_service = || {
+            persistent_service(
+                ServiceAddr::Addr(Protocol::Tcp, sa("198.51.100.1:21")),
+                &["10.0.0.2:21", "10.0.0.1:21"],
+            )
+        };
+        let (master_svc, svc) = (ftp_service(), ftp_service());
+        let f = Flow::new(sa("192.0.2.1:1000"), sa("198.51.100.1:21"));
+        let mut master = ConnTable::default();
+        master
+            .connect(&master_svc, Protocol::Tcp, &f, secs(0))
+            .expect("conn");
+        let sent = master.export_templates(secs(0));
+        assert_eq!(
+            (sent[0].vip, sent[0].dest),
+            (sa("198.51.100.1:0"), sa("10.0.0.1:0")),
+            "FTP templates have ports 0"
+        );
+        assert!(sent[0].matches_service(svc.addr()));
+        let mut backup = ConnTable::default();
+        backup
+            .import_template(&svc, &sent[0], secs(0))
+            .expect("imported");
+        assert_eq!(counts(&svc, "10.0.0.1:21"), (0, 0, 1));
+        let key = backup
+            .connect(&svc, Protocol::Tcp, &f, secs(1))
+            .expect("conn");
+        assert_eq!(dest_of(&backup, &key), sa("10.0.0.1:21"));
+        assert_eq!(backup.template_count(), 1, "the synced template was used");
+    }
+
+    #[test]
+    fn templates_survive_the_wire_between_two_tables() {
+        // Master and backup with the same configuration: SIP over UDP and a fwmark
+        // service.
+        let master_svc = sip_service();
+        let backup_svc = sip_service();
+        let mut master = ConnTable::default();
+        let sent_to = |t: &mut ConnTable, svc: &Service, client: &str, call: &str, at: u64| {
+            t.schedule_one_packet(svc, Protocol::Udp, &flow(client), &sip(call), secs(at))
+                .map(|(dest, _)| dest.addr())
+                .expect("scheduled")
+        };
+        let first = sent_to(&mut master, &master_svc, "192.0.2.1:5060", "call-1@h", 0);
+        let second = sent_to(&mut master, &master_svc, "192.0.2.1:5060", "call-2@h", 0);
+        assert_ne!(first, second);
+        let datagrams = crate::sync::encode(4, &master.export_templates(secs(0)), 1472).datagrams;
+        let mut backup = ConnTable::default();
+        for datagram in &datagrams {
+            let message = crate::sync::decode(datagram).expect("decoded");
+            assert!(message.accepted_by(4));
+            for conn in &message.conns {
+                backup
+                    .import_template(&backup_svc, conn, secs(1))
+                    .expect("imported");
+            }
+        }
+        // After failover, each call's next message goes where the master sent it,
+        // whatever the backup's own rr would have chosen.
+        assert_eq!(
+            sent_to(&mut backup, &backup_svc, "192.0.2.7:5060", "call-2@h", 2),
+            second
+        );
+        assert_eq!(
+            sent_to(&mut backup, &backup_svc, "192.0.2.7:5060", "call-1@h", 3),
+            first
+        );
+    }
+
+    #[test]
+    fn fwmark_templates_carry_their_mark() {
+        let svc = persistent_service(ServiceAddr::Fwmark(7), &["10.0.0.1:0"]);
+        let mut master = ConnTable::default();
+        master
+            .connect(&svc, Protocol::Tcp, &flow("192.0.2.1:1000"), secs(0))
+            .expect("conn");
+        let sent = master.export_templates(secs(0));
+        assert_eq!(
+            (sent[0].protocol, sent[0].fwmark, sent[0].vip),
+            (Protocol::Ip, 7, sa("0.0.0.7:0"))
+        );
+        assert!(sent[0].matches_service(svc.addr()));
+        let mut backup = ConnTable::default();
+        assert_eq!(
+            backup.import_template(&svc, &sent[0], secs(0)),
+            Ok(Imported::Created)
+        );
+        let key = backup
+            .connect(&svc, Protocol::Udp, &flow("192.0.2.1:53"), secs(1))
+            .expect("conn");
+        assert!(backup.get(&key).expect("conn").is_persistent());
+        assert_eq!(backup.template_count(), 1, "the synced template was used");
     }
 }

@@ -37,6 +37,11 @@
 //!   `ipvsadm -Lnc` rows ([`ConnEntry`]). Expiry runs from explicit `now` values.
 //! - [`Stats`] holds the per-service and per-destination counters (conns, packets,
 //!   bytes) and IPVS's 2-second EWMA rate estimator.
+//! - [`sync`] is the kernel's connection-sync wire format (keepalived's
+//!   `lvs_sync_daemon`): [`ConnTable::export_templates`] and
+//!   [`ConnTable::import_template`] carry persistence templates from the MASTER to
+//!   the BACKUP through it, so persistent clients keep their real server after a
+//!   failover.
 //! - [`from_name`] (also reachable as `<dyn Scheduler>::from_name`) and
 //!   [`SchedulerKind`] map ipvsadm's scheduler names and `-b` flags ([`SchedFlags`])
 //!   to implementations.
@@ -82,14 +87,17 @@ pub mod scheduler;
 mod service;
 pub mod sip;
 pub mod stats;
+pub mod sync;
 mod tunnel;
 
 pub use conn::{
-    ActiveStates, Conn, ConnEntry, ConnKey, ConnSettings, ConnTable, Direction, ProtoState,
-    TcpFlags, TcpState, Timeouts, Unscheduled,
+    ActiveStates, Conn, ConnEntry, ConnKey, ConnSettings, ConnTable, Direction, Imported,
+    ProtoState, TcpFlags, TcpState, Timeouts, Unscheduled,
 };
 pub use dest::{ConnGuard, ConnState, Dest, Load, MAX_WEIGHT, Thresholds};
-pub use error::{DestError, PoolError, SchedulerError};
+pub use error::{
+    DestError, PoolError, SchedulerError, SyncDecodeError, SyncEncodeError, SyncImportError,
+};
 pub use flow::Flow;
 pub use pool::Pool;
 pub use scheduler::{SchedFlags, Scheduler, SchedulerKind, from_name};
@@ -98,4 +106,5 @@ pub use service::{
     ServiceAddr,
 };
 pub use stats::{Counters, Rates, Stats};
+pub use sync::{Encoded, SkipReason, Skipped, SyncConn, SyncMessage};
 pub use tunnel::{Tunnel, TunnelChecksum, TunnelType};

@@ -91,8 +91,38 @@ pub struct GlobalDefs {
     pub shutdown_script: Option<Script>,
     pub dynamic_interfaces: bool,
     pub max_auto_priority: Option<i32>,
+    /// `lvs_sync_daemon` (or a vrrp_instance's deprecated `lvs_sync_daemon_interface`), as
+    /// keepalived runs it: `None` when absent, invalid, or naming a VRRP instance that does
+    /// not exist (keepalived then clears it).
+    pub lvs_sync_daemon: Option<LvsSyncDaemon>,
     #[serde(default, skip_serializing_if = "OtherKeywords::is_empty")]
     pub other: OtherKeywords,
+}
+
+/// IPVS connection synchronisation (the kernel's sync daemon), with every default resolved.
+///
+/// Tied to a VRRP instance, the daemon is a sync master (sends) while the instance is
+/// MASTER and a sync backup (receives) otherwise; without one, keepalived's checker runs
+/// both at once from start-up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LvsSyncDaemon {
+    /// Where sync messages are sent and received (the kernel's `mcast_ifn`).
+    pub interface: String,
+    /// The VRRP instance whose state decides master or backup; it exists.
+    pub vrrp_instance: Option<String>,
+    /// `id`: sync messages carrying another id are dropped. Defaults to the instance's
+    /// `virtual_router_id`; 0 without an instance, and with `lvs_sync_daemon_interface`.
+    pub sync_id: u8,
+    /// `maxlen`: the largest sync message payload, 1..=65507. `None`: the kernel derives it
+    /// from the interface MTU (less the IP and UDP headers).
+    pub maxlen: Option<u16>,
+    /// `port`: UDP port of the sync messages, 8848 by default (the kernel's `IP_VS_SYNC_PORT`).
+    pub port: u16,
+    /// `ttl`: multicast TTL of the sync messages, 1 by default (the kernel's).
+    pub ttl: u8,
+    /// `group`: the multicast group, IPv4 or IPv6; 224.0.0.81 by default (the kernel's
+    /// `IP_VS_SYNC_GROUP`). The sync family is the group's: IPv6 needs an explicit group.
+    pub group: IpAddr,
 }
 
 impl Default for GlobalDefs {
@@ -132,6 +162,7 @@ impl Default for GlobalDefs {
             shutdown_script: None,
             dynamic_interfaces: false,
             max_auto_priority: None,
+            lvs_sync_daemon: None,
             other: OtherKeywords::new(),
         }
     }

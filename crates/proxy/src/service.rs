@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use keeplb_balancer::{
-    ConnEntry, ConnGuard, ConnKey, ConnSettings, ConnTable, Dest, Direction, Flow, Protocol,
-    SchedFlags, Service, ServiceAddr, Stats, TcpFlags, TcpState, Tunnel, Unscheduled,
+    ConnEntry, ConnGuard, ConnKey, ConnSettings, ConnTable, Dest, Direction, Flow, Imported,
+    Protocol, SchedFlags, Service, ServiceAddr, Stats, SyncConn, SyncImportError, TcpFlags,
+    TcpState, Tunnel, Unscheduled,
 };
 use tokio::time::Instant;
 
@@ -326,6 +327,33 @@ impl VirtualService {
         if let Some(sorry) = &self.options().sorry_server {
             sorry.stats().estimate(now);
         }
+    }
+
+    /// For the sync daemon of the MASTER: the persistence templates made or re-armed
+    /// since the last call, or with `all` every live one (on becoming MASTER, so that
+    /// a director that restarted learns the templates of idle clients too).
+    pub fn templates_to_sync(&self, all: bool) -> Vec<SyncConn> {
+        let now = self.now();
+        let mut table = self.table();
+        if all {
+            table.export_all_templates(now)
+        } else {
+            table.export_templates(now)
+        }
+    }
+
+    /// Whether a template received by the sync daemon belongs to this service.
+    pub fn owns_synced(&self, conn: &SyncConn) -> bool {
+        conn.matches_service(ServiceAddr::Addr(self.protocol, self.vip))
+    }
+
+    /// For the sync daemon of a BACKUP: the master's template `conn`, entered in this
+    /// service's table, bound to its real server here.
+    pub fn import_template(&self, conn: &SyncConn) -> Result<Imported, SyncImportError> {
+        let now = self.now();
+        let mut table = self.table();
+        let service = self.service.read().unwrap_or_else(PoisonError::into_inner);
+        table.import_template(&service, conn, now)
     }
 
     fn table(&self) -> MutexGuard<'_, ConnTable> {

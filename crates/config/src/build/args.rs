@@ -28,6 +28,8 @@ pub struct Cx<'d> {
     pub pending_track_scripts: Vec<(String, String, crate::source::Span)>,
     /// The first script configured at all (keepalived then needs its script user).
     pub first_configured_script: Option<crate::source::Span>,
+    /// `lvs_sync_daemon` as written, tied to its VRRP instance once all are read.
+    pub lvs_sync_daemon: Option<super::sync_daemon::PendingSyncDaemon>,
 }
 
 /// What a script is for: keepalived treats a missing track script (it disables tracking)

@@ -232,6 +232,7 @@ pub fn global_defs(cx: &mut Cx, node: &Node, g: &mut GlobalDefs) {
                     None => Some(99),
                 }
             }
+            "lvs_sync_daemon" => super::sync_daemon::global_keyword(cx, child),
             name if super::known::GLOBAL_DEFS.contains(&name) => other(cx, &mut g.other, child),
             _ => cx.unknown(child, "global_defs"),
         }

@@ -5,6 +5,7 @@ mod global;
 mod known;
 mod lvs;
 mod routes;
+mod sync_daemon;
 mod vrrp;
 
 use crate::diagnostic::{Diagnostic, Diagnostics};
@@ -54,6 +55,7 @@ pub fn build(
         fwmark_groups: Vec::new(),
         pending_track_scripts: Vec::new(),
         first_configured_script: None,
+        lvs_sync_daemon: None,
     };
     report_slash_comments(&mut cx, nodes, None);
     report_list_block_headers(&mut cx, nodes, true);
@@ -184,6 +186,7 @@ pub fn build(
             _ => cx.unknown(node, "the top level"),
         }
     }
+    config.global_defs.lvs_sync_daemon = sync_daemon::resolve(&mut cx, &config.vrrp_instance);
     check_track_scripts(&mut cx, &config);
     check_script_security(&mut cx, &config);
     drop_weighted_tracking(&mut cx, &mut config, &origins);

@@ -402,7 +402,11 @@ pub fn vrrp_instance(cx: &mut Cx, node: &Node, global: &GlobalDefs) -> Option<Vr
                         },
                     ),
                 );
-                other(cx, &mut i.other, child)
+                if child.name() == "lvs_sync_daemon_interface" {
+                    super::sync_daemon::instance_keyword(cx, child, &i.name);
+                } else {
+                    other(cx, &mut i.other, child)
+                }
             }
             // The default name depends on the VRID, which may come later in the block.
             "use_vmac" => seen.use_vmac = Some(child.args.first().map(|t| t.text.clone())),
