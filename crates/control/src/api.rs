@@ -47,6 +47,20 @@ pub enum RequestBody {
     Reload,
 }
 
+impl RequestBody {
+    /// True when answering the request may change the daemon (its table, its
+    /// configuration): everything but status, snapshots and the adm commands that only
+    /// read (listings, `--save`, help, version). The HTTP listener answers these only to
+    /// a client holding the bearer token.
+    pub fn changes_state(&self) -> bool {
+        match self {
+            RequestBody::Snapshot | RequestBody::Status => false,
+            RequestBody::Adm { command } => command.modifies_table(),
+            RequestBody::Reload => true,
+        }
+    }
+}
+
 impl Request {
     /// A request of the current version.
     pub fn new(body: RequestBody) -> Request {
@@ -146,6 +160,13 @@ pub enum ApiError {
         requested: u32,
         /// Version spoken.
         supported: u32,
+    },
+    /// The request would change the daemon, and the client may not (over HTTP: no
+    /// bearer token is configured, so the API is read-only).
+    #[error("forbidden: {message}")]
+    Forbidden {
+        /// Why, and how to allow it.
+        message: String,
     },
 }
 

@@ -2,13 +2,16 @@
 //!
 //! - `GET /metrics`: the OpenMetrics text exposition;
 //! - `POST /api`: one JSON [`Request`] in the body, one JSON [`Response`] back, exactly as
-//!   on the control socket (400 when the request cannot be read);
+//!   on the control socket; the status says how it went (see [`status_of`]);
 //! - `GET /healthz`: `ok`, while the daemon answers at all.
 //!
 //! With a bearer token configured, every request must carry `Authorization: Bearer TOKEN`
 //! (compared in constant time), else 401, before any routing. Without a token the
-//! listener only binds loopback addresses: the JSON API changes the table, so it must not
-//! be reachable from the network unauthenticated.
+//! listener only binds loopback addresses, and the API is read-only: any local user can
+//! reach a loopback port, whereas the control socket is its owner's alone, so requests
+//! that change the daemon ([`RequestBody::changes_state`]) get 403.
+//!
+//! [`RequestBody::changes_state`]: crate::api::RequestBody::changes_state
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), keeplb_control::http::HttpError> {
@@ -50,7 +53,8 @@ use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-use crate::api::{Request, Response, decode_request};
+use crate::api::{ApiError, Request, Response, ResponseBody, decode_request};
+use crate::error::KernelError;
 use crate::metrics::OPENMETRICS_CONTENT_TYPE;
 
 /// Largest `/api` request body accepted, as on the control socket.
@@ -309,17 +313,24 @@ where
         }
         Ok(Ok(collected)) => collected.to_bytes(),
     };
-    let (status, response) = match std::str::from_utf8(&body) {
-        Err(error) => (StatusCode::BAD_REQUEST, bad_request(error.to_string())),
+    let response = match std::str::from_utf8(&body) {
+        Err(error) => bad_request(error.to_string()),
         Ok(text) => match decode_request(text.trim()) {
-            Ok(request) => (StatusCode::OK, (shared.handler)(request).await),
-            Err(response) => (StatusCode::BAD_REQUEST, response),
+            Ok(request) if shared.token.is_none() && request.body.changes_state() => {
+                Response::new(ResponseBody::Error {
+                    error: ApiError::Forbidden {
+                        message: READ_ONLY.to_owned(),
+                    },
+                })
+            }
+            Ok(request) => (shared.handler)(request).await,
+            Err(response) => response,
         },
     };
     match serde_json::to_vec(&response) {
         Ok(mut json) => {
             json.push(b'\n');
-            reply(status, JSON, json)
+            reply(status_of(&response), JSON, json)
         }
         Err(error) => {
             tracing::error!(%error, "API response not serialisable");
@@ -329,7 +340,45 @@ where
 }
 
 fn bad_request(message: String) -> Response {
-    Response::new(crate::api::ResponseBody::Error {
-        error: crate::api::ApiError::BadRequest { message },
+    Response::new(ResponseBody::Error {
+        error: ApiError::BadRequest { message },
     })
+}
+
+/// Why a request that changes the daemon is refused without a token.
+const READ_ONLY: &str = "this request changes the daemon, and without a bearer token the HTTP API is read-only: start keeplb run with --http-token-file FILE and send Authorization: Bearer TOKEN";
+
+/// The HTTP status of an `/api` response (its JSON body says the same in detail):
+///
+/// | response | status |
+/// |---|---|
+/// | done, snapshot, status, reloaded | 200 OK |
+/// | `bad_request`, `unsupported_version`; kernel EINVAL and other errnos | 400 Bad Request |
+/// | `forbidden` (no token configured); kernel EPERM | 403 Forbidden |
+/// | kernel: no such service, real server, scheduler or engine | 404 Not Found |
+/// | kernel: already exists | 409 Conflict |
+/// | `config_rejected`: the configuration file is invalid, nothing changed | 422 Unprocessable Content |
+/// | kernel: not supported (by IPVS, or by the userspace data plane) | 501 Not Implemented |
+/// | kernel: out of memory | 503 Service Unavailable |
+pub fn status_of(response: &Response) -> StatusCode {
+    let ResponseBody::Error { error } = &response.body else {
+        return StatusCode::OK;
+    };
+    match error {
+        ApiError::BadRequest { .. } | ApiError::UnsupportedVersion { .. } => {
+            StatusCode::BAD_REQUEST
+        }
+        ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+        ApiError::ConfigRejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        ApiError::Kernel { error, .. } => match error {
+            KernelError::NoSuchService | KernelError::NotFound => StatusCode::NOT_FOUND,
+            KernelError::Exists => StatusCode::CONFLICT,
+            KernelError::PermissionDenied => StatusCode::FORBIDDEN,
+            KernelError::NotSupported
+            | KernelError::AddressFamilyNotSupported
+            | KernelError::NeedsKernel(_) => StatusCode::NOT_IMPLEMENTED,
+            KernelError::NoMemory => StatusCode::SERVICE_UNAVAILABLE,
+            KernelError::InvalidArgument | KernelError::Errno(_) => StatusCode::BAD_REQUEST,
+        },
+    }
 }

@@ -30,11 +30,21 @@ pub struct ControlServer {
 }
 
 impl ControlServer {
-    /// Binds `path` (replacing a stale socket left by a previous run) and restricts it to
-    /// its owner (mode 0600). Must be called inside a tokio runtime.
+    /// Binds `path` and restricts it to its owner (mode 0600). A socket nobody answers
+    /// on (left by a daemon that was killed) is replaced; one a daemon answers on is not
+    /// taken over: that is [`io::ErrorKind::AddrInUse`]. Must be called inside a tokio
+    /// runtime.
     pub fn bind(path: &Path) -> io::Result<ControlServer> {
         match std::fs::symlink_metadata(path) {
-            Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path)?,
+            Ok(meta) if meta.file_type().is_socket() => {
+                if daemon_answers(path) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AddrInUse,
+                        format!("a daemon is already running at {}", path.display()),
+                    ));
+                }
+                std::fs::remove_file(path)?;
+            }
             Ok(_) => {
                 return Err(io::Error::new(
                     io::ErrorKind::AlreadyExists,
@@ -57,7 +67,8 @@ impl ControlServer {
         &self.path
     }
 
-    /// Answers requests with `handler` until `shutdown` completes, then removes the socket.
+    /// Answers requests with `handler` until `shutdown` completes, then removes the socket
+    /// (as dropping the server does).
     /// Each connection is served on its own task, its requests one after the other.
     pub async fn serve<H, F>(self, handler: H, shutdown: impl Future<Output = ()>)
     where
@@ -81,10 +92,23 @@ impl ControlServer {
                 },
             }
         }
+    }
+}
+
+impl Drop for ControlServer {
+    /// Removes the socket: a daemon that stops, or fails to start after binding, leaves
+    /// no stale path behind.
+    fn drop(&mut self) {
         if let Err(error) = std::fs::remove_file(&self.path) {
             tracing::debug!(%error, path = %self.path.display(), "control socket not removed");
         }
     }
+}
+
+/// True when something accepts connections on the Unix socket at `path`: a running
+/// daemon, as opposed to a stale socket file (refused) or no file at all.
+pub fn daemon_answers(path: &Path) -> bool {
+    StdUnixStream::connect(path).is_ok()
 }
 
 async fn serve_connection<H, F>(stream: UnixStream, handler: H) -> io::Result<()>

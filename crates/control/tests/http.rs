@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use keeplb_control::api::{Request, RequestBody, Response, ResponseBody};
-use keeplb_control::http::{HttpError, HttpServer};
+use keeplb_control::api::{ApiError, Request, RequestBody, Response, ResponseBody};
+use keeplb_control::http::{HttpError, HttpServer, status_of};
 use keeplb_control::metrics::{Metrics, VrrpInstanceMetrics, VrrpState};
 use keeplb_control::table::MemoryTable;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -280,7 +280,7 @@ async fn api_round_trip() {
 
     // the same request again: the table's refusal, in the socket's words
     let again = post_api(address, add).await;
-    assert_eq!(again.status, 200);
+    assert_eq!(again.status, 409);
     let response: Response = serde_json::from_str(&again.body).unwrap();
     assert!(
         matches!(response.body, ResponseBody::Error { .. }),
@@ -385,9 +385,10 @@ async fn shutdown_lets_requests_in_flight_finish() {
     );
     // an idle keep-alive connection must not hold the shutdown up
     let idle = TcpStream::connect(address).await.unwrap();
-    let reload = serde_json::to_string(&Request::new(RequestBody::Reload)).unwrap();
+    // (a read-only request: without a token, one that changes the daemon gets 403)
+    let status = serde_json::to_string(&Request::new(RequestBody::Status)).unwrap();
     let in_flight =
-        tokio::spawn(async move { send(address, &request("POST", "/api", &[], &reload)).await });
+        tokio::spawn(async move { send(address, &request("POST", "/api", &[], &status)).await });
     timeout(WAIT, entered.notified()).await.unwrap();
     stop.send(()).unwrap();
     // the listener closes while the request is still being answered
@@ -405,4 +406,84 @@ async fn shutdown_lets_requests_in_flight_finish() {
     assert_eq!(reply.body, "{\"version\":1,\"response\":\"reloaded\"}\n");
     timeout(WAIT, &mut serving).await.unwrap().unwrap();
     drop(idle);
+}
+
+#[tokio::test]
+async fn without_a_token_the_api_is_read_only() {
+    let running = start(loopback(None).await).await;
+    let address = running.address;
+    let post =
+        |body: String| async move { send(address, &request("POST", "/api", &[], &body)).await };
+    let add = r#"{"version":1,"request":"adm","command":{"command":"add_service","service":{"kind":"addr","protocol":"tcp","address":"10.0.0.10","port":80,"scheduler":"rr","netmask":"255.255.255.255"}}}"#;
+    for body in [
+        add.to_owned(),
+        r#"{"version":1,"request":"adm","command":{"command":"flush"}}"#.to_owned(),
+        r#"{"version":1,"request":"adm","command":{"command":"zero","service":null}}"#.to_owned(),
+        serde_json::to_string(&Request::new(RequestBody::Reload)).unwrap(),
+    ] {
+        let reply = post(body.clone()).await;
+        assert_eq!(reply.status, 403, "{body}: {reply:?}");
+        let response: Response = serde_json::from_str(&reply.body).unwrap();
+        assert!(
+            matches!(&response.body, ResponseBody::Error { error: ApiError::Forbidden { message } }
+                if message.contains("--http-token-file")),
+            "{body}: {response:?}"
+        );
+    }
+    let snapshot = serde_json::to_string(&Request::new(RequestBody::Snapshot)).unwrap();
+    let reply = post(snapshot).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let response: Response = serde_json::from_str(&reply.body).unwrap();
+    let ResponseBody::Snapshot { snapshot } = response.body else {
+        panic!("{response:?}")
+    };
+    assert!(snapshot.services.is_empty(), "the add was not applied");
+    assert_eq!(get(address, "/metrics", &[]).await.status, 200);
+    running.stop().await;
+}
+
+#[test]
+fn error_responses_have_error_statuses() {
+    use keeplb_control::error::{KernelError, Operation, Unsupported};
+    let error = |error| Response::new(ResponseBody::Error { error });
+    let kernel = |e| Response::kernel_error(e, Operation::AddDest);
+    for (response, status) in [
+        (Response::new(ResponseBody::Done), 200),
+        (Response::new(ResponseBody::Reloaded), 200),
+        (
+            error(ApiError::ConfigRejected {
+                diagnostics: vec!["keepalived.conf:1:1: error".into()],
+            }),
+            422,
+        ),
+        (
+            error(ApiError::BadRequest {
+                message: "x".into(),
+            }),
+            400,
+        ),
+        (
+            error(ApiError::UnsupportedVersion {
+                requested: 2,
+                supported: 1,
+            }),
+            400,
+        ),
+        (
+            error(ApiError::Forbidden {
+                message: "x".into(),
+            }),
+            403,
+        ),
+        (kernel(KernelError::NoSuchService), 404),
+        (kernel(KernelError::NotFound), 404),
+        (kernel(KernelError::Exists), 409),
+        (kernel(KernelError::InvalidArgument), 400),
+        (kernel(KernelError::Errno(34)), 400),
+        (kernel(KernelError::PermissionDenied), 403),
+        (kernel(KernelError::NeedsKernel(Unsupported::Fwmark)), 501),
+        (kernel(KernelError::NoMemory), 503),
+    ] {
+        assert_eq!(status_of(&response).as_u16(), status, "{response:?}");
+    }
 }

@@ -143,3 +143,18 @@ async fn bind_refuses_to_replace_a_regular_file() {
     assert_eq!(error.kind(), std::io::ErrorKind::AlreadyExists);
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "precious");
 }
+
+#[tokio::test]
+async fn bind_refuses_a_socket_a_daemon_answers_on() {
+    let dir = TempDir::new("taken");
+    let path = dir.0.join("control.sock");
+    let running = ControlServer::bind(&path).unwrap();
+    let error = ControlServer::bind(&path).unwrap_err();
+    assert_eq!(error.kind(), std::io::ErrorKind::AddrInUse, "{error}");
+    assert!(
+        std::os::unix::net::UnixStream::connect(&path).is_ok(),
+        "the running server keeps its socket"
+    );
+    drop(running);
+    assert!(!path.exists(), "a server removes its socket when dropped");
+}

@@ -113,7 +113,18 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(colour_logs())
         .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    // First of all, before anything listens or a stale VIP is removed: a daemon that
+    // already runs (answering on the control socket) must be left alone.
+    let control = {
+        let _runtime = runtime.enter();
+        crate::control_run::bind(&args.control)?
+    };
     let workers = args
         .workers
         .or_else(|| std::thread::available_parallelism().ok())
@@ -125,12 +136,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     director.report_checks_to(check_results);
     let board = crate::vrrp_run::StatusBoard::default();
     let table = crate::control_run::LiveTable::new(director.plane(), settings, board.clone());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
     runtime.block_on(async {
-        let control = crate::control_run::bind(&args.control)?;
         let http = match args.http {
             Some(address) => {
                 Some(crate::control_run::bind_http(address, args.http_token_file.as_deref()).await?)
@@ -141,6 +147,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
             let _ = stopped.wait_for(|stop| *stop).await;
         };
+        let fifos = crate::fifo_run::NotifyFifos::open(&config.global_defs);
+        director.notify_to(fifos.lvs);
         let (to_director, reloads) = tokio::sync::mpsc::unbounded_channel();
         let (reloader, requests) = crate::reload::channel();
         let (to_vrrp, vrrp_reloads) = tokio::sync::mpsc::unbounded_channel();
@@ -154,29 +162,52 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             check_results_rx,
             stopped.clone(),
         );
+        let (to_sync, sync_reloads) = tokio::sync::mpsc::unbounded_channel();
+        let sync = crate::sync_run::serve(
+            &config,
+            director.plane(),
+            board.clone(),
+            sync_reloads,
+            until_stopped(stopped.clone()),
+        );
         let reload = crate::reload::serve(
             args.config.clone(),
             requests,
-            to_director,
-            to_vrrp,
+            crate::reload::Parts {
+                virtual_servers: to_director,
+                vrrp: to_vrrp,
+                sync: to_sync,
+            },
             until_stopped(stopped.clone()),
         );
         let main = async {
             notify_systemd(&[sd_notify::NotifyState::Ready]);
             let result = if config.vrrp_instance.is_empty() {
-                wait_for_termination().await
+                let result = wait_for_termination().await;
+                crate::fifo_run::NotifyFifos::stop_scripts(fifos.scripts).await;
+                result
             } else {
-                crate::vrrp_run::run(Arc::clone(&config), &board, vrrp_reloads).await
+                let (config, fifo_scripts) = (Arc::clone(&config), fifos.scripts);
+                crate::vrrp_run::run(config, &board, vrrp_reloads, fifos.vrrp, fifo_scripts).await
             };
             notify_systemd(&[sd_notify::NotifyState::Stopping]);
             let _ = stop.send(true);
             result
         };
-        let ((), (), (), result) = tokio::join!(virtual_servers, control, reload, main);
+        let ((), (), (), (), result) = tokio::join!(virtual_servers, control, reload, sync, main);
         result
     })?;
     drop(director);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether log lines carry ANSI colours: only on a terminal (the journal and log files
+/// would get escape codes), and never when NO_COLOR is set to a non-empty value
+/// (<https://no-color.org>, as tracing-subscriber reads it).
+fn colour_logs() -> bool {
+    use std::io::IsTerminal;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
+    !no_color && std::io::stderr().is_terminal()
 }
 
 /// Lifts the soft limit on open descriptors to the hard limit: every proxied

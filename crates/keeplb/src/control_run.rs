@@ -525,23 +525,26 @@ fn conn_entry(entry: balancer::ConnEntry) -> ConnEntry {
     }
 }
 
-/// Binds the control socket at `path` (mode 0600), creating its directory. Must run
-/// inside the tokio runtime.
+/// Binds the control socket at `path` (mode 0600), creating its directory, unless a
+/// daemon answers there: then keeplb is already running, and this one must not start
+/// (as keepalived refuses to when its pid file names a live daemon). Must run inside the
+/// tokio runtime.
 pub fn bind(path: &Path) -> anyhow::Result<ControlServer> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating the directory of {}", path.display()))?;
     }
-    if std::os::unix::net::UnixStream::connect(path).is_ok() {
-        // another daemon (a second director in the same file system) answers there;
-        // the newest takes the path, as a stale socket would be replaced
-        tracing::warn!(
-            "another keeplb daemon answers at {}; taking the path over (give each daemon its own --control)",
-            path.display()
-        );
-    }
-    let server = ControlServer::bind(path)
-        .with_context(|| format!("binding the control socket {}", path.display()))?;
+    let server = ControlServer::bind(path).map_err(|error| {
+        if error.kind() == std::io::ErrorKind::AddrInUse {
+            anyhow::anyhow!(
+                "daemon is already running: another keeplb answers on the control socket {}; not starting (stop it first, or give each daemon its own --control)",
+                path.display()
+            )
+        } else {
+            anyhow::Error::new(error)
+                .context(format!("binding the control socket {}", path.display()))
+        }
+    })?;
     tracing::info!("control socket: {}", path.display());
     Ok(server)
 }

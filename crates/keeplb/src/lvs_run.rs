@@ -26,7 +26,7 @@ use keeplb_control::model::{Protocol as ControlProtocol, ServiceKey};
 use keeplb_proxy::{
     DataPlane, Forwarding, ProxyProtocol, ServiceId, ServiceOptions, VirtualService,
 };
-use keeplb_script::{ScriptCommand, ScriptSecurityError, check_script_security};
+use keeplb_script::{FifoWriter, ScriptCommand, ScriptSecurityError, check_script_security};
 use tokio::sync::mpsc;
 
 /// Group ranges wider than this are refused rather than expanded.
@@ -52,6 +52,8 @@ pub struct Director {
     trash: Mutex<HashMap<(ServiceId, SocketAddr), Arc<Dest>>>,
     /// Where each check's result goes, for the metrics.
     check_results: OnceLock<mpsc::UnboundedSender<CheckMetric>>,
+    /// The notify FIFOs the checkers write their `RS …` / `VS …` lines to.
+    fifos: OnceLock<Vec<Arc<FifoWriter>>>,
 }
 
 /// One check's result as the metrics record it.
@@ -85,6 +87,7 @@ impl Director {
             layout: RwLock::default(),
             trash: Mutex::default(),
             check_results: OnceLock::new(),
+            fifos: OnceLock::new(),
         };
         director.reconcile(config);
         Ok(director)
@@ -98,6 +101,11 @@ impl Director {
     /// Sends every health check's result to `results` from now on (once).
     pub fn report_checks_to(&self, results: mpsc::UnboundedSender<CheckMetric>) {
         let _ = self.check_results.set(results);
+    }
+
+    /// Has the checkers write their events to `fifos` (`notify_fifo`, `lvs_notify_fifo`).
+    pub fn notify_to(&self, fifos: Vec<Arc<FifoWriter>>) {
+        let _ = self.fifos.set(fifos);
     }
 
     /// Makes the served services those of `config`. A service that stays keeps its
@@ -250,7 +258,7 @@ impl Director {
                 RunOptions {
                     max_in_flight: MAX_CHECKS_IN_FLIGHT,
                     reports: self.check_results.get().map(|_| reports),
-                    ..RunOptions::default()
+                    fifos: self.fifos.get().cloned().unwrap_or_default(),
                 },
             );
             let labels = CheckLabels::new(&checked);

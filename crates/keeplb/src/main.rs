@@ -5,10 +5,12 @@ mod adm_cmd;
 mod config_cmd;
 mod control_run;
 mod demo;
+mod fifo_run;
 mod genhash_cmd;
 mod lvs_run;
 mod reload;
 mod status_cmd;
+mod sync_run;
 mod vrrp_run;
 
 use std::path::PathBuf;
@@ -110,14 +112,20 @@ pub struct RunArgs {
     /// Data-plane worker threads serving the virtual servers (default: one per core).
     #[arg(long, value_name = "N")]
     workers: Option<std::num::NonZeroUsize>,
-    /// Control socket serving `keeplb adm` and `keeplb status` (created mode 0600).
+    /// Control socket serving `keeplb adm` and `keeplb status` (created mode 0600). If a
+    /// daemon already answers there, keeplb is already running: this one exits with an
+    /// error and touches nothing.
     #[arg(long, value_name = "PATH", default_value = DEFAULT_CONTROL_PATH)]
     control: PathBuf,
     /// Also serve the control API (`POST /api`) and Prometheus metrics (`GET /metrics`)
-    /// over HTTP on this address (off by default; a non-loopback address needs a token).
+    /// over HTTP on this address (off by default). Without --http-token-file it only binds
+    /// loopback and is read-only (status, listings, metrics): requests that change
+    /// anything get 403.
     #[arg(long, value_name = "ADDR:PORT")]
     http: Option<std::net::SocketAddr>,
-    /// File holding the bearer token the HTTP listener requires.
+    /// File holding the bearer token every HTTP request must then carry
+    /// (`Authorization: Bearer TOKEN`); with it the HTTP API may change the balancer
+    /// (adm commands, reload) and bind any address.
     #[arg(long, value_name = "FILE", requires = "http")]
     http_token_file: Option<PathBuf>,
 }

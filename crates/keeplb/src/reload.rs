@@ -43,12 +43,11 @@ pub fn channel() -> (Reloader, mpsc::UnboundedReceiver<Request>) {
 }
 
 /// Serves reload requests (and SIGHUP) until `stopped`: each new valid configuration
-/// goes to `virtual_servers` and, when its VRRP part changed, to `vrrp`.
+/// goes to each part of the daemon ([`Parts`]).
 pub async fn serve(
     args: ConfigArgs,
     mut requests: mpsc::UnboundedReceiver<Request>,
-    virtual_servers: mpsc::UnboundedSender<Arc<model::Config>>,
-    vrrp: mpsc::UnboundedSender<Arc<model::Config>>,
+    parts: Parts,
     stopped: impl std::future::Future<Output = ()>,
 ) {
     use tokio::signal::unix::{SignalKind, signal};
@@ -70,7 +69,7 @@ pub async fn serve(
             }
         };
         crate::config_cmd::notify_systemd(&[sd_notify::NotifyState::Reloading]);
-        let outcome = apply(&args, &virtual_servers, &vrrp);
+        let outcome = apply(&args, &parts);
         crate::config_cmd::notify_systemd(&[sd_notify::NotifyState::Ready]);
         if let Some(reply) = request.reply {
             let _ = reply.send(outcome);
@@ -78,12 +77,17 @@ pub async fn serve(
     }
 }
 
+/// Where a new configuration goes: each part works out what changed for it (VRRP per
+/// instance, the director per service, the sync daemon its settings), so each gets the
+/// whole configuration.
+pub struct Parts {
+    pub virtual_servers: mpsc::UnboundedSender<Arc<model::Config>>,
+    pub vrrp: mpsc::UnboundedSender<Arc<model::Config>>,
+    pub sync: mpsc::UnboundedSender<Arc<model::Config>>,
+}
+
 /// Reads, validates and applies the configuration file again.
-fn apply(
-    args: &ConfigArgs,
-    virtual_servers: &mpsc::UnboundedSender<Arc<model::Config>>,
-    vrrp: &mpsc::UnboundedSender<Arc<model::Config>>,
-) -> Result<(), String> {
+fn apply(args: &ConfigArgs, parts: &Parts) -> Result<(), String> {
     let loaded = crate::config_cmd::load(args, &args.file).map_err(|e| format!("{e:#}"))?;
     let diagnostics = crate::config_cmd::render_diagnostics(&loaded);
     if !loaded.is_valid() {
@@ -97,13 +101,12 @@ fn apply(
         tracing::warn!("reload: {}\n{diagnostics}", args.file.display());
     }
     let new = Arc::new(loaded.config);
-    // Each side works out what changed for it (VRRP per instance, the director per
-    // service), so both get the whole configuration.
-    if vrrp.send(Arc::clone(&new)).is_err() && !new.vrrp_instance.is_empty() {
+    if parts.vrrp.send(Arc::clone(&new)).is_err() && !new.vrrp_instance.is_empty() {
         // VRRP does not run (the configuration keeplb started with had no instance).
         tracing::warn!("reload: VRRP instances start at the next restart");
     }
-    let _ = virtual_servers.send(new);
+    let _ = parts.sync.send(Arc::clone(&new));
+    let _ = parts.virtual_servers.send(new);
     tracing::info!("reload: {} applied", args.file.display());
     Ok(())
 }

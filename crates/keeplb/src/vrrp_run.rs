@@ -200,12 +200,10 @@ fn vip_options(vip: &model::VirtualIp) -> VipOptions {
 const TRACK_POLL: Duration = Duration::from_millis(200);
 /// The time limit of each notify script.
 const NOTIFY_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a notify FIFO script may take to end after SIGTERM before it is killed.
-const FIFO_SCRIPT_GRACE: Duration = Duration::from_secs(1);
 
 /// A script line of the configuration as it will run: parsed, as `user` (else
 /// `script_user`), and checked with `enable_script_security`.
-fn script_command(
+pub(crate) fn script_command(
     line: &str,
     user: Option<&str>,
     group: Option<&str>,
@@ -490,38 +488,6 @@ fn tracker(
         tracked.push(hub.subscribe(&interface, ObjectDefinition::Interface, spawn, input));
     }
     tracker
-}
-
-/// The notify FIFOs (`notify_fifo`, `vrrp_notify_fifo`), each opened once, and their
-/// `notify_fifo_script` / `vrrp_notify_fifo_script`s, started with the FIFO's path.
-fn notify_fifos(global: &GlobalDefs) -> (Vec<Arc<FifoWriter>>, Vec<FifoScript>) {
-    let mut fifos: Vec<Arc<FifoWriter>> = Vec::new();
-    let mut scripts = Vec::new();
-    for fifo in [&global.notify_fifo, &global.vrrp_notify_fifo]
-        .into_iter()
-        .flatten()
-    {
-        if fifos.iter().any(|f| f.path() == Path::new(&fifo.path)) {
-            continue;
-        }
-        match FifoWriter::open(&fifo.path) {
-            Ok(w) => fifos.push(Arc::new(w)),
-            Err(e) => {
-                tracing::error!("notify fifo {}: {e}", fifo.path);
-                continue;
-            }
-        }
-        let Some(script) = &fifo.script else { continue };
-        let user = script.user.as_deref();
-        match script_command(&script.script, user, script.group.as_deref(), global) {
-            Ok(cmd) => match FifoScript::spawn(&cmd, Path::new(&fifo.path)) {
-                Ok(script) => scripts.push(script),
-                Err(e) => tracing::error!("notify fifo {} script {cmd}: {e}", fifo.path),
-            },
-            Err(e) => tracing::error!("notify fifo {} script disabled: {e:#}", fifo.path),
-        }
-    }
-    (fifos, scripts)
 }
 
 /// keepalived's `notify_priority_changes` for `instance`: its own keyword, else its sync
@@ -1279,8 +1245,9 @@ pub async fn run(
     config: Arc<model::Config>,
     board: &StatusBoard,
     mut reloads: mpsc::UnboundedReceiver<Arc<model::Config>>,
+    fifos: Vec<Arc<FifoWriter>>,
+    fifo_scripts: Vec<FifoScript>,
 ) -> anyhow::Result<()> {
-    let (fifos, fifo_scripts) = notify_fifos(&config.global_defs);
     for file in &config.track_file {
         if let Some(init) = &file.init_file
             && let Err(e) = init_track_file(Path::new(&file.file), init.value, init.overwrite)
@@ -1310,6 +1277,7 @@ pub async fn run(
         (
             c.global_defs.notify_fifo.clone(),
             c.global_defs.vrrp_notify_fifo.clone(),
+            c.global_defs.lvs_notify_fifo.clone(),
         )
     };
     loop {
@@ -1325,7 +1293,7 @@ pub async fn run(
             Some(()) = engine_ended.recv() => break,
             Some(new) = reloads.recv() => {
                 if fifo_config(&new) != fifo_config(&config) {
-                    tracing::warn!("reload: notify_fifo / vrrp_notify_fifo changes apply at the next restart");
+                    tracing::warn!("reload: notify_fifo / vrrp_notify_fifo / lvs_notify_fifo changes apply at the next restart");
                 }
                 vrrp.apply(&new).await;
             }
@@ -1333,9 +1301,7 @@ pub async fn run(
     }
     // keepalived terminates its scripts first, the notify FIFO scripts included (they
     // do not see the STOP lines).
-    for script in fifo_scripts {
-        script.stop(FIFO_SCRIPT_GRACE).await;
-    }
+    crate::fifo_run::NotifyFifos::stop_scripts(fifo_scripts).await;
     // The last writer closes each FIFO and removes those keeplb created.
     vrrp.stop().await;
     Ok(())

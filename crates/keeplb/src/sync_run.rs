@@ -1,0 +1,257 @@
+//! `lvs_sync_daemon`: IPVS's connection synchronisation between directors, for what a
+//! full proxy can hand over: persistence templates. The director that is MASTER of the
+//! named VRRP instance multicasts, once a second, the templates made or re-armed since
+//! it last did, in the kernel's sync protocol (version 1); the others take them into
+//! their own tables, so that after a failover a persistent client finds its real server
+//! again. Connections themselves cannot move: a proxy's sockets end with it.
+//!
+//! keepalived runs the kernel's master daemon on the MASTER and its backup daemon on
+//! the BACKUP (both, when no instance is named); here one socket does both, and the
+//! instance's state (read from the status board at each sync period) says which part
+//! is in force.
+
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr, SocketAddrV6};
+use std::sync::Arc;
+use std::time::Duration;
+
+use keeplb_balancer::sync;
+use keeplb_config::model::{self, LvsSyncDaemon};
+use keeplb_proxy::DataPlane;
+use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use crate::vrrp_run::StatusBoard;
+
+/// How often the master sends what changed (the kernel's master thread also wakes
+/// about once a second when traffic is light).
+const SYNC_PERIOD: Duration = Duration::from_secs(1);
+
+/// Wait before opening the socket again after it failed (an interface not there yet).
+const RETRY: Duration = Duration::from_secs(5);
+
+/// Runs the sync daemon of `config` (if it has one) until `stopped`, starting it again
+/// with the new settings when a reload changes them.
+pub async fn serve(
+    config: &model::Config,
+    plane: Arc<DataPlane>,
+    board: StatusBoard,
+    mut reloads: mpsc::UnboundedReceiver<Arc<model::Config>>,
+    stopped: impl Future<Output = ()>,
+) {
+    tokio::pin!(stopped);
+    let mut settings = config.global_defs.lvs_sync_daemon.clone();
+    loop {
+        let daemon = async {
+            let Some(settings) = &settings else {
+                return std::future::pending().await;
+            };
+            loop {
+                if let Err(e) = run(settings, &plane, &board).await {
+                    tracing::error!(
+                        "lvs_sync_daemon on {}: {e}; trying again in {RETRY:?}",
+                        settings.interface
+                    );
+                }
+                tokio::time::sleep(RETRY).await;
+            }
+        };
+        tokio::select! {
+            () = &mut stopped => return,
+            Some(new) = reloads.recv() => {
+                let new = new.global_defs.lvs_sync_daemon.clone();
+                if new != settings {
+                    tracing::info!("lvs_sync_daemon: restarting with the new configuration");
+                    settings = new;
+                }
+            }
+            () = daemon => {}
+        }
+    }
+}
+
+/// Which parts of the daemon are in force.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Role {
+    /// The instance is MASTER: send.
+    Master,
+    /// The instance is in any other state: receive.
+    Backup,
+    /// No instance is named (`lvs_sync_daemon eth0`): keepalived then runs the master
+    /// and the backup daemon at once.
+    Both,
+}
+
+impl Role {
+    fn sends(self) -> bool {
+        matches!(self, Role::Master | Role::Both)
+    }
+
+    fn receives(self) -> bool {
+        matches!(self, Role::Backup | Role::Both)
+    }
+}
+
+fn role(board: &StatusBoard, instance: Option<&str>) -> Role {
+    let Some(instance) = instance else {
+        return Role::Both;
+    };
+    let board = board
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    match board.get(instance) {
+        Some(status) if status.state == "MASTER" => Role::Master,
+        _ => Role::Backup,
+    }
+}
+
+/// Sends and receives until the socket fails.
+async fn run(settings: &LvsSyncDaemon, plane: &DataPlane, board: &StatusBoard) -> io::Result<()> {
+    let group = SocketAddr::new(settings.group, settings.port);
+    let socket = open_socket(settings)?;
+    let instance = settings.vrrp_instance.as_deref();
+    tracing::info!(
+        "lvs_sync_daemon: persistence templates on {} with {group} (syncid {}), following \
+         vrrp_instance {}",
+        settings.interface,
+        settings.sync_id,
+        instance.unwrap_or("(none: sending and receiving)")
+    );
+    let max_len = sync::master_max_len(settings.maxlen.map(usize::from), settings.group.is_ipv6());
+    let mut period = tokio::time::interval(SYNC_PERIOD);
+    period.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut buf = vec![0; sync::MAX_DATAGRAM];
+    let mut sent_before = false;
+    loop {
+        tokio::select! {
+            _ = period.tick() => {
+                let sends = role(board, instance).sends();
+                if sends {
+                    // A new master sends every template once, for a backup that restarted.
+                    let all = !sent_before;
+                    send_templates(&socket, group, settings.sync_id, max_len, plane, all).await;
+                }
+                sent_before = sends;
+            }
+            received = socket.recv_from(&mut buf) => {
+                let (len, from) = received?;
+                if role(board, instance).receives() {
+                    take_in(&buf[..len], from, settings.sync_id, plane);
+                }
+            }
+        }
+    }
+}
+
+/// The templates of every service that changed since the last period (or `all` of
+/// them), to the group. The two address families travel in separate messages, as a
+/// message is of one family.
+async fn send_templates(
+    socket: &UdpSocket,
+    group: SocketAddr,
+    sync_id: u8,
+    max_len: usize,
+    plane: &DataPlane,
+    all: bool,
+) {
+    let (v4, v6): (Vec<_>, Vec<_>) = plane
+        .services_sorted()
+        .iter()
+        .flat_map(|svc| svc.templates_to_sync(all))
+        .partition(|conn| conn.client.is_ipv4());
+    let count = v4.len() + v6.len();
+    let mut datagrams = Vec::new();
+    for templates in [v4, v6] {
+        let encoded = sync::encode(sync_id, &templates, max_len);
+        for refused in encoded.refused {
+            tracing::warn!("lvs_sync_daemon: a template not sent: {refused}");
+        }
+        datagrams.extend(encoded.datagrams);
+    }
+    for datagram in datagrams {
+        if let Err(e) = socket.send_to(&datagram, group).await {
+            tracing::warn!("lvs_sync_daemon: sending to {group}: {e}");
+            return;
+        }
+    }
+    if count > 0 {
+        tracing::debug!("lvs_sync_daemon: sent {count} template(s)");
+    }
+}
+
+/// A sync message from `from`: each template goes to its service's table. Malformed
+/// messages, other sync ids and templates for services or real servers this director
+/// does not have are dropped, as the kernel's backup drops them.
+fn take_in(datagram: &[u8], from: SocketAddr, sync_id: u8, plane: &DataPlane) {
+    let message = match sync::decode(datagram) {
+        Ok(message) => message,
+        Err(e) => {
+            tracing::debug!("lvs_sync_daemon: dropped a message from {from}: {e}");
+            return;
+        }
+    };
+    if !message.accepted_by(sync_id) {
+        tracing::debug!(
+            "lvs_sync_daemon: ignored syncid {} from {from}",
+            message.sync_id
+        );
+        return;
+    }
+    for skipped in &message.skipped {
+        tracing::debug!("lvs_sync_daemon: entry from {from} skipped: {skipped:?}");
+    }
+    let services = plane.services_sorted();
+    for conn in &message.conns {
+        let imported = services
+            .iter()
+            .find(|svc| svc.owns_synced(conn))
+            .ok_or_else(|| format!("no virtual server {}", conn.vip))
+            .and_then(|svc| svc.import_template(conn).map_err(|e| e.to_string()));
+        if let Err(why) = imported {
+            tracing::debug!(
+                "lvs_sync_daemon: template {} -> {} from {from} dropped: {why}",
+                conn.client,
+                conn.dest
+            );
+        }
+    }
+}
+
+/// One UDP socket on the interface: bound to the group and port (so it receives only
+/// sync messages), a member of the group, sending with the configured TTL and not
+/// hearing itself.
+fn open_socket(settings: &LvsSyncDaemon) -> io::Result<UdpSocket> {
+    let ifindex = nix::net::if_::if_nametoindex(settings.interface.as_str())
+        .map_err(|e| io::Error::other(format!("interface {}: {e}", settings.interface)))?;
+    let group = settings.group;
+    let socket = Socket::new(
+        Domain::for_address(SocketAddr::new(group, 0)),
+        Type::DGRAM.cloexec(),
+        Some(Protocol::UDP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind_device(Some(settings.interface.as_bytes()))?;
+    match group {
+        IpAddr::V4(group) => {
+            socket.join_multicast_v4_n(&group, &InterfaceIndexOrAddress::Index(ifindex))?;
+            socket.set_multicast_ttl_v4(u32::from(settings.ttl))?;
+            socket.set_multicast_loop_v4(false)?;
+        }
+        IpAddr::V6(group) => {
+            socket.join_multicast_v6(&group, ifindex)?;
+            socket.set_multicast_if_v6(ifindex)?;
+            socket.set_multicast_hops_v6(u32::from(settings.ttl))?;
+            socket.set_multicast_loop_v6(false)?;
+        }
+    }
+    let bound = match group {
+        // A link-local group is only a group on one link: name it.
+        IpAddr::V6(group) => SocketAddr::V6(SocketAddrV6::new(group, settings.port, 0, ifindex)),
+        IpAddr::V4(_) => SocketAddr::new(group, settings.port),
+    };
+    socket.bind(&bound.into())?;
+    socket.set_nonblocking(true)?;
+    UdpSocket::from_std(socket.into())
+}
