@@ -147,6 +147,13 @@ pub enum ApiError {
         /// Diagnostics with file:line.
         diagnostics: Vec<String>,
     },
+    /// The new configuration was applied, but these parts of it could not be served
+    /// (a virtual server whose port is taken, say); the rest is in force.
+    #[error("configuration applied in part: {}", failures.join("; "))]
+    PartlyApplied {
+        /// What could not be served, and why.
+        failures: Vec<String>,
+    },
     /// The request could not be read.
     #[error("bad request: {message}")]
     BadRequest {

@@ -370,6 +370,8 @@ pub fn status_of(response: &Response) -> StatusCode {
         }
         ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
         ApiError::ConfigRejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        // Applied, but part of it conflicts with what the machine has (a port taken).
+        ApiError::PartlyApplied { .. } => StatusCode::CONFLICT,
         ApiError::Kernel { error, .. } => match error {
             KernelError::NoSuchService | KernelError::NotFound => StatusCode::NOT_FOUND,
             KernelError::Exists => StatusCode::CONFLICT,

@@ -630,14 +630,16 @@ async fn handle(
     request: Request,
 ) -> Response {
     if matches!(request.body, RequestBody::Reload) {
-        return match reloader.reload().await {
-            Ok(()) => Response::new(ResponseBody::Reloaded),
-            Err(diagnostics) => Response::new(ResponseBody::Error {
-                error: ApiError::ConfigRejected {
-                    diagnostics: vec![diagnostics],
-                },
-            }),
+        let error = match reloader.reload().await {
+            Ok(()) => return Response::new(ResponseBody::Reloaded),
+            Err(crate::reload::ReloadError::Rejected(diagnostics)) => ApiError::ConfigRejected {
+                diagnostics: vec![diagnostics],
+            },
+            Err(crate::reload::ReloadError::PartlyApplied(failures)) => {
+                ApiError::PartlyApplied { failures }
+            }
         };
+        return Response::new(ResponseBody::Error { error });
     }
     table
         .lock()

@@ -27,7 +27,7 @@ use keeplb_proxy::{
     DataPlane, Forwarding, ProxyProtocol, ServiceId, ServiceOptions, VirtualService,
 };
 use keeplb_script::{FifoWriter, ScriptCommand, ScriptSecurityError, check_script_security};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// Group ranges wider than this are refused rather than expanded.
 const MAX_GROUP_RANGE: u128 = 65_536;
@@ -54,6 +54,13 @@ pub struct Director {
     check_results: OnceLock<mpsc::UnboundedSender<CheckMetric>>,
     /// The notify FIFOs the checkers write their `RS …` / `VS …` lines to.
     fifos: OnceLock<Vec<Arc<FifoWriter>>>,
+}
+
+/// A new configuration for the virtual servers, and where to say what of it could not
+/// be served once it is applied.
+pub struct Reload {
+    pub config: Arc<model::Config>,
+    pub applied: Option<oneshot::Sender<Vec<String>>>,
 }
 
 /// One check's result as the metrics record it.
@@ -112,8 +119,10 @@ impl Director {
     /// listeners, connections, persistence templates and real servers; its scheduler,
     /// persistence, timeouts and options change in place, and real servers the new
     /// configuration dropped leave its pool. New services start listening; services
-    /// the configuration no longer has stop accepting and drain.
-    pub fn reconcile(&self, config: &model::Config) {
+    /// the configuration no longer has stop accepting and drain. Returns what could not
+    /// be served (logged too), so that a reload can say so.
+    pub fn reconcile(&self, config: &model::Config) -> Vec<String> {
+        let mut failures = Vec::new();
         let settings = conn_settings(&config.global_defs);
         let before = std::mem::take(
             &mut self
@@ -126,7 +135,9 @@ impl Director {
         for vs in &config.virtual_server {
             let name = describe(&vs.key);
             let addresses = addresses(vs, config).unwrap_or_else(|e| {
-                tracing::error!("virtual_server {name}: {e:#}");
+                let failure = format!("virtual_server {name}: {e:#}");
+                tracing::error!("{failure}");
+                failures.push(failure);
                 Vec::new()
             });
             let configured: Vec<SocketAddr> = vs
@@ -143,7 +154,11 @@ impl Director {
                         layout.configured.insert(id, configured.clone());
                         services.push(svc);
                     }
-                    Err(e) => tracing::error!("virtual_server {name} ({vip}): not served: {e:#}"),
+                    Err(e) => {
+                        let failure = format!("virtual_server {name} ({vip}): not served: {e:#}");
+                        tracing::error!("{failure}");
+                        failures.push(failure);
+                    }
                 }
             }
             layout.by_block.push(services);
@@ -171,6 +186,7 @@ impl Director {
             }
         }
         *current = layout;
+        failures
     }
 
     /// The service of block `vs` on `vip`: the running one, brought to the block's
@@ -244,7 +260,7 @@ impl Director {
     pub async fn serve(
         &self,
         config: Arc<model::Config>,
-        mut reloads: mpsc::UnboundedReceiver<Arc<model::Config>>,
+        mut reloads: mpsc::UnboundedReceiver<Reload>,
         stopped: impl Future<Output = ()>,
     ) {
         tokio::pin!(stopped);
@@ -302,10 +318,17 @@ impl Director {
                 } => health,
                 () = presence => unreachable!("the address poll never ends"),
             };
-            let Some(new) = next_config else {
+            let Some(Reload {
+                config: new,
+                applied,
+            }) = next_config
+            else {
                 return;
             };
-            self.reconcile(&new);
+            let failures = self.reconcile(&new);
+            if let Some(applied) = applied {
+                let _ = applied.send(failures);
+            }
             config = new;
             previous = Some(health);
         }

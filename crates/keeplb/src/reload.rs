@@ -6,16 +6,32 @@
 //! their state over), VRRP untouched when its part of the configuration is unchanged.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use keeplb_config::model;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::ConfigArgs;
+use crate::lvs_run::Reload;
+
+/// How long a reload waits for the virtual servers to be reconciled before it answers
+/// (the health checks of the old configuration finish what they are doing first).
+const APPLY_WAIT: Duration = Duration::from_secs(30);
 
 /// A reload to do, and where to say how it went.
 #[derive(Debug)]
 pub struct Request {
-    pub reply: Option<oneshot::Sender<Result<(), String>>>,
+    pub reply: Option<oneshot::Sender<Result<(), ReloadError>>>,
+}
+
+/// Why a reload did not apply the whole file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadError {
+    /// The file is invalid (its diagnostics), or the daemon is stopping: nothing changed.
+    Rejected(String),
+    /// The file was applied, but these parts of it could not be served (a virtual
+    /// server whose port is taken, say), as keepalived applies the rest and logs them.
+    PartlyApplied(Vec<String>),
 }
 
 /// Asks the running daemon to reload.
@@ -23,16 +39,14 @@ pub struct Request {
 pub struct Reloader(mpsc::UnboundedSender<Request>);
 
 impl Reloader {
-    /// Reloads and waits for the outcome: `Err` carries the diagnostics of an invalid
-    /// configuration.
-    pub async fn reload(&self) -> Result<(), String> {
+    /// Reloads and waits for the outcome.
+    pub async fn reload(&self) -> Result<(), ReloadError> {
+        let stopping = || ReloadError::Rejected("the daemon is stopping".to_owned());
         let (reply, outcome) = oneshot::channel();
         self.0
             .send(Request { reply: Some(reply) })
-            .map_err(|_| "the daemon is stopping".to_owned())?;
-        outcome
-            .await
-            .unwrap_or_else(|_| Err("the daemon is stopping".to_owned()))
+            .map_err(|_| stopping())?;
+        outcome.await.unwrap_or_else(|_| Err(stopping()))
     }
 }
 
@@ -69,7 +83,7 @@ pub async fn serve(
             }
         };
         crate::config_cmd::notify_systemd(&[sd_notify::NotifyState::Reloading]);
-        let outcome = apply(&args, &parts);
+        let outcome = apply(&args, &parts).await;
         crate::config_cmd::notify_systemd(&[sd_notify::NotifyState::Ready]);
         if let Some(reply) = request.reply {
             let _ = reply.send(outcome);
@@ -81,21 +95,23 @@ pub async fn serve(
 /// instance, the director per service, the sync daemon its settings), so each gets the
 /// whole configuration.
 pub struct Parts {
-    pub virtual_servers: mpsc::UnboundedSender<Arc<model::Config>>,
+    pub virtual_servers: mpsc::UnboundedSender<Reload>,
     pub vrrp: mpsc::UnboundedSender<Arc<model::Config>>,
     pub sync: mpsc::UnboundedSender<Arc<model::Config>>,
 }
 
-/// Reads, validates and applies the configuration file again.
-fn apply(args: &ConfigArgs, parts: &Parts) -> Result<(), String> {
-    let loaded = crate::config_cmd::load(args, &args.file).map_err(|e| format!("{e:#}"))?;
+/// Reads, validates and applies the configuration file again, and says what of it could
+/// not be served.
+async fn apply(args: &ConfigArgs, parts: &Parts) -> Result<(), ReloadError> {
+    let loaded = crate::config_cmd::load(args, &args.file)
+        .map_err(|e| ReloadError::Rejected(format!("{e:#}")))?;
     let diagnostics = crate::config_cmd::render_diagnostics(&loaded);
     if !loaded.is_valid() {
         tracing::error!(
             "reload: {} is invalid; the running configuration stays in force\n{diagnostics}",
             args.file.display()
         );
-        return Err(diagnostics);
+        return Err(ReloadError::Rejected(diagnostics));
     }
     if !diagnostics.is_empty() {
         tracing::warn!("reload: {}\n{diagnostics}", args.file.display());
@@ -106,7 +122,29 @@ fn apply(args: &ConfigArgs, parts: &Parts) -> Result<(), String> {
         tracing::warn!("reload: VRRP instances start at the next restart");
     }
     let _ = parts.sync.send(Arc::clone(&new));
-    let _ = parts.virtual_servers.send(new);
+    let (applied, failures) = oneshot::channel();
+    let reload = Reload {
+        config: new,
+        applied: Some(applied),
+    };
+    if parts.virtual_servers.send(reload).is_err() {
+        return Err(ReloadError::Rejected("the daemon is stopping".to_owned()));
+    }
+    let failures = match tokio::time::timeout(APPLY_WAIT, failures).await {
+        Ok(Ok(failures)) => failures,
+        Ok(Err(_)) => return Err(ReloadError::Rejected("the daemon is stopping".to_owned())),
+        Err(_) => {
+            tracing::warn!(
+                "reload: {} applied to VRRP; the virtual servers are still being reconciled",
+                args.file.display()
+            );
+            return Ok(());
+        }
+    };
+    if !failures.is_empty() {
+        tracing::error!("reload: {} applied in part", args.file.display());
+        return Err(ReloadError::PartlyApplied(failures));
+    }
     tracing::info!("reload: {} applied", args.file.display());
     Ok(())
 }

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use keeplb_control::api::{Request, RequestBody, ResponseBody, StatusReport, Transport};
+use keeplb_control::api::{ApiError, Request, RequestBody, ResponseBody, StatusReport, Transport};
 use keeplb_control::model::ServiceKey;
 use keeplb_control::socket::ControlClient;
 
@@ -44,6 +44,12 @@ pub fn reload(control: &Path) -> anyhow::Result<ExitCode> {
         ResponseBody::Reloaded => {
             eprintln!("keeplb: configuration reloaded");
             Ok(ExitCode::SUCCESS)
+        }
+        ResponseBody::Error {
+            error: error @ ApiError::PartlyApplied { .. },
+        } => {
+            eprintln!("keeplb: {error}");
+            Ok(ExitCode::FAILURE)
         }
         ResponseBody::Error { error } => {
             eprintln!("keeplb: reload refused; the running configuration stays\n{error}");

@@ -239,3 +239,44 @@ fn with_a_token_the_http_api_changes_the_table_and_errors_have_error_statuses() 
 
     stop(&daemon);
 }
+
+/// A reload whose new virtual server cannot listen (its port is taken) applies the rest,
+/// as keepalived does, and `keeplb reload` says what failed and exits 1.
+#[test]
+fn a_reload_applied_in_part_says_what_failed() {
+    let lab = Lab::new("ctl-partial").expect("lab (needs root and iproute2)");
+    let (host, conf) = director(&lab);
+    let control = lab.dir().join("control.sock");
+    let daemon = run(&host, &conf, &control, &[]);
+    wait_for("the daemon answers", &daemon, || status(&control).is_some());
+    let _taken = host
+        .in_netns(|| std::net::TcpListener::bind("10.67.0.1:8080"))
+        .expect("netns")
+        .expect("a program of the director holds port 8080");
+    let text = std::fs::read_to_string(&conf).expect("config");
+    write_config(
+        &conf,
+        &format!(
+            "{text}virtual_server 10.67.0.1 8080 {{\n    protocol TCP\n}}\n\
+             virtual_server 10.67.0.1 8081 {{\n    protocol TCP\n}}\n"
+        ),
+    );
+    let reload = std::process::Command::new(KEEPLB)
+        .args(["reload", "--control", path(&control)])
+        .output()
+        .expect("keeplb reload");
+    let said = String::from_utf8_lossy(&reload.stderr);
+    assert_eq!(reload.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("applied in part")
+            && said.contains("10.67.0.1:8080")
+            && said.contains("not served"),
+        "{said}"
+    );
+    assert_eq!(
+        service_count(&control),
+        2,
+        "the rest is applied: 8081 is served"
+    );
+    stop(&daemon);
+}
