@@ -45,11 +45,12 @@ impl Loaded {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("cannot read configuration file {path}: {source}")]
+    // The reason is part of the message, not a source, so that a chain printed with
+    // `{:#}` does not say it twice.
+    #[error("cannot read configuration file {path}: {error}")]
     Unreadable {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -71,9 +72,9 @@ pub fn load_with(
     let lines =
         preprocess::Preprocessor::new(loader, &mut sources, &mut diagnostics, &options.config_id)
             .run(path)
-            .map_err(|source| LoadError::Unreadable {
+            .map_err(|error| LoadError::Unreadable {
                 path: path.to_path_buf(),
-                source,
+                error,
             })?;
     let tree = syntax::parse(&lines, &mut diagnostics);
     let (config, origins) = build::build(&tree, environment, &mut diagnostics);

@@ -820,3 +820,17 @@ fn persistence_engine_sip_is_modelled_and_misuse_reported() {
         assert_eq!(notes(&loaded), [expected], "{protocol} {lines}");
     }
 }
+
+#[test]
+fn a_bad_address_in_a_list_is_named_once() {
+    let loaded = load(
+        "vrrp_instance VI_1 {\n  interface eth0\n  virtual_router_id 9\n  unicast_peer {\n    10.0.0.300\n  }\n  virtual_ipaddress {\n    10.0.0.1\n  }\n}\n",
+    );
+    let messages: Vec<&str> = loaded
+        .diagnostics
+        .iter()
+        .filter(|d| d.code == "invalid-address")
+        .map(|d| d.message.as_str())
+        .collect();
+    assert_eq!(messages, ["`10.0.0.300` is not a valid IP address"]);
+}

@@ -83,12 +83,14 @@ pub enum HttpError {
     #[error("the bearer token must be non-empty visible ASCII without spaces")]
     InvalidToken,
     /// The socket could not be bound.
-    #[error("cannot listen on {address}: {source}")]
+    // The reason is part of the message, not a source, so that a chain printed with
+    // `{:#}` does not say it twice.
+    #[error("cannot listen on {address}: {error}")]
     Bind {
         /// The address asked for.
         address: SocketAddr,
         /// Why.
-        source: io::Error,
+        error: io::Error,
     },
 }
 
@@ -122,7 +124,7 @@ impl HttpServer {
         }
         let listener = TcpListener::bind(address)
             .await
-            .map_err(|source| HttpError::Bind { address, source })?;
+            .map_err(|error| HttpError::Bind { address, error })?;
         Ok(HttpServer {
             listener,
             token: token.map(String::into_bytes),

@@ -408,7 +408,7 @@ fn proxy_error(error: ProxyError) -> KernelError {
         ProxyError::Fwmark { .. } => KernelError::NeedsKernel(Unsupported::Fwmark),
         ProxyError::UnsupportedProtocol { .. } => KernelError::NeedsKernel(Unsupported::Sctp),
         ProxyError::Duplicate { .. } => KernelError::Exists,
-        ProxyError::Listen { source, .. } => source
+        ProxyError::Listen { error, .. } => error
             .raw_os_error()
             .map_or(KernelError::InvalidArgument, KernelError::from_errno),
         ProxyError::Worker { .. } | ProxyError::Stopped => KernelError::NoMemory,

@@ -68,14 +68,14 @@ impl DataPlane {
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
-                    .map_err(|source| ProxyError::Worker { index, source })?;
+                    .map_err(|error| ProxyError::Worker { index, error })?;
                 let (commands, inbox) = mpsc::unbounded_channel();
                 // The first worker also does the once-a-second housekeeping.
                 let housekeeping = (index == 0).then(|| Arc::clone(&services));
                 let thread = thread::Builder::new()
                     .name(format!("keeplb-worker-{index}"))
                     .spawn(move || runtime.block_on(run_worker(inbox, housekeeping)))
-                    .map_err(|source| ProxyError::Worker { index, source })?;
+                    .map_err(|error| ProxyError::Worker { index, error })?;
                 Ok(Worker {
                     commands,
                     thread: Some(thread),
@@ -98,9 +98,9 @@ impl DataPlane {
         if services.contains_key(&id) {
             return Err(ProxyError::Duplicate { vip: svc.vip() });
         }
-        let listen_error = |source| ProxyError::Listen {
+        let listen_error = |error| ProxyError::Listen {
             vip: svc.vip(),
-            source,
+            error,
         };
         let kind = match svc.protocol() {
             Protocol::Udp => socket2::Type::DGRAM,

@@ -27,22 +27,22 @@ pub enum ProxyError {
         vip: SocketAddr,
     },
     /// The listening socket could not be set up.
-    #[error("cannot listen on {vip}: {source}")]
+    // Reasons are part of the messages, not sources, so that a chain printed with `{:#}`
+    // does not say them twice.
+    #[error("cannot listen on {vip}: {error}")]
     Listen {
         /// The address.
         vip: SocketAddr,
         /// The system's reason.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// A worker thread or runtime could not be started.
-    #[error("cannot start data-plane worker {index}: {source}")]
+    #[error("cannot start data-plane worker {index}: {error}")]
     Worker {
         /// Which worker.
         index: usize,
         /// The system's reason.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// The workers are gone (the data plane was shut down).
     #[error("the data plane has stopped")]

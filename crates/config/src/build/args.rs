@@ -293,16 +293,19 @@ impl Cx<'_> {
         match token.text.parse::<IpAddr>() {
             Ok(ip) => Some(ip),
             Err(_) => {
-                self.error(
-                    Diagnostic::error(
-                        "invalid-address",
-                        format!(
-                            "`{}` is not a valid IP address for `{}`",
-                            token.text,
-                            node.name()
-                        ),
+                // A list entry (a `unicast_peer` line) is its own keyword.
+                let message = if token.span == node.keyword.span {
+                    format!("`{}` is not a valid IP address", token.text)
+                } else {
+                    format!(
+                        "`{}` is not a valid IP address for `{}`",
+                        token.text,
+                        node.name()
                     )
-                    .at(token.span, "expected an IPv4 or IPv6 address"),
+                };
+                self.error(
+                    Diagnostic::error("invalid-address", message)
+                        .at(token.span, "expected an IPv4 or IPv6 address"),
                 );
                 None
             }

@@ -1321,7 +1321,7 @@ fn checker_is_complete(cx: &mut Cx, node: &Node, kind: &CheckKind) -> bool {
     }
     let missing = match kind {
         CheckKind::Http(h) | CheckKind::Ssl(h) if h.url.is_empty() => {
-            Some("a `url { path … }` block")
+            Some("`url { path … }` block")
         }
         CheckKind::Misc(m) if m.misc_path.is_empty() => Some("`misc_path`"),
         CheckKind::File(f) if f.track_file.is_empty() => Some("`track_file`"),
