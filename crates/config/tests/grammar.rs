@@ -834,3 +834,15 @@ fn a_bad_address_in_a_list_is_named_once() {
         .collect();
     assert_eq!(messages, ["`10.0.0.300` is not a valid IP address"]);
 }
+
+#[test]
+fn require_reply_keeps_every_word_as_keepalived_joins_them() {
+    let text = SERVICE_HEAD.to_owned()
+        + "  real_server 10.0.1.1 80 {\n    UDP_CHECK {\n      require_reply 70 6f xx 67\n    }\n  }\n}\n";
+    let loaded = load(&text);
+    let CheckKind::Udp(udp) = &loaded.config.virtual_server[0].real_server[0].checkers[0].kind
+    else {
+        panic!("a UDP_CHECK");
+    };
+    assert_eq!(udp.require_reply.as_deref(), Some("70 6f xx 67"));
+}

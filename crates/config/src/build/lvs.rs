@@ -1192,13 +1192,9 @@ fn checker(
                 }
             }
             ("require_reply", CheckKind::Udp(u)) => {
-                u.require_reply = Some(
-                    child
-                        .args
-                        .first()
-                        .map(|t| t.text.clone())
-                        .unwrap_or_default(),
-                )
+                // keepalived joins every word (make_strvec_str): blanks may split the hex.
+                let words: Vec<&str> = child.args.iter().map(|t| t.text.as_str()).collect();
+                u.require_reply = Some(words.join(" "))
             }
             ("min_reply_length", CheckKind::Udp(u)) => {
                 set_some(&mut u.min_reply_length, cx.int(child, 0..=65535))
