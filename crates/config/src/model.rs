@@ -261,6 +261,10 @@ pub struct VirtualIp {
     pub peer: Option<IpAddr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub track_group: Option<String>,
+    /// `no_track`: its removal from the interface by someone else is not the instance's
+    /// concern (keepalived does not give up mastership for it).
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub no_track: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

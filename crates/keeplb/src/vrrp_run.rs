@@ -192,6 +192,7 @@ fn vip_options(vip: &model::VirtualIp) -> VipOptions {
     options.label = vip.label.clone();
     options.dev = vip.dev.clone();
     options.noprefixroute = vip.noprefixroute;
+    options.no_track = vip.no_track;
     options.nodad = vip.nodad;
     options
 }

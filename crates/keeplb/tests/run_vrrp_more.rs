@@ -343,13 +343,14 @@ fn unicast_interop_with_keepalived() {
 #[test]
 fn a_vip_removed_behind_the_masters_back_comes_back() {
     const VIP: &str = "10.98.0.100";
+    const UNTRACKED: &str = "10.98.0.101";
     let lab = Lab::new("run-vip-removed").expect("lab (needs root and iproute2)");
     let (ka_host, kl_host) = two_hosts(&lab, 98);
     // VRRPv2 at 1 s: keeplb's skew (256 - 250)/256 s = 23 ms, keepalived's
     // (256 - 50)/256 s = 805 ms: a wide margin under load.
     let body = |state: &str, priority: u8| {
         format!(
-            "    state {state}\n    virtual_router_id 98\n    priority {priority}\n    version 2\n    advert_int 1\n    virtual_ipaddress {{\n        {VIP}/24\n    }}\n"
+            "    state {state}\n    virtual_router_id 98\n    priority {priority}\n    version 2\n    advert_int 1\n    virtual_ipaddress {{\n        {VIP}/24\n        {UNTRACKED}/24 no_track\n    }}\n"
         )
     };
     let kl = start(&kl_host, &write_conf(&lab, "kl", "", &body("MASTER", 250)));
@@ -363,6 +364,27 @@ fn a_vip_removed_behind_the_masters_back_comes_back() {
         strip_ansi(&out.stderr).matches("cause=master_down").count()
     };
     let before = takeovers();
+    // A `no_track` address taken away is left alone, as keepalived leaves it.
+    wait_for("keeplb holds the untracked address", &kl, || {
+        holds(&kl_host, UNTRACKED)
+    });
+    let out = kl_host
+        .run(&[
+            "ip",
+            "addr",
+            "del",
+            &format!("{UNTRACKED}/24"),
+            "dev",
+            "eth0",
+        ])
+        .expect("ip addr del");
+    assert!(out.status.success(), "{out:?}");
+    stays(
+        "keeplb stays master without its untracked address",
+        &kl,
+        Duration::from_secs(2),
+        || logged(&kl, "cause=address_removed") || holds(&kl_host, UNTRACKED),
+    );
     let out = kl_host
         .run(&["ip", "addr", "del", &format!("{VIP}/24"), "dev", "eth0"])
         .expect("ip addr del");

@@ -910,6 +910,7 @@ fn virtual_ip(cx: &mut Cx, entry: &Node) -> Option<VirtualIp> {
         home: false,
         peer: None,
         track_group: None,
+        no_track: false,
     };
     let mut words = entry.args.iter();
     while let Some(word) = words.next() {
@@ -985,7 +986,8 @@ fn virtual_ip(cx: &mut Cx, entry: &Node) -> Option<VirtualIp> {
             "preferred_lft" => {
                 value(cx);
             }
-            "no_track" | "autojoin" | "mngtmpaddr" | "use_vmac" => {}
+            "no_track" => vip.no_track = true,
+            "autojoin" | "mngtmpaddr" | "use_vmac" => {}
             other => cx.error(
                 Diagnostic::error(
                     "invalid-value",

@@ -117,6 +117,8 @@ pub struct VipOptions {
     pub noprefixroute: bool,
     /// `-nodad`: `IFA_F_NODAD` (IPv6 VIPs always get it: they must be usable at once).
     pub nodad: bool,
+    /// `no_track`: removed by someone else, it is left alone (no transition).
+    pub no_track: bool,
 }
 
 impl VipOptions {
@@ -131,6 +133,7 @@ impl VipOptions {
             dev: None,
             noprefixroute: false,
             nodad: false,
+            no_track: false,
         }
     }
 
@@ -931,7 +934,7 @@ impl Driver {
             return;
         }
         let port_index = self.port.as_ref().map(|p| p.ifindex);
-        let Some(vip) = self.vips.iter().find(|v| {
+        let Some(vip) = self.vips.iter().filter(|v| !v.no_track).find(|v| {
             let ifindex = match &v.dev {
                 None => port_index,
                 Some(_) => vip_dev_index(v),
