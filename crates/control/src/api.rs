@@ -7,14 +7,14 @@
 //! {"version":1,"response":"error","error":{"kind":"kernel","error":"no_such_service","operation":"add_dest","message":"Service not defined"}}
 //! ```
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
 use crate::adm::AdmBackend;
 use crate::command::AdmCommand;
 use crate::error::{KernelError, Operation};
-use crate::model::ForwardMethod;
+use crate::model::{ForwardMethod, ServiceKey};
 use crate::snapshot::Snapshot;
 
 /// The protocol version this build speaks.
@@ -189,38 +189,113 @@ pub struct StatusReport {
 }
 
 impl StatusReport {
-    /// The services part of a status, read from the table. Health checks take failing
-    /// real servers out of the table (or set their weight to 0 with
-    /// `inhibit_on_failure`), so every real server listed is healthy; its effective
-    /// weight is 0 while quiesced.
+    /// The services part of a status read from the table alone, for a table without
+    /// health checks: every real server listed counts as up, at its weight in the table.
     pub fn services_from(snapshot: &Snapshot) -> Vec<ServiceStatus> {
+        Self::services_with_health(snapshot, &[], |_, _| {
+            (ForwardMethod::Route, crate::model::Tunnel::default())
+        })
+    }
+
+    /// The services part of a status: every service of the table, with first every real
+    /// server the configuration gives it (`health`: its configured weight and what its
+    /// checks say, whether the checks keep it in the table or not), then the real servers
+    /// of the table the configuration does not give it (added with `keeplb adm -a`: no
+    /// checks, so up, at their weight in the table). `forward_of` gives the forwarding
+    /// method asked for a configured real server that is not in the table.
+    pub fn services_with_health(
+        snapshot: &Snapshot,
+        health: &[ServiceHealth],
+        forward_of: impl Fn(&ServiceKey, SocketAddr) -> (ForwardMethod, crate::model::Tunnel),
+    ) -> Vec<ServiceStatus> {
         snapshot
             .services
             .iter()
-            .map(|service| ServiceStatus {
-                service: service.config.clone(),
-                stats: service.stats,
-                real_servers: service
+            .map(|service| {
+                let key = &service.config.key;
+                let configured = ServiceHealth::real_servers_of(health, key);
+                let in_table = |address: SocketAddr| {
+                    service
+                        .dests
+                        .iter()
+                        .find(|d| SocketAddr::new(d.config.address, d.config.port) == address)
+                };
+                let checked = configured.iter().map(|rs| match in_table(rs.address) {
+                    Some(dest) => RealServerStatus {
+                        healthy: rs.up,
+                        weight: rs.weight,
+                        ..RealServerStatus::listed(dest)
+                    },
+                    None => {
+                        let (forward, tunnel) = forward_of(key, rs.address);
+                        RealServerStatus {
+                            address: rs.address.ip(),
+                            port: rs.address.port(),
+                            healthy: rs.up,
+                            weight: rs.weight,
+                            effective_weight: 0,
+                            in_table: false,
+                            active_conns: 0,
+                            inactive_conns: 0,
+                            persistent_conns: 0,
+                            forward,
+                            tunnel: (forward == ForwardMethod::Tunnel).then_some(tunnel),
+                            stats: crate::snapshot::Stats::default(),
+                        }
+                    }
+                });
+                let added_by_hand = service
                     .dests
                     .iter()
-                    .map(|dest| RealServerStatus {
-                        address: dest.config.address,
-                        port: dest.config.port,
-                        healthy: true,
-                        weight: dest.config.weight,
-                        effective_weight: dest.config.weight,
-                        active_conns: dest.active_conns,
-                        inactive_conns: dest.inactive_conns,
-                        persistent_conns: dest.persistent_conns,
-                        forward: dest.config.forward,
-                        tunnel: (dest.config.forward == ForwardMethod::Tunnel)
-                            .then_some(dest.config.tunnel),
-                        stats: dest.stats,
+                    .filter(|d| {
+                        let address = SocketAddr::new(d.config.address, d.config.port);
+                        !configured.iter().any(|rs| rs.address == address)
                     })
-                    .collect(),
+                    .map(RealServerStatus::listed);
+                ServiceStatus {
+                    service: service.config.clone(),
+                    stats: service.stats,
+                    real_servers: checked.chain(added_by_hand).collect(),
+                }
             })
             .collect()
     }
+}
+
+/// What the health checks say of the real servers the configuration gives one service
+/// (whether they are in the table now or not).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceHealth {
+    /// The service.
+    pub service: ServiceKey,
+    /// Its configured real servers, in the configuration's order.
+    pub real_servers: Vec<ConfiguredRealServer>,
+}
+
+impl ServiceHealth {
+    /// The configured real servers of `service` in `health` (none when it has none).
+    pub fn real_servers_of<'a>(
+        health: &'a [ServiceHealth],
+        service: &ServiceKey,
+    ) -> &'a [ConfiguredRealServer] {
+        health
+            .iter()
+            .find(|h| h.service == *service)
+            .map_or(&[], |h| h.real_servers.as_slice())
+    }
+}
+
+/// A configured real server and what its checks say of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfiguredRealServer {
+    /// Its address and port.
+    pub address: SocketAddr,
+    /// Its configured `weight`.
+    pub weight: u32,
+    /// keepalived's `alive`: its checks pass (or it has none).
+    pub up: bool,
+    /// The keys its checkers' results are recorded under in the metrics.
+    pub checks: Vec<crate::metrics::CheckKey>,
 }
 
 /// One VRRP instance's state.
@@ -304,12 +379,16 @@ pub struct RealServerStatus {
     pub address: IpAddr,
     /// Port.
     pub port: u16,
-    /// Passing its checks (or unchecked).
+    /// Passing its checks (or unchecked): keepalived's `alive`.
     pub healthy: bool,
-    /// Configured weight.
+    /// Configured weight (for a real server added with `keeplb adm`, its weight in the
+    /// table).
     pub weight: u32,
-    /// Weight in effect (0 while unhealthy or draining).
+    /// Weight in the table now (0 while quiesced by `inhibit_on_failure`, or out of it).
     pub effective_weight: u32,
+    /// In the table now (a failed real server without `inhibit_on_failure` is not).
+    #[serde(default = "listed_by_default")]
+    pub in_table: bool,
     /// ActiveConn.
     pub active_conns: u32,
     /// InActConn.
@@ -325,6 +404,31 @@ pub struct RealServerStatus {
     /// Counters and rates.
     #[serde(default)]
     pub stats: crate::snapshot::Stats,
+}
+
+/// Daemons that did not say listed only the real servers of their table.
+fn listed_by_default() -> bool {
+    true
+}
+
+impl RealServerStatus {
+    /// A real server of the table, up, at its weight there.
+    fn listed(dest: &crate::snapshot::DestEntry) -> RealServerStatus {
+        RealServerStatus {
+            address: dest.config.address,
+            port: dest.config.port,
+            healthy: true,
+            weight: dest.config.weight,
+            effective_weight: dest.config.weight,
+            in_table: true,
+            active_conns: dest.active_conns,
+            inactive_conns: dest.inactive_conns,
+            persistent_conns: dest.persistent_conns,
+            forward: dest.config.forward,
+            tunnel: (dest.config.forward == ForwardMethod::Tunnel).then_some(dest.config.tunnel),
+            stats: dest.stats,
+        }
+    }
 }
 
 /// Reads one request line, or the error response to send back instead.
@@ -533,6 +637,104 @@ mod tests {
             "{json}"
         );
         assert_eq!(json.matches(r#""tunnel":{"#).count(), 1, "{json}");
+    }
+
+    fn configured(address: &str, weight: u32, up: bool) -> ConfiguredRealServer {
+        ConfiguredRealServer {
+            address: address.parse().unwrap(),
+            weight,
+            up,
+            checks: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn status_lists_every_configured_real_server_with_its_health_then_those_added_by_hand() {
+        let in_table = |address: &str, weight| DestEntry {
+            config: DestConfig {
+                address: address.parse().unwrap(),
+                weight,
+                forward: ForwardMethod::Masq,
+                ..dest()
+            },
+            active_conns: 4,
+            inactive_conns: 0,
+            persistent_conns: 0,
+            stats: Stats::default(),
+        };
+        // rs1 up at weight 3; rs2 down and out of the table; rs3 down with
+        // inhibit_on_failure (in the table at weight 0); rs9 added with `keeplb adm -a`
+        let snapshot = Snapshot {
+            services: vec![ServiceEntry {
+                config: service(),
+                stats: Stats::default(),
+                dests: vec![
+                    in_table("10.0.0.9", 5),
+                    in_table("10.0.0.3", 0),
+                    in_table("10.0.0.1", 3),
+                ],
+            }],
+            ..Snapshot::default()
+        };
+        let health = [ServiceHealth {
+            service: service().key,
+            real_servers: vec![
+                configured("10.0.0.1:80", 3, true),
+                configured("10.0.0.2:80", 2, false),
+                configured("10.0.0.3:80", 2, false),
+            ],
+        }];
+        let services = StatusReport::services_with_health(&snapshot, &health, |key, _| {
+            assert_eq!(*key, service().key);
+            (ForwardMethod::Masq, Tunnel::default())
+        });
+        let seen: Vec<_> = services[0]
+            .real_servers
+            .iter()
+            .map(|rs| {
+                (
+                    SocketAddr::new(rs.address, rs.port).to_string(),
+                    rs.healthy,
+                    rs.weight,
+                    rs.effective_weight,
+                    rs.in_table,
+                    rs.active_conns,
+                    rs.forward,
+                )
+            })
+            .collect();
+        let expect = |a: &str, healthy, weight, effective, in_table, active| {
+            (
+                a.to_owned(),
+                healthy,
+                weight,
+                effective,
+                in_table,
+                active,
+                ForwardMethod::Masq,
+            )
+        };
+        assert_eq!(
+            seen,
+            [
+                expect("10.0.0.1:80", true, 3, 3, true, 4),
+                expect("10.0.0.2:80", false, 2, 0, false, 0),
+                expect("10.0.0.3:80", false, 2, 0, true, 4),
+                expect("10.0.0.9:80", true, 5, 5, true, 4),
+            ]
+        );
+        let json = round_trip(&StatusReport {
+            vrrp_instances: Vec::new(),
+            services,
+        });
+        assert_eq!(json.matches(r#""in_table":false"#).count(), 1, "{json}");
+    }
+
+    #[test]
+    fn status_of_a_daemon_that_did_not_say_in_table_lists_table_real_servers() {
+        let old = r#"{"address":"10.0.0.1","port":80,"healthy":true,"weight":1,"effective_weight":1,"active_conns":0,"inactive_conns":0,"forward":"masq"}"#;
+        let rs: RealServerStatus = serde_json::from_str(old).unwrap();
+        assert!(rs.in_table);
     }
 
     #[test]

@@ -100,10 +100,12 @@ pub struct RealServerHealth {
     pub service: String,
     /// The real server.
     pub real_server: SocketAddr,
-    /// Alive: every checker of it passes (or it has none).
+    /// keepalived's `alive`: its checks say it is up (or it has none).
     pub up: bool,
-    /// Its checkers, named as in [`CheckKey::checker`]; records of others are dropped.
-    pub checkers: Vec<String>,
+    /// The keys its checkers' results are recorded under; records under other keys are
+    /// dropped by [`Metrics::set_health`]. (The `service` of a check key may differ from
+    /// the real server's: a `virtual_server group` names its checks after the group.)
+    pub checks: Vec<CheckKey>,
 }
 
 /// Names one checker of one real server.
@@ -265,13 +267,9 @@ impl Metrics {
     /// forgotten (a reload removed them or their real server), so their series go.
     pub fn set_health(&self, real_servers: Vec<RealServerHealth>) {
         let mut inputs = self.state.write();
-        inputs.checks.retain(|key, _| {
-            real_servers.iter().any(|rs| {
-                rs.service == key.service
-                    && rs.real_server == key.real_server
-                    && rs.checkers.contains(&key.checker)
-            })
-        });
+        inputs
+            .checks
+            .retain(|key, _| real_servers.iter().any(|rs| rs.checks.contains(key)));
         inputs.health = real_servers;
     }
 
@@ -586,7 +584,7 @@ fn encode_health(encoder: &mut DescriptorEncoder, inputs: &Inputs) -> fmt::Resul
         encoder,
         &gauge(
             "real_server_up",
-            "1 while every checker of the real server passes.",
+            "1 while the real server's checks say it is up (keepalived's alive), 0 while they say it is down.",
         ),
         real_servers.iter().map(|(service, real_server, up)| {
             (

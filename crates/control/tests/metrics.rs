@@ -72,7 +72,14 @@ fn health(real_server: &str, up: bool, checkers: &[&str]) -> RealServerHealth {
         service: "TCP 10.0.0.10:80".into(),
         real_server: rs(real_server),
         up,
-        checkers: checkers.iter().map(|c| (*c).to_owned()).collect(),
+        checks: checkers
+            .iter()
+            .map(|c| CheckKey {
+                service: "TCP 10.0.0.10:80".into(),
+                real_server: rs(real_server),
+                checker: (*c).to_owned(),
+            })
+            .collect(),
     }
 }
 

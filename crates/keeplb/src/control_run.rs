@@ -17,6 +17,7 @@
 //!
 //! [`MemoryTable`]: keeplb_control::table::MemoryTable
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -27,12 +28,17 @@ use keeplb_balancer::{
     self as balancer, ConnSettings, Dest, Granularity, Persistence, PersistenceEngine, Pool,
     PoolError, SchedulerKind, Service, ServiceAddr, TcpState, Thresholds,
 };
+use keeplb_check::{Action, CheckerId};
+use keeplb_config::model as config;
 use keeplb_control::api::{
-    ApiError, Request, RequestBody, Response, ResponseBody, StatusReport, VrrpInstanceStatus,
+    ApiError, ConfiguredRealServer, Request, RequestBody, Response, ResponseBody, ServiceHealth,
+    StatusReport, VrrpInstanceStatus,
 };
 use keeplb_control::error::Unsupported;
 use keeplb_control::http::HttpServer;
-use keeplb_control::metrics::{Metrics, VrrpInstanceMetrics, VrrpState};
+use keeplb_control::metrics::{
+    CheckKey, Metrics, RealServerHealth, VrrpInstanceMetrics, VrrpState, service_label,
+};
 use keeplb_control::model::{
     DestConfig, Family, ForwardMethod, Netmask, Protocol, SchedFlags, ServiceConfig, ServiceKey,
     SyncDaemon, SyncRole, Timeouts, Tunnel,
@@ -41,7 +47,7 @@ use keeplb_control::snapshot::{ConnEntry, DestEntry, ServiceEntry, Snapshot, Sta
 use keeplb_control::socket::ControlServer;
 use keeplb_control::table::{TableOps, apply_rules};
 use keeplb_control::{AdmCommand, KernelError, Operation};
-use keeplb_proxy::{DataPlane, Forwarding, ProxyError, ServiceOptions, VirtualService};
+use keeplb_proxy::{DataPlane, Forwarding, ProxyError, ServiceId, ServiceOptions, VirtualService};
 
 /// ERANGE, the kernel's answer to a weight it cannot hold.
 const ERANGE: i32 = 34;
@@ -54,6 +60,8 @@ pub struct LiveTable {
     settings: ConnSettings,
     /// The VRRP instances' state, for `keeplb status` and the metrics.
     vrrp: crate::vrrp_run::StatusBoard,
+    /// The configured real servers' health, once the director says where it is.
+    health: Option<HealthWatch>,
 }
 
 impl LiveTable {
@@ -68,7 +76,32 @@ impl LiveTable {
             plane,
             settings,
             vrrp,
+            health: None,
         }
+    }
+
+    /// Reads the configured real servers' health from `health` from now on.
+    pub fn watch_health(&mut self, health: HealthWatch) {
+        self.health = Some(health);
+    }
+
+    /// What the health checks say of each service's configured real servers now.
+    fn health(&self) -> Vec<ServiceHealth> {
+        self.health
+            .as_ref()
+            .map(|watch| watch.borrow().clone())
+            .unwrap_or_default()
+    }
+
+    /// Every service with its configured real servers (in the table or not) and those
+    /// added by hand, from `snapshot`.
+    fn services_status(&self, snapshot: &Snapshot) -> Vec<keeplb_control::api::ServiceStatus> {
+        StatusReport::services_with_health(snapshot, &self.health(), |key, address| {
+            let forwarding = self.service(key).map_or(Forwarding::Route, |svc| {
+                svc.options().forwarding_of(address)
+            });
+            forward_method(forwarding)
+        })
     }
 
     /// Every VRRP instance's status, by name.
@@ -116,7 +149,7 @@ impl LiveTable {
             RequestBody::Status => Response::new(ResponseBody::Status {
                 status: StatusReport {
                     vrrp_instances: self.vrrp_instances(),
-                    services: StatusReport::services_from(&self.snapshot()),
+                    services: self.services_status(&self.snapshot()),
                 },
             }),
             // Answered by `serve`, which can wait for the reload to finish.
@@ -572,16 +605,18 @@ pub async fn bind_http(
 
 /// Serves the control API over `table` on the Unix socket, and on the HTTP listener
 /// (with `/metrics`) when there is one, until `stopped` turns true; reload requests go
-/// to `reloader`.
+/// to `reloader`. `reports` brings where the real servers' health is published, then
+/// every check's result.
 pub async fn serve(
     server: ControlServer,
     http: Option<HttpServer>,
     table: LiveTable,
     reloader: crate::reload::Reloader,
-    mut check_results: tokio::sync::mpsc::UnboundedReceiver<crate::lvs_run::CheckMetric>,
+    mut reports: tokio::sync::mpsc::UnboundedReceiver<crate::lvs_run::DirectorReport>,
     stopped: tokio::sync::watch::Receiver<bool>,
 ) {
     let table = Arc::new(Mutex::new(table));
+    let metrics = Arc::new(Metrics::new());
     let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|stop| *stop).await;
     };
@@ -589,38 +624,232 @@ pub async fn serve(
         let table = Arc::clone(&table);
         move |request: Request| handle(Arc::clone(&table), reloader.clone(), request)
     };
-    let http = async {
-        let Some(http) = http else { return };
-        let metrics = Arc::new(Metrics::new());
-        let record = {
-            let metrics = Arc::clone(&metrics);
-            async move {
-                while let Some((key, result, latency)) = check_results.recv().await {
+    let record = async {
+        while let Some(report) = reports.recv().await {
+            match report {
+                crate::lvs_run::DirectorReport::Check((key, result, latency)) => {
                     metrics.record_check(&key, result, latency);
                 }
+                crate::lvs_run::DirectorReport::Health(watch) => table
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .watch_health(watch),
             }
-        };
+        }
+    };
+    let http = async {
+        let Some(http) = http else { return };
         let scrape = {
             let table = Arc::clone(&table);
+            let metrics = Arc::clone(&metrics);
             move || {
                 let text = {
                     let table = table.lock().unwrap_or_else(PoisonError::into_inner);
-                    metrics.set_ipvs(table.snapshot());
+                    let snapshot = table.snapshot();
+                    let health = table.health();
+                    let services = table.services_status(&snapshot);
+                    metrics.set_health(real_server_metrics(&services, &health));
+                    metrics.set_ipvs(snapshot);
                     metrics.set_vrrp(table.vrrp_instances().iter().map(vrrp_metrics).collect());
                     metrics.render()
                 };
                 async move { text }
             }
         };
+        http.serve(handler.clone(), scrape, until_stopped(stopped.clone()))
+            .await;
+    };
+    let record = async {
         tokio::select! {
-            () = http.serve(handler.clone(), scrape, until_stopped(stopped.clone())) => {}
             () = record => {}
+            () = until_stopped(stopped.clone()) => {}
         }
     };
     tokio::join!(
         server.serve(handler.clone(), until_stopped(stopped.clone())),
-        http
+        http,
+        record
     );
+}
+
+/// The `keeplb_real_server_up` series: every real server of every service as the
+/// status lists it (up by keepalived's `alive`; one added by hand is up), with the keys
+/// of its checks (the records of other checks are forgotten).
+fn real_server_metrics(
+    services: &[keeplb_control::api::ServiceStatus],
+    health: &[ServiceHealth],
+) -> Vec<RealServerHealth> {
+    services
+        .iter()
+        .flat_map(|service| {
+            let key = &service.service.key;
+            let configured = ServiceHealth::real_servers_of(health, key);
+            let label = service_label(key);
+            service.real_servers.iter().map(move |rs| {
+                let real_server = SocketAddr::new(rs.address, rs.port);
+                RealServerHealth {
+                    service: label.clone(),
+                    real_server,
+                    up: rs.healthy,
+                    checks: configured
+                        .iter()
+                        .find(|c| c.address == real_server)
+                        .map(|c| c.checks.clone())
+                        .unwrap_or_default(),
+                }
+            })
+        })
+        .collect()
+}
+
+/// Where the director publishes its configured real servers' health.
+pub type HealthWatch = tokio::sync::watch::Receiver<Vec<ServiceHealth>>;
+
+/// A real server of a `virtual_server` block, as the configuration gives it.
+#[derive(Debug, Clone)]
+struct Configured {
+    address: SocketAddr,
+    weight: u32,
+    inhibit_on_failure: bool,
+    checks: Vec<CheckKey>,
+}
+
+/// The configured real servers of every served service and whether their checks say
+/// they are up (keepalived's `alive`), kept by the director and published to status and
+/// metrics on every change.
+///
+/// The checks tell the pools, not this book, so `alive` is read from the pool changes
+/// they make: a real server is up once added (with `inhibit_on_failure`, once added or
+/// set at a weight above 0) and down once removed (with `inhibit_on_failure`, once set
+/// to weight 0). A configured real server the checks never added (`alpha`) is down.
+#[derive(Debug)]
+pub struct HealthBook {
+    /// Per `virtual_server` block of the configuration in force: its services and its
+    /// real servers.
+    blocks: Vec<(Vec<ServiceId>, Vec<Configured>)>,
+    /// Up or down, by service and real server; kept across reloads like the checks'
+    /// own state.
+    up: HashMap<(ServiceId, SocketAddr), bool>,
+    published: tokio::sync::watch::Sender<Vec<ServiceHealth>>,
+}
+
+impl Default for HealthBook {
+    fn default() -> Self {
+        Self {
+            blocks: Vec::new(),
+            up: HashMap::new(),
+            published: tokio::sync::watch::Sender::new(Vec::new()),
+        }
+    }
+}
+
+impl HealthBook {
+    /// A receiver of every publication from now on.
+    pub fn subscribe(&self) -> HealthWatch {
+        self.published.subscribe()
+    }
+
+    /// The configuration in force is `config`, whose blocks became `services` (indexed
+    /// like `config.virtual_server`); `checks` names each checker in the metrics.
+    /// Real servers it no longer has are forgotten.
+    pub fn configure(
+        &mut self,
+        config: &config::Config,
+        services: Vec<Vec<ServiceId>>,
+        checks: impl Fn(CheckerId) -> Option<CheckKey>,
+    ) {
+        self.blocks = config
+            .virtual_server
+            .iter()
+            .enumerate()
+            .zip(services)
+            .map(|((vs, block), services)| {
+                let real_servers = block
+                    .real_server
+                    .iter()
+                    .enumerate()
+                    .map(|(rs, real_server)| Configured {
+                        address: SocketAddr::new(real_server.ip, real_server.port),
+                        weight: real_server.weight,
+                        inhibit_on_failure: real_server.inhibit_on_failure,
+                        checks: (0..real_server.checkers.len())
+                            .filter_map(|checker| checks(CheckerId { vs, rs, checker }))
+                            .collect(),
+                    })
+                    .collect();
+                (services, real_servers)
+            })
+            .collect();
+        let blocks = &self.blocks;
+        self.up.retain(|(service, address), _| {
+            blocks.iter().any(|(services, real_servers)| {
+                services.contains(service) && real_servers.iter().any(|c| c.address == *address)
+            })
+        });
+        self.publish();
+    }
+
+    /// Takes in one pool change the checks made.
+    pub fn record(&mut self, action: &Action) {
+        let (vs, dest, up) = match *action {
+            Action::AddDest { vs, dest, weight } => (vs, dest, Some(weight)),
+            Action::RemoveDest { vs, dest } => (vs, dest, None),
+            Action::SetWeight { vs, dest, weight } => (vs, dest, Some(weight)),
+            _ => return,
+        };
+        let Some((services, real_servers)) = self.blocks.get(vs) else {
+            return;
+        };
+        let Some(configured) = real_servers.iter().find(|c| c.address == dest) else {
+            return;
+        };
+        let up = match (action, up) {
+            (Action::AddDest { .. }, Some(weight)) => !configured.inhibit_on_failure || weight > 0,
+            // A weight change without inhibit_on_failure is misc_dynamic's or a
+            // track file's: the real server stays as it was.
+            (Action::SetWeight { .. }, Some(weight)) if configured.inhibit_on_failure => weight > 0,
+            (Action::SetWeight { .. }, _) => return,
+            _ => false,
+        };
+        for service in services {
+            self.up.insert((*service, dest), up);
+        }
+        self.publish();
+    }
+
+    fn publish(&self) {
+        let view = self
+            .blocks
+            .iter()
+            .flat_map(|(services, real_servers)| {
+                services.iter().map(|service| ServiceHealth {
+                    service: service_key(*service),
+                    real_servers: real_servers
+                        .iter()
+                        .map(|c| ConfiguredRealServer {
+                            address: c.address,
+                            weight: c.weight,
+                            up: self.up.get(&(*service, c.address)) == Some(&true),
+                            checks: c.checks.clone(),
+                        })
+                        .collect(),
+                })
+            })
+            .collect();
+        self.published.send_replace(view);
+    }
+}
+
+/// The control API's name of a data plane service.
+fn service_key((protocol, vip): ServiceId) -> ServiceKey {
+    ServiceKey::Addr {
+        protocol: match protocol {
+            balancer::Protocol::Udp => Protocol::Udp,
+            _ => Protocol::Tcp,
+        },
+        address: vip.ip(),
+        port: vip.port(),
+    }
 }
 
 /// One request, from either listener.
@@ -699,6 +928,294 @@ mod tests {
             .collect();
         listed.sort_by_key(|(address, ..)| *address);
         listed
+    }
+
+    /// A configuration read from `text` (written to a file of this test's own).
+    fn config(name: &str, text: &str) -> config::Config {
+        let path = std::env::temp_dir().join(format!(
+            "keeplb-health-book-{}-{name}.conf",
+            std::process::id()
+        ));
+        std::fs::write(&path, text).unwrap();
+        let loaded = keeplb_config::load(
+            &path,
+            &keeplb_config::LoadOptions {
+                config_id: String::new(),
+            },
+        );
+        std::fs::remove_file(&path).unwrap();
+        let loaded = loaded.unwrap();
+        assert!(loaded.is_valid(), "{:?}", loaded.diagnostics);
+        loaded.config
+    }
+
+    const TWO_REAL_SERVERS: &str = "virtual_server 10.99.0.1 80 {
+    lb_algo rr
+    lb_kind NAT
+    protocol TCP
+    real_server 10.99.1.1 8080 {
+        weight 3
+        TCP_CHECK {
+        }
+    }
+    real_server 10.99.1.2 8080 {
+        weight 2
+        inhibit_on_failure
+        TCP_CHECK {
+        }
+        MISC_CHECK {
+            misc_path /bin/true
+        }
+    }
+}
+";
+
+    fn sa(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
+    /// Each configured real server as published: address, configured weight, up.
+    fn published(watch: &HealthWatch) -> Vec<(SocketAddr, u32, bool)> {
+        let view = watch.borrow();
+        assert_eq!(view.len(), 1, "{view:?}");
+        view[0]
+            .real_servers
+            .iter()
+            .map(|rs| (rs.address, rs.weight, rs.up))
+            .collect()
+    }
+
+    fn book(config: &config::Config) -> HealthBook {
+        let mut book = HealthBook::default();
+        let vip = sa("10.99.0.1:80");
+        book.configure(config, vec![vec![(balancer::Protocol::Tcp, vip)]], |id| {
+            Some(CheckKey {
+                service: "TCP 10.99.0.1:80".into(),
+                real_server: sa("10.99.1.1:8080"),
+                checker: format!("{}-{}", id.rs, id.checker),
+            })
+        });
+        book
+    }
+
+    #[test]
+    fn health_book_follows_the_pool_changes_of_the_checks() {
+        let config = config("follows", TWO_REAL_SERVERS);
+        let mut book = book(&config);
+        let watch = book.subscribe();
+        let (rs1, rs2) = (sa("10.99.1.1:8080"), sa("10.99.1.2:8080"));
+        // before the checks add them, nobody is up
+        assert_eq!(published(&watch), [(rs1, 3, false), (rs2, 2, false)]);
+        let view = watch.borrow().clone();
+        assert_eq!(
+            view[0].service,
+            ServiceKey::Addr {
+                protocol: Protocol::Tcp,
+                address: "10.99.0.1".parse().unwrap(),
+                port: 80
+            }
+        );
+        assert_eq!(view[0].real_servers[1].checks.len(), 2, "{view:?}");
+        let changes = [
+            // start: both added at their weights
+            (
+                Action::AddDest {
+                    vs: 0,
+                    dest: rs1,
+                    weight: 3,
+                },
+                [true, false],
+            ),
+            (
+                Action::AddDest {
+                    vs: 0,
+                    dest: rs2,
+                    weight: 2,
+                },
+                [true, true],
+            ),
+            // rs1 fails: removed; rs2 fails with inhibit_on_failure: weight 0
+            (Action::RemoveDest { vs: 0, dest: rs1 }, [false, true]),
+            (
+                Action::SetWeight {
+                    vs: 0,
+                    dest: rs2,
+                    weight: 0,
+                },
+                [false, false],
+            ),
+            // a real server of another block, or not configured, changes nothing
+            (Action::RemoveDest { vs: 1, dest: rs2 }, [false, false]),
+            (
+                Action::AddDest {
+                    vs: 0,
+                    dest: sa("10.99.1.9:8080"),
+                    weight: 1,
+                },
+                [false, false],
+            ),
+            // both come back
+            (
+                Action::AddDest {
+                    vs: 0,
+                    dest: rs1,
+                    weight: 3,
+                },
+                [true, false],
+            ),
+            (
+                Action::SetWeight {
+                    vs: 0,
+                    dest: rs2,
+                    weight: 2,
+                },
+                [true, true],
+            ),
+            // misc_dynamic moving rs1's weight leaves it up
+            (
+                Action::SetWeight {
+                    vs: 0,
+                    dest: rs1,
+                    weight: 0,
+                },
+                [true, true],
+            ),
+        ];
+        for (action, up) in changes {
+            book.record(&action);
+            let now: Vec<bool> = published(&watch).iter().map(|rs| rs.2).collect();
+            assert_eq!(now, up, "after {action:?}");
+        }
+        // inhibit_on_failure with a failing alpha checker: added at weight 0, down
+        let mut fresh = super::tests::book(&config);
+        fresh.record(&Action::AddDest {
+            vs: 0,
+            dest: rs2,
+            weight: 0,
+        });
+        assert_eq!(published(&fresh.subscribe())[1], (rs2, 2, false));
+    }
+
+    #[test]
+    fn health_book_keeps_the_health_of_real_servers_a_reload_keeps() {
+        let mut book = book(&config("before", TWO_REAL_SERVERS));
+        let watch = book.subscribe();
+        let (rs1, rs2) = (sa("10.99.1.1:8080"), sa("10.99.1.2:8080"));
+        book.record(&Action::AddDest {
+            vs: 0,
+            dest: rs1,
+            weight: 3,
+        });
+        book.record(&Action::AddDest {
+            vs: 0,
+            dest: rs2,
+            weight: 2,
+        });
+        // the reload drops rs2 and changes rs1's weight: rs1 stays up (the checks carry
+        // their state over without adding it again)
+        let reloaded = TWO_REAL_SERVERS
+            .replace("weight 3", "weight 5")
+            .replace("10.99.1.2 8080", "10.99.1.3 8080");
+        let config = config("after", &reloaded);
+        book.configure(
+            &config,
+            vec![vec![(balancer::Protocol::Tcp, sa("10.99.0.1:80"))]],
+            |_| None,
+        );
+        assert_eq!(
+            published(&watch),
+            [(rs1, 5, true), (sa("10.99.1.3:8080"), 2, false)]
+        );
+        assert!(
+            !book
+                .up
+                .contains_key(&((balancer::Protocol::Tcp, sa("10.99.0.1:80")), rs2))
+        );
+    }
+
+    #[test]
+    fn real_server_up_series_cover_configured_and_hand_added_real_servers() {
+        let key = ServiceKey::Addr {
+            protocol: Protocol::Tcp,
+            address: "10.99.0.1".parse().unwrap(),
+            port: 80,
+        };
+        let check = |rs: &str| CheckKey {
+            service: service_label(&key),
+            real_server: sa(rs),
+            checker: "TCP_CHECK".into(),
+        };
+        let configured = |rs: &str, up| ConfiguredRealServer {
+            address: sa(rs),
+            weight: 1,
+            up,
+            checks: vec![check(rs)],
+        };
+        let health = [ServiceHealth {
+            service: key,
+            real_servers: vec![
+                configured("10.99.1.1:8080", true),
+                configured("10.99.1.2:8080", false),
+            ],
+        }];
+        let dest = |rs: &str| DestEntry {
+            config: DestConfig {
+                address: sa(rs).ip(),
+                port: 8080,
+                forward: ForwardMethod::Masq,
+                weight: 1,
+                upper_threshold: 0,
+                lower_threshold: 0,
+                tunnel: Tunnel::default(),
+            },
+            active_conns: 0,
+            inactive_conns: 0,
+            persistent_conns: 0,
+            stats: Stats::default(),
+        };
+        // rs2 failed and left the table; rs9 was added with `keeplb adm -a`
+        let snapshot = Snapshot {
+            services: vec![ServiceEntry {
+                config: ServiceConfig {
+                    key,
+                    scheduler: "rr".into(),
+                    sched_flags: SchedFlags::default(),
+                    persistent: None,
+                    netmask: Netmask::full(Family::Ipv4),
+                    one_packet: false,
+                    persistence_engine: None,
+                },
+                stats: Stats::default(),
+                dests: vec![dest("10.99.1.9:8080"), dest("10.99.1.1:8080")],
+            }],
+            ..Snapshot::default()
+        };
+        let services = StatusReport::services_with_health(&snapshot, &health, |_, _| {
+            (ForwardMethod::Masq, Tunnel::default())
+        });
+        let rows = real_server_metrics(&services, &health);
+        let seen: Vec<_> = rows
+            .iter()
+            .map(|r| (r.service.as_str(), r.real_server, r.up, r.checks.clone()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (
+                    "TCP 10.99.0.1:80",
+                    sa("10.99.1.1:8080"),
+                    true,
+                    vec![check("10.99.1.1:8080")]
+                ),
+                (
+                    "TCP 10.99.0.1:80",
+                    sa("10.99.1.2:8080"),
+                    false,
+                    vec![check("10.99.1.2:8080")]
+                ),
+                ("TCP 10.99.0.1:80", sa("10.99.1.9:8080"), true, vec![]),
+            ]
+        );
     }
 
     #[test]

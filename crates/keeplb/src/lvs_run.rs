@@ -14,6 +14,7 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
+use crate::control_run::{HealthBook, HealthWatch};
 use anyhow::{Context, bail};
 use keeplb_balancer::{
     ConnSettings, Dest, Granularity, Persistence, Pool, Protocol, SchedFlags, SchedulerKind,
@@ -51,7 +52,9 @@ pub struct Director {
     /// a destination back from its trash.
     trash: Mutex<HashMap<(ServiceId, SocketAddr), Arc<Dest>>>,
     /// Where each check's result goes, for the metrics.
-    check_results: OnceLock<mpsc::UnboundedSender<CheckMetric>>,
+    check_results: OnceLock<mpsc::UnboundedSender<DirectorReport>>,
+    /// Each configured real server's health, published for status and metrics.
+    health: Mutex<HealthBook>,
     /// The notify FIFOs the checkers write their `RS …` / `VS …` lines to.
     fifos: OnceLock<Vec<Arc<FifoWriter>>>,
 }
@@ -65,6 +68,15 @@ pub struct Reload {
 
 /// One check's result as the metrics record it.
 pub type CheckMetric = (CheckKey, CheckResult, Duration);
+
+/// What the director tells the control plane.
+#[derive(Debug)]
+pub enum DirectorReport {
+    /// One check's result.
+    Check(CheckMetric),
+    /// Where the configured real servers' health is published (sent first, once).
+    Health(HealthWatch),
+}
 
 /// What the configuration in force made of the data plane.
 #[derive(Debug, Default)]
@@ -94,6 +106,7 @@ impl Director {
             layout: RwLock::default(),
             trash: Mutex::default(),
             check_results: OnceLock::new(),
+            health: Mutex::default(),
             fifos: OnceLock::new(),
         };
         director.reconcile(config);
@@ -105,8 +118,15 @@ impl Director {
         Arc::clone(&self.plane)
     }
 
-    /// Sends every health check's result to `results` from now on (once).
-    pub fn report_checks_to(&self, results: mpsc::UnboundedSender<CheckMetric>) {
+    /// Sends every health check's result to `results` from now on (once), after where
+    /// the configured real servers' health is published.
+    pub fn report_checks_to(&self, results: mpsc::UnboundedSender<DirectorReport>) {
+        let watch = self
+            .health
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .subscribe();
+        let _ = results.send(DirectorReport::Health(watch));
         let _ = self.check_results.set(results);
     }
 
@@ -186,6 +206,7 @@ impl Director {
             }
         }
         *current = layout;
+        self.publish_configured(config, &current);
         failures
     }
 
@@ -283,7 +304,8 @@ impl Director {
                     if let (Some(results), Some(key)) =
                         (self.check_results.get(), labels.key(report.checker))
                     {
-                        let _ = results.send((key, check_result(&report.outcome), report.duration));
+                        let result = (key, check_result(&report.outcome), report.duration);
+                        let _ = results.send(DirectorReport::Check(result));
                     }
                 }
             };
@@ -384,6 +406,25 @@ impl Director {
                 tracing::error!("{} {}: {e}", svc.protocol(), svc.vip());
             }
         }
+        self.health
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .record(action);
+    }
+
+    /// Publishes the real servers `config` gives each service of `layout` (kept: the
+    /// health of those the previous configuration had too, as the checks keep theirs).
+    fn publish_configured(&self, config: &model::Config, layout: &Layout) {
+        let labels = CheckLabels::new(config);
+        let services = layout
+            .by_block
+            .iter()
+            .map(|block| block.iter().map(|s| (s.protocol(), s.vip())).collect())
+            .collect();
+        self.health
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .configure(config, services, |id| labels.key(id));
     }
 }
 

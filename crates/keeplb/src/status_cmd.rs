@@ -139,10 +139,12 @@ pub fn human(status: &StatusReport) -> String {
     );
     let _ = writeln!(
         out,
-        "  -> {:<25} {:<7} {:>6} {:>10} {:>10} {:>10} {:>12} {:>12}",
+        "  -> {:<25} {:<7} {:<6} {:>6} {:>6} {:>10} {:>10} {:>10} {:>12} {:>12}",
         "Real server",
         "Forward",
+        "Health",
         "Weight",
+        "Config",
         "ActiveConn",
         "InActConn",
         "Conns",
@@ -168,11 +170,19 @@ pub fn human(status: &StatusReport) -> String {
             out.push_str("  (no real server)\n");
         }
         for rs in &service.real_servers {
+            // the weight in the table, none when the real server is out of it
+            let weight = if rs.in_table {
+                rs.effective_weight.to_string()
+            } else {
+                "-".to_owned()
+            };
             let _ = writeln!(
                 out,
-                "  -> {:<25} {:<7} {:>6} {:>10} {:>10} {:>10} {:>12} {:>12}",
+                "  -> {:<25} {:<7} {:<6} {:>6} {:>6} {:>10} {:>10} {:>10} {:>12} {:>12}",
                 SocketAddr::new(rs.address, rs.port).to_string(),
                 rs.forward.listing_name(),
+                if rs.healthy { "up" } else { "down" },
+                weight,
                 rs.weight,
                 rs.active_conns,
                 rs.inactive_conns,
@@ -188,7 +198,11 @@ pub fn human(status: &StatusReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use keeplb_control::snapshot::Snapshot;
+    use keeplb_control::api::{RealServerStatus, ServiceStatus};
+    use keeplb_control::model::{
+        Family, ForwardMethod, Netmask, Protocol, SchedFlags, ServiceConfig,
+    };
+    use keeplb_control::snapshot::{Snapshot, Stats};
     use keeplb_control::table::MemoryTable;
 
     #[test]
@@ -231,8 +245,76 @@ mod tests {
             "{text}"
         );
         let rs2: Vec<&str> = lines[service + 2].split_whitespace().collect();
-        assert_eq!(rs2[1..6], ["10.0.0.2:80", "Masq", "3", "7", "0"], "{text}");
+        assert_eq!(
+            rs2[1..8],
+            ["10.0.0.2:80", "Masq", "up", "3", "3", "7", "0"],
+            "{text}"
+        );
         assert!(text.contains("UDP  10.0.0.1:53"), "{text}");
         assert!(text.contains("(no real server)"), "{text}");
+    }
+
+    #[test]
+    fn failed_real_servers_show_down_with_their_configured_weight() {
+        let rs = |address: &str, healthy, effective_weight, in_table| RealServerStatus {
+            address: address.parse().unwrap(),
+            port: 8080,
+            healthy,
+            weight: 2,
+            effective_weight,
+            in_table,
+            active_conns: 0,
+            inactive_conns: 0,
+            persistent_conns: 0,
+            forward: ForwardMethod::Masq,
+            tunnel: None,
+            stats: Stats::default(),
+        };
+        let status = StatusReport {
+            vrrp_instances: Vec::new(),
+            services: vec![ServiceStatus {
+                service: ServiceConfig {
+                    key: ServiceKey::Addr {
+                        protocol: Protocol::Tcp,
+                        address: "10.99.0.1".parse().unwrap(),
+                        port: 80,
+                    },
+                    scheduler: "rr".into(),
+                    sched_flags: SchedFlags::default(),
+                    persistent: None,
+                    netmask: Netmask::full(Family::Ipv4),
+                    one_packet: false,
+                    persistence_engine: None,
+                },
+                stats: Stats::default(),
+                real_servers: vec![
+                    rs("10.99.1.1", true, 2, true),
+                    rs("10.99.1.2", false, 0, false),
+                    rs("10.99.1.3", false, 0, true),
+                ],
+            }],
+        };
+        let text = human(&status);
+        let columns = |address: &str| -> Vec<String> {
+            let line = text.lines().find(|l| l.contains(address)).expect(&text);
+            line.split_whitespace()
+                .skip(1)
+                .take(5)
+                .map(str::to_owned)
+                .collect()
+        };
+        let expect = |v: [&str; 5]| v.map(str::to_owned).to_vec();
+        assert_eq!(
+            columns("10.99.1.1"),
+            expect(["10.99.1.1:8080", "Masq", "up", "2", "2"])
+        );
+        assert_eq!(
+            columns("10.99.1.2"),
+            expect(["10.99.1.2:8080", "Masq", "down", "-", "2"])
+        );
+        assert_eq!(
+            columns("10.99.1.3"),
+            expect(["10.99.1.3:8080", "Masq", "down", "0", "2"])
+        );
     }
 }

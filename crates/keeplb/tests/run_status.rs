@@ -119,5 +119,27 @@ fn status_and_metrics_show_vrrp_and_services() {
         metrics.contains("real_server=\"10.65.0.21:80\""),
         "{metrics}"
     );
+    // Its checks say it is down: 0 in the metrics, and the status lists it down with its
+    // configured weight, at weight 0 in the table (inhibit_on_failure).
+    let down = format!(
+        "keeplb_real_server_up{{service=\"TCP {VIP}:80\",real_server=\"10.65.0.21:80\"}} 0"
+    );
+    wait_for("the real server is down in the metrics", &keeplb, || {
+        scrape().lines().any(|l| l == down)
+    });
+    let report: serde_json::Value = serde_json::from_slice(&status().stdout).expect("status JSON");
+    let rs = &report["services"][0]["real_servers"][0];
+    assert_eq!(rs["address"], "10.65.0.21", "{report:#}");
+    let shown = (
+        rs["healthy"].as_bool(),
+        rs["weight"].as_u64(),
+        rs["effective_weight"].as_u64(),
+        rs["in_table"].as_bool(),
+    );
+    assert_eq!(
+        shown,
+        (Some(false), Some(3), Some(0), Some(true)),
+        "{report:#}"
+    );
     stop(&keeplb);
 }
