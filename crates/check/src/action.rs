@@ -40,6 +40,15 @@ pub enum Action {
     /// A line for `notify_fifo` / `lvs_notify_fifo`, in keepalived's format
     /// (`RS [192.168.0.1]:tcp:80 [10.0.0.1]:tcp:80 UP\n`, `VS [10.0.0.1]:tcp:80 DOWN\n`).
     NotifyFifo { line: String },
+    /// The checks' verdict on a real server changed, or is told at start: keepalived's
+    /// `alive`. It changes no pool (the actions around it do); it is what status and
+    /// metrics report, which the pool alone cannot tell (a live real server is out of
+    /// the pool while the sorry server serves, say).
+    RealServerAlive {
+        vs: VsIndex,
+        dest: SocketAddr,
+        alive: bool,
+    },
     /// A log line in keepalived's words, with the failure that caused it when there is one.
     Log {
         message: String,

@@ -678,6 +678,15 @@ impl Health {
                 sorry.num_failed_checkers = 0;
             }
         }
+        for (vs, virtual_server) in self.virtual_servers.iter().enumerate() {
+            for rs in &virtual_server.real_servers {
+                out.push(Action::RealServerAlive {
+                    vs,
+                    dest: rs.dest.addr,
+                    alive: rs.dest.alive,
+                });
+            }
+        }
         self.rebuild_queue();
         out
     }
@@ -942,6 +951,11 @@ impl Health {
             rs.dest.cmd(vs_index, cmd, out);
         }
         rs.dest.alive = alive;
+        out.push(Action::RealServerAlive {
+            vs: vs_index,
+            dest: rs.dest.addr,
+            alive,
+        });
         Self::do_rs_notifies(vs_index, &vs_name, rs, false, out);
         self.update_quorum_state(vs_index, false, out);
     }

@@ -18,11 +18,31 @@ fn config(text: &str) -> Config {
 }
 
 /// Waits (at most `limit`) for the next pool change.
+/// The next pool change (verdicts on real servers, which come with them, are skipped).
 async fn next(rx: &mut mpsc::UnboundedReceiver<Action>, limit: Duration) -> Action {
-    tokio::time::timeout(limit, rx.recv())
-        .await
-        .expect("a pool change in time")
-        .expect("channel open")
+    next_where(rx, limit, |a| !matches!(a, Action::RealServerAlive { .. })).await
+}
+
+/// The next verdict on a real server (pool changes are skipped).
+async fn next_verdict(rx: &mut mpsc::UnboundedReceiver<Action>, limit: Duration) -> Action {
+    next_where(rx, limit, |a| matches!(a, Action::RealServerAlive { .. })).await
+}
+
+async fn next_where(
+    rx: &mut mpsc::UnboundedReceiver<Action>,
+    limit: Duration,
+    wanted: impl Fn(&Action) -> bool,
+) -> Action {
+    tokio::time::timeout(limit, async {
+        loop {
+            let action = rx.recv().await.expect("channel open");
+            if wanted(&action) {
+                return action;
+            }
+        }
+    })
+    .await
+    .expect("an action in time")
 }
 
 /// Accepts and drops connections until aborted.
@@ -176,10 +196,27 @@ virtual_server 10.0.0.1 80 {{
             weight: 1
         }
     );
+    assert_eq!(
+        next_verdict(&mut rx, Duration::from_secs(5)).await,
+        Action::RealServerAlive {
+            vs: 0,
+            dest,
+            alive: true
+        },
+        "the verdict at start"
+    );
     std::fs::write(&path, "1\n").expect("write");
     assert_eq!(
         next(&mut rx, Duration::from_secs(3)).await,
         Action::RemoveDest { vs: 0, dest }
+    );
+    assert_eq!(
+        next_verdict(&mut rx, Duration::from_secs(3)).await,
+        Action::RealServerAlive {
+            vs: 0,
+            dest,
+            alive: false
+        }
     );
     std::fs::write(&path, "0\n").expect("write");
     assert_eq!(

@@ -136,6 +136,17 @@ impl Sim {
     }
 
     /// The notify FIFO lines with their time in milliseconds.
+    /// The checks' verdicts on real servers: when, which, alive or not.
+    fn verdicts(&self) -> Vec<(u128, SocketAddr, bool)> {
+        self.actions
+            .iter()
+            .filter_map(|(t, a)| match a {
+                Action::RealServerAlive { dest, alive, .. } => Some((t.as_millis(), *dest, *alive)),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn fifo_lines(&self) -> Vec<(u128, String)> {
         self.actions
             .iter()
@@ -539,6 +550,28 @@ async fn quorum_with_hysteresis_switches_to_the_sorry_server_and_back() {
                 dest: sorry,
                 weight: 1
             },
+        ]
+    );
+    // The verdicts follow the checks, not the pool: rs4, pulled at 31 for the sorry
+    // server, stays alive until its own check fails at 41, and those coming back are
+    // alive while still out of the pool.
+    let verdicts: Vec<(u128, SocketAddr, bool)> = sim
+        .verdicts()
+        .into_iter()
+        .filter(|(t, _, _)| *t > 0)
+        .collect();
+    let rs = |i: u8| addr(&format!("192.168.0.{i}:80"));
+    assert_eq!(
+        verdicts,
+        [
+            (11000, rs(1), false),
+            (21000, rs(2), false),
+            (31000, rs(3), false),
+            (41000, rs(4), false),
+            (101000, rs(1), true),
+            (111000, rs(2), true),
+            (121000, rs(3), true),
+            (131000, rs(4), true),
         ]
     );
     // Servers coming back under the sorry server stay out of the pool (101, 111, 121:

@@ -710,7 +710,6 @@ pub type HealthWatch = tokio::sync::watch::Receiver<Vec<ServiceHealth>>;
 struct Configured {
     address: SocketAddr,
     weight: u32,
-    inhibit_on_failure: bool,
     checks: Vec<CheckKey>,
 }
 
@@ -771,7 +770,6 @@ impl HealthBook {
                     .map(|(rs, real_server)| Configured {
                         address: SocketAddr::new(real_server.ip, real_server.port),
                         weight: real_server.weight,
-                        inhibit_on_failure: real_server.inhibit_on_failure,
                         checks: (0..real_server.checkers.len())
                             .filter_map(|checker| checks(CheckerId { vs, rs, checker }))
                             .collect(),
@@ -789,30 +787,20 @@ impl HealthBook {
         self.publish();
     }
 
-    /// Takes in one pool change the checks made.
+    /// Takes in the checks' verdict on a real server ([`Action::RealServerAlive`]); other
+    /// actions are ignored.
     pub fn record(&mut self, action: &Action) {
-        let (vs, dest, up) = match *action {
-            Action::AddDest { vs, dest, weight } => (vs, dest, Some(weight)),
-            Action::RemoveDest { vs, dest } => (vs, dest, None),
-            Action::SetWeight { vs, dest, weight } => (vs, dest, Some(weight)),
-            _ => return,
+        let Action::RealServerAlive { vs, dest, alive } = *action else {
+            return;
         };
         let Some((services, real_servers)) = self.blocks.get(vs) else {
             return;
         };
-        let Some(configured) = real_servers.iter().find(|c| c.address == dest) else {
+        if !real_servers.iter().any(|c| c.address == dest) {
             return;
-        };
-        let up = match (action, up) {
-            (Action::AddDest { .. }, Some(weight)) => !configured.inhibit_on_failure || weight > 0,
-            // A weight change without inhibit_on_failure is misc_dynamic's or a
-            // track file's: the real server stays as it was.
-            (Action::SetWeight { .. }, Some(weight)) if configured.inhibit_on_failure => weight > 0,
-            (Action::SetWeight { .. }, _) => return,
-            _ => false,
-        };
+        }
         for service in services {
-            self.up.insert((*service, dest), up);
+            self.up.insert((*service, dest), alive);
         }
         self.publish();
     }
@@ -999,7 +987,7 @@ mod tests {
     }
 
     #[test]
-    fn health_book_follows_the_pool_changes_of_the_checks() {
+    fn health_book_follows_the_verdicts_of_the_checks() {
         let config = config("follows", TWO_REAL_SERVERS);
         let mut book = book(&config);
         let watch = book.subscribe();
@@ -1016,84 +1004,29 @@ mod tests {
             }
         );
         assert_eq!(view[0].real_servers[1].checks.len(), 2, "{view:?}");
+        let verdict = |vs, dest, alive| Action::RealServerAlive { vs, dest, alive };
         let changes = [
-            // start: both added at their weights
-            (
-                Action::AddDest {
-                    vs: 0,
-                    dest: rs1,
-                    weight: 3,
-                },
-                [true, false],
-            ),
-            (
-                Action::AddDest {
-                    vs: 0,
-                    dest: rs2,
-                    weight: 2,
-                },
-                [true, true],
-            ),
-            // rs1 fails: removed; rs2 fails with inhibit_on_failure: weight 0
-            (Action::RemoveDest { vs: 0, dest: rs1 }, [false, true]),
-            (
-                Action::SetWeight {
-                    vs: 0,
-                    dest: rs2,
-                    weight: 0,
-                },
-                [false, false],
-            ),
+            // start: both alive
+            (verdict(0, rs1, true), [true, false]),
+            (verdict(0, rs2, true), [true, true]),
+            // pool changes alone say nothing (a live real server may be out of the pool
+            // while the sorry server serves)
+            (Action::RemoveDest { vs: 0, dest: rs1 }, [true, true]),
+            // both fail
+            (verdict(0, rs1, false), [false, true]),
+            (verdict(0, rs2, false), [false, false]),
             // a real server of another block, or not configured, changes nothing
-            (Action::RemoveDest { vs: 1, dest: rs2 }, [false, false]),
-            (
-                Action::AddDest {
-                    vs: 0,
-                    dest: sa("10.99.1.9:8080"),
-                    weight: 1,
-                },
-                [false, false],
-            ),
+            (verdict(1, rs2, true), [false, false]),
+            (verdict(0, sa("10.99.1.9:8080"), true), [false, false]),
             // both come back
-            (
-                Action::AddDest {
-                    vs: 0,
-                    dest: rs1,
-                    weight: 3,
-                },
-                [true, false],
-            ),
-            (
-                Action::SetWeight {
-                    vs: 0,
-                    dest: rs2,
-                    weight: 2,
-                },
-                [true, true],
-            ),
-            // misc_dynamic moving rs1's weight leaves it up
-            (
-                Action::SetWeight {
-                    vs: 0,
-                    dest: rs1,
-                    weight: 0,
-                },
-                [true, true],
-            ),
+            (verdict(0, rs1, true), [true, false]),
+            (verdict(0, rs2, true), [true, true]),
         ];
         for (action, up) in changes {
             book.record(&action);
             let now: Vec<bool> = published(&watch).iter().map(|rs| rs.2).collect();
             assert_eq!(now, up, "after {action:?}");
         }
-        // inhibit_on_failure with a failing alpha checker: added at weight 0, down
-        let mut fresh = super::tests::book(&config);
-        fresh.record(&Action::AddDest {
-            vs: 0,
-            dest: rs2,
-            weight: 0,
-        });
-        assert_eq!(published(&fresh.subscribe())[1], (rs2, 2, false));
     }
 
     #[test]
@@ -1101,16 +1034,13 @@ mod tests {
         let mut book = book(&config("before", TWO_REAL_SERVERS));
         let watch = book.subscribe();
         let (rs1, rs2) = (sa("10.99.1.1:8080"), sa("10.99.1.2:8080"));
-        book.record(&Action::AddDest {
-            vs: 0,
-            dest: rs1,
-            weight: 3,
-        });
-        book.record(&Action::AddDest {
-            vs: 0,
-            dest: rs2,
-            weight: 2,
-        });
+        for dest in [rs1, rs2] {
+            book.record(&Action::RealServerAlive {
+                vs: 0,
+                dest,
+                alive: true,
+            });
+        }
         // the reload drops rs2 and changes rs1's weight: rs1 stays up (the checks carry
         // their state over without adding it again)
         let reloaded = TWO_REAL_SERVERS

@@ -356,12 +356,20 @@ impl Director {
         }
     }
 
-    /// Applies one pool change to every service of its block.
+    /// Applies one pool change to every service of its block; a verdict on a real server
+    /// goes to the health book instead.
     fn apply(&self, action: &Action) {
         let (vs, dest) = match action {
             Action::AddDest { vs, dest, .. }
             | Action::RemoveDest { vs, dest }
             | Action::SetWeight { vs, dest, .. } => (*vs, *dest),
+            Action::RealServerAlive { .. } => {
+                self.health
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .record(action);
+                return;
+            }
             _ => return,
         };
         let layout = self.layout.read().unwrap_or_else(PoisonError::into_inner);
@@ -406,10 +414,6 @@ impl Director {
                 tracing::error!("{} {}: {e}", svc.protocol(), svc.vip());
             }
         }
-        self.health
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .record(action);
     }
 
     /// Publishes the real servers `config` gives each service of `layout` (kept: the
