@@ -6,8 +6,6 @@
 mod common;
 use common::*;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::PathBuf;
 
 use keeplb_testlab::Process;
@@ -77,19 +75,7 @@ impl Daemon {
     }
 
     fn metrics(&self) -> String {
-        self.site
-            .director
-            .in_netns(|| -> std::io::Result<String> {
-                let mut stream = TcpStream::connect(HTTP)?;
-                stream.write_all(
-                    b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
-                )?;
-                let mut response = String::new();
-                stream.read_to_string(&mut response)?;
-                Ok(response)
-            })
-            .expect("netns")
-            .unwrap_or_default()
+        scrape_metrics(&self.site.director, HTTP).unwrap_or_default()
     }
 
     /// Waits until the real servers of the service on `port` are, by address (in any

@@ -39,35 +39,13 @@ impl Site {
 
     /// A TCP connection from the client to the VIP, once the service answers.
     fn connect(&self, port: u16, keeplb: &Process) -> BufReader<TcpStream> {
-        let vip = sa(VIP, port);
-        let mut stream = None;
-        wait_for("the service accepts", keeplb, || {
-            stream = self
-                .client
-                .in_netns(|| TcpStream::connect_timeout(&vip, TIMEOUT))
-                .expect("netns")
-                .ok();
-            stream.is_some()
-        });
-        let stream = stream.expect("connected");
-        stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
-        BufReader::new(stream)
+        connect_when_served(&self.client, sa(VIP, port), keeplb)
     }
 
     /// The real server names of `n` successive connections, each closed in order.
     fn spread(&self, port: u16, n: usize, keeplb: &Process) -> Vec<String> {
         (0..n)
-            .map(|_| {
-                let mut stream = self.connect(port, keeplb);
-                let name = read_name(&mut stream);
-                stream
-                    .get_ref()
-                    .shutdown(Shutdown::Write)
-                    .expect("shutdown");
-                let mut rest = Vec::new();
-                stream.read_to_end(&mut rest).expect("orderly close");
-                name
-            })
+            .map(|_| served_by(&self.client, sa(VIP, port), keeplb))
             .collect()
     }
 }

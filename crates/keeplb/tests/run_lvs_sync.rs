@@ -6,12 +6,10 @@
 mod common;
 use common::*;
 
-use std::io::{BufReader, Read};
-use std::net::{Shutdown, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use keeplb_testlab::{Host, Lab, Process};
+use keeplb_testlab::Lab;
 
 const VIP: &str = "10.66.0.100";
 const DIRECTORS: [&str; 2] = ["10.66.0.1", "10.66.0.2"];
@@ -34,30 +32,6 @@ fn config(lab: &Lab, name: &str, state: &str, priority: u8) -> PathBuf {
     );
     std::fs::write(&path, text).expect("write config");
     path
-}
-
-/// The real server that answers `client`'s next connection to the VIP.
-fn served_by(client: &Host, director: &Process) -> String {
-    let vip = sa(VIP, 80);
-    let mut stream = None;
-    wait_for("the VIP accepts", director, || {
-        stream = client
-            .in_netns(|| TcpStream::connect_timeout(&vip, TIMEOUT))
-            .expect("netns")
-            .ok();
-        stream.is_some()
-    });
-    let stream = stream.expect("connected");
-    stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
-    let mut stream = BufReader::new(stream);
-    let name = read_name(&mut stream);
-    stream
-        .get_ref()
-        .shutdown(Shutdown::Write)
-        .expect("shutdown");
-    let mut rest = Vec::new();
-    stream.read_to_end(&mut rest).expect("orderly close");
-    name
 }
 
 /// `keeplb adm -Lnc` against the daemon whose control socket is `control`.
@@ -101,8 +75,8 @@ fn persistent_clients_keep_their_real_server_across_a_failover() {
 
     // rr gives B the first real server and A the second; a fresh director would give
     // A the first one.
-    let b_served_by = served_by(&client_b, &master);
-    let a_served_by = served_by(&client_a, &master);
+    let b_served_by = served_by(&client_b, sa(VIP, 80), &master);
+    let a_served_by = served_by(&client_a, sa(VIP, 80), &master);
     assert_ne!(a_served_by, b_served_by, "rr alternates");
     let a_real_server = REAL_SERVERS
         .iter()
@@ -122,13 +96,13 @@ fn persistent_clients_keep_their_real_server_across_a_failover() {
     master.kill().expect("kill the master");
     wait_for("the backup takes over", &backup, || holds(&two, VIP));
     assert_eq!(
-        served_by(&client_a, &backup),
+        served_by(&client_a, sa(VIP, 80), &backup),
         a_served_by,
         "A stays on its real server after the failover\n{}",
         connection_entries(&backup_control)
     );
     assert_eq!(
-        served_by(&client_b, &backup),
+        served_by(&client_b, sa(VIP, 80), &backup),
         b_served_by,
         "B too\n{}",
         connection_entries(&backup_control)

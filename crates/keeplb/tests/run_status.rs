@@ -4,9 +4,6 @@
 mod common;
 use common::*;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-
 use keeplb_testlab::Lab;
 
 const VIP: &str = "10.65.0.10";
@@ -83,20 +80,7 @@ fn status_and_metrics_show_vrrp_and_services() {
         "the real server is listed: {text}"
     );
 
-    let scrape = || {
-        director
-            .in_netns(|| -> std::io::Result<String> {
-                let mut stream = TcpStream::connect("127.0.0.1:9115")?;
-                stream.write_all(
-                    b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
-                )?;
-                let mut response = String::new();
-                stream.read_to_string(&mut response)?;
-                Ok(response)
-            })
-            .expect("netns")
-            .expect("scrape")
-    };
+    let scrape = || scrape_metrics(&director, "127.0.0.1:9115").expect("scrape");
     // The real server does not exist: its TCP_CHECK fails (after a 1 s bootstrap).
     let mut metrics = String::new();
     wait_for("a check result is exported", &keeplb, || {

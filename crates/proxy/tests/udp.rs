@@ -147,8 +147,8 @@ async fn a_client_leaves_a_removed_real_server_at_its_next_datagram() {
     assert_eq!(entries[0].destination, a);
 }
 
-#[tokio::test]
-async fn a_client_leaves_the_sorry_server_once_a_real_server_is_back() {
+/// A service over one real server "real" of `weight`, with a sorry server "sorry".
+async fn one_real_server_and_a_sorry_server(weight: u32) -> (SocketAddr, Served) {
     let real = udp_server("real").await;
     let options = ServiceOptions {
         sorry_server: Some(Arc::new(
@@ -156,18 +156,31 @@ async fn a_client_leaves_the_sorry_server_once_a_real_server_is_back() {
         )),
         ..ServiceOptions::default()
     };
-    let Served {
-        plane: _plane,
-        svc,
-        vip,
-    } = dns(&[(real, 0)]).options(options).start();
-    let client = new_client().await;
-    for question in ["q0", "q1"] {
+    (real, dns(&[(real, weight)]).options(options).start())
+}
+
+/// `client` asks `questions`, each answered by the sorry server.
+async fn answered_by_the_sorry_server(client: &UdpSocket, vip: SocketAddr, questions: &[&str]) {
+    for question in questions {
         assert_eq!(
-            ask(&client, vip, question).await,
+            ask(client, vip, question).await,
             format!("sorry:{question}")
         );
     }
+}
+
+#[tokio::test]
+async fn a_client_leaves_the_sorry_server_once_a_real_server_is_back() {
+    let (
+        real,
+        Served {
+            plane: _plane,
+            svc,
+            vip,
+        },
+    ) = one_real_server_and_a_sorry_server(0).await;
+    let client = new_client().await;
+    answered_by_the_sorry_server(&client, vip, &["q0", "q1"]).await;
     // At once: the edit tells the flow to look at the pool again.
     svc.edit(|s| s.pool.set_weight(real, 1))
         .expect("weight back");
@@ -176,18 +189,14 @@ async fn a_client_leaves_the_sorry_server_once_a_real_server_is_back() {
 
 #[tokio::test]
 async fn a_client_leaves_the_sorry_server_once_a_real_server_is_no_longer_overloaded() {
-    let real = udp_server("real").await;
-    let options = ServiceOptions {
-        sorry_server: Some(Arc::new(
-            Dest::new(udp_server("sorry").await, 1).expect("sorry dest"),
-        )),
-        ..ServiceOptions::default()
-    };
-    let Served {
-        plane: _plane,
-        svc,
-        vip,
-    } = dns(&[(real, 1)]).options(options).start();
+    let (
+        real,
+        Served {
+            plane: _plane,
+            svc,
+            vip,
+        },
+    ) = one_real_server_and_a_sorry_server(1).await;
     svc.edit(|s| {
         s.pool
             .set_thresholds(real, Thresholds { upper: 1, lower: 0 })
@@ -198,12 +207,7 @@ async fn a_client_leaves_the_sorry_server_once_a_real_server_is_no_longer_overlo
         .expect("real server");
     let other_client = dest.connect();
     let client = new_client().await;
-    for question in ["q0", "q1"] {
-        assert_eq!(
-            ask(&client, vip, question).await,
-            format!("sorry:{question}")
-        );
-    }
+    answered_by_the_sorry_server(&client, vip, &["q0", "q1"]).await;
     // The real server frees up without any edit of the service, as when one of its
     // connections ends: the flow must still look at the pool again.
     drop(other_client);

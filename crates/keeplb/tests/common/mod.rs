@@ -211,3 +211,51 @@ impl Site {
         start(&self.director, &path)
     }
 }
+
+/// `GET /metrics` from the daemon's HTTP listener at `address`, from inside `host`: the
+/// whole HTTP response.
+pub fn scrape_metrics(host: &Host, address: &str) -> std::io::Result<String> {
+    host.in_netns(|| -> std::io::Result<String> {
+        let mut stream = TcpStream::connect(address)?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+        let mut response = String::new();
+        std::io::Read::read_to_string(&mut stream, &mut response)?;
+        Ok(response)
+    })
+    .expect("netns")
+}
+
+/// A TCP connection from `client` to `vip`, once it accepts (waiting on `process`),
+/// with [`TIMEOUT`] as its read timeout.
+pub fn connect_when_served(
+    client: &Host,
+    vip: SocketAddr,
+    process: &Process,
+) -> BufReader<TcpStream> {
+    let mut stream = None;
+    wait_for("the service accepts", process, || {
+        stream = client
+            .in_netns(|| TcpStream::connect_timeout(&vip, TIMEOUT))
+            .expect("netns")
+            .ok();
+        stream.is_some()
+    });
+    let stream = stream.expect("connected");
+    stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    BufReader::new(stream)
+}
+
+/// The name of the real server that answers `client`'s next connection to `vip`; the
+/// connection is then closed in order.
+pub fn served_by(client: &Host, vip: SocketAddr, process: &Process) -> String {
+    let mut stream = connect_when_served(client, vip, process);
+    let name = read_name(&mut stream);
+    stream
+        .get_ref()
+        .shutdown(Shutdown::Write)
+        .expect("shutdown");
+    let mut rest = Vec::new();
+    std::io::Read::read_to_end(&mut stream, &mut rest).expect("orderly close");
+    name
+}
