@@ -533,6 +533,10 @@ pub struct ConnTable {
     template_index: HashMap<TemplateKey, u64>,
     next_template: u64,
     timers: BinaryHeap<Reverse<(Duration, TimerTarget)>>,
+    /// The templates made or re-armed since the last export, once something exports
+    /// (the sync daemon of a master): an export then reads these, not the whole table.
+    /// `None` until the first export, so that nothing piles up without a sync daemon.
+    unexported: Option<Vec<u64>>,
 }
 
 impl ConnTable {
@@ -949,7 +953,7 @@ impl ConnTable {
         if template.expires <= at && template.n_control > 0 {
             template.timeout = TEMPLATE_RETRY;
             template.expires = at + TEMPLATE_RETRY;
-            template.unexported = true;
+            mark_unexported(template, id, &mut self.unexported);
         }
         if template.expires > at {
             template.queued = template.expires;
@@ -1006,7 +1010,7 @@ impl ConnTable {
                 if in_service && !avoided && !(expire_quiescent && template.dest.weight() == 0) {
                     template.n_control += 1;
                     template.expires = now + template.timeout;
-                    template.unexported = true;
+                    mark_unexported(template, id, &mut self.unexported);
                     if template.expires < template.queued {
                         template.queued = template.expires;
                         self.timers
@@ -1044,6 +1048,9 @@ impl ConnTable {
                 unexported: true,
             },
         );
+        if let Some(unexported) = &mut self.unexported {
+            unexported.push(id);
+        }
         self.timers
             .push(Reverse((expires, TimerTarget::Template(id))));
         Some((dest, id))
@@ -1126,13 +1133,17 @@ impl ConnTable {
 
     fn export(&mut self, now: Duration, all: bool) -> Vec<SyncConn> {
         self.expire(now);
-        let mut ids: Vec<u64> = self
-            .templates
-            .iter()
-            .filter(|(_, t)| all || t.unexported)
-            .map(|(&id, _)| id)
-            .collect();
+        let mut ids: Vec<u64> = match self.unexported.replace(Vec::new()) {
+            Some(changed) if !all => changed,
+            _ => self
+                .templates
+                .iter()
+                .filter(|(_, t)| all || t.unexported)
+                .map(|(&id, _)| id)
+                .collect(),
+        };
         ids.sort_unstable();
+        ids.dedup();
         ids.into_iter()
             .filter_map(|id| {
                 let template = self.templates.get_mut(&id)?;
@@ -1228,6 +1239,17 @@ impl ConnTable {
         self.timers
             .push(Reverse((expires, TimerTarget::Template(id))));
         Ok(Imported::Created)
+    }
+}
+
+/// Marks `template` (`id`) as made or re-armed since the last export, listing it for the
+/// next one when exports are being made.
+fn mark_unexported(template: &mut Template, id: u64, unexported: &mut Option<Vec<u64>>) {
+    if !template.unexported {
+        template.unexported = true;
+        if let Some(unexported) = unexported {
+            unexported.push(id);
+        }
     }
 }
 

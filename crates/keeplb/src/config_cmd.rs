@@ -183,6 +183,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         let main = async {
             notify_systemd(&[sd_notify::NotifyState::Ready]);
             let result = if config.vrrp_instance.is_empty() {
+                // Nobody reads VRRP reloads: a reload that brings instances says they
+                // start at the next restart.
+                drop(vrrp_reloads);
                 let result = wait_for_termination().await;
                 crate::fifo_run::NotifyFifos::stop_scripts(fifos.scripts).await;
                 result

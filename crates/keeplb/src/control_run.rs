@@ -717,10 +717,9 @@ struct Configured {
 /// they are up (keepalived's `alive`), kept by the director and published to status and
 /// metrics on every change.
 ///
-/// The checks tell the pools, not this book, so `alive` is read from the pool changes
-/// they make: a real server is up once added (with `inhibit_on_failure`, once added or
-/// set at a weight above 0) and down once removed (with `inhibit_on_failure`, once set
-/// to weight 0). A configured real server the checks never added (`alpha`) is down.
+/// `alive` is the checks' own verdict ([`Action::RealServerAlive`], told at their start
+/// and at every change), not the pool: a live real server pulled for the sorry server
+/// is still up. Until the checks have said, a configured real server is down.
 #[derive(Debug)]
 pub struct HealthBook {
     /// Per `virtual_server` block of the configuration in force: its services and its
@@ -855,6 +854,7 @@ async fn handle(
             Err(crate::reload::ReloadError::PartlyApplied(failures)) => {
                 ApiError::PartlyApplied { failures }
             }
+            Err(crate::reload::ReloadError::Pending) => ApiError::ReloadPending,
         };
         return Response::new(ResponseBody::Error { error });
     }

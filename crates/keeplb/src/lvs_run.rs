@@ -206,7 +206,6 @@ impl Director {
             }
         }
         *current = layout;
-        self.publish_configured(config, &current);
         failures
     }
 
@@ -290,6 +289,8 @@ impl Director {
         loop {
             let (reports, mut probe_reports) = mpsc::unbounded_channel();
             let checked = runnable_scripts(&config);
+            // Named from what the checks run (a refused MISC_CHECK is not among them).
+            self.publish_configured(&checked);
             let (mut checks, problems) = Checks::new(
                 &checked,
                 RunOptions {
@@ -416,10 +417,12 @@ impl Director {
         }
     }
 
-    /// Publishes the real servers `config` gives each service of `layout` (kept: the
-    /// health of those the previous configuration had too, as the checks keep theirs).
-    fn publish_configured(&self, config: &model::Config, layout: &Layout) {
+    /// Publishes the real servers `config` (the one in force, as the checks run it) gives
+    /// each service (kept: the health of those the previous configuration had too, as the
+    /// checks keep theirs).
+    fn publish_configured(&self, config: &model::Config) {
         let labels = CheckLabels::new(config);
+        let layout = self.layout.read().unwrap_or_else(PoisonError::into_inner);
         let services = layout
             .by_block
             .iter()

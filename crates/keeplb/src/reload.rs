@@ -32,6 +32,9 @@ pub enum ReloadError {
     /// The file was applied, but these parts of it could not be served (a virtual
     /// server whose port is taken, say), as keepalived applies the rest and logs them.
     PartlyApplied(Vec<String>),
+    /// VRRP has the new file, but the virtual servers were still being reconciled when
+    /// the wait ended ([`APPLY_WAIT`]); what they could not serve goes to the log.
+    Pending,
 }
 
 /// Asks the running daemon to reload.
@@ -122,7 +125,7 @@ async fn apply(args: &ConfigArgs, parts: &Parts) -> Result<(), ReloadError> {
         tracing::warn!("reload: VRRP instances start at the next restart");
     }
     let _ = parts.sync.send(Arc::clone(&new));
-    let (applied, failures) = oneshot::channel();
+    let (applied, mut failures) = oneshot::channel();
     let reload = Reload {
         config: new,
         applied: Some(applied),
@@ -130,15 +133,22 @@ async fn apply(args: &ConfigArgs, parts: &Parts) -> Result<(), ReloadError> {
     if parts.virtual_servers.send(reload).is_err() {
         return Err(ReloadError::Rejected("the daemon is stopping".to_owned()));
     }
-    let failures = match tokio::time::timeout(APPLY_WAIT, failures).await {
+    let failures = match tokio::time::timeout(APPLY_WAIT, &mut failures).await {
         Ok(Ok(failures)) => failures,
         Ok(Err(_)) => return Err(ReloadError::Rejected("the daemon is stopping".to_owned())),
         Err(_) => {
+            let file = args.file.display().to_string();
             tracing::warn!(
-                "reload: {} applied to VRRP; the virtual servers are still being reconciled",
-                args.file.display()
+                "reload: {file}: the virtual servers are still being reconciled after {APPLY_WAIT:?}"
             );
-            return Ok(());
+            tokio::spawn(async move {
+                if let Ok(failures) = failures.await {
+                    for failure in failures {
+                        tracing::error!("reload: {file}: {failure}");
+                    }
+                }
+            });
+            return Err(ReloadError::Pending);
         }
     };
     if !failures.is_empty() {

@@ -46,7 +46,7 @@ pub fn reload(control: &Path) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         ResponseBody::Error {
-            error: error @ ApiError::PartlyApplied { .. },
+            error: error @ (ApiError::PartlyApplied { .. } | ApiError::ReloadPending),
         } => {
             eprintln!("keeplb: {error}");
             Ok(ExitCode::FAILURE)

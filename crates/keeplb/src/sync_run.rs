@@ -43,21 +43,10 @@ pub async fn serve(
 ) {
     tokio::pin!(stopped);
     let mut settings = config.global_defs.lvs_sync_daemon.clone();
+    // Kept across reloads that leave the settings alone: replacing it would close the
+    // socket and make a master send every template again.
+    let mut daemon = Box::pin(daemon(settings.clone(), Arc::clone(&plane), board.clone()));
     loop {
-        let daemon = async {
-            let Some(settings) = &settings else {
-                return std::future::pending().await;
-            };
-            loop {
-                if let Err(e) = run(settings, &plane, &board).await {
-                    tracing::error!(
-                        "lvs_sync_daemon on {}: {e}; trying again in {RETRY:?}",
-                        settings.interface
-                    );
-                }
-                tokio::time::sleep(RETRY).await;
-            }
-        };
         tokio::select! {
             () = &mut stopped => return,
             Some(new) = reloads.recv() => {
@@ -65,10 +54,28 @@ pub async fn serve(
                 if new != settings {
                     tracing::info!("lvs_sync_daemon: restarting with the new configuration");
                     settings = new;
+                    daemon = Box::pin(self::daemon(settings.clone(), Arc::clone(&plane), board.clone()));
                 }
             }
-            () = daemon => {}
+            () = &mut daemon => {}
         }
+    }
+}
+
+/// Runs the daemon of `settings` (none: nothing) for good, opening its socket again
+/// after a failure.
+async fn daemon(settings: Option<LvsSyncDaemon>, plane: Arc<DataPlane>, board: StatusBoard) {
+    let Some(settings) = settings else {
+        return std::future::pending().await;
+    };
+    loop {
+        if let Err(e) = run(&settings, &plane, &board).await {
+            tracing::error!(
+                "lvs_sync_daemon on {}: {e}; trying again in {RETRY:?}",
+                settings.interface
+            );
+        }
+        tokio::time::sleep(RETRY).await;
     }
 }
 
@@ -128,12 +135,11 @@ async fn run(settings: &LvsSyncDaemon, plane: &DataPlane, board: &StatusBoard) -
         tokio::select! {
             _ = period.tick() => {
                 let sends = role(board, instance).sends();
-                if sends {
-                    // A new master sends every template once, for a backup that restarted.
-                    let all = !sent_before;
-                    send_templates(&socket, group, settings.sync_id, max_len, plane, all).await;
-                }
-                sent_before = sends;
+                // A new master sends every template once, for a backup that restarted;
+                // so does one whose last send failed (what it held is marked sent).
+                sent_before = sends
+                    && send_templates(&socket, group, settings.sync_id, max_len, plane, !sent_before)
+                        .await;
             }
             received = socket.recv_from(&mut buf) => {
                 let (len, from) = received?;
@@ -147,7 +153,7 @@ async fn run(settings: &LvsSyncDaemon, plane: &DataPlane, board: &StatusBoard) -
 
 /// The templates of every service that changed since the last period (or `all` of
 /// them), to the group. The two address families travel in separate messages, as a
-/// message is of one family.
+/// message is of one family. False when a send failed.
 async fn send_templates(
     socket: &UdpSocket,
     group: SocketAddr,
@@ -155,7 +161,7 @@ async fn send_templates(
     max_len: usize,
     plane: &DataPlane,
     all: bool,
-) {
+) -> bool {
     let (v4, v6): (Vec<_>, Vec<_>) = plane
         .services_sorted()
         .iter()
@@ -173,12 +179,13 @@ async fn send_templates(
     for datagram in datagrams {
         if let Err(e) = socket.send_to(&datagram, group).await {
             tracing::warn!("lvs_sync_daemon: sending to {group}: {e}");
-            return;
+            return false;
         }
     }
     if count > 0 {
         tracing::debug!("lvs_sync_daemon: sent {count} template(s)");
     }
+    true
 }
 
 /// A sync message from `from`: each template goes to its service's table. Malformed

@@ -936,6 +936,26 @@ fn can_restart_quietly(old: &UnitSpec, new: &UnitSpec) -> bool {
     })
 }
 
+/// Whether every address the old members may hold is still configured in `new`.
+fn keeps_addresses(old: &UnitSpec, new: &UnitSpec) -> bool {
+    let held = |i: &VrrpInstance| -> Vec<(IpAddr, Option<String>)> {
+        i.virtual_ipaddress
+            .iter()
+            .chain(&i.virtual_ipaddress_excluded)
+            .map(|v| (v.address, v.dev.clone()))
+            .collect()
+    };
+    old.members.iter().all(|(old, _, _)| {
+        new.members
+            .iter()
+            .filter(|(new, _, _)| new.name == old.name)
+            .any(|(new, _, _)| {
+                let still_held = held(new);
+                held(old).iter().all(|a| still_held.contains(a))
+            })
+    })
+}
+
 /// A unit that runs: its spec, its members, the switches that stop it (resigning, or
 /// quietly for a restart), its task (which ends once its engines and their notifiers
 /// are done) and the objects it tracks.
@@ -993,16 +1013,15 @@ impl Vrrp {
         self.units = kept;
         let mut resumed = HashMap::new();
         for (key, unit) in &stopping {
-            let quietly = plans
+            let plan = plans
                 .iter()
-                .any(|p| &p.key == key && can_restart_quietly(&unit.spec, &p.spec));
-            if quietly {
+                .find(|p| &p.key == key && can_restart_quietly(&unit.spec, &p.spec));
+            let states: Vec<_> = {
                 let board = self
                     .board
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                let states: Vec<_> = unit
-                    .members
+                unit.members
                     .iter()
                     .map(|name| {
                         let state = board.get(name).map(|s| s.state.as_str());
@@ -1011,8 +1030,19 @@ impl Vrrp {
                             .find(|s| state == Some(s.keepalived_name()));
                         (name, state)
                     })
-                    .collect();
-                let all_master = states.iter().all(|(_, s)| *s == Some(State::Master));
+                    .collect()
+            };
+            let masters = states
+                .iter()
+                .filter(|(_, s)| *s == Some(State::Master))
+                .count();
+            let all_master = masters == states.len();
+            // Only masters that resume as such remove the addresses a reload dropped
+            // (their held ones): a group with masters and others must resign to clean up.
+            let quietly = plan.is_some_and(|plan| {
+                all_master || masters == 0 || keeps_addresses(&unit.spec, &plan.spec)
+            });
+            if quietly {
                 for (name, state) in states {
                     let Some(state) = state else { continue };
                     let held = (state == State::Master && all_master)
@@ -1913,6 +1943,10 @@ mod tests {
         assert!(quietly(text("eth0", 1, 100, "10.0.0.7")));
         // Another interface or router id: the old one must resign.
         assert!(!quietly(text("eth1", 1, 100, "10.0.0.100")));
+        // Whether the addresses stay decides for groups whose members are not all MASTER.
+        let keeps = |new: String| keeps_addresses(&plan(&old)[0].spec, &plan(&load(&new))[0].spec);
+        assert!(keeps(text("eth0", 1, 90, "10.0.0.100\n10.0.0.7")));
+        assert!(!keeps(text("eth0", 1, 100, "10.0.0.7")));
         assert!(!quietly(text("eth0", 2, 100, "10.0.0.100")));
     }
 

@@ -9,7 +9,7 @@ use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use keeplb_testlab::Lab;
+use keeplb_testlab::{Lab, Signal};
 
 const VIP: &str = "10.66.0.100";
 const DIRECTORS: [&str; 2] = ["10.66.0.1", "10.66.0.2"];
@@ -92,6 +92,26 @@ fn persistent_clients_keep_their_real_server_across_a_failover() {
             .lines()
             .any(|l| l.contains(&template) && l.contains(&format!("{a_real_server}:80")))
     });
+
+    // A reload that leaves the sync settings alone leaves the daemon alone too (its
+    // socket stays open; it does not send everything again).
+    master.signal(Signal::SIGHUP).expect("SIGHUP");
+    wait_for("the reload is applied", &master, || {
+        master
+            .output_so_far()
+            .stderr
+            .contains("master.conf applied")
+    });
+    assert_eq!(
+        master
+            .output_so_far()
+            .stderr
+            .matches("lvs_sync_daemon: persistence templates on")
+            .count(),
+        1,
+        "{}",
+        master.output_so_far()
+    );
 
     master.kill().expect("kill the master");
     wait_for("the backup takes over", &backup, || holds(&two, VIP));

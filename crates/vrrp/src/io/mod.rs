@@ -407,7 +407,15 @@ pub async fn run_instance_with(
             }
             removed = address_removed(driver.address_watch.as_mut()) => match removed {
                 Some(removed) => driver.address_removed(removed).await,
-                None => driver.address_watch = None,
+                None => {
+                    // The subscription ended (a netlink overrun, say): from now on a VIP
+                    // taken away is noticed only by the link poll's FAULT handling.
+                    tracing::warn!(
+                        instance = %driver.instance.config().name,
+                        "address notifications ended: a virtual address removed by someone else will go unnoticed"
+                    );
+                    driver.address_watch = None;
+                }
             },
             _ = link_poll.tick() => driver.refresh_link().await,
             changed = tracking_changed(tracking.as_mut()) => {
