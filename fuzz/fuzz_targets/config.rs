@@ -1,7 +1,7 @@
 //! Preprocessor + parser + model + validation + diagnostic rendering on arbitrary input.
 //! Must never panic, hang or allocate without bound.
 //!
-//! Run: `cargo fuzz run -s none config -- -max_total_time=600` from this directory.
+//! Run from fuzz/: `cargo fuzz run -s none config corpus/config seeds/config -- -max_total_time=600`.
 
 #![no_main]
 

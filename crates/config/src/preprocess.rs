@@ -14,8 +14,14 @@ use crate::text::MappedText;
 /// Limits that keep hostile or broken input from exhausting time or memory.
 const MAX_INCLUDE_DEPTH: usize = 32;
 const MAX_EXPANSION_PASSES: usize = 32;
+/// Each nested generator holds its own copy of the rest of the line, so unbounded
+/// nesting costs memory quadratic in the line's length (and stack).
+const MAX_GENERATOR_DEPTH: usize = 16;
 const MAX_GENERATED_LINES: usize = 100_000;
 const MAX_LINE_BYTES: usize = 1 << 20;
+/// What all parameter expansions together may produce (every pass counts): the per-line
+/// cap alone lets a generator repeat a megabyte-long expansion for each of its lines.
+const MAX_EXPANDED_BYTES: usize = 16 << 20;
 
 pub struct Preprocessor<'a> {
     loader: &'a dyn FileLoader,
@@ -25,6 +31,13 @@ pub struct Preprocessor<'a> {
     params: HashMap<String, Param>,
     include_stack: Vec<PathBuf>,
     generated: usize,
+    /// Bytes produced by parameter expansion so far, against [`MAX_EXPANDED_BYTES`].
+    expanded: usize,
+    /// Generators being expanded around the current line.
+    generator_depth: usize,
+    /// Set (and reported) once generators nested too deep: expansion stops there, as
+    /// each of a generator's iterations would otherwise hit the limit again.
+    too_deep: bool,
     lines: Vec<MappedText>,
 }
 
@@ -61,6 +74,9 @@ impl<'a> Preprocessor<'a> {
             params,
             include_stack: Vec::new(),
             generated: 0,
+            expanded: 0,
+            generator_depth: 0,
+            too_deep: false,
             lines: Vec::new(),
         }
     }
@@ -230,7 +246,7 @@ impl<'a> Preprocessor<'a> {
                 .at(at.full_span(), "expansion stopped here"),
             );
         }
-        self.generated > MAX_GENERATED_LINES
+        self.generated > MAX_GENERATED_LINES || self.expanded > MAX_EXPANDED_BYTES || self.too_deep
     }
 
     /// `~SEQ(var, start, step, end) rest` and `~LST(var, v1, v2, …) rest`: `rest` once per
@@ -300,6 +316,20 @@ impl<'a> Preprocessor<'a> {
             );
             return;
         }
+        if self.generator_depth >= MAX_GENERATOR_DEPTH {
+            if std::mem::replace(&mut self.too_deep, true) {
+                return;
+            }
+            self.diagnostics.push(
+                Diagnostic::error(
+                    "generator-depth",
+                    format!("generators nest deeper than {MAX_GENERATOR_DEPTH}"),
+                )
+                .at(header_span, "not expanded"),
+            );
+            return;
+        }
+        self.generator_depth += 1;
         // keepalived leaves the variables defined (with their last values) afterwards.
         for step in steps {
             // Every iteration counts, even one that produces no line: nested generators
@@ -313,6 +343,7 @@ impl<'a> Preprocessor<'a> {
             }
             self.process_line(rest.clone());
         }
+        self.generator_depth -= 1;
     }
 
     /// Replaces `$NAME` and `${NAME}` with defined values, again and again so values may use
@@ -335,6 +366,9 @@ impl<'a> Preprocessor<'a> {
             if !changed {
                 return next;
             }
+            if self.expansion_over_budget(next.len(), line) {
+                return MappedText::empty(line.file);
+            }
             current = next;
         }
         self.diagnostics.push(
@@ -345,6 +379,26 @@ impl<'a> Preprocessor<'a> {
             .at(line.full_span(), "while expanding this line"),
         );
         MappedText::empty(line.file)
+    }
+
+    /// Counts `bytes` more of expansion; true once the budget is spent (reported once).
+    fn expansion_over_budget(&mut self, bytes: usize, at: &MappedText) -> bool {
+        let was_within = self.expanded <= MAX_EXPANDED_BYTES;
+        self.expanded = self.expanded.saturating_add(bytes);
+        let over = self.expanded > MAX_EXPANDED_BYTES;
+        if over && was_within {
+            self.diagnostics.push(
+                Diagnostic::error(
+                    "too-much-expansion",
+                    format!(
+                        "parameter expansion produces more than {} MiB in all",
+                        MAX_EXPANDED_BYTES >> 20
+                    ),
+                )
+                .at(at.full_span(), "expansion stopped here"),
+            );
+        }
+        over
     }
 
     /// One pass of substitution; `None` when the result would exceed [`MAX_LINE_BYTES`].
@@ -885,5 +939,46 @@ mod tests {
             );
             assert!(!diags.is_empty(), "no diagnostic for {:.40}", text);
         }
+    }
+
+    /// Found by fuzzing: each line stays under the per-line cap, but a generator repeats
+    /// its expansion, so the lines together grew without bound (here 200 lines of 1 MB).
+    #[test]
+    fn total_expansion_is_bounded() {
+        let text = format!(
+            "$A={}\n$B={}\n~SEQ(i, 1, 200) x $B\n",
+            "y".repeat(1000),
+            "${A}".repeat(1000)
+        );
+        let loader = MemoryLoader::new().with("/etc/k/keepalived.conf", text);
+        let (lines, diags) = preprocess(&loader, "h");
+        let total: usize = lines.iter().map(String::len).sum();
+        assert!(total <= MAX_EXPANDED_BYTES, "{total} bytes of lines");
+        assert!(diags.iter().any(|d| d.code == "too-much-expansion"));
+    }
+
+    /// Found while fuzzing the preprocessor: 5000 generators nested on one 60 kB line took
+    /// over 2 GB (each level holds its own copy of the rest of the line), and 3000 overflow
+    /// a 2 MiB thread stack.
+    #[test]
+    fn generator_nesting_is_bounded() {
+        let nested = |depth: usize| format!("{}x\n", "~SEQ(a, 1, 1) ".repeat(depth));
+        let loader = MemoryLoader::new().with("/etc/k/keepalived.conf", nested(3000));
+        let (lines, diags) = preprocess(&loader, "h");
+        assert!(lines.is_empty(), "{} lines", lines.len());
+        assert!(diags.iter().any(|d| d.code == "generator-depth"));
+
+        // Reported once, and the outer generators stop rather than hit it 2^16 times.
+        let wide = format!("{}x\n", "~SEQ(a, 1, 2) ".repeat(MAX_GENERATOR_DEPTH + 1));
+        let loader = MemoryLoader::new().with("/etc/k/keepalived.conf", wide);
+        let (lines, diags) = preprocess(&loader, "h");
+        assert!(lines.is_empty(), "{} lines", lines.len());
+        assert_eq!(diags.len(), 1, "{diags:?}");
+
+        let loader =
+            MemoryLoader::new().with("/etc/k/keepalived.conf", nested(MAX_GENERATOR_DEPTH));
+        let (lines, diags) = preprocess(&loader, "h");
+        assert_eq!(lines, ["x"]);
+        assert!(diags.is_empty());
     }
 }
