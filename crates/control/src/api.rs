@@ -154,6 +154,9 @@ pub enum ApiError {
         /// What could not be served, and why.
         failures: Vec<String>,
     },
+    /// The daemon is stopping and takes no more changes.
+    #[error("the daemon is stopping")]
+    Stopping,
     /// The reload is still being applied when the daemon answers (the health checks of
     /// the old configuration take long to finish): its outcome goes to the daemon's log.
     #[error("reload still being applied; its outcome goes to the daemon's log")]

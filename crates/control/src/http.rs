@@ -375,6 +375,7 @@ pub fn status_of(response: &Response) -> StatusCode {
         // Applied, but part of it conflicts with what the machine has (a port taken).
         ApiError::PartlyApplied { .. } => StatusCode::CONFLICT,
         ApiError::ReloadPending => StatusCode::ACCEPTED,
+        ApiError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
         ApiError::Kernel { error, .. } => match error {
             KernelError::NoSuchService | KernelError::NotFound => StatusCode::NOT_FOUND,
             KernelError::Exists => StatusCode::CONFLICT,

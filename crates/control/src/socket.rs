@@ -6,7 +6,7 @@
 
 use std::future::Future;
 use std::io::{self, BufRead, BufReader, Write};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -27,6 +27,9 @@ const MAX_REQUEST_BYTES: u64 = 1 << 20;
 pub struct ControlServer {
     listener: UnixListener,
     path: PathBuf,
+    /// Device and inode of the socket file bound: the one to remove at the end, and not
+    /// another daemon's that has replaced it at the same path since.
+    file: (u64, u64),
 }
 
 impl ControlServer {
@@ -56,9 +59,11 @@ impl ControlServer {
         }
         let listener = UnixListener::bind(path)?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        let meta = std::fs::symlink_metadata(path)?;
         Ok(ControlServer {
             listener,
             path: path.to_owned(),
+            file: (meta.dev(), meta.ino()),
         })
     }
 
@@ -99,6 +104,12 @@ impl Drop for ControlServer {
     /// Removes the socket: a daemon that stops, or fails to start after binding, leaves
     /// no stale path behind.
     fn drop(&mut self) {
+        let ours = std::fs::symlink_metadata(&self.path)
+            .is_ok_and(|meta| (meta.dev(), meta.ino()) == self.file);
+        if !ours {
+            tracing::debug!(path = %self.path.display(), "control socket replaced or gone; left alone");
+            return;
+        }
         if let Err(error) = std::fs::remove_file(&self.path) {
             tracing::debug!(%error, path = %self.path.display(), "control socket not removed");
         }

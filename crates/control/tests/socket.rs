@@ -158,3 +158,20 @@ async fn bind_refuses_a_socket_a_daemon_answers_on() {
     drop(running);
     assert!(!path.exists(), "a server removes its socket when dropped");
 }
+
+#[tokio::test]
+async fn a_server_leaves_alone_a_socket_another_has_put_at_its_path() {
+    let dir = TempDir::new("replaced");
+    let path = dir.0.join("control.sock");
+    let first = ControlServer::bind(&path).unwrap();
+    // Someone removed our socket and another daemon bound the path since.
+    std::fs::remove_file(&path).unwrap();
+    let second = ControlServer::bind(&path).unwrap();
+    drop(first);
+    assert!(
+        std::os::unix::net::UnixStream::connect(&path).is_ok(),
+        "the second daemon keeps its socket"
+    );
+    drop(second);
+    assert!(!path.exists());
+}

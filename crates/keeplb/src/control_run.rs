@@ -855,6 +855,7 @@ async fn handle(
                 ApiError::PartlyApplied { failures }
             }
             Err(crate::reload::ReloadError::Pending) => ApiError::ReloadPending,
+            Err(crate::reload::ReloadError::Stopping) => ApiError::Stopping,
         };
         return Response::new(ResponseBody::Error { error });
     }

@@ -27,8 +27,10 @@ pub struct Request {
 /// Why a reload did not apply the whole file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReloadError {
-    /// The file is invalid (its diagnostics), or the daemon is stopping: nothing changed.
+    /// The file is invalid (its diagnostics): nothing changed.
     Rejected(String),
+    /// The daemon is stopping: nothing changed.
+    Stopping,
     /// The file was applied, but these parts of it could not be served (a virtual
     /// server whose port is taken, say), as keepalived applies the rest and logs them.
     PartlyApplied(Vec<String>),
@@ -44,7 +46,7 @@ pub struct Reloader(mpsc::UnboundedSender<Request>);
 impl Reloader {
     /// Reloads and waits for the outcome.
     pub async fn reload(&self) -> Result<(), ReloadError> {
-        let stopping = || ReloadError::Rejected("the daemon is stopping".to_owned());
+        let stopping = || ReloadError::Stopping;
         let (reply, outcome) = oneshot::channel();
         self.0
             .send(Request { reply: Some(reply) })
@@ -131,11 +133,11 @@ async fn apply(args: &ConfigArgs, parts: &Parts) -> Result<(), ReloadError> {
         applied: Some(applied),
     };
     if parts.virtual_servers.send(reload).is_err() {
-        return Err(ReloadError::Rejected("the daemon is stopping".to_owned()));
+        return Err(ReloadError::Stopping);
     }
     let failures = match tokio::time::timeout(APPLY_WAIT, &mut failures).await {
         Ok(Ok(failures)) => failures,
-        Ok(Err(_)) => return Err(ReloadError::Rejected("the daemon is stopping".to_owned())),
+        Ok(Err(_)) => return Err(ReloadError::Stopping),
         Err(_) => {
             let file = args.file.display().to_string();
             tracing::warn!(
