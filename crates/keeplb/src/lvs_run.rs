@@ -168,7 +168,12 @@ impl Director {
             let mut services = Vec::new();
             for vip in addresses {
                 match self.serve_block_address(vs, vip, settings, &configured, &before) {
-                    Ok(svc) => {
+                    Ok((svc, refused)) => {
+                        if let Some(refused) = refused {
+                            let failure = format!("virtual_server {name} ({vip}): {refused}");
+                            tracing::error!("{failure}");
+                            failures.push(failure);
+                        }
                         let id = (svc.protocol(), svc.vip());
                         layout.owned.insert(id);
                         layout.configured.insert(id, configured.clone());
@@ -219,7 +224,7 @@ impl Director {
         settings: ConnSettings,
         configured: &[SocketAddr],
         before: &HashMap<ServiceId, Vec<SocketAddr>>,
-    ) -> anyhow::Result<Arc<VirtualService>> {
+    ) -> anyhow::Result<(Arc<VirtualService>, Option<String>)> {
         let (service, mut options) = service(vs, vip)?;
         let protocol = match service.addr() {
             ServiceAddr::Addr(protocol, _) => protocol,
@@ -229,13 +234,19 @@ impl Director {
         let Some(running) = self.plane.get(protocol, vip) else {
             let svc = Arc::new(VirtualService::new(service, settings, options)?);
             self.plane.add(Arc::clone(&svc))?;
-            return Ok(svc);
+            return Ok((svc, None));
         };
         let sorry = options.sorry_server.as_ref().map(|d| d.addr());
-        let removed = running.edit(|live| -> anyhow::Result<Vec<Arc<Dest>>> {
+        // A running service stays served whatever part of its new settings is refused.
+        let (removed, refused) = running.edit(|live| {
+            let mut refused = None;
             let (kind, flags) = (vs.lb_algo, options.sched_flags);
-            if live.pool.scheduler().kind() != kind || running.options().sched_flags != flags {
-                live.pool.set_scheduler(kind.build(flags))?;
+            if (live.pool.scheduler().kind() != kind || running.options().sched_flags != flags)
+                && let Err(e) = live.pool.set_scheduler(kind.build(flags))
+            {
+                refused = Some(format!(
+                    "the new scheduler is refused ({e}); the previous one stays"
+                ));
             }
             live.set_persistence(service.persistence());
             live.set_persistence_engine(service.persistence_engine());
@@ -246,12 +257,12 @@ impl Director {
                 .map(|d| d.addr())
                 .filter(|a| previously.contains(a) && !configured.contains(a) && Some(*a) != sorry)
                 .collect();
-            let mut removed = Vec::new();
-            for addr in dropped {
-                removed.push(live.pool.remove(addr)?);
-            }
-            Ok(removed)
-        })?;
+            let removed: Vec<Arc<Dest>> = dropped
+                .into_iter()
+                .filter_map(|addr| live.pool.remove(addr).ok())
+                .collect();
+            (removed, refused)
+        });
         self.throw_away(&running, removed);
         if running.conn_settings() != settings {
             running.set_conn_settings(settings);
@@ -263,7 +274,7 @@ impl Director {
             options.sorry_server = Some(Arc::clone(old));
         }
         running.set_options(options);
-        Ok(running)
+        Ok((running, refused))
     }
 
     fn throw_away(&self, svc: &VirtualService, dests: Vec<Arc<Dest>>) {
@@ -851,5 +862,60 @@ mod tests {
         assert_eq!(v4.netmask(), Ipv4Addr::new(255, 255, 255, 0));
         assert_eq!(granularity_of("/64").unwrap().prefix(), 64);
         assert!(granularity_of("wide").is_err());
+    }
+}
+
+#[cfg(test)]
+mod reload_tests {
+    use super::*;
+    use keeplb_config::env::FakeEnvironment;
+    use keeplb_config::{LoadOptions, MemoryLoader, load_with};
+
+    fn config(text: &str) -> model::Config {
+        let loaded = load_with(
+            &MemoryLoader::new().with("/k.conf", text),
+            &FakeEnvironment::default(),
+            std::path::Path::new("/k.conf"),
+            &LoadOptions {
+                config_id: String::new(),
+            },
+        )
+        .expect("loads");
+        assert!(loaded.is_valid(), "{:?}", loaded.diagnostics);
+        loaded.config
+    }
+
+    #[tokio::test]
+    async fn a_service_whose_new_scheduler_is_refused_stays_served() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let text = |algo: &str| {
+            format!(
+                "virtual_server 127.0.0.1 {port} {{\n    lb_algo {algo}\n    protocol TCP\n}}\n"
+            )
+        };
+        let director = Director::start(&config(&text("rr")), NonZeroUsize::MIN).expect("director");
+        let vip = SocketAddr::from(([127, 0, 0, 1], port));
+        let svc = director.plane.get(Protocol::Tcp, vip).expect("served");
+        // More real servers than the default Maglev table holds (4093): mh refuses them.
+        const REAL_SERVERS: u16 = 4094;
+        for i in 0..REAL_SERVERS {
+            let dest = Dest::new(SocketAddr::from(([127, 0, 1, 1], 1000 + i)), 1).expect("dest");
+            svc.edit(|s| s.pool.add(Arc::new(dest))).expect("added");
+        }
+        let failures = director.reconcile(&config(&text("mh")));
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        assert!(failures[0].contains("scheduler is refused"), "{failures:?}");
+        let still = director
+            .plane
+            .get(Protocol::Tcp, vip)
+            .expect("still served");
+        assert!(Arc::ptr_eq(&svc, &still));
+        assert_eq!(
+            still.read(|s| s.pool.dests().len()),
+            usize::from(REAL_SERVERS)
+        );
     }
 }
