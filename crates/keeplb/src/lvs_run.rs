@@ -27,7 +27,7 @@ use keeplb_control::model::{Protocol as ControlProtocol, ServiceKey};
 use keeplb_proxy::{
     DataPlane, Forwarding, ProxyProtocol, ServiceId, ServiceOptions, VirtualService,
 };
-use keeplb_script::{FifoWriter, ScriptCommand, ScriptSecurityError, check_script_security};
+use keeplb_script::{FifoWriter, ScriptCommand, ScriptSecurityError, vet_script};
 use tokio::sync::{mpsc, oneshot};
 
 /// Group ranges wider than this are refused rather than expanded.
@@ -520,16 +520,8 @@ fn script_verdict(
     let Ok(command) = ScriptCommand::configured(line, own_user, script_user) else {
         return Ok(());
     };
-    let Err(refusal) = check_script_security(&command) else {
-        return Ok(());
-    };
-    let security = global.enable_script_security;
-    tracing::warn!(reason = %refusal, "{}", refusal.keepalived_log(security));
-    if refusal.disables(security) {
-        Err((command.keepalived_quoted(), refusal))
-    } else {
-        Ok(())
-    }
+    vet_script(&command, global.enable_script_security)
+        .map_err(|refusal| (command.keepalived_quoted(), refusal))
 }
 
 /// The metrics' names of every checker of a configuration.

@@ -35,7 +35,6 @@ use keeplb_control::api::{Transition, VrrpCounters, VrrpInstanceStatus};
 use keeplb_vrrp::io::run_interface_tracker;
 use keeplb_vrrp::notify::{
     FifoScript, FifoWriter, Notifier, NotifyConfig, NotifyKind, NotifyScripts,
-    check_script_security,
 };
 use keeplb_vrrp::pace::AnnounceIntervals;
 use keeplb_vrrp::sync::{SyncCommand, SyncGroup};
@@ -203,7 +202,8 @@ const TRACK_POLL: Duration = Duration::from_millis(200);
 const NOTIFY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A script line of the configuration as it will run: parsed, as `user` (else
-/// `script_user`), and checked with `enable_script_security`.
+/// `script_user`), and vetted as keepalived does at start (missing or not runnable:
+/// refused; insecure: refused with `enable_script_security`, else only reported).
 pub(crate) fn script_command(
     line: &str,
     user: Option<&str>,
@@ -219,9 +219,7 @@ pub(crate) fn script_command(
     if let Some(user) = user {
         cmd = cmd.with_user(user, group)?;
     }
-    if global.enable_script_security {
-        check_script_security(&cmd)?;
-    }
+    keeplb_script::vet_script(&cmd, global.enable_script_security)?;
     Ok(cmd)
 }
 

@@ -113,3 +113,40 @@ fn insecure_checker_scripts_are_not_run_as_root() {
     );
     stop(&keeplb);
 }
+
+/// Without `enable_script_security` keepalived still disables a VRRP script it cannot
+/// find, with its words, and the instance runs without it (rather than failing the
+/// script at every check).
+#[test]
+fn a_missing_vrrp_script_is_disabled_even_without_script_security() {
+    let lab =
+        keeplb_testlab::Lab::new("run-missing-script").expect("lab (needs root and iproute2)");
+    let lan = lab.switch("lan").expect("switch");
+    let host = lab.host("dir").expect("host");
+    host.attach(&lan, "eth0", &["10.65.1.1/24"]).expect("link");
+    let missing = lab.dir().join("no-such-check.sh");
+    let conf = lab.dir().join("keepalived.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "vrrp_script chk {{\n    script \"{}\"\n    interval 1\n}}\n\
+             vrrp_instance VI_1 {{\n    state BACKUP\n    interface eth0\n    virtual_router_id 65\n    \
+             priority 100\n    advert_int 1\n    track_script {{\n        chk\n    }}\n    \
+             virtual_ipaddress {{\n        10.65.1.100/24\n    }}\n}}\n",
+            missing.display()
+        ),
+    )
+    .expect("write config");
+    let keeplb = start(&host, &conf);
+    let said = format!(
+        "check_script_secure could not find script '{}' - disabling",
+        missing.display()
+    );
+    wait_for("keepalived's words", &keeplb, || {
+        keeplb.output_so_far().stderr.contains(&said)
+    });
+    wait_for("the instance becomes master without it", &keeplb, || {
+        holds(&host, "10.65.1.100")
+    });
+    stop(&keeplb);
+}

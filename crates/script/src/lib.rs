@@ -11,5 +11,5 @@ pub use command::{
     CommandError, RunOutcome, ScriptCommand, run_command, spawn_in_group, split_command,
 };
 pub use fifo::FifoWriter;
-pub use security::{ScriptSecurityError, check_program, check_script_security};
+pub use security::{ScriptSecurityError, check_program, check_script_security, vet_script};
 pub use track_file::{init_track_file, parse_track_file, read_track_file};

@@ -129,6 +129,23 @@ impl ScriptSecurityError {
     }
 }
 
+/// keepalived's verdict on a configured script at start (`check_script_secure` as its
+/// VRRP and checker processes use it): Err when the script must not run, which is
+/// always when it is missing or not runnable, and when it is insecure only with
+/// `enable_script_security` (`script_security`). Any problem is logged in keepalived's
+/// words, so an insecure script that still runs is reported too.
+pub fn vet_script(cmd: &ScriptCommand, script_security: bool) -> Result<(), ScriptSecurityError> {
+    let Err(refusal) = check_script_security(cmd) else {
+        return Ok(());
+    };
+    tracing::warn!(reason = %refusal, "{}", refusal.keepalived_log(script_security));
+    if refusal.disables(script_security) {
+        Err(refusal)
+    } else {
+        Ok(())
+    }
+}
+
 /// keepalived's `check_script_secure` for `cmd`, run as its uid/gid (keeplb's own
 /// effective ids when it has none): Ok when it may run.
 pub fn check_script_security(cmd: &ScriptCommand) -> Result<(), ScriptSecurityError> {
