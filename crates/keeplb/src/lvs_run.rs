@@ -14,7 +14,7 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
-use crate::control_run::{HealthBook, HealthWatch};
+use crate::health_book::{HealthBook, HealthWatch};
 use anyhow::{Context, bail};
 use keeplb_balancer::{
     ConnSettings, Dest, Granularity, Persistence, Pool, Protocol, SchedFlags, SchedulerKind,
@@ -860,22 +860,7 @@ mod tests {
 #[cfg(test)]
 mod reload_tests {
     use super::*;
-    use keeplb_config::env::FakeEnvironment;
-    use keeplb_config::{LoadOptions, MemoryLoader, load_with};
-
-    fn config(text: &str) -> model::Config {
-        let loaded = load_with(
-            &MemoryLoader::new().with("/k.conf", text),
-            &FakeEnvironment::default(),
-            std::path::Path::new("/k.conf"),
-            &LoadOptions {
-                config_id: String::new(),
-            },
-        )
-        .expect("loads");
-        assert!(loaded.is_valid(), "{:?}", loaded.diagnostics);
-        loaded.config
-    }
+    use crate::test_config::parse as config;
 
     #[tokio::test]
     async fn a_service_whose_new_scheduler_is_refused_stays_served() {

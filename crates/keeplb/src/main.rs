@@ -7,10 +7,13 @@ mod control_run;
 mod demo;
 mod fifo_run;
 mod genhash_cmd;
+mod health_book;
 mod lvs_run;
 mod reload;
 mod status_cmd;
 mod sync_run;
+#[cfg(test)]
+mod test_config;
 mod vrrp_run;
 
 use std::path::PathBuf;
