@@ -5,7 +5,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use keeplb_config::model::{CheckKind, Checker, Config, GlobalDefs, RealServer, VirtualServer};
+use keeplb_config::model::{
+    CheckKind, Checker, Config, GlobalDefs, RealServer, ScriptUser, VirtualServer,
+};
 use keeplb_script::{RunOutcome, ScriptCommand, run_command};
 use regex::bytes::Regex;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -362,17 +364,11 @@ pub(crate) fn script_command(
     group: Option<&str>,
     global: &GlobalDefs,
 ) -> Result<ScriptCommand, keeplb_script::CommandError> {
-    let command = ScriptCommand::parse(line)?;
-    let user = user.map(|u| (u, group)).or_else(|| {
-        global
-            .script_user
-            .as_ref()
-            .map(|s| (s.user.as_str(), s.group.as_deref()))
-    });
-    match user {
-        Some((user, group)) => command.with_user(user, group),
-        None => Ok(command),
-    }
+    ScriptCommand::configured(
+        line,
+        user.map(|u| (u, group)),
+        global.script_user.as_ref().map(ScriptUser::names),
+    )
 }
 
 /// Applies the source options (device, mark, address) to a socket about to connect;

@@ -42,6 +42,13 @@ pub struct ScriptUser {
     pub group: Option<String>,
 }
 
+impl ScriptUser {
+    /// User and group as the script runner takes them.
+    pub fn names(&self) -> (&str, Option<&str>) {
+        (&self.user, self.group.as_deref())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SmtpServer {
     pub address: String,

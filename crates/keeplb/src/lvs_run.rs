@@ -513,10 +513,7 @@ fn script_verdict(
     own_user: Option<(&str, Option<&str>)>,
     global: &model::GlobalDefs,
 ) -> Result<(), (String, ScriptSecurityError)> {
-    let script_user = global
-        .script_user
-        .as_ref()
-        .map(|s| (s.user.as_str(), s.group.as_deref()));
+    let script_user = global.script_user.as_ref().map(model::ScriptUser::names);
     let Ok(command) = ScriptCommand::configured(line, own_user, script_user) else {
         return Ok(());
     };

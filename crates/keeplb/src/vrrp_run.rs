@@ -210,15 +210,11 @@ pub(crate) fn script_command(
     group: Option<&str>,
     global: &GlobalDefs,
 ) -> anyhow::Result<ScriptCommand> {
-    let mut cmd = ScriptCommand::parse(line)?;
-    let (user, group) = match (user, &global.script_user) {
-        (Some(u), _) => (Some(u), group),
-        (None, Some(su)) => (Some(su.user.as_str()), su.group.as_deref()),
-        (None, None) => (None, None),
-    };
-    if let Some(user) = user {
-        cmd = cmd.with_user(user, group)?;
-    }
+    let cmd = ScriptCommand::configured(
+        line,
+        user.map(|u| (u, group)),
+        global.script_user.as_ref().map(model::ScriptUser::names),
+    )?;
     keeplb_script::vet_script(&cmd, global.enable_script_security)?;
     Ok(cmd)
 }
