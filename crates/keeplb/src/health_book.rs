@@ -38,6 +38,8 @@ pub struct HealthBook {
     /// Up or down, by service and real server; kept across reloads like the checks'
     /// own state.
     up: HashMap<(ServiceId, SocketAddr), bool>,
+    /// Verdicts recorded since the last publication.
+    unpublished: bool,
     published: tokio::sync::watch::Sender<Vec<ServiceHealth>>,
 }
 
@@ -46,6 +48,7 @@ impl Default for HealthBook {
         Self {
             blocks: Vec::new(),
             up: HashMap::new(),
+            unpublished: false,
             published: tokio::sync::watch::Sender::new(Vec::new()),
         }
     }
@@ -93,11 +96,12 @@ impl HealthBook {
                 services.contains(service) && real_servers.iter().any(|c| c.address == *address)
             })
         });
-        self.publish();
+        self.publish_all();
     }
 
     /// Takes in the checks' verdict on a real server ([`Action::RealServerAlive`]); other
-    /// actions are ignored.
+    /// actions are ignored. It is published by [`HealthBook::publish`], once for a burst
+    /// (the checks give every verdict at their start).
     pub fn record(&mut self, action: &Action) {
         let Action::RealServerAlive { vs, dest, alive } = *action else {
             return;
@@ -111,10 +115,17 @@ impl HealthBook {
         for service in services {
             self.up.insert((*service, dest), alive);
         }
-        self.publish();
+        self.unpublished = true;
     }
 
-    fn publish(&self) {
+    /// Publishes the verdicts recorded since the last publication, if any.
+    pub fn publish(&mut self) {
+        if std::mem::take(&mut self.unpublished) {
+            self.publish_all();
+        }
+    }
+
+    fn publish_all(&self) {
         let view = self
             .blocks
             .iter()
@@ -242,6 +253,7 @@ mod tests {
         ];
         for (action, up) in changes {
             book.record(&action);
+            book.publish();
             let now: Vec<bool> = published(&watch).iter().map(|rs| rs.2).collect();
             assert_eq!(now, up, "after {action:?}");
         }

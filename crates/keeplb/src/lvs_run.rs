@@ -342,6 +342,14 @@ impl Director {
             let apply = async {
                 while let Some(action) = pending.recv().await {
                     self.apply(&action);
+                    // A burst (every verdict at the checks' start) is published once.
+                    while let Ok(action) = pending.try_recv() {
+                        self.apply(&action);
+                    }
+                    self.health
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .publish();
                 }
             };
             let presence = report_addresses(&config, &controller);
