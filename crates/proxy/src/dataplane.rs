@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use crate::error::ProxyError;
+use crate::hub::RelayHub;
 use crate::listener;
 use crate::service::VirtualService;
 use crate::{tcp, udp};
@@ -184,13 +185,22 @@ async fn run_worker(mut inbox: mpsc::UnboundedReceiver<Command>, housekeeping: O
     if let Some(services) = housekeeping {
         tokio::spawn(tick(services));
     }
+    let hub = match RelayHub::new() {
+        Ok(hub) => hub,
+        Err(e) => {
+            tracing::error!("worker cannot relay TCP connections: {e}");
+            return;
+        }
+    };
+    tokio::spawn(Arc::clone(&hub).run());
     let mut serving: HashMap<ServiceId, AbortHandle> = HashMap::new();
     while let Some(command) = inbox.recv().await {
         match command {
             Command::Serve { id, svc, socket } => {
                 let task = match socket {
-                    Listening::Tcp(socket) => TcpListener::from_std(socket)
-                        .map(|listener| tokio::spawn(tcp::accept_loop(listener, svc))),
+                    Listening::Tcp(socket) => TcpListener::from_std(socket).map(|listener| {
+                        tokio::spawn(tcp::accept_loop(listener, svc, Arc::clone(&hub)))
+                    }),
                     Listening::Udp(socket) => UdpSocket::from_std(socket)
                         .map(|socket| tokio::spawn(udp::serve(socket, svc))),
                 };

@@ -26,6 +26,7 @@
 mod activity;
 mod dataplane;
 mod error;
+mod hub;
 mod listener;
 mod pipe;
 mod proxy_protocol;

@@ -1,6 +1,10 @@
 //! Moving bytes between a client and a real server, both directions at once, with
-//! half-close, an idle timeout, and zero-copy `splice` once a direction carries bulk
-//! data.
+//! half-close and zero-copy `splice` once a direction carries bulk data.
+//!
+//! The relay is plain code over two non-blocking sockets and what epoll last said
+//! about them: it never waits. The worker's [`RelayHub`](crate::hub::RelayHub) calls
+//! it when one of the sockets is ready, so moving a request or a response wakes no
+//! async task.
 //!
 //! Each direction is a pump: read what the source has, write it to the sink at once,
 //! keep only what the sink would not take. Reads go into one scratch buffer per worker
@@ -15,19 +19,14 @@
 //! straight after the read, without waiting for a writability event first.
 
 use std::cell::RefCell;
-use std::future::Future;
-use std::io::{self, Read};
-use std::net::Shutdown;
-use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::AsFd;
 use std::time::Duration;
 
 use keeplb_balancer::Direction;
 use socket2::SockRef;
-use tokio::io::Interest;
-use tokio::net::TcpStream;
 
-use crate::activity::{IdleTimer, LastActivity};
 use crate::pipe::{self, Pipe};
 
 /// Size of the per-thread scratch buffer, and so of the largest copied read; a read
@@ -43,9 +42,9 @@ thread_local! {
 pub(crate) trait RelayObserver {
     /// `bytes` crossed in `dir` (Input: client to real server), `elapsed` after the
     /// relay started.
-    fn moved(&self, dir: Direction, bytes: usize, elapsed: Duration);
+    fn moved(&mut self, dir: Direction, bytes: usize, elapsed: Duration);
     /// The sender of `dir` closed its side and the close was passed on.
-    fn half_closed(&self, dir: Direction);
+    fn half_closed(&mut self, dir: Direction);
 }
 
 /// How a relay ended.
@@ -59,28 +58,8 @@ pub(crate) enum RelayEnd {
     Failed(io::Error),
 }
 
-/// Relays between `client` and `server` until both have closed, one fails, or nothing
-/// has moved for `idle_timeout`.
-pub(crate) async fn relay(
-    client: &TcpStream,
-    server: &TcpStream,
-    observer: &impl RelayObserver,
-    idle_timeout: Duration,
-) -> RelayEnd {
-    let activity = LastActivity::new();
-    Bidirectional {
-        client,
-        server,
-        pumps: [Pump::new(Direction::Input), Pump::new(Direction::Output)],
-        observer,
-        activity: &activity,
-        idle: IdleTimer::new(idle_timeout),
-    }
-    .await
-}
-
 /// Writes all of `bytes` to `to`, waiting for room as needed.
-pub(crate) async fn write_all(to: &TcpStream, bytes: &[u8]) -> io::Result<()> {
+pub(crate) async fn write_all(to: &tokio::net::TcpStream, bytes: &[u8]) -> io::Result<()> {
     let mut sent = 0;
     while sent < bytes.len() {
         match to.try_write(&bytes[sent..]) {
@@ -94,56 +73,121 @@ pub(crate) async fn write_all(to: &TcpStream, bytes: &[u8]) -> io::Result<()> {
 
 /// Closes `stream` with a reset rather than a FIN, so the peer learns the
 /// connection failed (as it would through a kernel NAT director).
-pub(crate) fn reset_on_close(stream: &TcpStream) {
+pub(crate) fn reset_on_close(stream: &impl AsFd) {
     let _ = SockRef::from(stream).set_linger(Some(Duration::ZERO));
 }
 
-/// Both directions of one connection, driven by hand rather than as two async
-/// functions joined: on the data path this saves the state machines' bookkeeping on
-/// every wake-up, which is most of the proxy's own (user-space) time per request.
-///
-/// The idle timer is polled only to arm it and when it has fired: a wake-up for data
-/// does not touch the timer wheel.
-struct Bidirectional<'a, O> {
-    client: &'a TcpStream,
-    server: &'a TcpStream,
-    pumps: [Pump; 2],
-    observer: &'a O,
-    activity: &'a LastActivity,
-    idle: IdleTimer,
+/// One socket of a relay, with the readiness epoll reported for it since the relay
+/// last found it drained or full.
+#[derive(Debug)]
+pub(crate) struct Endpoint {
+    pub(crate) socket: TcpStream,
+    readable: bool,
+    writable: bool,
+    /// The peer's FIN was seen: a short read no longer means drained, since the next
+    /// read must return the end of stream.
+    read_closed: bool,
 }
 
-impl<O: RelayObserver> Future for Bidirectional<'_, O> {
-    type Output = RelayEnd;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
-        if this.idle.poll_idle(cx, this.activity).is_ready() {
-            return Poll::Ready(RelayEnd::Idle);
+impl Endpoint {
+    /// A socket just handed over, with room to write. Whether it is worth reading
+    /// before epoll says so is the caller's guess: registering reports what is
+    /// already there anyway.
+    fn new(socket: TcpStream, readable: bool) -> Self {
+        Self {
+            socket,
+            readable,
+            writable: true,
+            read_closed: false,
         }
-        let ends = [(this.client, this.server), (this.server, this.client)];
-        let mut finished = true;
-        for (index, (from, to)) in ends.into_iter().enumerate() {
-            let other_done = this.pumps[1 - index].done;
-            let pump = &mut this.pumps[index];
+    }
+
+    /// Records an (edge-triggered) readiness event.
+    pub(crate) fn saw(&mut self, event: Readiness) {
+        self.readable |= event.readable || event.read_closed || event.failed;
+        self.writable |= event.writable || event.failed;
+        self.read_closed |= event.read_closed;
+    }
+}
+
+/// What an epoll event said about a socket. An error or hang-up (`failed`) makes both
+/// ways ready, so the next read or write returns what happened.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Readiness {
+    pub(crate) readable: bool,
+    pub(crate) writable: bool,
+    pub(crate) read_closed: bool,
+    pub(crate) failed: bool,
+}
+
+/// Both directions of one connection.
+#[derive(Debug)]
+pub(crate) struct Relay {
+    /// Client, then real server.
+    pub(crate) ends: [Endpoint; 2],
+    /// Input (client to real server), then Output.
+    pumps: [Pump; 2],
+}
+
+/// What one [`Relay::advance`] did.
+#[derive(Debug)]
+pub(crate) struct Advance {
+    /// Bytes moved (or an end of stream was passed on).
+    pub(crate) active: bool,
+    /// The relay is over.
+    pub(crate) end: Option<RelayEnd>,
+}
+
+impl Relay {
+    /// The client has usually sent its request while the real server was connecting,
+    /// so it is read at once; a real server rarely speaks first, so it is not.
+    pub(crate) fn new(client: TcpStream, server: TcpStream) -> Self {
+        Self {
+            ends: [Endpoint::new(client, true), Endpoint::new(server, false)],
+            pumps: [Pump::new(Direction::Input), Pump::new(Direction::Output)],
+        }
+    }
+
+    /// Moves whatever can move now, in both directions, `elapsed` after the relay
+    /// started.
+    pub(crate) fn advance(
+        &mut self,
+        observer: &mut dyn RelayObserver,
+        elapsed: Duration,
+    ) -> Advance {
+        let [client, server] = &mut self.ends;
+        let mut active = false;
+        for index in 0..2 {
+            let other_done = self.pumps[1 - index].done;
+            let pump = &mut self.pumps[index];
             if pump.done {
                 continue;
             }
-            match pump.poll_pump(cx, from, to, this.observer, this.activity, other_done) {
-                Poll::Ready(Ok(())) => pump.done = true,
-                Poll::Ready(Err(e)) => return Poll::Ready(RelayEnd::Failed(e)),
-                Poll::Pending => finished = false,
+            let (from, to) = if index == 0 {
+                (&mut *client, &mut *server)
+            } else {
+                (&mut *server, &mut *client)
+            };
+            match pump.advance(from, to, observer, elapsed, other_done) {
+                Ok(moved) => active |= moved,
+                Err(e) => {
+                    return Advance {
+                        active,
+                        end: Some(RelayEnd::Failed(e)),
+                    };
+                }
             }
         }
-        if finished {
-            Poll::Ready(RelayEnd::Closed)
-        } else {
-            Poll::Pending
+        let closed = self.pumps.iter().all(|pump| pump.done);
+        Advance {
+            active,
+            end: closed.then_some(RelayEnd::Closed),
         }
     }
 }
 
 /// One direction: from `from` to `to` until `from` closes, then half-close `to`.
+#[derive(Debug)]
 struct Pump {
     dir: Direction,
     /// Bytes read but not yet taken by `to`, and how many of them went since.
@@ -168,65 +212,64 @@ impl Pump {
         }
     }
 
-    /// Moves what can be moved now. Ready(Ok) once `from` closed and the close was
-    /// passed on; Pending while waiting for either socket.
+    /// Moves what can be moved now; true if anything did. Marks the pump done once
+    /// `from` closed and the close was passed on.
     ///
     /// When the other direction is already done (`other_done`), the relay ends with
     /// this one and both sockets are closed at once: the close sends `to` its FIN, so no
     /// `shutdown` call is spent on it (`to` already sent its own FIN, so no data can
     /// come after the close and turn it into a reset).
-    fn poll_pump(
+    fn advance(
         &mut self,
-        cx: &mut Context<'_>,
-        from: &TcpStream,
-        to: &TcpStream,
-        observer: &impl RelayObserver,
-        activity: &LastActivity,
+        from: &mut Endpoint,
+        to: &mut Endpoint,
+        observer: &mut dyn RelayObserver,
+        elapsed: Duration,
         other_done: bool,
-    ) -> Poll<io::Result<()>> {
+    ) -> io::Result<bool> {
+        let mut active = false;
         loop {
-            if let Err(e) = ready!(self.poll_flush(cx, to)) {
-                return Poll::Ready(Err(e));
-            }
-            if let Err(e) = ready!(from.poll_read_ready(cx)) {
-                return Poll::Ready(Err(e));
+            if !self.flush(to)? || !from.readable {
+                return Ok(active);
             }
             let moved = match self.bulk.as_mut() {
-                Some(pipe) => match from.try_io(Interest::READABLE, || pipe.fill(from)) {
+                Some(pipe) => match pipe.fill(&from.socket) {
                     Ok(moved) => {
                         if moved < SCRATCH_SIZE {
                             self.bulk_ending = true;
                         }
                         moved
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    Err(e) => return Poll::Ready(Err(e)),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        from.readable = false;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
                 },
-                None => match self.copy(from, to) {
-                    Ok(Some(moved)) => moved,
-                    Ok(None) => continue,
-                    Err(e) => return Poll::Ready(Err(e)),
+                None => match self.copy(from, to)? {
+                    Some(moved) => moved,
+                    None => continue,
                 },
             };
+            active = true;
             if moved == 0 {
-                if let Err(e) = ready!(self.poll_flush(cx, to)) {
-                    return Poll::Ready(Err(e));
+                if !self.flush(to)? {
+                    // The end of stream is read again once `to` has taken the rest.
+                    return Ok(active);
                 }
                 if let Some(pipe) = self.bulk.take() {
                     pipe::recycle(pipe);
                 }
                 if !other_done {
-                    match SockRef::from(to).shutdown(Shutdown::Write) {
-                        Err(e) if e.kind() != io::ErrorKind::NotConnected => {
-                            return Poll::Ready(Err(e));
-                        }
+                    match to.socket.shutdown(Shutdown::Write) {
+                        Err(e) if e.kind() != io::ErrorKind::NotConnected => return Err(e),
                         _ => {}
                     }
                 }
                 observer.half_closed(self.dir);
-                return Poll::Ready(Ok(()));
+                self.done = true;
+                return Ok(active);
             }
-            let elapsed = activity.touch();
             observer.moved(self.dir, moved, elapsed);
         }
     }
@@ -234,21 +277,28 @@ impl Pump {
     /// Reads once into the worker's scratch buffer and writes at once what `to` takes;
     /// the rest waits in `unsent`. `None` when `from` had nothing after all. A read
     /// that fills the buffer makes the direction bulk: it is spliced from then on.
-    fn copy(&mut self, from: &TcpStream, to: &TcpStream) -> io::Result<Option<usize>> {
+    ///
+    /// A read shorter than the buffer means the socket is drained, so it is marked
+    /// not readable until the next event, saving the read that would return `EAGAIN`.
+    /// Epoll reports every arrival, so data coming after the read still raises one.
+    fn copy(&mut self, from: &mut Endpoint, to: &mut Endpoint) -> io::Result<Option<usize>> {
         SCRATCH.with_borrow_mut(|buf| {
-            let read = match read_draining(from, buf) {
+            let read = match (&from.socket).read(buf) {
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    from.readable = false;
+                    return Ok(None);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(None),
                 Err(e) => return Err(e),
             };
             if read == 0 {
                 return Ok(Some(0));
             }
-            let written = match to.try_write(&buf[..read]) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-                Err(e) => return Err(e),
-            };
+            if read < buf.len() && !from.read_closed {
+                from.readable = false;
+            }
+            let written = write_some(to, &buf[..read])?;
             self.unsent.extend_from_slice(&buf[written..read]);
             if read == buf.len() {
                 // Without a pipe (descriptors exhausted) copying goes on.
@@ -259,17 +309,14 @@ impl Pump {
         })
     }
 
-    /// Writes out what waits (copied bytes, or bytes in the pipe); Ready once nothing
-    /// does.
-    fn poll_flush(&mut self, cx: &mut Context<'_>, to: &TcpStream) -> Poll<io::Result<()>> {
+    /// Writes out what waits (copied bytes, or bytes in the pipe); true once nothing
+    /// does, false while `to` has no room.
+    fn flush(&mut self, to: &mut Endpoint) -> io::Result<bool> {
         while self.sent < self.unsent.len() {
-            match to.try_write(&self.unsent[self.sent..]) {
-                Ok(n) => self.sent += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    ready!(to.poll_write_ready(cx))?;
-                }
-                Err(e) => return Poll::Ready(Err(e)),
+            if !to.writable {
+                return Ok(false);
             }
+            self.sent += write_some(to, &self.unsent[self.sent..])?;
         }
         if !self.unsent.is_empty() {
             // An idle connection keeps no buffer.
@@ -278,12 +325,13 @@ impl Pump {
         }
         if let Some(pipe) = self.bulk.as_mut() {
             while pipe.buffered() > 0 {
-                match to.try_io(Interest::WRITABLE, || pipe.drain(to)) {
+                if !to.writable {
+                    return Ok(false);
+                }
+                match pipe.drain(&to.socket) {
                     Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        ready!(to.poll_write_ready(cx))?;
-                    }
-                    Err(e) => return Poll::Ready(Err(e)),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => to.writable = false,
+                    Err(e) => return Err(e),
                 }
             }
             if self.bulk_ending {
@@ -295,31 +343,22 @@ impl Pump {
                 self.bulk_ending = false;
             }
         }
-        Poll::Ready(Ok(()))
+        Ok(true)
     }
 }
 
-/// Reads from a stream socket; a read shorter than `buf` means the socket has nothing
-/// more right now, so its read readiness is cleared and the next read waits for the
-/// next event instead of costing a system call that returns `EAGAIN`.
-///
-/// The read runs inside `try_io` so that readiness is cleared against the readiness
-/// event seen *before* the read: an event arriving meanwhile (on any thread) survives.
-/// Tokio keeps the read-closed flag, so an end of stream that came with the data is
-/// not missed.
-fn read_draining(from: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
-    let mut short_read = None;
-    let socket = SockRef::from(from);
-    let result = from.try_io(Interest::READABLE, || {
-        let n = (&*socket).read(buf)?;
-        if n == 0 || n == buf.len() {
-            return Ok(n);
+/// Writes what `to` takes now (nothing when it is full, which marks it so).
+fn write_some(to: &mut Endpoint, bytes: &[u8]) -> io::Result<usize> {
+    if !to.writable {
+        return Ok(0);
+    }
+    match (&to.socket).write(bytes) {
+        Ok(n) => Ok(n),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            to.writable = false;
+            Ok(0)
         }
-        short_read = Some(n);
-        Err(io::Error::from(io::ErrorKind::WouldBlock))
-    });
-    match (result, short_read) {
-        (_, Some(n)) => Ok(n),
-        (result, None) => result,
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
+        Err(e) => Err(e),
     }
 }

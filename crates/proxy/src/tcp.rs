@@ -2,14 +2,15 @@
 //! to the next when one refuses or times out), and relaying.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream as StdTcpStream};
+use std::os::fd::AsFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use keeplb_balancer::{ConnGuard, ConnKey, Direction, Flow, Stats, TcpFlags, Unscheduled};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
+use crate::hub::{RelayHub, RelayOwner};
 use crate::proxy_protocol::Transport;
 use crate::relay::{self, RelayEnd, RelayObserver};
 use crate::service::{Binding, Refusal, ServiceOptions, SorryCount, VirtualService};
@@ -18,8 +19,13 @@ use crate::service::{Binding, Refusal, ServiceOptions, SorryCount, VirtualServic
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Accepts clients of `svc` on `listener` until the task is aborted (the service was
-/// removed: connections already made go on and drain).
-pub(crate) async fn accept_loop(listener: TcpListener, svc: Arc<VirtualService>) {
+/// removed: connections already made go on and drain). Established connections are
+/// relayed by the worker's `hub`.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    svc: Arc<VirtualService>,
+    hub: Arc<RelayHub>,
+) {
     let wildcard = svc.vip().ip().is_unspecified();
     loop {
         match listener.accept().await {
@@ -31,7 +37,8 @@ pub(crate) async fn accept_loop(listener: TcpListener, svc: Arc<VirtualService>)
                 } else {
                     svc.vip()
                 };
-                tokio::spawn(serve(Arc::clone(&svc), client, Flow::new(peer, vip)));
+                let flow = Flow::new(peer, vip);
+                tokio::spawn(serve(Arc::clone(&svc), client, flow, Arc::clone(&hub)));
             }
             Err(e) => {
                 tracing::warn!(service = %svc.vip(), "accept failed: {e}");
@@ -41,8 +48,8 @@ pub(crate) async fn accept_loop(listener: TcpListener, svc: Arc<VirtualService>)
     }
 }
 
-/// One client connection, from scheduling to the end of the relay.
-async fn serve(svc: Arc<VirtualService>, client: TcpStream, flow: Flow) {
+/// One client connection, from scheduling to handing it to the hub.
+async fn serve(svc: Arc<VirtualService>, client: TcpStream, flow: Flow, hub: Arc<RelayHub>) {
     let _ = client.set_nodelay(true);
     let options = svc.options();
     let (server, binding, mut sorry_guard) = match connect_upstream(&svc, &flow, &options).await {
@@ -67,19 +74,19 @@ async fn serve(svc: Arc<VirtualService>, client: TcpStream, flow: Flow) {
             return;
         }
     }
-    let tally = Tally::new(&svc, &binding);
+    let (client, server) = match (client.into_std(), server.into_std()) {
+        (Ok(client), Ok(server)) => (client, server),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(client = %flow.client, "cannot hand the connection to the relay: {e}");
+            if let Some(key) = &binding.key {
+                svc.tcp_event(key, Direction::Input, TcpFlags::RST);
+            }
+            return;
+        }
+    };
     let idle_timeout = svc.idle_timeout();
-    match relay::relay(&client, &server, &tally, idle_timeout).await {
-        RelayEnd::Closed => {}
-        RelayEnd::Idle => {
-            tracing::debug!(client = %flow.client, "idle for {idle_timeout:?}; closing");
-            close_failed(&svc, binding.key.as_ref(), &client, &server);
-        }
-        RelayEnd::Failed(e) => {
-            tracing::debug!(client = %flow.client, real_server = %binding.target, "relay ended: {e}");
-            close_failed(&svc, binding.key.as_ref(), &client, &server);
-        }
-    }
+    let connection = Established::new(svc, binding, sorry_guard, flow.client, idle_timeout);
+    hub.start(client, server, Box::new(connection), idle_timeout);
 }
 
 /// Connects to the scheduler's choice, then to the next ones while connects fail,
@@ -170,8 +177,8 @@ async fn connect(target: SocketAddr, timeout: Duration) -> io::Result<TcpStream>
 fn close_failed(
     svc: &VirtualService,
     key: Option<&ConnKey>,
-    client: &TcpStream,
-    server: &TcpStream,
+    client: &impl AsFd,
+    server: &impl AsFd,
 ) {
     relay::reset_on_close(client);
     relay::reset_on_close(server);
@@ -180,42 +187,53 @@ fn close_failed(
     }
 }
 
-/// Feeds the relay's progress to the statistics and the connection table.
+/// An established connection in the hub: feeds the relay's progress to the statistics
+/// and the connection table, and closes it as it ended.
 ///
 /// Traffic is counted here and added to the shared statistics once a second and at
 /// the end (rates are estimated over 2 s, so nothing reads them finer), which keeps
 /// atomic operations on counters shared by every worker off the per-read path. The
 /// same once-a-second tick keeps the table entry alive.
-struct Tally<'a> {
-    svc: &'a VirtualService,
-    binding: &'a Binding,
+struct Established {
+    svc: Arc<VirtualService>,
+    binding: Binding,
+    /// Counts a connection to the sorry server while it lasts.
+    _sorry_guard: Option<ConnGuard>,
+    client: SocketAddr,
+    idle_timeout: Duration,
     service_stats: Arc<Stats>,
-    /// Unflushed packets and bytes, per direction (input, output); each direction has
-    /// one writer, its pump, so plain loads and stores suffice.
-    pending: [(AtomicU64, AtomicU64); 2],
+    /// Unflushed packets and bytes, per direction (input, output).
+    pending: [(u64, u64); 2],
     /// Second of the relay (since it started) of the last flush.
-    flushed_at: AtomicU64,
+    flushed_at: u64,
 }
 
-impl<'a> Tally<'a> {
-    fn new(svc: &'a VirtualService, binding: &'a Binding) -> Self {
+impl Established {
+    fn new(
+        svc: Arc<VirtualService>,
+        binding: Binding,
+        sorry_guard: Option<ConnGuard>,
+        client: SocketAddr,
+        idle_timeout: Duration,
+    ) -> Self {
+        let service_stats = Arc::clone(svc.stats());
         Self {
             svc,
             binding,
-            service_stats: Arc::clone(svc.stats()),
+            _sorry_guard: sorry_guard,
+            client,
+            idle_timeout,
+            service_stats,
             pending: Default::default(),
-            flushed_at: AtomicU64::new(0),
+            flushed_at: 0,
         }
     }
 
     /// Adds what was counted to the shared statistics.
-    fn flush(&self) {
+    fn flush(&mut self) {
         let dest = self.binding.dest.stats();
-        for (index, (packets, bytes)) in self.pending.iter().enumerate() {
-            let (packets, bytes) = (
-                packets.swap(0, Ordering::Relaxed),
-                bytes.swap(0, Ordering::Relaxed),
-            );
+        for (index, (packets, bytes)) in self.pending.iter_mut().enumerate() {
+            let (packets, bytes) = (std::mem::take(packets), std::mem::take(bytes));
             if packets == 0 {
                 continue;
             }
@@ -230,25 +248,21 @@ impl<'a> Tally<'a> {
     }
 }
 
-impl Drop for Tally<'_> {
+impl Drop for Established {
     fn drop(&mut self) {
         self.flush();
     }
 }
 
-impl RelayObserver for Tally<'_> {
-    fn moved(&self, dir: Direction, bytes: usize, elapsed: Duration) {
+impl RelayObserver for Established {
+    fn moved(&mut self, dir: Direction, bytes: usize, elapsed: Duration) {
         // IPVS counts packets; a proxy sees reads, and counts each as one packet.
-        let (packets, total) = &self.pending[usize::from(dir == Direction::Output)];
-        packets.store(packets.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-        let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
-        total.store(
-            total.load(Ordering::Relaxed).saturating_add(bytes),
-            Ordering::Relaxed,
-        );
+        let (packets, total) = &mut self.pending[usize::from(dir == Direction::Output)];
+        *packets += 1;
+        *total = total.saturating_add(u64::try_from(bytes).unwrap_or(u64::MAX));
         let second = elapsed.as_secs();
-        if self.flushed_at.load(Ordering::Relaxed) != second {
-            self.flushed_at.store(second, Ordering::Relaxed);
+        if self.flushed_at != second {
+            self.flushed_at = second;
             self.flush();
             if let Some(key) = &self.binding.key {
                 self.svc.refresh(key);
@@ -256,9 +270,24 @@ impl RelayObserver for Tally<'_> {
         }
     }
 
-    fn half_closed(&self, dir: Direction) {
+    fn half_closed(&mut self, dir: Direction) {
         if let Some(key) = &self.binding.key {
             self.svc.tcp_event(key, dir, TcpFlags::FIN_ACK);
         }
+    }
+}
+
+impl RelayOwner for Established {
+    fn ended(self: Box<Self>, end: RelayEnd, client: &StdTcpStream, server: &StdTcpStream) {
+        match end {
+            RelayEnd::Closed => return,
+            RelayEnd::Idle => {
+                tracing::debug!(client = %self.client, "idle for {:?}; closing", self.idle_timeout);
+            }
+            RelayEnd::Failed(e) => {
+                tracing::debug!(client = %self.client, real_server = %self.binding.target, "relay ended: {e}");
+            }
+        }
+        close_failed(&self.svc, self.binding.key.as_ref(), client, server);
     }
 }

@@ -1,0 +1,478 @@
+//! The relays of one worker thread, driven straight from an epoll set of their own.
+//!
+//! Why not one async task per connection: with small requests and responses, most of
+//! the proxy's own (user-space) time per request went to the async machinery, twice
+//! per request: the reactor waking the connection's task, the scheduler running it,
+//! the future checking readiness through its registration and re-arming it. Here a
+//! worker has one hub task. Its epoll descriptor sits in tokio's reactor like any
+//! other socket; when it is ready the hub takes the events itself and moves the bytes
+//! at once, one clock read per batch. Accepting, scheduling and connecting stay
+//! async; only established connections come here, until they end.
+//!
+//! Idle timeouts are a heap of deadlines, looked at once per batch and whenever the
+//! earliest one falls due. A deadline is checked against the connection's last
+//! activity when it falls due, so moving data never touches the heap.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io;
+use std::net::TcpStream;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use tokio::io::unix::AsyncFd;
+use tokio::time::Instant;
+
+use crate::relay::{Readiness, Relay, RelayEnd, RelayObserver};
+
+/// Events taken per batch; a full batch yields to the worker's other tasks before
+/// the next.
+const BATCH: usize = 256;
+
+/// The connection a relay belongs to: it is told what moves and how the relay ended,
+/// and is dropped with it.
+pub(crate) trait RelayOwner: RelayObserver + Send {
+    /// The relay is over; the sockets are closed once this returns.
+    fn ended(self: Box<Self>, end: RelayEnd, client: &TcpStream, server: &TcpStream);
+}
+
+/// One worker's relays. Created on the worker's thread, run by [`RelayHub::run`].
+pub(crate) struct RelayHub {
+    state: Mutex<HubState>,
+}
+
+impl std::fmt::Debug for RelayHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayHub").finish_non_exhaustive()
+    }
+}
+
+struct HubState {
+    poll: Poll,
+    events: Events,
+    ready: Vec<(usize, Readiness)>,
+    /// Relays by slot; a slot's two sockets have tokens `2 × slot` and `2 × slot + 1`.
+    relays: Vec<Option<Entry>>,
+    free: Vec<usize>,
+    /// (deadline, slot, generation): a slot reused since is recognised by its
+    /// generation.
+    deadlines: BinaryHeap<Reverse<(Instant, usize, u64)>>,
+    generations: u64,
+}
+
+struct Entry {
+    relay: Relay,
+    owner: Box<dyn RelayOwner>,
+    started: Instant,
+    last_active: Instant,
+    idle_timeout: Duration,
+    generation: u64,
+}
+
+impl RelayHub {
+    pub(crate) fn new() -> io::Result<Arc<Self>> {
+        let poll = Poll::new()?;
+        Ok(Arc::new(Self {
+            state: Mutex::new(HubState {
+                poll,
+                events: Events::with_capacity(BATCH),
+                ready: Vec::with_capacity(BATCH),
+                relays: Vec::new(),
+                free: Vec::new(),
+                deadlines: BinaryHeap::new(),
+                generations: 0,
+            }),
+        }))
+    }
+
+    /// Relays between `client` and `server` (non-blocking, in no other reactor) until
+    /// both have closed, one fails, or nothing has moved for `idle_timeout`; then
+    /// tells `owner` how it ended.
+    pub(crate) fn start(
+        &self,
+        client: TcpStream,
+        server: TcpStream,
+        owner: Box<dyn RelayOwner>,
+        idle_timeout: Duration,
+    ) {
+        let now = Instant::now();
+        let mut state = self.state();
+        let slot = state.free.pop().unwrap_or_else(|| {
+            state.relays.push(None);
+            state.relays.len() - 1
+        });
+        let registry = state.poll.registry();
+        let registered = [&client, &server]
+            .into_iter()
+            .zip([2 * slot, 2 * slot + 1])
+            .try_for_each(|(socket, token)| {
+                registry.register(
+                    &mut SourceFd(&socket.as_raw_fd()),
+                    Token(token),
+                    Interest::READABLE | Interest::WRITABLE,
+                )
+            });
+        if let Err(e) = registered {
+            state.free.push(slot);
+            drop(state);
+            owner.ended(RelayEnd::Failed(e), &client, &server);
+            return;
+        }
+        state.generations += 1;
+        let generation = state.generations;
+        let deadline = now + idle_timeout;
+        state.deadlines.push(Reverse((deadline, slot, generation)));
+        state.relays[slot] = Some(Entry {
+            relay: Relay::new(client, server),
+            owner,
+            started: now,
+            last_active: now,
+            idle_timeout,
+            generation,
+        });
+        // The client may have sent its request while the real server was connecting.
+        state.advance(slot, now);
+        // No need to wake the hub for a deadline earlier than its timer's: a socket
+        // just registered for writability raises an event at once, and the hub re-arms
+        // its timer after every batch.
+    }
+
+    /// Drives the relays: takes epoll's events as they come and ends idle relays.
+    /// Runs until the worker's runtime stops.
+    pub(crate) async fn run(self: Arc<Self>) {
+        let ready = match self.reactor_registration() {
+            Ok(ready) => ready,
+            Err(e) => {
+                tracing::error!("the relay hub cannot wait for its sockets: {e}");
+                return;
+            }
+        };
+        let timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(timer);
+        loop {
+            let next = self.state().next_deadline();
+            if let Some(deadline) = next {
+                timer.as_mut().reset(deadline);
+            }
+            tokio::select! {
+                biased;
+                guard = ready.readable() => {
+                    let mut guard = match guard {
+                        Ok(guard) => guard,
+                        Err(e) => {
+                            tracing::error!("the relay hub cannot wait for its sockets: {e}");
+                            return;
+                        }
+                    };
+                    if self.state().turn() < BATCH {
+                        guard.clear_ready();
+                    } else {
+                        drop(guard);
+                        tokio::task::yield_now().await;
+                    }
+                }
+                () = &mut timer, if next.is_some() => self.state().expire(Instant::now()),
+            }
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, HubState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The hub's epoll set, in tokio's reactor: a descriptor of its own (a duplicate)
+    /// that becomes readable when any relay socket has an event.
+    #[allow(unsafe_code)]
+    fn reactor_registration(&self) -> io::Result<AsyncFd<OwnedFd>> {
+        let state = self.state();
+        // SAFETY: the descriptor is the open epoll set of `state.poll`, which the guard
+        // keeps alive for as long as the borrow is used.
+        let epoll = unsafe { BorrowedFd::borrow_raw(state.poll.as_raw_fd()) };
+        let epoll = epoll.try_clone_to_owned()?;
+        drop(state);
+        // SAFETY: the AsyncFd owns the duplicate, so it stays open and the same file
+        // until the AsyncFd itself closes it.
+        let registered =
+            unsafe { AsyncFd::register_with_interest(epoll, tokio::io::Interest::READABLE) };
+        registered.map_err(io::Error::from)
+    }
+}
+
+impl HubState {
+    /// Takes what epoll has now and advances the relays it names; the number of
+    /// events taken.
+    fn turn(&mut self) -> usize {
+        if let Err(e) = self.poll.poll(&mut self.events, Some(Duration::ZERO)) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                tracing::warn!("relay hub: epoll failed: {e}");
+            }
+            return 0;
+        }
+        let now = Instant::now();
+        // Copied out of the event list: advancing a relay needs `self`.
+        let mut ready = std::mem::take(&mut self.ready);
+        ready.extend(
+            self.events
+                .iter()
+                .map(|event| (event.token().0, readiness(event))),
+        );
+        for &(token, event) in &ready {
+            let (slot, side) = (token / 2, token % 2);
+            if let Some(Some(entry)) = self.relays.get_mut(slot) {
+                entry.relay.ends[side].saw(event);
+                self.advance(slot, now);
+            }
+        }
+        let taken = ready.len();
+        ready.clear();
+        self.ready = ready;
+        self.expire(now);
+        taken
+    }
+
+    /// Moves what `slot`'s relay can move; ends it if it is over.
+    fn advance(&mut self, slot: usize, now: Instant) {
+        let Some(Some(entry)) = self.relays.get_mut(slot) else {
+            return;
+        };
+        let advance = entry.relay.advance(
+            entry.owner.as_mut(),
+            now.saturating_duration_since(entry.started),
+        );
+        if advance.active {
+            entry.last_active = now;
+        }
+        if let Some(end) = advance.end {
+            self.finish(slot, end);
+        }
+    }
+
+    fn finish(&mut self, slot: usize, end: RelayEnd) {
+        if let Some(entry) = self.relays.get_mut(slot).and_then(Option::take) {
+            self.free.push(slot);
+            let [client, server] = &entry.relay.ends;
+            // Closing the sockets takes them out of the epoll set.
+            entry.owner.ended(end, &client.socket, &server.socket);
+        }
+    }
+
+    /// Ends the relays idle for their timeout; re-arms the others' deadlines from
+    /// their last activity.
+    fn expire(&mut self, now: Instant) {
+        while let Some(&Reverse((deadline, slot, generation))) = self.deadlines.peek() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop();
+            let Some(Some(entry)) = self.relays.get(slot) else {
+                continue;
+            };
+            if entry.generation != generation {
+                continue;
+            }
+            let due = entry.last_active + entry.idle_timeout;
+            if due > now {
+                self.deadlines.push(Reverse((due, slot, generation)));
+            } else {
+                self.finish(slot, RelayEnd::Idle);
+            }
+        }
+    }
+
+    /// The earliest deadline, for the hub's timer.
+    fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines
+            .peek()
+            .map(|Reverse((deadline, ..))| *deadline)
+    }
+}
+
+fn readiness(event: &mio::event::Event) -> Readiness {
+    Readiness {
+        readable: event.is_readable(),
+        writable: event.is_writable(),
+        read_closed: event.is_read_closed(),
+        failed: event.is_error() || event.is_read_closed() && event.is_write_closed(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use keeplb_balancer::Direction;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream as AsyncTcpStream};
+    use tokio::sync::oneshot;
+
+    use super::*;
+
+    /// How a relay ended, when, bytes moved per direction, and the halves closed.
+    type Ended = (String, Instant, [usize; 2], Vec<Direction>);
+
+    /// Records what the hub reports about one relay.
+    struct Recorder {
+        moved: [usize; 2],
+        half_closed: Vec<Direction>,
+        ended: Option<oneshot::Sender<Ended>>,
+    }
+
+    impl RelayObserver for Recorder {
+        fn moved(&mut self, dir: Direction, bytes: usize, _elapsed: Duration) {
+            self.moved[usize::from(dir == Direction::Output)] += bytes;
+        }
+
+        fn half_closed(&mut self, dir: Direction) {
+            self.half_closed.push(dir);
+        }
+    }
+
+    impl RelayOwner for Recorder {
+        fn ended(mut self: Box<Self>, end: RelayEnd, _: &TcpStream, _: &TcpStream) {
+            let kind = match end {
+                RelayEnd::Closed => "closed".to_string(),
+                RelayEnd::Idle => "idle".to_string(),
+                RelayEnd::Failed(e) => format!("failed: {e}"),
+            };
+            let report = (kind, Instant::now(), self.moved, self.half_closed.clone());
+            if let Some(ended) = self.ended.take() {
+                let _ = ended.send(report);
+            }
+        }
+    }
+
+    type Report = oneshot::Receiver<Ended>;
+
+    /// A connected pair on loopback: the far end stays async, the near end is handed
+    /// to the hub. Buffers are small and fixed, so a test can fill them.
+    async fn pair() -> (AsyncTcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let far = AsyncTcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (near, _) = listener.accept().await.unwrap();
+        for socket in [socket2::SockRef::from(&far), socket2::SockRef::from(&near)] {
+            socket.set_recv_buffer_size(64 * 1024).unwrap();
+            socket.set_send_buffer_size(64 * 1024).unwrap();
+        }
+        (far, near.into_std().unwrap())
+    }
+
+    /// Starts a relay between a new client and a new real server; their far ends.
+    async fn start(
+        hub: &RelayHub,
+        idle_timeout: Duration,
+    ) -> (AsyncTcpStream, AsyncTcpStream, Report) {
+        let (client, client_near) = pair().await;
+        let (server, server_near) = pair().await;
+        let (ended, report) = oneshot::channel();
+        let recorder = Recorder {
+            moved: [0; 2],
+            half_closed: Vec::new(),
+            ended: Some(ended),
+        };
+        hub.start(client_near, server_near, Box::new(recorder), idle_timeout);
+        (client, server, report)
+    }
+
+    fn running_hub() -> Arc<RelayHub> {
+        let hub = RelayHub::new().unwrap();
+        tokio::spawn(Arc::clone(&hub).run());
+        hub
+    }
+
+    /// Fails a test that waits longer than any of these relays should take.
+    async fn within<T>(what: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(20), what)
+            .await
+            .expect("the relay got stuck")
+    }
+
+    #[tokio::test]
+    async fn data_and_fin_sent_together_both_arrive_and_both_halves_close() {
+        within(data_and_fin_together()).await;
+    }
+
+    async fn data_and_fin_together() {
+        let hub = running_hub();
+        let (mut client, mut server, report) = start(&hub, Duration::from_secs(60)).await;
+        client.write_all(b"request").await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        server.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"request", "the data, then the end of stream");
+        // The half-closed client still hears the answer.
+        server.write_all(b"answer").await.unwrap();
+        server.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"answer");
+        let (end, _, moved, half_closed) = report.await.unwrap();
+        assert_eq!(end, "closed");
+        assert_eq!(moved, [7, 6]);
+        assert_eq!(half_closed, [Direction::Input, Direction::Output]);
+    }
+
+    #[tokio::test]
+    async fn a_sink_that_stops_reading_holds_the_rest_until_it_reads_again() {
+        within(stalled_sink()).await;
+    }
+
+    async fn stalled_sink() {
+        let hub = running_hub();
+        let (mut client, mut server, report) = start(&hub, Duration::from_secs(60)).await;
+        // Far more than both socket buffers hold: the relay must wait for room.
+        let sent: Vec<u8> = (0..8 * 1024 * 1024_u32).map(|i| (i % 251) as u8).collect();
+        let writer = tokio::spawn(async move {
+            client.write_all(&sent).await.unwrap();
+            client.shutdown().await.unwrap();
+            (client, sent)
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !writer.is_finished(),
+            "the relay took everything without a reader"
+        );
+        let mut got = Vec::new();
+        server.read_to_end(&mut got).await.unwrap();
+        let (_client, sent) = writer.await.unwrap();
+        assert!(got == sent, "{} bytes arrived of {}", got.len(), sent.len());
+        drop(server);
+        let (end, _, moved, _) = report.await.unwrap();
+        assert_eq!(end, "closed");
+        assert_eq!(moved[0], sent.len());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn activity_postpones_the_idle_end() {
+        let hub = running_hub();
+        let started = Instant::now();
+        let (mut client, mut server, report) = start(&hub, Duration::from_secs(10)).await;
+        tokio::time::sleep(Duration::from_secs(7)).await;
+        client.write_all(b"still here").await.unwrap();
+        let mut got = [0; 10];
+        server.read_exact(&mut got).await.unwrap();
+        let (end, at, ..) = report.await.unwrap();
+        assert_eq!(end, "idle");
+        assert_eq!(at - started, Duration::from_secs(17));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_relay_with_an_earlier_deadline_ends_on_time_while_the_hub_waits_for_a_later_one() {
+        let hub = running_hub();
+        let started = Instant::now();
+        let (_client, _server, long) = start(&hub, Duration::from_secs(100)).await;
+        // Let the hub arm its timer for the 100 s deadline.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let (_client2, _server2, short) = start(&hub, Duration::from_secs(1)).await;
+        let (end, at, ..) = short.await.unwrap();
+        assert_eq!(end, "idle");
+        assert_eq!(at - started, Duration::from_millis(1001));
+        let (end, at, ..) = long.await.unwrap();
+        assert_eq!(
+            (end.as_str(), at - started),
+            ("idle", Duration::from_secs(100))
+        );
+    }
+}
