@@ -16,13 +16,15 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io;
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Poll as TaskPoll, Waker};
 use std::time::Duration;
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
+use socket2::{Domain, Socket, Type};
 use tokio::io::unix::AsyncFd;
 use tokio::time::Instant;
 
@@ -54,13 +56,25 @@ struct HubState {
     poll: Poll,
     events: Events,
     ready: Vec<(usize, Readiness)>,
-    /// Relays by slot; a slot's two sockets have tokens `2 × slot` and `2 × slot + 1`.
-    relays: Vec<Option<Entry>>,
+    /// Relays by slot; a slot's two sockets have tokens `2 × slot` (client) and
+    /// `2 × slot + 1` (real server).
+    relays: Vec<Slot>,
     free: Vec<usize>,
     /// (deadline, slot, generation): a slot reused since is recognised by its
     /// generation.
     deadlines: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     generations: u64,
+}
+
+enum Slot {
+    Vacant,
+    /// A real server's socket connecting, before its relay starts.
+    Connecting {
+        /// Events seen so far (the first one ends the connect).
+        seen: Option<Readiness>,
+        waker: Option<Waker>,
+    },
+    Relaying(Box<Entry>),
 }
 
 struct Entry {
@@ -88,33 +102,70 @@ impl RelayHub {
         }))
     }
 
-    /// Relays between `client` and `server` (non-blocking, in no other reactor) until
-    /// both have closed, one fails, or nothing has moved for `idle_timeout`; then
-    /// tells `owner` how it ended.
+    /// Starts connecting to `target`, from this hub's epoll set, where the socket
+    /// stays for its relay: it never enters tokio's reactor.
+    pub(crate) fn connect(self: &Arc<Self>, target: SocketAddr) -> io::Result<Connecting> {
+        let socket = Socket::new(
+            Domain::for_address(target),
+            Type::STREAM.nonblocking().cloexec(),
+            None,
+        )?;
+        socket.set_tcp_nodelay(true)?;
+        match socket.connect(&target.into()) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(nix::libc::EINPROGRESS) => {}
+            Err(e) => return Err(e),
+        }
+        let socket = TcpStream::from(socket);
+        let mut state = self.state();
+        let slot = state.vacant_slot();
+        state
+            .poll
+            .registry()
+            .register(
+                &mut SourceFd(&socket.as_raw_fd()),
+                Token(2 * slot + 1),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .inspect_err(|_| state.free.push(slot))?;
+        state.relays[slot] = Slot::Connecting {
+            seen: None,
+            waker: None,
+        };
+        Ok(Connecting {
+            hub: Arc::clone(self),
+            slot,
+            socket: Some(socket),
+        })
+    }
+
+    /// Relays between `client` (non-blocking, in no other reactor) and the real
+    /// server `connected` to until both have closed, one fails, or nothing has moved
+    /// for `idle_timeout`; then tells `owner` how it ended. `preamble` goes to the real
+    /// server before anything from the client (a PROXY protocol header).
     pub(crate) fn start(
         &self,
         client: TcpStream,
-        server: TcpStream,
+        mut connected: Connecting,
+        preamble: Vec<u8>,
         owner: Box<dyn RelayOwner>,
         idle_timeout: Duration,
     ) {
+        let slot = connected.slot;
+        let Some(server) = connected.socket.take() else {
+            return;
+        };
         let now = Instant::now();
         let mut state = self.state();
-        let slot = state.free.pop().unwrap_or_else(|| {
-            state.relays.push(None);
-            state.relays.len() - 1
-        });
-        let registry = state.poll.registry();
-        let registered = [&client, &server]
-            .into_iter()
-            .zip([2 * slot, 2 * slot + 1])
-            .try_for_each(|(socket, token)| {
-                registry.register(
-                    &mut SourceFd(&socket.as_raw_fd()),
-                    Token(token),
-                    Interest::READABLE | Interest::WRITABLE,
-                )
-            });
+        let seen = match std::mem::replace(&mut state.relays[slot], Slot::Vacant) {
+            Slot::Connecting { seen, .. } => seen.unwrap_or_default(),
+            _ => Readiness::default(),
+        };
+        let registered = state.poll.registry().register(
+            &mut SourceFd(&client.as_raw_fd()),
+            Token(2 * slot),
+            Interest::READABLE | Interest::WRITABLE,
+        );
         if let Err(e) = registered {
             state.free.push(slot);
             drop(state);
@@ -123,16 +174,21 @@ impl RelayHub {
         }
         state.generations += 1;
         let generation = state.generations;
-        let deadline = now + idle_timeout;
-        state.deadlines.push(Reverse((deadline, slot, generation)));
-        state.relays[slot] = Some(Entry {
-            relay: Relay::new(client, server),
+        state
+            .deadlines
+            .push(Reverse((now + idle_timeout, slot, generation)));
+        let mut relay = Relay::new(client, server, preamble);
+        // What the real server's socket reported while connecting (data, if it
+        // speaks first) is not lost.
+        relay.ends[1].saw(seen);
+        state.relays[slot] = Slot::Relaying(Box::new(Entry {
+            relay,
             owner,
             started: now,
             last_active: now,
             idle_timeout,
             generation,
-        });
+        }));
         // The client may have sent its request while the real server was connecting.
         state.advance(slot, now);
         // No need to wake the hub for a deadline earlier than its timer's: a socket
@@ -221,9 +277,18 @@ impl HubState {
         );
         for &(token, event) in &ready {
             let (slot, side) = (token / 2, token % 2);
-            if let Some(Some(entry)) = self.relays.get_mut(slot) {
-                entry.relay.ends[side].saw(event);
-                self.advance(slot, now);
+            match self.relays.get_mut(slot) {
+                Some(Slot::Relaying(entry)) => {
+                    entry.relay.ends[side].saw(event);
+                    self.advance(slot, now);
+                }
+                Some(Slot::Connecting { seen, waker }) => {
+                    seen.get_or_insert_default().merge(event);
+                    if let Some(waker) = waker.take() {
+                        waker.wake();
+                    }
+                }
+                _ => {}
             }
         }
         let taken = ready.len();
@@ -235,7 +300,7 @@ impl HubState {
 
     /// Moves what `slot`'s relay can move; ends it if it is over.
     fn advance(&mut self, slot: usize, now: Instant) {
-        let Some(Some(entry)) = self.relays.get_mut(slot) else {
+        let Some(Slot::Relaying(entry)) = self.relays.get_mut(slot) else {
             return;
         };
         let advance = entry.relay.advance(
@@ -251,12 +316,22 @@ impl HubState {
     }
 
     fn finish(&mut self, slot: usize, end: RelayEnd) {
-        if let Some(entry) = self.relays.get_mut(slot).and_then(Option::take) {
+        let Some(taken) = self.relays.get_mut(slot) else {
+            return;
+        };
+        if let Slot::Relaying(entry) = std::mem::replace(taken, Slot::Vacant) {
             self.free.push(slot);
             let [client, server] = &entry.relay.ends;
             // Closing the sockets takes them out of the epoll set.
             entry.owner.ended(end, &client.socket, &server.socket);
         }
+    }
+
+    fn vacant_slot(&mut self) -> usize {
+        self.free.pop().unwrap_or_else(|| {
+            self.relays.push(Slot::Vacant);
+            self.relays.len() - 1
+        })
     }
 
     /// Ends the relays idle for their timeout; re-arms the others' deadlines from
@@ -267,7 +342,7 @@ impl HubState {
                 break;
             }
             self.deadlines.pop();
-            let Some(Some(entry)) = self.relays.get(slot) else {
+            let Some(Slot::Relaying(entry)) = self.relays.get(slot) else {
                 continue;
             };
             if entry.generation != generation {
@@ -296,6 +371,60 @@ fn readiness(event: &mio::event::Event) -> Readiness {
         writable: event.is_writable(),
         read_closed: event.is_read_closed(),
         failed: event.is_error() || event.is_read_closed() && event.is_write_closed(),
+    }
+}
+
+/// A real server's socket connecting in a hub; [`RelayHub::start`] relays it once
+/// [`Connecting::established`]. Dropping it closes the socket.
+pub(crate) struct Connecting {
+    hub: Arc<RelayHub>,
+    slot: usize,
+    socket: Option<TcpStream>,
+}
+
+impl std::fmt::Debug for Connecting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connecting")
+            .field("slot", &self.slot)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connecting {
+    /// Waits until the connect completed: Ok once connected, the connect's error
+    /// otherwise.
+    pub(crate) async fn established(&mut self) -> io::Result<()> {
+        std::future::poll_fn(|cx| {
+            let mut state = self.hub.state();
+            let Some(Slot::Connecting { seen, waker }) = state.relays.get_mut(self.slot) else {
+                return TaskPoll::Ready(Err(io::Error::other("connect slot lost")));
+            };
+            if seen.is_none() {
+                *waker = Some(cx.waker().clone());
+                return TaskPoll::Pending;
+            }
+            let socket = self
+                .socket
+                .as_ref()
+                .ok_or_else(|| io::Error::other("no socket"))?;
+            TaskPoll::Ready(match socket.take_error()? {
+                Some(e) => Err(e),
+                None => Ok(()),
+            })
+        })
+        .await
+    }
+}
+
+impl Drop for Connecting {
+    fn drop(&mut self) {
+        if self.socket.take().is_some() {
+            let mut state = self.hub.state();
+            if let Some(slot) = state.relays.get_mut(self.slot) {
+                *slot = Slot::Vacant;
+                state.free.push(self.slot);
+            }
+        }
     }
 }
 
@@ -344,35 +473,43 @@ mod tests {
 
     type Report = oneshot::Receiver<Ended>;
 
-    /// A connected pair on loopback: the far end stays async, the near end is handed
-    /// to the hub. Buffers are small and fixed, so a test can fill them.
-    async fn pair() -> (AsyncTcpStream, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let far = AsyncTcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (near, _) = listener.accept().await.unwrap();
-        for socket in [socket2::SockRef::from(&far), socket2::SockRef::from(&near)] {
-            socket.set_recv_buffer_size(64 * 1024).unwrap();
-            socket.set_send_buffer_size(64 * 1024).unwrap();
-        }
-        (far, near.into_std().unwrap())
+    /// Sets small fixed buffers, so a test can fill them.
+    fn small_buffers(socket: socket2::SockRef<'_>) {
+        socket.set_recv_buffer_size(64 * 1024).unwrap();
+        socket.set_send_buffer_size(64 * 1024).unwrap();
     }
 
-    /// Starts a relay between a new client and a new real server; their far ends.
+    /// Starts a relay between a new client and a new real server, connected from the
+    /// hub; their far ends.
     async fn start(
-        hub: &RelayHub,
+        hub: &Arc<RelayHub>,
         idle_timeout: Duration,
     ) -> (AsyncTcpStream, AsyncTcpStream, Report) {
-        let (client, client_near) = pair().await;
-        let (server, server_near) = pair().await;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let client = AsyncTcpStream::connect(address).await.unwrap();
+        let (client_near, _) = listener.accept().await.unwrap();
+        let mut server_near = hub.connect(address).unwrap();
+        server_near.established().await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        small_buffers(socket2::SockRef::from(&client));
+        small_buffers(socket2::SockRef::from(&client_near));
+        small_buffers(socket2::SockRef::from(&server));
+        small_buffers(socket2::SockRef::from(server_near.socket.as_ref().unwrap()));
         let (ended, report) = oneshot::channel();
         let recorder = Recorder {
             moved: [0; 2],
             half_closed: Vec::new(),
             ended: Some(ended),
         };
-        hub.start(client_near, server_near, Box::new(recorder), idle_timeout);
+        let client_near = client_near.into_std().unwrap();
+        hub.start(
+            client_near,
+            server_near,
+            Vec::new(),
+            Box::new(recorder),
+            idle_timeout,
+        );
         (client, server, report)
     }
 
@@ -474,5 +611,66 @@ mod tests {
             (end.as_str(), at - started),
             ("idle", Duration::from_secs(100))
         );
+    }
+
+    #[tokio::test]
+    async fn a_refused_connect_says_so_and_gives_its_slot_back() {
+        let hub = running_hub();
+        let nobody = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let mut connecting = hub.connect(nobody).unwrap();
+        let refused = within(connecting.established()).await.unwrap_err();
+        assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
+        drop(connecting);
+        let state = hub.state();
+        assert!(matches!(state.relays[..], [Slot::Vacant]));
+        assert_eq!(state.free, [0]);
+    }
+
+    #[tokio::test]
+    async fn a_real_server_that_speaks_first_is_heard_though_it_spoke_while_connecting() {
+        within(banner_before_the_relay()).await;
+    }
+
+    async fn banner_before_the_relay() {
+        let hub = running_hub();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let mut client = AsyncTcpStream::connect(address).await.unwrap();
+        let (client_near, _) = listener.accept().await.unwrap();
+        let mut connecting = hub.connect(address).unwrap();
+        connecting.established().await.unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        server.write_all(b"220 ready\r\n").await.unwrap();
+        // Wait until the hub took the banner's event for the connecting socket: after
+        // that, nothing new happens on it until the client speaks.
+        while !matches!(
+            hub.state().relays[connecting.slot],
+            Slot::Connecting {
+                seen: Some(Readiness { readable: true, .. }),
+                ..
+            }
+        ) {
+            tokio::task::yield_now().await;
+        }
+        let (ended, _report) = oneshot::channel();
+        let recorder = Recorder {
+            moved: [0; 2],
+            half_closed: Vec::new(),
+            ended: Some(ended),
+        };
+        let client_near = client_near.into_std().unwrap();
+        hub.start(
+            client_near,
+            connecting,
+            Vec::new(),
+            Box::new(recorder),
+            Duration::from_secs(60),
+        );
+        let mut banner = [0; 11];
+        client.read_exact(&mut banner).await.unwrap();
+        assert_eq!(&banner, b"220 ready\r\n");
     }
 }

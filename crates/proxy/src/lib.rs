@@ -19,8 +19,9 @@
 //!   own `SO_REUSEPORT` + `IP_FREEBIND` socket per service.
 //! - [`VirtualService`]: one service's shared state (the balancer's `Service` and
 //!   `ConnTable` behind locks) and its proxy [`ServiceOptions`].
-//! - `tcp` (accept, schedule, connect with retries), `relay` (both directions,
-//!   half-close, idle timeout, splice for bulk), `udp` (per-client flows),
+//! - `tcp` (accept, schedule, connect with retries), `hub` (each worker's established
+//!   connections, driven from an epoll set of their own, with their idle timeouts),
+//!   `relay` (both directions, half-close, splice for bulk), `udp` (per-client flows),
 //!   [`ProxyProtocol`] headers.
 
 mod activity;

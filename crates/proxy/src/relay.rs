@@ -58,19 +58,6 @@ pub(crate) enum RelayEnd {
     Failed(io::Error),
 }
 
-/// Writes all of `bytes` to `to`, waiting for room as needed.
-pub(crate) async fn write_all(to: &tokio::net::TcpStream, bytes: &[u8]) -> io::Result<()> {
-    let mut sent = 0;
-    while sent < bytes.len() {
-        match to.try_write(&bytes[sent..]) {
-            Ok(n) => sent += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => to.writable().await?,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
 /// Closes `stream` with a reset rather than a FIN, so the peer learns the
 /// connection failed (as it would through a kernel NAT director).
 pub(crate) fn reset_on_close(stream: &impl AsFd) {
@@ -120,6 +107,16 @@ pub(crate) struct Readiness {
     pub(crate) failed: bool,
 }
 
+impl Readiness {
+    /// Adds a later event's news.
+    pub(crate) fn merge(&mut self, later: Readiness) {
+        self.readable |= later.readable;
+        self.writable |= later.writable;
+        self.read_closed |= later.read_closed;
+        self.failed |= later.failed;
+    }
+}
+
 /// Both directions of one connection.
 #[derive(Debug)]
 pub(crate) struct Relay {
@@ -139,12 +136,17 @@ pub(crate) struct Advance {
 }
 
 impl Relay {
+    /// `preamble` goes to the real server first.
+    ///
     /// The client has usually sent its request while the real server was connecting,
-    /// so it is read at once; a real server rarely speaks first, so it is not.
-    pub(crate) fn new(client: TcpStream, server: TcpStream) -> Self {
+    /// so it is read at once; a real server rarely speaks first, so it is read once
+    /// epoll says so.
+    pub(crate) fn new(client: TcpStream, server: TcpStream, preamble: Vec<u8>) -> Self {
+        let mut input = Pump::new(Direction::Input);
+        input.unsent = preamble;
         Self {
             ends: [Endpoint::new(client, true), Endpoint::new(server, false)],
-            pumps: [Pump::new(Direction::Input), Pump::new(Direction::Output)],
+            pumps: [input, Pump::new(Direction::Output)],
         }
     }
 

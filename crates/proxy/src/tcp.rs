@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keeplb_balancer::{ConnGuard, ConnKey, Direction, Flow, Stats, TcpFlags, Unscheduled};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpStream};
 
-use crate::hub::{RelayHub, RelayOwner};
+use crate::hub::{Connecting, RelayHub, RelayOwner};
 use crate::proxy_protocol::Transport;
 use crate::relay::{self, RelayEnd, RelayObserver};
 use crate::service::{Binding, Refusal, ServiceOptions, SorryCount, VirtualService};
@@ -52,7 +52,8 @@ pub(crate) async fn accept_loop(
 async fn serve(svc: Arc<VirtualService>, client: TcpStream, flow: Flow, hub: Arc<RelayHub>) {
     let _ = client.set_nodelay(true);
     let options = svc.options();
-    let (server, binding, mut sorry_guard) = match connect_upstream(&svc, &flow, &options).await {
+    let upstream = connect_upstream(&svc, &flow, &options, &hub).await;
+    let (server, binding, mut sorry_guard) = match upstream {
         Ok(upstream) => upstream,
         Err(why) => {
             svc.warn_refused(flow.client, why);
@@ -66,17 +67,13 @@ async fn serve(svc: Arc<VirtualService>, client: TcpStream, flow: Flow, hub: Arc
     if let Some(key) = &binding.key {
         svc.established(key);
     }
-    if let Some(version) = options.proxy_protocol {
-        let header = version.header(Transport::Stream, flow.client, flow.vip);
-        if let Err(e) = relay::write_all(&server, &header).await {
-            tracing::debug!(real_server = %binding.target, "PROXY header not sent: {e}");
-            close_failed(&svc, binding.key.as_ref(), &client, &server);
-            return;
-        }
-    }
-    let (client, server) = match (client.into_std(), server.into_std()) {
-        (Ok(client), Ok(server)) => (client, server),
-        (Err(e), _) | (_, Err(e)) => {
+    let preamble = options
+        .proxy_protocol
+        .map(|version| version.header(Transport::Stream, flow.client, flow.vip))
+        .unwrap_or_default();
+    let client = match client.into_std() {
+        Ok(client) => client,
+        Err(e) => {
             tracing::warn!(client = %flow.client, "cannot hand the connection to the relay: {e}");
             if let Some(key) = &binding.key {
                 svc.tcp_event(key, Direction::Input, TcpFlags::RST);
@@ -86,7 +83,7 @@ async fn serve(svc: Arc<VirtualService>, client: TcpStream, flow: Flow, hub: Arc
     };
     let idle_timeout = svc.idle_timeout();
     let connection = Established::new(svc, binding, sorry_guard, flow.client, idle_timeout);
-    hub.start(client, server, Box::new(connection), idle_timeout);
+    hub.start(client, server, preamble, Box::new(connection), idle_timeout);
 }
 
 /// Connects to the scheduler's choice, then to the next ones while connects fail,
@@ -96,7 +93,8 @@ async fn connect_upstream(
     svc: &VirtualService,
     flow: &Flow,
     options: &ServiceOptions,
-) -> Result<(TcpStream, Binding, Option<ConnGuard>), Refusal> {
+    hub: &Arc<RelayHub>,
+) -> Result<(Connecting, Binding, Option<ConnGuard>), Refusal> {
     let mut tried = Vec::new();
     // A SYN carries nothing for a persistence engine to read.
     let mut next = match svc.schedule(flow, &[]) {
@@ -105,7 +103,7 @@ async fn connect_upstream(
         Err(Unscheduled::NoDestination) => None,
     };
     while let Some(binding) = next {
-        match connect(binding.target, options.connect_timeout).await {
+        match connect(hub, binding.target, options.connect_timeout).await {
             Ok(stream) => return Ok((stream, binding, None)),
             Err(e) if real_server_failed(&e) => {
                 tracing::debug!(
@@ -128,7 +126,7 @@ async fn connect_upstream(
         }
     }
     let sorry = svc.sorry_binding().ok_or(Refusal::Unavailable)?;
-    match connect(sorry.target, options.connect_timeout).await {
+    match connect(hub, sorry.target, options.connect_timeout).await {
         Ok(stream) => {
             let count = if tried.is_empty() {
                 SorryCount::AlsoOnService
@@ -159,17 +157,16 @@ fn real_server_failed(e: &io::Error) -> bool {
     )
 }
 
-async fn connect(target: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
-    let socket = if target.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    let stream = tokio::time::timeout(timeout, socket.connect(target))
+async fn connect(
+    hub: &Arc<RelayHub>,
+    target: SocketAddr,
+    timeout: Duration,
+) -> io::Result<Connecting> {
+    let mut connecting = hub.connect(target)?;
+    tokio::time::timeout(timeout, connecting.established())
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
-    stream.set_nodelay(true)?;
-    Ok(stream)
+    Ok(connecting)
 }
 
 /// Ends a connection that did not close in order: both sides get a reset and the
