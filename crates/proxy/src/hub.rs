@@ -208,10 +208,12 @@ impl RelayHub {
         };
         let timer = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(timer);
+        let mut armed = None;
         loop {
             let next = self.state().next_deadline();
-            if let Some(deadline) = next {
+            if let Some(deadline) = next.filter(|&deadline| armed != Some(deadline)) {
                 timer.as_mut().reset(deadline);
+                armed = Some(deadline);
             }
             tokio::select! {
                 biased;
@@ -230,7 +232,10 @@ impl RelayHub {
                         tokio::task::yield_now().await;
                     }
                 }
-                () = &mut timer, if next.is_some() => self.state().expire(Instant::now()),
+                () = &mut timer, if next.is_some() => {
+                    armed = None;
+                    self.state().expire(Instant::now());
+                }
             }
         }
     }
