@@ -4,9 +4,10 @@
 //! The server side runs in the daemon on tokio; the client side is blocking, because
 //! `keeplb adm` is a one-shot command that sends a few requests and exits.
 
+use std::fs::{File, OpenOptions, TryLockError};
 use std::future::Future;
 use std::io::{self, BufRead, BufReader, Write};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -30,6 +31,9 @@ pub struct ControlServer {
     /// Device and inode of the socket file bound: the one to remove at the end, and not
     /// another daemon's that has replaced it at the same path since.
     file: (u64, u64),
+    /// An exclusive lock on `<path>.lock`, held while the server lives (the kernel
+    /// releases it when the process dies, however it dies).
+    _lock: File,
 }
 
 impl ControlServer {
@@ -37,14 +41,30 @@ impl ControlServer {
     /// on (left by a daemon that was killed) is replaced; one a daemon answers on is not
     /// taken over: that is [`io::ErrorKind::AddrInUse`]. Must be called inside a tokio
     /// runtime.
+    ///
+    /// Two daemons started at once cannot both take the path: whoever binds first holds
+    /// a lock on `<path>.lock` until it exits, and the other is refused with
+    /// [`io::ErrorKind::AddrInUse`] without looking at the socket, which the first may
+    /// not have bound yet. The lock file is left in place: removing it would let a third
+    /// daemon lock a new file while the first still holds the old one.
     pub fn bind(path: &Path) -> io::Result<ControlServer> {
+        let lock = lock_path(path)?;
+        let already_running = || {
+            io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("a daemon is already running at {}", path.display()),
+            )
+        };
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Err(already_running()),
+            Err(TryLockError::Error(e)) => return Err(e),
+        }
         match std::fs::symlink_metadata(path) {
             Ok(meta) if meta.file_type().is_socket() => {
+                // A daemon that takes no lock (an older keeplb) may still answer.
                 if daemon_answers(path) {
-                    return Err(io::Error::new(
-                        io::ErrorKind::AddrInUse,
-                        format!("a daemon is already running at {}", path.display()),
-                    ));
+                    return Err(already_running());
                 }
                 std::fs::remove_file(path)?;
             }
@@ -64,6 +84,7 @@ impl ControlServer {
             listener,
             path: path.to_owned(),
             file: (meta.dev(), meta.ino()),
+            _lock: lock,
         })
     }
 
@@ -114,6 +135,19 @@ impl Drop for ControlServer {
             tracing::debug!(%error, path = %self.path.display(), "control socket not removed");
         }
     }
+}
+
+/// Opens (creating it, mode 0600) the lock file of the control socket at `path`.
+fn lock_path(path: &Path) -> io::Result<File> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(PathBuf::from(name))
 }
 
 /// True when something accepts connections on the Unix socket at `path`: a running

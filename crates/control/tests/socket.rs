@@ -164,14 +164,32 @@ async fn a_server_leaves_alone_a_socket_another_has_put_at_its_path() {
     let dir = TempDir::new("replaced");
     let path = dir.0.join("control.sock");
     let first = ControlServer::bind(&path).unwrap();
-    // Someone removed our socket and another daemon bound the path since.
+    // Someone removed our socket and another program bound the path since.
     std::fs::remove_file(&path).unwrap();
-    let second = ControlServer::bind(&path).unwrap();
+    let other = std::os::unix::net::UnixListener::bind(&path).unwrap();
     drop(first);
     assert!(
         std::os::unix::net::UnixStream::connect(&path).is_ok(),
-        "the second daemon keeps its socket"
+        "the other program keeps its socket"
     );
+    drop(other);
+}
+
+#[tokio::test]
+async fn a_second_daemon_is_refused_even_when_the_first_has_no_answering_socket() {
+    let dir = TempDir::new("race");
+    let path = dir.0.join("control.sock");
+    let first = ControlServer::bind(&path).unwrap();
+    // What a second daemon sees while the first is still starting, or once its socket
+    // file was lost: a socket file nobody answers on.
+    std::fs::remove_file(&path).unwrap();
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    assert!(std::os::unix::net::UnixStream::connect(&path).is_err());
+    let error = ControlServer::bind(&path).unwrap_err();
+    assert_eq!(error.kind(), std::io::ErrorKind::AddrInUse, "{error}");
+    drop(first);
+    // Once the first is gone, the stale socket is replaced.
+    let second = ControlServer::bind(&path).unwrap();
+    assert!(std::os::unix::net::UnixStream::connect(&path).is_ok());
     drop(second);
-    assert!(!path.exists());
 }

@@ -116,8 +116,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "N")]
     workers: Option<std::num::NonZeroUsize>,
     /// Control socket serving `keeplb adm` and `keeplb status` (created mode 0600). If a
-    /// daemon already answers there, keeplb is already running: this one exits with an
-    /// error and touches nothing.
+    /// daemon already holds it (a lock on PATH.lock, or it answers there), keeplb is
+    /// already running: this one exits with an error and touches nothing.
     #[arg(long, value_name = "PATH", default_value = DEFAULT_CONTROL_PATH)]
     control: PathBuf,
     /// Also serve the control API (`POST /api`) and Prometheus metrics (`GET /metrics`)
