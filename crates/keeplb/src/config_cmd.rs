@@ -120,10 +120,14 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the runtime")?;
     // First of all, before anything listens or a stale VIP is removed: a daemon that
-    // already runs (answering on the control socket) must be left alone.
-    let control = {
+    // already runs (holding the control socket) must be left alone. Termination is
+    // listened to before, so the daemon stops in order from the moment it answers.
+    let (mut termination, control) = {
         let _runtime = runtime.enter();
-        crate::control_run::bind(&args.control)?
+        (
+            crate::termination::Termination::listen()?,
+            crate::control_run::bind(&args.control)?,
+        )
     };
     let workers = args
         .workers
@@ -186,12 +190,22 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
                 // Nobody reads VRRP reloads: a reload that brings instances says they
                 // start at the next restart.
                 drop(vrrp_reloads);
-                let result = wait_for_termination().await;
+                let signal = termination.recv().await;
+                tracing::info!("{signal}: stopping");
                 crate::fifo_run::NotifyFifos::stop_scripts(fifos.scripts).await;
-                result
+                Ok(())
             } else {
                 let (config, fifo_scripts) = (Arc::clone(&config), fifos.scripts);
-                crate::vrrp_run::run(config, &board, vrrp_reloads, fifos.vrrp, fifo_scripts).await
+                let (vrrp_fifos, termination) = (fifos.vrrp, &mut termination);
+                crate::vrrp_run::run(
+                    config,
+                    &board,
+                    vrrp_reloads,
+                    vrrp_fifos,
+                    fifo_scripts,
+                    termination,
+                )
+                .await
             };
             notify_systemd(&[sd_notify::NotifyState::Stopping]);
             let _ = stop.send(true);
@@ -223,15 +237,4 @@ fn raise_descriptor_limit() {
     {
         tracing::warn!("cannot raise the open-file limit from {soft} to {hard}: {e}");
     }
-}
-
-/// Waits for SIGTERM or SIGINT.
-async fn wait_for_termination() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
-    }
-    Ok(())
 }

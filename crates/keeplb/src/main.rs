@@ -12,6 +12,7 @@ mod lvs_run;
 mod reload;
 mod status_cmd;
 mod sync_run;
+mod termination;
 #[cfg(test)]
 mod test_config;
 mod vrrp_run;

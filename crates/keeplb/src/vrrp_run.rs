@@ -49,6 +49,8 @@ use keeplb_vrrp::{
 };
 use tokio::sync::{mpsc, watch};
 
+use crate::termination::Termination;
+
 /// The engine's view of one `vrrp_instance`, as keepalived would run it.
 pub fn instance_config(
     instance: &VrrpInstance,
@@ -1272,6 +1274,7 @@ pub async fn run(
     mut reloads: mpsc::UnboundedReceiver<Arc<model::Config>>,
     fifos: Vec<Arc<FifoWriter>>,
     fifo_scripts: Vec<FifoScript>,
+    termination: &mut Termination,
 ) -> anyhow::Result<()> {
     for file in &config.track_file {
         if let Some(init) = &file.init_file
@@ -1293,11 +1296,6 @@ pub async fn run(
     if vrrp.units.is_empty() {
         bail!("no vrrp_instance could be started");
     }
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate =
-        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    // One listener for the whole run: a SIGINT between two reloads is not missed.
-    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let fifo_config = |c: &model::Config| {
         (
             c.global_defs.notify_fifo.clone(),
@@ -1307,12 +1305,8 @@ pub async fn run(
     };
     loop {
         tokio::select! {
-            _ = terminate.recv() => {
-                tracing::info!("SIGTERM: resigning");
-                break;
-            }
-            _ = interrupt.recv() => {
-                tracing::info!("SIGINT: resigning");
+            signal = termination.recv() => {
+                tracing::info!("{signal}: resigning");
                 break;
             }
             Some(()) = engine_ended.recv() => break,

@@ -280,3 +280,34 @@ fn a_reload_applied_in_part_says_what_failed() {
     );
     stop(&daemon);
 }
+
+#[test]
+fn a_sigterm_as_soon_as_the_control_socket_exists_stops_the_daemon_in_order() {
+    use std::os::unix::process::ExitStatusExt;
+    let lab = Lab::new("ctl-early-term").expect("lab (needs root and iproute2)");
+    let (host, conf) = director(&lab);
+    let control = lab.dir().join("control.sock");
+    let daemon = run(&host, &conf, &control, &[]);
+    // The moment a test or systemd could see the daemon: it is still starting (its
+    // VRRP instance and virtual server come after), which is the point.
+    let started = std::time::Instant::now();
+    while !control.exists() {
+        assert!(
+            started.elapsed() < TIMEOUT,
+            "no control socket\n{}",
+            daemon.output_so_far()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    daemon.signal(Signal::SIGTERM).expect("SIGTERM");
+    let exit = daemon
+        .wait_timeout(TIMEOUT)
+        .expect("wait")
+        .unwrap_or_else(|| panic!("the daemon keeps running\n{}", daemon.output_so_far()));
+    let output = daemon.output_so_far();
+    assert_eq!(exit.signal(), None, "killed by the signal, no clean-up\n{output}");
+    assert!(exit.success(), "{output}");
+    assert!(output.stderr.contains("SIGTERM"), "{output}");
+    assert!(!control.exists(), "the control socket is removed\n{output}");
+    assert!(!holds(&host, VIP), "no VIP is left behind\n{output}");
+}
