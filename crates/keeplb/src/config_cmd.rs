@@ -176,6 +176,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         );
         let reload = crate::reload::serve(
             args.config.clone(),
+            Arc::clone(&config),
             requests,
             crate::reload::Parts {
                 virtual_servers: to_director,

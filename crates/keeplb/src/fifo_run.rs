@@ -25,6 +25,19 @@ pub struct NotifyFifos {
 }
 
 impl NotifyFifos {
+    /// Whether `new` names other notify FIFOs than `running`: the FIFOs are opened once,
+    /// at start, so such a change waits for the next restart.
+    pub fn changed(running: &GlobalDefs, new: &GlobalDefs) -> bool {
+        let fifos = |global: &GlobalDefs| {
+            [
+                global.notify_fifo.clone(),
+                global.vrrp_notify_fifo.clone(),
+                global.lvs_notify_fifo.clone(),
+            ]
+        };
+        fifos(running) != fifos(new)
+    }
+
     /// Opens the FIFOs `global` names and starts their scripts; one that cannot be
     /// opened is reported and left out.
     pub fn open(global: &GlobalDefs) -> Self {

@@ -65,6 +65,7 @@ pub fn channel() -> (Reloader, mpsc::UnboundedReceiver<Request>) {
 /// goes to each part of the daemon ([`Parts`]).
 pub async fn serve(
     args: ConfigArgs,
+    started_with: Arc<model::Config>,
     mut requests: mpsc::UnboundedReceiver<Request>,
     parts: Parts,
     stopped: impl std::future::Future<Output = ()>,
@@ -88,7 +89,7 @@ pub async fn serve(
             }
         };
         crate::config_cmd::notify_systemd(&[sd_notify::NotifyState::Reloading]);
-        let outcome = apply(&args, &parts).await;
+        let outcome = apply(&args, &started_with, &parts).await;
         crate::config_cmd::notify_systemd(&[sd_notify::NotifyState::Ready]);
         if let Some(reply) = request.reply {
             let _ = reply.send(outcome);
@@ -107,7 +108,11 @@ pub struct Parts {
 
 /// Reads, validates and applies the configuration file again, and says what of it could
 /// not be served.
-async fn apply(args: &ConfigArgs, parts: &Parts) -> Result<(), ReloadError> {
+async fn apply(
+    args: &ConfigArgs,
+    started_with: &model::Config,
+    parts: &Parts,
+) -> Result<(), ReloadError> {
     let loaded = crate::config_cmd::load(args, &args.file)
         .map_err(|e| ReloadError::Rejected(format!("{e:#}")))?;
     let diagnostics = crate::config_cmd::render_diagnostics(&loaded);
@@ -122,6 +127,11 @@ async fn apply(args: &ConfigArgs, parts: &Parts) -> Result<(), ReloadError> {
         tracing::warn!("reload: {}\n{diagnostics}", args.file.display());
     }
     let new = Arc::new(loaded.config);
+    if crate::fifo_run::NotifyFifos::changed(&started_with.global_defs, &new.global_defs) {
+        tracing::warn!(
+            "reload: notify_fifo / vrrp_notify_fifo / lvs_notify_fifo changes apply at the next restart"
+        );
+    }
     if parts.vrrp.send(Arc::clone(&new)).is_err() && !new.vrrp_instance.is_empty() {
         // VRRP does not run (the configuration keeplb started with had no instance).
         tracing::warn!("reload: VRRP instances start at the next restart");

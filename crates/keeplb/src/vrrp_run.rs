@@ -1296,13 +1296,6 @@ pub async fn run(
     if vrrp.units.is_empty() {
         bail!("no vrrp_instance could be started");
     }
-    let fifo_config = |c: &model::Config| {
-        (
-            c.global_defs.notify_fifo.clone(),
-            c.global_defs.vrrp_notify_fifo.clone(),
-            c.global_defs.lvs_notify_fifo.clone(),
-        )
-    };
     loop {
         tokio::select! {
             signal = termination.recv() => {
@@ -1310,12 +1303,7 @@ pub async fn run(
                 break;
             }
             Some(()) = engine_ended.recv() => break,
-            Some(new) = reloads.recv() => {
-                if fifo_config(&new) != fifo_config(&config) {
-                    tracing::warn!("reload: notify_fifo / vrrp_notify_fifo / lvs_notify_fifo changes apply at the next restart");
-                }
-                vrrp.apply(&new).await;
-            }
+            Some(new) = reloads.recv() => vrrp.apply(&new).await,
         }
     }
     // keepalived terminates its scripts first, the notify FIFO scripts included (they

@@ -305,7 +305,11 @@ fn a_sigterm_as_soon_as_the_control_socket_exists_stops_the_daemon_in_order() {
         .expect("wait")
         .unwrap_or_else(|| panic!("the daemon keeps running\n{}", daemon.output_so_far()));
     let output = daemon.output_so_far();
-    assert_eq!(exit.signal(), None, "killed by the signal, no clean-up\n{output}");
+    assert_eq!(
+        exit.signal(),
+        None,
+        "killed by the signal, no clean-up\n{output}"
+    );
     assert!(exit.success(), "{output}");
     assert!(output.stderr.contains("SIGTERM"), "{output}");
     assert!(!control.exists(), "the control socket is removed\n{output}");

@@ -47,5 +47,20 @@ fn health_check_events_reach_the_lvs_notify_fifo() {
         "the service lost its quorum too: {}",
         read(&lines)
     );
+
+    // Without VRRP too, a reload naming another FIFO says the change waits for a
+    // restart (the FIFOs are opened at start).
+    let conf = dir.join("keepalived.conf");
+    let text = read(&conf).replace("lvs.fifo", "other.fifo");
+    write_config(&conf, &text);
+    keeplb
+        .signal(keeplb_testlab::Signal::SIGHUP)
+        .expect("SIGHUP");
+    wait_for("the reload says the FIFO change waits", &keeplb, || {
+        keeplb
+            .output_so_far()
+            .stderr
+            .contains("lvs_notify_fifo changes apply at the next restart")
+    });
     stop(&keeplb);
 }
