@@ -6,18 +6,24 @@
 //! the future checking readiness through its registration and re-arming it. Here a
 //! worker has one hub task. Its epoll descriptor sits in tokio's reactor like any
 //! other socket; when it is ready the hub takes the events itself and moves the bytes
-//! at once, one clock read per batch. Accepting, scheduling and connecting stay
-//! async; only established connections come here, until they end.
+//! at once, one clock read per batch. Accepting and scheduling stay async; the real
+//! server's socket is created here and connected from the hub's epoll set (its
+//! connect awaited by the connection's task), so it never enters tokio's reactor.
 //!
 //! Idle timeouts are a heap of deadlines, looked at once per batch and whenever the
 //! earliest one falls due. A deadline is checked against the connection's last
 //! activity when it falls due, so moving data never touches the heap.
+//!
+//! A relay moves a bounded amount per turn; one with more to move waits for the next
+//! turn in a queue of its own (epoll, edge-triggered, would not report it again), so
+//! one fast transfer cannot hold the worker's other connections.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Poll as TaskPoll, Waker};
 use std::time::Duration;
@@ -34,6 +40,10 @@ use crate::relay::{Readiness, Relay, RelayEnd, RelayObserver};
 /// the next.
 const BATCH: usize = 256;
 
+/// Stale idle deadlines (of relays already over) tolerated beyond the live ones
+/// before the heap is swept.
+const STALE_DEADLINES: usize = 1024;
+
 /// The connection a relay belongs to: it is told what moves and how the relay ended,
 /// and is dropped with it.
 pub(crate) trait RelayOwner: RelayObserver + Send {
@@ -44,6 +54,8 @@ pub(crate) trait RelayOwner: RelayObserver + Send {
 /// One worker's relays. Created on the worker's thread, run by [`RelayHub::run`].
 pub(crate) struct RelayHub {
     state: Mutex<HubState>,
+    /// False once [`RelayHub::run`] gave up: nothing would drive a new relay.
+    running: AtomicBool,
 }
 
 impl std::fmt::Debug for RelayHub {
@@ -55,26 +67,43 @@ impl std::fmt::Debug for RelayHub {
 struct HubState {
     poll: Poll,
     events: Events,
-    ready: Vec<(usize, Readiness)>,
-    /// Relays by slot; a slot's two sockets have tokens `2 × slot` (client) and
-    /// `2 × slot + 1` (real server).
+    ready: Vec<(Token, Readiness)>,
+    /// Relays by slot.
     relays: Vec<Slot>,
     free: Vec<usize>,
-    /// (deadline, slot, generation): a slot reused since is recognised by its
-    /// generation.
-    deadlines: BinaryHeap<Reverse<(Instant, usize, u64)>>,
-    generations: u64,
+    /// Relays that stopped at their share of a turn with more to move.
+    again: Vec<(usize, u32)>,
+    /// (deadline, slot, generation), for relays and for those already over: a slot
+    /// reused since is recognised by its generation.
+    deadlines: BinaryHeap<Reverse<(Instant, usize, u32)>>,
+    /// Relays (not connects) in `relays`.
+    live: usize,
+    generations: u32,
 }
 
+/// What a slot holds. Its sockets' epoll tokens carry the slot, the side and the
+/// generation ([`token`]), so an event for a socket of an earlier occupant (still
+/// open in a child between fork and exec) is recognised and dropped.
 enum Slot {
     Vacant,
     /// A real server's socket connecting, before its relay starts.
     Connecting {
+        generation: u32,
         /// Events seen so far (the first one ends the connect).
         seen: Option<Readiness>,
         waker: Option<Waker>,
     },
     Relaying(Box<Entry>),
+}
+
+impl Slot {
+    fn generation(&self) -> Option<u32> {
+        match self {
+            Slot::Vacant => None,
+            Slot::Connecting { generation, .. } => Some(*generation),
+            Slot::Relaying(entry) => Some(entry.generation),
+        }
+    }
 }
 
 struct Entry {
@@ -83,7 +112,19 @@ struct Entry {
     started: Instant,
     last_active: Instant,
     idle_timeout: Duration,
-    generation: u64,
+    generation: u32,
+}
+
+/// Side 0 is the client, side 1 the real server.
+fn token(slot: usize, side: usize, generation: u32) -> Token {
+    Token((usize::try_from(generation).unwrap_or(0) << 32) | (slot << 1) | side)
+}
+
+/// (slot, side, generation) of a token.
+fn untoken(token: Token) -> (usize, usize, u32) {
+    let Token(raw) = token;
+    let generation = u32::try_from(raw >> 32).unwrap_or(u32::MAX);
+    ((raw & 0xffff_ffff) >> 1, raw & 1, generation)
 }
 
 impl RelayHub {
@@ -96,15 +137,21 @@ impl RelayHub {
                 ready: Vec::with_capacity(BATCH),
                 relays: Vec::new(),
                 free: Vec::new(),
+                again: Vec::new(),
                 deadlines: BinaryHeap::new(),
+                live: 0,
                 generations: 0,
             }),
+            running: AtomicBool::new(true),
         }))
     }
 
     /// Starts connecting to `target`, from this hub's epoll set, where the socket
     /// stays for its relay: it never enters tokio's reactor.
     pub(crate) fn connect(self: &Arc<Self>, target: SocketAddr) -> io::Result<Connecting> {
+        if !self.running.load(Ordering::Relaxed) {
+            return Err(io::Error::other("the worker's relay hub has stopped"));
+        }
         let socket = Socket::new(
             Domain::for_address(target),
             Type::STREAM.nonblocking().cloexec(),
@@ -118,17 +165,18 @@ impl RelayHub {
         }
         let socket = TcpStream::from(socket);
         let mut state = self.state();
-        let slot = state.vacant_slot();
+        let (slot, generation) = state.vacant_slot();
         state
             .poll
             .registry()
             .register(
                 &mut SourceFd(&socket.as_raw_fd()),
-                Token(2 * slot + 1),
+                token(slot, 1, generation),
                 Interest::READABLE | Interest::WRITABLE,
             )
             .inspect_err(|_| state.free.push(slot))?;
         state.relays[slot] = Slot::Connecting {
+            generation,
             seen: None,
             waker: None,
         };
@@ -157,13 +205,15 @@ impl RelayHub {
         };
         let now = Instant::now();
         let mut state = self.state();
-        let seen = match std::mem::replace(&mut state.relays[slot], Slot::Vacant) {
-            Slot::Connecting { seen, .. } => seen.unwrap_or_default(),
-            _ => Readiness::default(),
+        let (generation, seen) = match std::mem::replace(&mut state.relays[slot], Slot::Vacant) {
+            Slot::Connecting {
+                generation, seen, ..
+            } => (generation, seen.unwrap_or_default()),
+            _ => (0, Readiness::default()),
         };
         let registered = state.poll.registry().register(
             &mut SourceFd(&client.as_raw_fd()),
-            Token(2 * slot),
+            token(slot, 0, generation),
             Interest::READABLE | Interest::WRITABLE,
         );
         if let Err(e) = registered {
@@ -172,8 +222,6 @@ impl RelayHub {
             owner.ended(RelayEnd::Failed(e), &client, &server);
             return;
         }
-        state.generations += 1;
-        let generation = state.generations;
         state
             .deadlines
             .push(Reverse((now + idle_timeout, slot, generation)));
@@ -189,6 +237,7 @@ impl RelayHub {
             idle_timeout,
             generation,
         }));
+        state.live += 1;
         // The client may have sent its request while the real server was connecting.
         state.advance(slot, now);
         // No need to wake the hub for a deadline earlier than its timer's: a socket
@@ -199,13 +248,16 @@ impl RelayHub {
     /// Drives the relays: takes epoll's events as they come and ends idle relays.
     /// Runs until the worker's runtime stops.
     pub(crate) async fn run(self: Arc<Self>) {
-        let ready = match self.reactor_registration() {
-            Ok(ready) => ready,
-            Err(e) => {
-                tracing::error!("the relay hub cannot wait for its sockets: {e}");
-                return;
-            }
-        };
+        if let Err(e) = self.drive().await {
+            self.running.store(false, Ordering::Relaxed);
+            tracing::error!(
+                "the relay hub cannot wait for its sockets: {e}; the worker relays no more TCP connections"
+            );
+        }
+    }
+
+    async fn drive(&self) -> io::Result<()> {
+        let ready = self.reactor_registration()?;
         let timer = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(timer);
         let mut armed = None;
@@ -218,18 +270,18 @@ impl RelayHub {
             tokio::select! {
                 biased;
                 guard = ready.readable() => {
-                    let mut guard = match guard {
-                        Ok(guard) => guard,
-                        Err(e) => {
-                            tracing::error!("the relay hub cannot wait for its sockets: {e}");
-                            return;
-                        }
+                    let mut guard = guard?;
+                    let more = {
+                        let mut state = self.state();
+                        state.turn() == BATCH || !state.again.is_empty()
                     };
-                    if self.state().turn() < BATCH {
-                        guard.clear_ready();
-                    } else {
+                    if more {
+                        // Readiness is kept: the next turn comes once the worker's
+                        // other tasks had theirs.
                         drop(guard);
                         tokio::task::yield_now().await;
+                    } else {
+                        guard.clear_ready();
                     }
                 }
                 () = &mut timer, if next.is_some() => {
@@ -263,37 +315,48 @@ impl RelayHub {
 }
 
 impl HubState {
-    /// Takes what epoll has now and advances the relays it names; the number of
-    /// events taken.
+    /// Advances the relays left with more to move, then takes what epoll has now and
+    /// advances the relays it names; the number of events taken.
     fn turn(&mut self) -> usize {
+        let now = Instant::now();
+        for (slot, generation) in std::mem::take(&mut self.again) {
+            if self.relays.get(slot).and_then(Slot::generation) == Some(generation) {
+                self.advance(slot, now);
+            }
+        }
         if let Err(e) = self.poll.poll(&mut self.events, Some(Duration::ZERO)) {
             if e.kind() != io::ErrorKind::Interrupted {
                 tracing::warn!("relay hub: epoll failed: {e}");
             }
             return 0;
         }
-        let now = Instant::now();
         // Copied out of the event list: advancing a relay needs `self`.
         let mut ready = std::mem::take(&mut self.ready);
         ready.extend(
             self.events
                 .iter()
-                .map(|event| (event.token().0, readiness(event))),
+                .map(|event| (event.token(), readiness(event))),
         );
         for &(token, event) in &ready {
-            let (slot, side) = (token / 2, token % 2);
-            match self.relays.get_mut(slot) {
-                Some(Slot::Relaying(entry)) => {
+            let (slot, side, generation) = untoken(token);
+            let Some(occupant) = self.relays.get_mut(slot) else {
+                continue;
+            };
+            if occupant.generation() != Some(generation) {
+                continue;
+            }
+            match occupant {
+                Slot::Relaying(entry) => {
                     entry.relay.ends[side].saw(event);
                     self.advance(slot, now);
                 }
-                Some(Slot::Connecting { seen, waker }) => {
+                Slot::Connecting { seen, waker, .. } => {
                     seen.get_or_insert_default().merge(event);
                     if let Some(waker) = waker.take() {
                         waker.wake();
                     }
                 }
-                _ => {}
+                Slot::Vacant => {}
             }
         }
         let taken = ready.len();
@@ -317,6 +380,8 @@ impl HubState {
         }
         if let Some(end) = advance.end {
             self.finish(slot, end);
+        } else if advance.more {
+            self.again.push((slot, entry.generation));
         }
     }
 
@@ -326,17 +391,30 @@ impl HubState {
         };
         if let Slot::Relaying(entry) = std::mem::replace(taken, Slot::Vacant) {
             self.free.push(slot);
+            self.live -= 1;
+            // The relay's deadline stays in the heap until it falls due (up to the
+            // idle timeout, 15 minutes by default): with many short connections, the
+            // stale ones are swept out once they outnumber the live ones.
+            if self.deadlines.len() > 2 * self.live + STALE_DEADLINES {
+                let relays = &self.relays;
+                self.deadlines.retain(|Reverse((_, slot, generation))| {
+                    matches!(relays.get(*slot), Some(Slot::Relaying(e)) if e.generation == *generation)
+                });
+            }
             let [client, server] = &entry.relay.ends;
             // Closing the sockets takes them out of the epoll set.
             entry.owner.ended(end, &client.socket, &server.socket);
         }
     }
 
-    fn vacant_slot(&mut self) -> usize {
-        self.free.pop().unwrap_or_else(|| {
+    /// A vacant slot and the generation for its next occupant.
+    fn vacant_slot(&mut self) -> (usize, u32) {
+        self.generations = self.generations.wrapping_add(1);
+        let slot = self.free.pop().unwrap_or_else(|| {
             self.relays.push(Slot::Vacant);
             self.relays.len() - 1
-        })
+        });
+        (slot, self.generations)
     }
 
     /// Ends the relays idle for their timeout; re-arms the others' deadlines from
@@ -401,7 +479,7 @@ impl Connecting {
     pub(crate) async fn established(&mut self) -> io::Result<()> {
         std::future::poll_fn(|cx| {
             let mut state = self.hub.state();
-            let Some(Slot::Connecting { seen, waker }) = state.relays.get_mut(self.slot) else {
+            let Some(Slot::Connecting { seen, waker, .. }) = state.relays.get_mut(self.slot) else {
                 return TaskPoll::Ready(Err(io::Error::other("connect slot lost")));
             };
             if seen.is_none() {
@@ -418,6 +496,13 @@ impl Connecting {
             })
         })
         .await
+    }
+
+    /// Gives up on the connection with a reset rather than a FIN.
+    pub(crate) fn reset(self) {
+        if let Some(socket) = &self.socket {
+            crate::relay::reset_on_close(socket);
+        }
     }
 }
 
@@ -586,36 +671,93 @@ mod tests {
         assert_eq!(moved[0], sent.len());
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn activity_postpones_the_idle_end() {
-        let hub = running_hub();
-        let started = Instant::now();
-        let (mut client, mut server, report) = start(&hub, Duration::from_secs(10)).await;
-        tokio::time::sleep(Duration::from_secs(7)).await;
-        client.write_all(b"still here").await.unwrap();
-        let mut got = [0; 10];
-        server.read_exact(&mut got).await.unwrap();
-        let (end, at, ..) = report.await.unwrap();
-        assert_eq!(end, "idle");
-        assert_eq!(at - started, Duration::from_secs(17));
+    /// The one relay of `hub` whose deadline the test turns by hand: when it started.
+    fn started_at(hub: &RelayHub) -> Instant {
+        let state = hub.state();
+        let mut relays = state.relays.iter().filter_map(|slot| match slot {
+            Slot::Relaying(entry) => Some(entry.started),
+            _ => None,
+        });
+        relays.next().expect("a relay")
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
+    async fn an_idle_deadline_is_checked_against_the_last_activity() {
+        // The hub runs (it connects the real server), but its own timer is 10 s away:
+        // the test moves the clock by calling `expire` with instants of its own.
+        let hub = running_hub();
+        let (_client, _server, mut report) = start(&hub, Duration::from_secs(10)).await;
+        let t0 = started_at(&hub);
+        {
+            let mut state = hub.state();
+            for slot in &mut state.relays {
+                if let Slot::Relaying(entry) = slot {
+                    entry.last_active = t0 + Duration::from_secs(7);
+                }
+            }
+            state.expire(t0 + Duration::from_secs(10));
+            assert_eq!(
+                state.next_deadline(),
+                Some(t0 + Duration::from_secs(17)),
+                "re-armed from the activity at 7 s"
+            );
+        }
+        assert!(
+            report.try_recv().is_err(),
+            "ended at 10 s despite the activity"
+        );
+        hub.state().expire(t0 + Duration::from_secs(17));
+        let (end, ..) = report.try_recv().expect("ended at 17 s");
+        assert_eq!(end, "idle");
+    }
+
+    #[tokio::test]
     async fn a_relay_with_an_earlier_deadline_ends_on_time_while_the_hub_waits_for_a_later_one() {
         let hub = running_hub();
+        let (_client, _server, mut long) = start(&hub, Duration::from_secs(30)).await;
         let started = Instant::now();
-        let (_client, _server, long) = start(&hub, Duration::from_secs(100)).await;
-        // Let the hub arm its timer for the 100 s deadline.
-        tokio::time::sleep(Duration::from_millis(1)).await;
-        let (_client2, _server2, short) = start(&hub, Duration::from_secs(1)).await;
-        let (end, at, ..) = short.await.unwrap();
+        let (_client2, _server2, short) = start(&hub, Duration::from_millis(200)).await;
+        let (end, at, ..) = within(short).await.unwrap();
         assert_eq!(end, "idle");
-        assert_eq!(at - started, Duration::from_millis(1001));
-        let (end, at, ..) = long.await.unwrap();
-        assert_eq!(
-            (end.as_str(), at - started),
-            ("idle", Duration::from_secs(100))
+        let after = at - started;
+        assert!(
+            after >= Duration::from_millis(200) && after < Duration::from_secs(3),
+            "ended after {after:?}"
         );
+        assert!(long.try_recv().is_err(), "the 30 s relay is still on");
+    }
+
+    #[tokio::test]
+    async fn deadlines_of_relays_that_ended_are_swept_once_they_outnumber_the_live_ones() {
+        let hub = running_hub();
+        let (_client, _server, _report) = start(&hub, Duration::from_secs(60)).await;
+        {
+            // What a burst of short connections leaves: deadlines of relays long over.
+            let mut state = hub.state();
+            let later = Instant::now() + Duration::from_secs(60);
+            for _ in 0..2 * STALE_DEADLINES {
+                state.deadlines.push(Reverse((later, 12_345, 7)));
+            }
+        }
+        let (client, server, report) = start(&hub, Duration::from_secs(60)).await;
+        drop((client, server));
+        let (end, ..) = within(report).await.unwrap();
+        assert_eq!(end, "closed");
+        assert_eq!(
+            hub.state().deadlines.len(),
+            1,
+            "only the live relay's deadline"
+        );
+    }
+
+    #[test]
+    fn a_token_carries_slot_side_and_generation() {
+        for (slot, side, generation) in [(0, 0, 1), (5, 1, 77), (1 << 30, 1, u32::MAX)] {
+            assert_eq!(
+                untoken(token(slot, side, generation)),
+                (slot, side, generation)
+            );
+        }
     }
 
     #[tokio::test]

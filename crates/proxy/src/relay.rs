@@ -78,8 +78,7 @@ pub(crate) struct Endpoint {
 
 impl Endpoint {
     /// A socket just handed over, with room to write. Whether it is worth reading
-    /// before epoll says so is the caller's guess: registering reports what is
-    /// already there anyway.
+    /// before epoll says so is the caller's guess.
     fn new(socket: TcpStream, readable: bool) -> Self {
         Self {
             socket,
@@ -124,13 +123,21 @@ pub(crate) struct Relay {
     pub(crate) ends: [Endpoint; 2],
     /// Input (client to real server), then Output.
     pumps: [Pump; 2],
+    reads_per_advance: usize,
 }
+
+/// Reads a direction makes per [`Relay::advance`] at most: a fast transfer then gives
+/// the worker's other connections their turn (and can move a few MiB meanwhile).
+const READS_PER_ADVANCE: usize = 16;
 
 /// What one [`Relay::advance`] did.
 #[derive(Debug)]
 pub(crate) struct Advance {
-    /// Bytes moved (or an end of stream was passed on).
+    /// Bytes moved, or an end of stream was read.
     pub(crate) active: bool,
+    /// A direction stopped at [`READS_PER_ADVANCE`] with more to read: advance it again
+    /// without waiting for an event (epoll reports only new arrivals).
+    pub(crate) more: bool,
     /// The relay is over.
     pub(crate) end: Option<RelayEnd>,
 }
@@ -140,13 +147,14 @@ impl Relay {
     ///
     /// The client has usually sent its request while the real server was connecting,
     /// so it is read at once; a real server rarely speaks first, so it is read once
-    /// epoll says so.
+    /// epoll says so (the hub passes on what its socket reported while connecting).
     pub(crate) fn new(client: TcpStream, server: TcpStream, preamble: Vec<u8>) -> Self {
         let mut input = Pump::new(Direction::Input);
         input.unsent = preamble;
         Self {
             ends: [Endpoint::new(client, true), Endpoint::new(server, false)],
             pumps: [input, Pump::new(Direction::Output)],
+            reads_per_advance: READS_PER_ADVANCE,
         }
     }
 
@@ -158,7 +166,7 @@ impl Relay {
         elapsed: Duration,
     ) -> Advance {
         let [client, server] = &mut self.ends;
-        let mut active = false;
+        let (mut active, mut more) = (false, false);
         for index in 0..2 {
             let other_done = self.pumps[1 - index].done;
             let pump = &mut self.pumps[index];
@@ -170,11 +178,22 @@ impl Relay {
             } else {
                 (&mut *server, &mut *client)
             };
-            match pump.advance(from, to, observer, elapsed, other_done) {
-                Ok(moved) => active |= moved,
+            match pump.advance(
+                from,
+                to,
+                observer,
+                elapsed,
+                other_done,
+                self.reads_per_advance,
+            ) {
+                Ok(progress) => {
+                    active |= progress.active;
+                    more |= progress.more;
+                }
                 Err(e) => {
                     return Advance {
                         active,
+                        more: false,
                         end: Some(RelayEnd::Failed(e)),
                     };
                 }
@@ -183,6 +202,7 @@ impl Relay {
         let closed = self.pumps.iter().all(|pump| pump.done);
         Advance {
             active,
+            more,
             end: closed.then_some(RelayEnd::Closed),
         }
     }
@@ -214,7 +234,7 @@ impl Pump {
         }
     }
 
-    /// Moves what can be moved now; true if anything did. Marks the pump done once
+    /// Moves what can be moved now, up to `reads` reads. Marks the pump done once
     /// `from` closed and the close was passed on.
     ///
     /// When the other direction is already done (`other_done`), the relay ends with
@@ -228,11 +248,16 @@ impl Pump {
         observer: &mut dyn RelayObserver,
         elapsed: Duration,
         other_done: bool,
-    ) -> io::Result<bool> {
-        let mut active = false;
-        loop {
+        reads: usize,
+    ) -> io::Result<Advance> {
+        let mut progress = Advance {
+            active: false,
+            more: false,
+            end: None,
+        };
+        for _ in 0..reads {
             if !self.flush(to)? || !from.readable {
-                return Ok(active);
+                return Ok(progress);
             }
             let moved = match self.bulk.as_mut() {
                 Some(pipe) => match pipe.fill(&from.socket) {
@@ -253,11 +278,11 @@ impl Pump {
                     None => continue,
                 },
             };
-            active = true;
+            progress.active = true;
             if moved == 0 {
                 if !self.flush(to)? {
                     // The end of stream is read again once `to` has taken the rest.
-                    return Ok(active);
+                    return Ok(progress);
                 }
                 if let Some(pipe) = self.bulk.take() {
                     pipe::recycle(pipe);
@@ -270,10 +295,12 @@ impl Pump {
                 }
                 observer.half_closed(self.dir);
                 self.done = true;
-                return Ok(active);
+                return Ok(progress);
             }
             observer.moved(self.dir, moved, elapsed);
         }
+        progress.more = from.readable;
+        Ok(progress)
     }
 
     /// Reads once into the worker's scratch buffer and writes at once what `to` takes;
@@ -362,5 +389,64 @@ fn write_some(to: &mut Endpoint, bytes: &[u8]) -> io::Result<usize> {
         }
         Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+
+    use super::*;
+
+    struct Count(usize);
+
+    impl RelayObserver for Count {
+        fn moved(&mut self, _: Direction, bytes: usize, _: Duration) {
+            self.0 += bytes;
+        }
+
+        fn half_closed(&mut self, _: Direction) {}
+    }
+
+    /// A connected pair on loopback: the far end blocking, the near one not.
+    fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let far = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (near, _) = listener.accept().unwrap();
+        near.set_nonblocking(true).unwrap();
+        (far, near)
+    }
+
+    #[test]
+    fn a_direction_stops_at_its_share_of_reads_and_says_there_is_more() {
+        let (mut client, client_near) = pair();
+        let (mut server, server_near) = pair();
+        let mut relay = Relay::new(client_near, server_near, Vec::new());
+        relay.reads_per_advance = 2;
+        let sent = vec![7; 64 * 1024];
+        client.write_all(&sent).unwrap();
+        // Everything is queued before the relay reads: the first read fills the scratch
+        // buffer, the second splices; the third would have found the socket drained.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut peek = vec![0; sent.len()];
+        while relay.ends[0].socket.peek(&mut peek).unwrap_or(0) < sent.len() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the bytes never arrived"
+            );
+            std::thread::yield_now();
+        }
+        let mut count = Count(0);
+        let first = relay.advance(&mut count, Duration::ZERO);
+        assert!(
+            first.more,
+            "stopped at its share with the socket still readable"
+        );
+        let second = relay.advance(&mut count, Duration::ZERO);
+        assert!(!second.more && second.end.is_none(), "{second:?}");
+        assert_eq!(count.0, sent.len());
+        let mut got = vec![0; sent.len()];
+        server.read_exact(&mut got).unwrap();
+        assert!(got == sent);
     }
 }

@@ -74,7 +74,9 @@ async fn serve(svc: Arc<VirtualService>, client: TcpStream, flow: Flow, hub: Arc
     let client = match client.into_std() {
         Ok(client) => client,
         Err(e) => {
-            tracing::warn!(client = %flow.client, "cannot hand the connection to the relay: {e}");
+            tracing::warn!(client = %flow.client, real_server = %binding.target, "cannot hand the connection to the relay: {e}");
+            // As close_failed: both sides get a reset, the entry goes to CLOSE.
+            server.reset();
             if let Some(key) = &binding.key {
                 svc.tcp_event(key, Direction::Input, TcpFlags::RST);
             }
