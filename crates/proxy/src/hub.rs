@@ -569,12 +569,16 @@ mod tests {
         socket.set_send_buffer_size(64 * 1024).unwrap();
     }
 
-    /// Starts a relay between a new client and a new real server, connected from the
-    /// hub; their far ends.
-    async fn start(
-        hub: &Arc<RelayHub>,
-        idle_timeout: Duration,
-    ) -> (AsyncTcpStream, AsyncTcpStream, Report) {
+    /// A client connection and a real server's, the latter connected from the hub,
+    /// not yet relayed.
+    struct Ends {
+        client: AsyncTcpStream,
+        client_near: AsyncTcpStream,
+        server: AsyncTcpStream,
+        server_near: Connecting,
+    }
+
+    async fn connect_ends(hub: &Arc<RelayHub>) -> Ends {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let client = AsyncTcpStream::connect(address).await.unwrap();
@@ -582,10 +586,21 @@ mod tests {
         let mut server_near = hub.connect(address).unwrap();
         server_near.established().await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        small_buffers(socket2::SockRef::from(&client));
-        small_buffers(socket2::SockRef::from(&client_near));
-        small_buffers(socket2::SockRef::from(&server));
-        small_buffers(socket2::SockRef::from(server_near.socket.as_ref().unwrap()));
+        Ends {
+            client,
+            client_near,
+            server,
+            server_near,
+        }
+    }
+
+    /// Relays `client_near` and `server_near` with a recorder; its report.
+    fn relay(
+        hub: &RelayHub,
+        client_near: AsyncTcpStream,
+        server_near: Connecting,
+        idle_timeout: Duration,
+    ) -> Report {
         let (ended, report) = oneshot::channel();
         let recorder = Recorder {
             moved: [0; 2],
@@ -600,7 +615,24 @@ mod tests {
             Box::new(recorder),
             idle_timeout,
         );
-        (client, server, report)
+        report
+    }
+
+    /// Starts a relay between a new client and a new real server, connected from the
+    /// hub, with small buffers; their far ends.
+    async fn start(
+        hub: &Arc<RelayHub>,
+        idle_timeout: Duration,
+    ) -> (AsyncTcpStream, AsyncTcpStream, Report) {
+        let ends = connect_ends(hub).await;
+        small_buffers(socket2::SockRef::from(&ends.client));
+        small_buffers(socket2::SockRef::from(&ends.client_near));
+        small_buffers(socket2::SockRef::from(&ends.server));
+        small_buffers(socket2::SockRef::from(
+            ends.server_near.socket.as_ref().unwrap(),
+        ));
+        let report = relay(hub, ends.client_near, ends.server_near, idle_timeout);
+        (ends.client, ends.server, report)
     }
 
     fn running_hub() -> Arc<RelayHub> {
@@ -783,18 +815,17 @@ mod tests {
 
     async fn banner_before_the_relay() {
         let hub = running_hub();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let mut client = AsyncTcpStream::connect(address).await.unwrap();
-        let (client_near, _) = listener.accept().await.unwrap();
-        let mut connecting = hub.connect(address).unwrap();
-        connecting.established().await.unwrap();
-        let (mut server, _) = listener.accept().await.unwrap();
+        let Ends {
+            mut client,
+            client_near,
+            mut server,
+            server_near,
+        } = connect_ends(&hub).await;
         server.write_all(b"220 ready\r\n").await.unwrap();
         // Wait until the hub took the banner's event for the connecting socket: after
         // that, nothing new happens on it until the client speaks.
         while !matches!(
-            hub.state().relays[connecting.slot],
+            hub.state().relays[server_near.slot],
             Slot::Connecting {
                 seen: Some(Readiness { readable: true, .. }),
                 ..
@@ -802,20 +833,7 @@ mod tests {
         ) {
             tokio::task::yield_now().await;
         }
-        let (ended, _report) = oneshot::channel();
-        let recorder = Recorder {
-            moved: [0; 2],
-            half_closed: Vec::new(),
-            ended: Some(ended),
-        };
-        let client_near = client_near.into_std().unwrap();
-        hub.start(
-            client_near,
-            connecting,
-            Vec::new(),
-            Box::new(recorder),
-            Duration::from_secs(60),
-        );
+        let _report = relay(&hub, client_near, server_near, Duration::from_secs(60));
         let mut banner = [0; 11];
         client.read_exact(&mut banner).await.unwrap();
         assert_eq!(&banner, b"220 ready\r\n");
