@@ -361,3 +361,24 @@ async fn an_address_another_program_listens_on_is_refused() {
     drop(other);
     plane.add(svc).expect("free again");
 }
+
+#[tokio::test]
+async fn ipv6_clients_reach_ipv6_real_servers_as_ipv4_ones_do() {
+    let (a, b) = (
+        tcp_server_on("[::1]:0", "a").await,
+        tcp_server_on("[::1]:0", "b").await,
+    );
+    // A port of ::1 nobody uses (IPv6 has one loopback address for every test).
+    let vip = std::net::TcpListener::bind("[::1]:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let served = Setup::new(Protocol::Tcp, &[(a, 1), (b, 1)])
+        .vip(vip)
+        .start();
+    assert_eq!(spread(vip, 4).await, ["b", "a", "b", "a"]);
+    let (name, mut stream) = who(vip).await;
+    assert_eq!(name, "b");
+    echoes_after_half_close(&mut stream, b"over IPv6").await;
+    drop(served);
+}

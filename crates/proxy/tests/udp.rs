@@ -48,6 +48,25 @@ async fn new_client() -> UdpSocket {
 }
 
 #[tokio::test]
+async fn ipv6_clients_reach_ipv6_real_servers_as_ipv4_ones_do() {
+    let (a, b) = (
+        udp_server_on("[::1]:0", "a").await,
+        udp_server_on("[::1]:0", "b").await,
+    );
+    // A port of ::1 nobody uses (IPv6 has one loopback address for every test).
+    let vip = std::net::UdpSocket::bind("[::1]:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let _served = dns(&[(a, 1), (b, 1)]).vip(vip).start();
+    let first = UdpSocket::bind("[::1]:0").await.expect("client socket");
+    let second = UdpSocket::bind("[::1]:0").await.expect("client socket");
+    assert_eq!(ask(&first, vip, "q1").await, "b:q1");
+    assert_eq!(ask(&second, vip, "q2").await, "a:q2");
+    assert_eq!(ask(&first, vip, "q3").await, "b:q3", "the flow stays");
+}
+
+#[tokio::test]
 async fn each_client_is_one_flow_on_one_real_server() {
     let (_, b, served) = rr_over_a_and_b().await;
     let (svc, vip) = (&served.svc, served.vip);

@@ -28,7 +28,12 @@ pub fn unique_vip(port: u16) -> SocketAddr {
 /// A TCP real server: sends `NAME\n` on connect, then echoes until the client
 /// half-closes, then closes.
 pub async fn tcp_server(name: &str) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    tcp_server_on("127.0.0.1:0", name).await
+}
+
+/// A [`tcp_server`] bound to `address` (`[::1]:0` for IPv6).
+pub async fn tcp_server_on(address: &str, name: &str) -> SocketAddr {
+    let listener = TcpListener::bind(address).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let greeting = format!("{name}\n");
     tokio::spawn(async move {
@@ -63,7 +68,12 @@ pub async fn echoes_after_half_close(stream: &mut BufReader<TcpStream>, words: &
 
 /// A UDP real server answering every datagram with `NAME:` and the datagram.
 pub async fn udp_server(name: &str) -> SocketAddr {
-    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    udp_server_on("127.0.0.1:0", name).await
+}
+
+/// A [`udp_server`] bound to `address` (`[::1]:0` for IPv6).
+pub async fn udp_server_on(address: &str, name: &str) -> SocketAddr {
+    let socket = UdpSocket::bind(address).await.unwrap();
     let addr = socket.local_addr().unwrap();
     let name = name.to_owned();
     tokio::spawn(async move {
@@ -96,6 +106,7 @@ pub struct Setup {
     port: u16,
     persistence: Option<Persistence>,
     options: ServiceOptions,
+    vip: Option<SocketAddr>,
 }
 
 /// A started service: keep `plane` alive for as long as the service should run.
@@ -115,6 +126,15 @@ impl Setup {
             port: 80,
             persistence: None,
             options: ServiceOptions::default(),
+            vip: None,
+        }
+    }
+
+    /// Serves on `vip` instead of a loopback address of its own (IPv6 has one).
+    pub fn vip(self, vip: SocketAddr) -> Self {
+        Self {
+            vip: Some(vip),
+            ..self
         }
     }
 
@@ -143,7 +163,7 @@ impl Setup {
 
     /// The service, not yet served.
     pub fn build(self) -> (Arc<VirtualService>, SocketAddr) {
-        let vip = unique_vip(self.port);
+        let vip = self.vip.unwrap_or_else(|| unique_vip(self.port));
         let mut pool = Pool::new(from_name(self.scheduler, SchedFlags::EMPTY).unwrap());
         for (addr, weight) in self.dests {
             pool.add(Arc::new(Dest::new(addr, weight).unwrap()))
