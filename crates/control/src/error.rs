@@ -111,7 +111,7 @@ impl Unsupported {
                 "Port-zero services need kernel IPVS: keeplb's userspace proxy listens on one port per service"
             }
             Unsupported::SyncDaemon => {
-                "Connection synchronisation needs kernel IPVS: keeplb's userspace proxy has no sync daemon"
+                "keeplb runs its sync daemon (persistence templates) as lvs_sync_daemon in the configuration says; starting or stopping one by hand needs kernel IPVS"
             }
         }
     }

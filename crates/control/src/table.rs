@@ -54,7 +54,7 @@ pub trait TableOps {
     /// `--start-daemon` of a role not running yet.
     fn start_daemon(&mut self, daemon: &SyncDaemon) -> Result<(), KernelError>;
     /// `--stop-daemon` of a running role.
-    fn stop_daemon(&mut self, role: SyncRole);
+    fn stop_daemon(&mut self, role: SyncRole) -> Result<(), KernelError>;
 }
 
 /// Whether the kernel accepts a service's settings: a known scheduler and persistence
@@ -173,8 +173,7 @@ pub fn apply_rules(table: &mut dyn TableOps, command: &AdmCommand) -> Result<(),
             if !table.has_daemon(*role) {
                 return Err(KernelError::NoSuchService);
             }
-            table.stop_daemon(*role);
-            Ok(())
+            table.stop_daemon(*role)
         }
         AdmCommand::List { .. }
         | AdmCommand::Save { .. }
@@ -338,8 +337,9 @@ impl TableOps for MemoryTable {
         Ok(())
     }
 
-    fn stop_daemon(&mut self, role: SyncRole) {
+    fn stop_daemon(&mut self, role: SyncRole) -> Result<(), KernelError> {
         self.snapshot.daemons.retain(|d| d.role != role);
+        Ok(())
     }
 }
 

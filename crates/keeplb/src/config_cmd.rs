@@ -139,7 +139,13 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let (check_results, check_results_rx) = tokio::sync::mpsc::unbounded_channel();
     director.report_checks_to(check_results);
     let board = crate::vrrp_run::StatusBoard::default();
-    let table = crate::control_run::LiveTable::new(director.plane(), settings, board.clone());
+    let sync_view = crate::sync_run::SyncView::default();
+    let table = crate::control_run::LiveTable::new(
+        director.plane(),
+        settings,
+        board.clone(),
+        sync_view.clone(),
+    );
     runtime.block_on(async {
         let http = match args.http {
             Some(address) => {
@@ -171,6 +177,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             &config,
             director.plane(),
             board.clone(),
+            sync_view,
             sync_reloads,
             until_stopped(stopped.clone()),
         );

@@ -6,7 +6,8 @@
 //! [`keeplb_control::table::apply_rules`], the same code the reference [`MemoryTable`]
 //! runs, so the daemon refuses exactly what the kernel refuses. On top, it refuses what a
 //! userspace proxy cannot serve (firewall marks, SCTP, port zero, `-o`, `--pe`, sync
-//! daemons) with [`KernelError::NeedsKernel`].
+//! daemons started or stopped by hand: `-L --daemon` lists the one `lvs_sync_daemon`
+//! runs) with [`KernelError::NeedsKernel`].
 //!
 //! What each command does to traffic: `-A` listens at once; `-E` swaps the scheduler
 //! (only when it or its flags change, so rr positions and lblc tables survive a
@@ -60,21 +61,25 @@ pub struct LiveTable {
     vrrp: crate::vrrp_run::StatusBoard,
     /// The configured real servers' health, once the director says where it is.
     health: Option<HealthWatch>,
+    /// The sync daemon in force (`-L --daemon`).
+    sync: crate::sync_run::SyncView,
 }
 
 impl LiveTable {
     /// The table over `plane`, whose services were started with `settings`; VRRP
-    /// instances report to `vrrp`.
+    /// instances report to `vrrp`, the sync daemon to `sync`.
     pub fn new(
         plane: Arc<DataPlane>,
         settings: ConnSettings,
         vrrp: crate::vrrp_run::StatusBoard,
+        sync: crate::sync_run::SyncView,
     ) -> Self {
         Self {
             plane,
             settings,
             vrrp,
             health: None,
+            sync,
         }
     }
 
@@ -133,6 +138,7 @@ impl LiveTable {
                 .map(conn_entry)
                 .collect(),
             timeouts: self.timeouts(),
+            daemons: self.sync.listed(&self.vrrp),
             ..Snapshot::default()
         }
     }
@@ -329,15 +335,17 @@ impl TableOps for LiveTable {
         }
     }
 
-    fn has_daemon(&self, _role: SyncRole) -> bool {
-        false
+    fn has_daemon(&self, role: SyncRole) -> bool {
+        self.sync.listed(&self.vrrp).iter().any(|d| d.role == role)
     }
 
     fn start_daemon(&mut self, _daemon: &SyncDaemon) -> Result<(), KernelError> {
         Err(KernelError::NeedsKernel(Unsupported::SyncDaemon))
     }
 
-    fn stop_daemon(&mut self, _role: SyncRole) {}
+    fn stop_daemon(&mut self, _role: SyncRole) -> Result<(), KernelError> {
+        Err(KernelError::NeedsKernel(Unsupported::SyncDaemon))
+    }
 }
 
 /// The data plane's identity of a service the proxy can serve.

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use keeplb_balancer::sync;
 use keeplb_config::model::{self, LvsSyncDaemon};
+use keeplb_control::model::{SyncDaemon, SyncRole};
 use keeplb_proxy::DataPlane;
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
@@ -32,17 +33,66 @@ const SYNC_PERIOD: Duration = Duration::from_secs(1);
 /// Wait before opening the socket again after it failed (an interface not there yet).
 const RETRY: Duration = Duration::from_secs(5);
 
+/// The sync daemon's settings in force, for the control socket: `ipvsadm -L --daemon`
+/// lists the kernel daemons running, and keepalived runs the master daemon on the
+/// instance's MASTER and the backup daemon elsewhere (both with no instance named).
+#[derive(Debug, Clone, Default)]
+pub struct SyncView(Arc<std::sync::Mutex<Option<LvsSyncDaemon>>>);
+
+impl SyncView {
+    fn set(&self, settings: Option<LvsSyncDaemon>) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = settings;
+    }
+
+    /// The daemons in force now, as `ipvsadm -L --daemon` would list the kernel's: the
+    /// multicast settings with the kernel's defaults filled in.
+    pub fn listed(&self, board: &StatusBoard) -> Vec<SyncDaemon> {
+        let Some(settings) = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+        else {
+            return Vec::new();
+        };
+        let roles: &[SyncRole] = match role(board, settings.vrrp_instance.as_deref()) {
+            Role::Master => &[SyncRole::Master],
+            Role::Backup => &[SyncRole::Backup],
+            Role::Both => &[SyncRole::Master, SyncRole::Backup],
+        };
+        let maxlen =
+            sync::master_max_len(settings.maxlen.map(usize::from), settings.group.is_ipv6());
+        roles
+            .iter()
+            .map(|&role| SyncDaemon {
+                role,
+                mcast_interface: settings.interface.clone(),
+                sync_id: settings.sync_id,
+                sync_maxlen: u16::try_from(maxlen).unwrap_or(u16::MAX),
+                mcast_group: Some(settings.group),
+                mcast_port: settings.port,
+                mcast_ttl: settings.ttl,
+            })
+            .collect()
+    }
+}
+
 /// Runs the sync daemon of `config` (if it has one) until `stopped`, starting it again
-/// with the new settings when a reload changes them.
+/// with the new settings when a reload changes them; `view` follows the settings.
 pub async fn serve(
     config: &model::Config,
     plane: Arc<DataPlane>,
     board: StatusBoard,
+    view: SyncView,
     mut reloads: mpsc::UnboundedReceiver<Arc<model::Config>>,
     stopped: impl Future<Output = ()>,
 ) {
     tokio::pin!(stopped);
     let mut settings = config.global_defs.lvs_sync_daemon.clone();
+    view.set(settings.clone());
     // Kept across reloads that leave the settings alone: replacing it would close the
     // socket and make a master send every template again.
     let mut daemon = Box::pin(daemon(settings.clone(), Arc::clone(&plane), board.clone()));
@@ -54,6 +104,7 @@ pub async fn serve(
                 if new != settings {
                     tracing::info!("lvs_sync_daemon: restarting with the new configuration");
                     settings = new;
+                    view.set(settings.clone());
                     daemon = Box::pin(self::daemon(settings.clone(), Arc::clone(&plane), board.clone()));
                 }
             }

@@ -34,16 +34,30 @@ fn config(lab: &Lab, name: &str, state: &str, priority: u8) -> PathBuf {
     path
 }
 
-/// `keeplb adm -Lnc` against the daemon whose control socket is `control`.
-fn connection_entries(control: &Path) -> String {
+/// `keeplb adm ARGS` against the daemon whose control socket is `control`: its
+/// standard output and error.
+fn adm(control: &Path, args: &[&str]) -> (String, String) {
     let out = Command::new(KEEPLB)
         .arg("adm")
         .arg("--control")
         .arg(control)
-        .arg("-Lnc")
+        .args(args)
         .output()
         .expect("keeplb adm");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `keeplb adm -Lnc`: the connection entries.
+fn connection_entries(control: &Path) -> String {
+    adm(control, &["-Lnc"]).0
+}
+
+/// `keeplb adm -L --daemon`: the sync daemons in force.
+fn daemons(control: &Path) -> String {
+    adm(control, &["-L", "--daemon"]).0
 }
 
 #[test]
@@ -93,6 +107,24 @@ fn persistent_clients_keep_their_real_server_across_a_failover() {
             .any(|l| l.contains(&template) && l.contains(&format!("{a_real_server}:80")))
     });
 
+    // As ipvsadm lists the kernel daemons keepalived starts: the master daemon on the
+    // MASTER, the backup daemon on the BACKUP; neither can be stopped by hand.
+    let master_control = master_conf.with_extension("sock");
+    let master_daemon = daemons(&master_control);
+    assert!(
+        master_daemon.starts_with("master sync daemon (mcast=eth0, syncid=")
+            && master_daemon.contains("group=224.0.0.81, port=8848, ttl=1)")
+            && master_daemon.lines().count() == 1,
+        "{master_daemon}"
+    );
+    assert_eq!(
+        daemons(&backup_control),
+        master_daemon.replacen("master", "backup", 1)
+    );
+    let (_, refused) = adm(&master_control, &["--stop-daemon", "master"]);
+    assert!(refused.contains("lvs_sync_daemon"), "{refused}");
+    assert_eq!(daemons(&master_control), master_daemon, "still running");
+
     // A reload that leaves the sync settings alone leaves the daemon alone too (its
     // socket stays open; it does not send everything again).
     master.signal(Signal::SIGHUP).expect("SIGHUP");
@@ -115,6 +147,9 @@ fn persistent_clients_keep_their_real_server_across_a_failover() {
 
     master.kill().expect("kill the master");
     wait_for("the backup takes over", &backup, || holds(&two, VIP));
+    wait_for("the new master lists the master daemon", &backup, || {
+        daemons(&backup_control) == master_daemon
+    });
     assert_eq!(
         served_by(&client_a, sa(VIP, 80), &backup),
         a_served_by,
