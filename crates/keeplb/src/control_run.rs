@@ -621,8 +621,12 @@ pub async fn serve(
     mut reports: tokio::sync::mpsc::UnboundedReceiver<crate::lvs_run::DirectorReport>,
     stopped: tokio::sync::watch::Receiver<bool>,
 ) {
+    let metrics = {
+        let mut metrics = Metrics::new();
+        table.sync.register(metrics.registry_mut());
+        Arc::new(metrics)
+    };
     let table = Arc::new(Mutex::new(table));
-    let metrics = Arc::new(Metrics::new());
     let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|stop| *stop).await;
     };
