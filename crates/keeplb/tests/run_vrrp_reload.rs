@@ -323,6 +323,35 @@ fn a_reloaded_master_swaps_its_addresses_without_resigning() {
     stop(&master);
 }
 
+/// A reload changing only a VIP's prefix replaces the address once: no error for a
+/// second removal, no warning about a stale address.
+#[test]
+fn a_reloaded_master_changes_a_vip_prefix_in_one_step() {
+    let (_lab, one, conf) = one_director("run-vrrp-reload-prefix", "10.69.0.1/24");
+    write_config(&conf, &instance("VI_1", 74, 150, &[VIP1]));
+    let master = start(&one, &conf);
+    wait_for("the master takes its VIP", &master, || holds(&one, VIP1));
+    write_config(
+        &conf,
+        &instance("VI_1", 74, 150, &[VIP1]).replace("/24", "/25"),
+    );
+    reload(&master, 1);
+    let with_new_prefix = format!("{VIP1}/25");
+    wait_for("the VIP has its new prefix", &master, || {
+        one.run(&["ip", "-o", "addr", "show", "dev", "eth0"])
+            .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains(&with_new_prefix))
+    });
+    let log = master.output_so_far().stderr;
+    assert!(
+        log.contains("removing a virtual address the new configuration no longer has"),
+        "{log}"
+    );
+    for wrong in ["removing VIP", "removing stale virtual address", "ERROR"] {
+        assert!(!log.contains(wrong), "{wrong}\n{log}");
+    }
+    stop(&master);
+}
+
 /// The same for a `vrrp_sync_group` whose members are all MASTER: a reload changing one
 /// member's priority keeps both VIPs throughout, the members resume as MASTER straight
 /// away, and the group, MASTER again at once as with keepalived, notifies nothing.

@@ -800,11 +800,11 @@ impl Driver {
         let interface = &self.interface;
         let ifindex = info.ifindex;
         let present = self.netlink.addresses(ifindex).await?;
+        // Addresses held before a reload are not stale: they stay, or the reload's
+        // clear_diff removes them (`remove_unconfigured`), once.
         for stale in present.iter().filter(|a| {
             self.vips.iter().any(|v| {
-                v.dev.is_none()
-                    && v.address == a.addr
-                    && !(self.is_kept(v) && v.prefix == a.prefix_len)
+                v.dev.is_none() && v.address == a.addr && !self.was_held(a.addr, a.prefix_len, None)
             })
         }) {
             tracing::warn!(
@@ -827,7 +827,10 @@ impl Driver {
             let Ok(present) = self.netlink.addresses(dev_index).await else {
                 continue;
             };
-            if let Some(stale) = present.iter().find(|a| a.addr == vip.address) {
+            let stale = present.iter().find(|a| {
+                a.addr == vip.address && !self.was_held(a.addr, a.prefix_len, vip.dev.as_deref())
+            });
+            if let Some(stale) = stale {
                 tracing::warn!(
                     instance = %config.name, interface = ?vip.dev, address = %stale.addr,
                     "removing stale virtual address"
@@ -895,6 +898,15 @@ impl Driver {
         self.keep.as_ref().is_some_and(|held| {
             held.iter()
                 .any(|h| h.address == vip.address && h.prefix == vip.prefix && h.dev == vip.dev)
+        })
+    }
+
+    /// Whether `address`/`prefix` on `dev` (None: the instance's interface) was held
+    /// before a reload.
+    fn was_held(&self, address: IpAddr, prefix: u8, dev: Option<&str>) -> bool {
+        self.keep.as_ref().is_some_and(|held| {
+            held.iter()
+                .any(|h| h.address == address && h.prefix == prefix && h.dev.as_deref() == dev)
         })
     }
 
