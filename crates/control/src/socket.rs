@@ -48,7 +48,7 @@ impl ControlServer {
     /// not have bound yet. The lock file is left in place: removing it would let a third
     /// daemon lock a new file while the first still holds the old one.
     pub fn bind(path: &Path) -> io::Result<ControlServer> {
-        let lock = lock_path(path)?;
+        let lock = open_lock(path)?;
         let already_running = || {
             io::Error::new(
                 io::ErrorKind::AddrInUse,
@@ -138,7 +138,7 @@ impl Drop for ControlServer {
 }
 
 /// Opens (creating it, mode 0600) the lock file of the control socket at `path`.
-fn lock_path(path: &Path) -> io::Result<File> {
+fn open_lock(path: &Path) -> io::Result<File> {
     let mut name = path.as_os_str().to_owned();
     name.push(".lock");
     OpenOptions::new()

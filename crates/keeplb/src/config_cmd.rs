@@ -203,15 +203,13 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
                 crate::fifo_run::NotifyFifos::stop_scripts(fifos.scripts).await;
                 Ok(())
             } else {
-                let (config, fifo_scripts) = (Arc::clone(&config), fifos.scripts);
-                let (vrrp_fifos, termination) = (fifos.vrrp, &mut termination);
                 crate::vrrp_run::run(
-                    config,
+                    Arc::clone(&config),
                     &board,
                     vrrp_reloads,
-                    vrrp_fifos,
-                    fifo_scripts,
-                    termination,
+                    fifos.vrrp,
+                    fifos.scripts,
+                    &mut termination,
                 )
                 .await
             };

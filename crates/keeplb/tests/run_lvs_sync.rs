@@ -7,7 +7,6 @@ mod common;
 use common::*;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use keeplb_testlab::{Lab, Signal};
 
@@ -37,13 +36,7 @@ fn config(lab: &Lab, name: &str, state: &str, priority: u8) -> PathBuf {
 /// `keeplb adm ARGS` against the daemon whose control socket is `control`: its
 /// standard output and error.
 fn adm(control: &Path, args: &[&str]) -> (String, String) {
-    let out = Command::new(KEEPLB)
-        .arg("adm")
-        .arg("--control")
-        .arg(control)
-        .args(args)
-        .output()
-        .expect("keeplb adm");
+    let out = adm_output(control, args);
     (
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),

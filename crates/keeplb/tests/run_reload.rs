@@ -238,13 +238,7 @@ fn reload_under_traffic_fails_nothing_and_a_broken_file_changes_nothing() {
 
 /// `keeplb adm ARGS` against the daemon at `control`, which must succeed: its output.
 fn adm(control: &std::path::Path, args: &[&str]) -> String {
-    let out = std::process::Command::new(KEEPLB)
-        .arg("adm")
-        .arg("--control")
-        .arg(control)
-        .args(args)
-        .output()
-        .expect("keeplb adm");
+    let out = adm_output(control, args);
     assert!(out.status.success(), "adm {args:?}: {out:?}");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

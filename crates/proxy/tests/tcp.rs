@@ -368,11 +368,7 @@ async fn ipv6_clients_reach_ipv6_real_servers_as_ipv4_ones_do() {
         tcp_server_on("[::1]:0", "a").await,
         tcp_server_on("[::1]:0", "b").await,
     );
-    // A port of ::1 nobody uses (IPv6 has one loopback address for every test).
-    let vip = std::net::TcpListener::bind("[::1]:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let vip = unused_ipv6_vip(Protocol::Tcp);
     let served = Setup::new(Protocol::Tcp, &[(a, 1), (b, 1)])
         .vip(vip)
         .start();

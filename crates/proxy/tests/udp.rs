@@ -53,11 +53,7 @@ async fn ipv6_clients_reach_ipv6_real_servers_as_ipv4_ones_do() {
         udp_server_on("[::1]:0", "a").await,
         udp_server_on("[::1]:0", "b").await,
     );
-    // A port of ::1 nobody uses (IPv6 has one loopback address for every test).
-    let vip = std::net::UdpSocket::bind("[::1]:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let vip = unused_ipv6_vip(Protocol::Udp);
     let _served = dns(&[(a, 1), (b, 1)]).vip(vip).start();
     let first = UdpSocket::bind("[::1]:0").await.expect("client socket");
     let second = UdpSocket::bind("[::1]:0").await.expect("client socket");

@@ -259,3 +259,14 @@ pub fn served_by(client: &Host, vip: SocketAddr, process: &Process) -> String {
     std::io::Read::read_to_end(&mut stream, &mut rest).expect("orderly close");
     name
 }
+
+/// `keeplb adm ARGS` against the daemon whose control socket is `control`.
+pub fn adm_output(control: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(KEEPLB)
+        .arg("adm")
+        .arg("--control")
+        .arg(control)
+        .args(args)
+        .output()
+        .expect("keeplb adm")
+}

@@ -25,6 +25,16 @@ pub fn unique_vip(port: u16) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::new(127, b.max(1), c, d.max(1)), port))
 }
 
+/// A port of `::1` nobody uses, for a service of `protocol` (IPv6 has one loopback
+/// address for every test, so services differ by port).
+pub fn unused_ipv6_vip(protocol: Protocol) -> SocketAddr {
+    let local = match protocol {
+        Protocol::Udp => std::net::UdpSocket::bind("[::1]:0").and_then(|s| s.local_addr()),
+        _ => std::net::TcpListener::bind("[::1]:0").and_then(|l| l.local_addr()),
+    };
+    local.unwrap()
+}
+
 /// A TCP real server: sends `NAME\n` on connect, then echoes until the client
 /// half-closes, then closes.
 pub async fn tcp_server(name: &str) -> SocketAddr {
